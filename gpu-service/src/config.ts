@@ -1,0 +1,34 @@
+/**
+ * Service configuration, read once from environment variables.
+ * Every variable is listed, with its default, in the README.
+ */
+import { resolve } from "node:path";
+
+export interface ServiceConfig {
+  /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
+  host: string;
+  port: number;
+  /** Directory holding one sub-directory per model (each with config.json). */
+  modelsDir: string;
+  /** Model served when a request names none. */
+  defaultModel: string;
+}
+
+function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0) {
+    throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  }
+  return value;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  return {
+    host: env.TWIG_GPU_HOST || "127.0.0.1",
+    port: intFromEnv(env, "TWIG_GPU_PORT", 50651),
+    modelsDir: resolve(env.TWIG_MODELS_DIR || new URL("../../models", import.meta.url).pathname),
+    defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * Starts the real GPU service process (the same entry point as `npm start`)
+ * on a loopback port for a test, and stops it afterwards.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface GpuServiceProcess {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  output: () => string;
+  stop(): Promise<void>;
+}
+
+/** A models directory with one config-only model, enough for ListModels. */
+export function configOnlyModelsDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "twigserve-models-"));
+  mkdirSync(join(dir, "tiny", "twig"), { recursive: true });
+  writeFileSync(
+    join(dir, "tiny", "config.json"),
+    JSON.stringify({
+      model_type: "llava",
+      text_config: { num_hidden_layers: 8, max_position_embeddings: 512 },
+      vision_config: { image_size: 64, patch_size: 8 },
+    }),
+  );
+  writeFileSync(
+    join(dir, "tiny", "twig", "config.json"),
+    JSON.stringify({ twig_K: 2, twig_T: 3, final_wipe_layer: 6 }),
+  );
+  return dir;
+}
+
+export async function startGpuService(port: number, env: Record<string, string> = {}): Promise<GpuServiceProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/src/main.ts")], {
+    cwd: repoRoot,
+    env: { ...process.env, TWIG_GPU_HOST: "127.0.0.1", TWIG_GPU_PORT: String(port), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const collect = (d: Buffer) => {
+    output += d;
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`GPU service did not start in time:\n${output}`)), 60_000);
+    const onData = () => {
+      if (output.includes("listening on")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`GPU service exited with ${code}:\n${output}`));
+    });
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    child,
+    output: () => output,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      }),
+  };
+}
