@@ -1,0 +1,51 @@
+/**
+ * The visual-token budget of TTP. The paper quotes R-bar, the average number
+ * of visual tokens per layer over all L layers: layers 1..K see all N, layers
+ * K+1..K_f see the R kept ones, layers after K_f see none, so
+ *
+ *   R-bar = (N*K + R*(K_f - K)) / L   =>   R = ceil((L*R-bar - N*K) / (K_f - K))
+ *
+ * For LLaVA-1.5 (N=576, K=2, K_f=24, L=32), R-bar 64/128/192 gives R = 41/134/227.
+ */
+
+export interface BudgetShape {
+  /** N: visual tokens the image produces. */
+  visualTokens: number;
+  /** L: decoder layers. */
+  numLayers: number;
+  /** K: base layers before the twig. */
+  k: number;
+  /** K_f (1-based): layers after it see no visual tokens. */
+  finalWipeLayer: number;
+}
+
+/** The smallest R-bar the shape allows (R = 0): N*K/L. */
+export function minRetainBudget(s: BudgetShape): number {
+  return (s.visualTokens * s.k) / s.numLayers;
+}
+
+/** The largest R-bar the shape allows (R = N). */
+export function maxRetainBudget(s: BudgetShape): number {
+  return (s.visualTokens * s.finalWipeLayer) / s.numLayers;
+}
+
+/** R, the visual tokens kept in layers K+1..K_f, for an R-bar budget; throws when the budget is out of range. */
+export function keptTokensForBudget(retainBudget: number, s: BudgetShape): number {
+  if (!(s.k >= 0 && s.finalWipeLayer > s.k && s.finalWipeLayer <= s.numLayers)) {
+    throw new RangeError(`invalid layer split: K=${s.k}, K_f=${s.finalWipeLayer}, L=${s.numLayers}`);
+  }
+  const lo = minRetainBudget(s);
+  const hi = maxRetainBudget(s);
+  if (!(retainBudget >= lo && retainBudget <= hi)) {
+    throw new RangeError(
+      `retain budget ${retainBudget} is outside [${lo}, ${hi}] for N=${s.visualTokens}, K=${s.k}, K_f=${s.finalWipeLayer}, L=${s.numLayers}`,
+    );
+  }
+  const r = Math.ceil((s.numLayers * retainBudget - s.visualTokens * s.k) / (s.finalWipeLayer - s.k) - 1e-9);
+  return Math.min(s.visualTokens, Math.max(0, r));
+}
+
+/** The R-bar that prunes the given fraction of visual tokens (e.g. 8/9 for "88.9% pruned"). */
+export function budgetForPrunedFraction(fraction: number, visualTokens: number): number {
+  return Math.round(visualTokens * (1 - fraction));
+}

@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import {
+  budgetForPrunedFraction,
+  keptTokensForBudget,
+  maxRetainBudget,
+  minRetainBudget,
+} from "../../../gpu-service/src/engine/decoding/budget.js";
+
+const llava = { visualTokens: 576, numLayers: 32, k: 2, finalWipeLayer: 24 };
+
+describe("TTP budget", () => {
+  it("gives the paper's R = 41/134/227 for R-bar 64/128/192 on LLaVA-1.5", () => {
+    expect([64, 128, 192].map((b) => keptTokensForBudget(b, llava))).toEqual([41, 134, 227]);
+  });
+
+  it("maps the pruned fractions 88.9/77.8/66.7% to R-bar 64/128/192 of 576", () => {
+    expect([8 / 9, 7 / 9, 6 / 9].map((f) => budgetForPrunedFraction(f, 576))).toEqual([64, 128, 192]);
+  });
+
+  it("keeps R-bar's definition: the average over layers of the tokens each layer sees", () => {
+    const s = { visualTokens: 144, numLayers: 24, k: 2, finalWipeLayer: 18 };
+    for (const budget of [16, 32, 48, 100]) {
+      const r = keptTokensForBudget(budget, s);
+      const avg = (s.visualTokens * s.k + r * (s.finalWipeLayer - s.k)) / s.numLayers;
+      expect(avg).toBeGreaterThanOrEqual(budget - 1e-9);
+      expect(avg - budget).toBeLessThan((s.finalWipeLayer - s.k) / s.numLayers);
+    }
+  });
+
+  it("rejects budgets below N*K/L or above N*K_f/L with a clear message", () => {
+    expect(minRetainBudget(llava)).toBe(36);
+    expect(maxRetainBudget(llava)).toBe(432);
+    expect(() => keptTokensForBudget(20, llava)).toThrow(/outside \[36, 432\]/);
+    expect(() => keptTokensForBudget(500, llava)).toThrow(/outside/);
+    expect(keptTokensForBudget(36, llava)).toBe(0);
+    expect(keptTokensForBudget(432, llava)).toBe(576);
+  });
+});
