@@ -1,0 +1,180 @@
+/**
+ * A small builder for ONNX graphs: named values in, nodes, named values out,
+ * weights as initializers. `toBytes()` gives a serialized ModelProto that
+ * onnxruntime-node's `InferenceSession.create` accepts.
+ *
+ * @example
+ * const g = new GraphBuilder("double");
+ * const x = g.input("x", "float32", [1, "n"]);
+ * g.output(g.op("Add", [x, x])[0], "y", "float32", [1, "n"]);
+ * const session = await InferenceSession.create(g.toBytes());
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  type AttributeProto,
+  AttributeProto_AttributeType,
+  AttributeProtoSchema,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  type NodeProto,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  type TensorProto,
+  TensorProto_DataType,
+  TensorProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  type ValueInfoProto,
+  ValueInfoProtoSchema,
+} from "@twigserve/proto/onnx/onnx_pb.js";
+
+export type ElemType = "float32" | "float16" | "int32" | "int64" | "uint8";
+export type Dim = number | string;
+
+const DTYPES: Record<ElemType, TensorProto_DataType> = {
+  float32: TensorProto_DataType.FLOAT,
+  float16: TensorProto_DataType.FLOAT16,
+  int32: TensorProto_DataType.INT32,
+  int64: TensorProto_DataType.INT64,
+  uint8: TensorProto_DataType.UINT8,
+};
+
+/** Attribute values: numbers are ints unless wrapped with `float()`. */
+export type AttrValue = number | string | number[] | { float: number } | { floats: number[] };
+export const float = (value: number) => ({ float: value });
+
+function attribute(name: string, value: AttrValue): AttributeProto {
+  if (typeof value === "number") {
+    if (!Number.isInteger(value))
+      throw new TypeError(`attribute ${name}: ${value} is not an int; wrap floats with float()`);
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(value) });
+  }
+  if (typeof value === "string") {
+    return create(AttributeProtoSchema, {
+      name,
+      type: AttributeProto_AttributeType.STRING,
+      s: new TextEncoder().encode(value),
+    });
+  }
+  if (Array.isArray(value)) {
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: value.map(BigInt) });
+  }
+  if ("float" in value)
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f: value.float });
+  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOATS, floats: value.floats });
+}
+
+function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: "tensorType",
+        value: create(TypeProto_TensorSchema, {
+          elemType: DTYPES[type],
+          shape: create(TensorShapeProtoSchema, {
+            dim: dims.map((d) =>
+              create(TensorShapeProto_DimensionSchema, {
+                value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
+              }),
+            ),
+          }),
+        }),
+      },
+    }),
+  });
+}
+
+export type WeightData = Float32Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array;
+
+export class GraphBuilder {
+  private readonly nodes: NodeProto[] = [];
+  private readonly initializers: TensorProto[] = [];
+  private readonly inputs: ValueInfoProto[] = [];
+  private readonly outputs: ValueInfoProto[] = [];
+  private counter = 0;
+
+  constructor(readonly name: string) {}
+
+  /** A fresh value name with a readable prefix. */
+  fresh(prefix: string): string {
+    return `${prefix}_${this.counter++}`;
+  }
+
+  input(name: string, type: ElemType, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, type, dims));
+    return name;
+  }
+
+  /** Exposes `value` as a graph output called `name` (an Identity node when the names differ). */
+  output(value: string, name: string, type: ElemType, dims: Dim[]): void {
+    if (value !== name) this.op("Identity", [value], {}, { outputs: [name] });
+    this.outputs.push(valueInfo(name, type, dims));
+  }
+
+  /** Adds a constant tensor (a weight) and returns its name. */
+  weight(prefix: string, dims: number[], data: WeightData, type: ElemType = "float32"): string {
+    const name = this.fresh(prefix);
+    const count = dims.reduce((a, b) => a * b, 1);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const expected =
+      count * (type === "float32" || type === "int32" ? 4 : type === "int64" ? 8 : type === "float16" ? 2 : 1);
+    if (bytes.byteLength !== expected) {
+      throw new RangeError(`weight ${name}: ${bytes.byteLength} bytes for dims [${dims}] of ${type}`);
+    }
+    this.initializers.push(
+      create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DTYPES[type], rawData: bytes }),
+    );
+    return name;
+  }
+
+  /** Scalar or small int64 constant (shapes, axes). */
+  ints(prefix: string, values: number[]): string {
+    return this.weight(prefix, [values.length], BigInt64Array.from(values.map(BigInt)), "int64");
+  }
+
+  /** Appends a node and returns its output names. */
+  op(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, AttrValue> = {},
+    opts: { domain?: string; outputs?: number | string[] } = {},
+  ): string[] {
+    const outs =
+      typeof opts.outputs === "object"
+        ? opts.outputs
+        : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
+    this.nodes.push(
+      create(NodeProtoSchema, {
+        opType,
+        domain: opts.domain ?? "",
+        input: inputs,
+        output: outs,
+        name: this.fresh(`n_${opType}`),
+        attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+      }),
+    );
+    return outs;
+  }
+
+  toBytes(opset = 21): Uint8Array {
+    const model = create(ModelProtoSchema, {
+      irVersion: 10n,
+      producerName: "twigserve",
+      opsetImport: [
+        create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) }),
+        create(OperatorSetIdProtoSchema, { domain: "com.microsoft", version: 1n }),
+      ],
+      graph: create(GraphProtoSchema, {
+        name: this.name,
+        node: this.nodes,
+        initializer: this.initializers,
+        input: this.inputs,
+        output: this.outputs,
+      }),
+    });
+    return toBinary(ModelProtoSchema, model);
+  }
+}

@@ -1,0 +1,20 @@
+/** ONNX Runtime session options shared by every segment. */
+import ort from "onnxruntime-node";
+import type { ExecutionProvider } from "../types.js";
+
+export interface SessionOptions {
+  provider?: ExecutionProvider;
+  /** Intra-op threads; 0 lets ONNX Runtime choose. */
+  threads?: number;
+}
+
+export function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(bytes, {
+    executionProviders: [opts.provider ?? "cpu"],
+    intraOpNumThreads: opts.threads ?? 0,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+  });
+}
+
+export { ort };
