@@ -8,16 +8,7 @@ import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { decoderLayersRef, type RefLayerCache } from "../../../gpu-service/src/engine/reference/llama.js";
 import { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { randomDecoderLayers, randomTensor, tinyTextConfig } from "../../support/random-weights.js";
-
-function maxRelError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    num = Math.max(num, Math.abs(actual[i] - expected[i]));
-    den = Math.max(den, Math.abs(expected[i]));
-  }
-  return num / den;
-}
+import { maxRelError } from "../../support/tolerance.js";
 
 const rows = (flat: Float32Array, width: number) =>
   Array.from({ length: flat.length / width }, (_, i) => Float64Array.from(flat.subarray(i * width, (i + 1) * width)));

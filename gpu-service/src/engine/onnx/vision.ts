@@ -1,0 +1,80 @@
+/**
+ * The vision side as one graph: CLIP ViT (patch conv, class and position
+ * embeddings, pre-layernorm, encoder layers with quick-GELU) up to the feature
+ * layer, CLS dropped, then the mlp2x_gelu projector.
+ * pixel_values [1, 3, S, S] → image_features [1, N, textHidden].
+ */
+import type { LlavaWeights, VisionLayerWeights } from "../types.js";
+import { GraphBuilder } from "./graph.js";
+import { gelu, layerNorm, linear, quickGelu } from "./layers.js";
+
+/** How many encoder layers run for HF's vision_feature_layer (-2 = output of the second-to-last). */
+export function visionLayersToRun(numLayers: number, featureLayer: number): number {
+  const n = featureLayer < 0 ? numLayers + 1 + featureLayer : featureLayer;
+  if (n < 0 || n > numLayers)
+    throw new RangeError(`vision feature layer ${featureLayer} is outside a ${numLayers}-layer tower`);
+  return n;
+}
+
+function selfAttention(
+  g: GraphBuilder,
+  x: string,
+  w: VisionLayerWeights,
+  tokens: number,
+  width: number,
+  heads: number,
+): string {
+  const hd = width / heads;
+  const split = g.ints("split_shape", [1, tokens, heads, hd]);
+  const toHeads = (t: string) => g.op("Transpose", [g.op("Reshape", [t, split])[0]], { perm: [0, 2, 1, 3] })[0];
+  const q = toHeads(linear(g, x, w.q, "vq"));
+  const k = toHeads(linear(g, x, w.k, "vk"));
+  const v = toHeads(linear(g, x, w.v, "vv"));
+  const [kT] = g.op("Transpose", [k], { perm: [0, 1, 3, 2] });
+  const scale = g.weight("attn_scale", [], new Float32Array([1 / Math.sqrt(hd)]));
+  const [scores] = g.op("Mul", [g.op("MatMul", [q, kT])[0], scale]);
+  const [probs] = g.op("Softmax", [scores], { axis: -1 });
+  const [ctx] = g.op("Transpose", [g.op("MatMul", [probs, v])[0]], { perm: [0, 2, 1, 3] });
+  const [merged] = g.op("Reshape", [ctx, g.ints("merge_shape", [1, tokens, width])]);
+  return linear(g, merged, w.out, "vo");
+}
+
+export function visionGraph(weights: LlavaWeights): Uint8Array {
+  const { config, vision, projector } = weights;
+  const vc = config.vision;
+  const grid = vc.imageSize / vc.patchSize;
+  const numPatches = grid * grid;
+  const tokens = numPatches + 1;
+  const width = vc.hiddenSize;
+  const g = new GraphBuilder("vision");
+  const pixels = g.input("pixel_values", "float32", [1, vc.numChannels, vc.imageSize, vc.imageSize]);
+
+  const kernel = g.weight("patch_embedding", vision.patchEmbedding.shape, vision.patchEmbedding.data);
+  const [conv] = g.op("Conv", [pixels, kernel], {
+    kernel_shape: [vc.patchSize, vc.patchSize],
+    strides: [vc.patchSize, vc.patchSize],
+  });
+  const [flat] = g.op("Reshape", [conv, g.ints("patch_shape", [1, width, numPatches])]);
+  const [patches] = g.op("Transpose", [flat], { perm: [0, 2, 1] });
+  const cls = g.weight("class_embedding", [1, 1, width], vision.classEmbedding.data);
+  const [seq] = g.op("Concat", [cls, patches], { axis: 1 });
+  const pos = g.weight("position_embedding", [1, tokens, width], vision.positionEmbedding.data);
+  let [h] = g.op("Add", [seq, pos]);
+  h = layerNorm(g, h, vision.preLayerNorm, vc.layerNormEps);
+
+  const run = visionLayersToRun(vision.layers.length, config.visionFeatureLayer);
+  for (const w of vision.layers.slice(0, run)) {
+    const a = selfAttention(g, layerNorm(g, h, w.layerNorm1, vc.layerNormEps), w, tokens, width, vc.numHeads);
+    [h] = g.op("Add", [h, a]);
+    const act = vc.hiddenAct === "quick_gelu" ? quickGelu : gelu;
+    const m = linear(g, act(g, linear(g, layerNorm(g, h, w.layerNorm2, vc.layerNormEps), w.fc1, "fc1")), w.fc2, "fc2");
+    [h] = g.op("Add", [h, m]);
+  }
+  if (config.visionFeatureSelectStrategy === "default") {
+    [h] = g.op("Slice", [h, g.ints("start", [1]), g.ints("end", [tokens]), g.ints("axis", [1])]);
+  }
+  const projected = linear(g, gelu(g, linear(g, h, projector.linear1, "proj1")), projector.linear2, "proj2");
+  const n = config.visionFeatureSelectStrategy === "default" ? numPatches : tokens;
+  g.output(projected, "image_features", "float32", [1, n, config.text.hiddenSize]);
+  return g.toBytes();
+}
