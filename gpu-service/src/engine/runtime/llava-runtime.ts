@@ -1,0 +1,190 @@
+/**
+ * The LLaVA model on ONNX Runtime, as pieces that decoding algorithms compose:
+ * `encodeImage` (vision tower + projector), `embedPrompt` (token embeddings
+ * with the single image placeholder expanded to the N visual features),
+ * decoder segments over layer ranges with their own KV caches, and `logits`
+ * (final norm + LM head). `generateBase` is plain decoding (the `base` mode).
+ */
+
+import { chooseToken, Rng, type SamplingOptions } from "../decoding/sampling.js";
+import { headGraph } from "../onnx/decoder.js";
+import { visionGraph } from "../onnx/vision.js";
+import type { ExecutionProvider, LlavaWeights, TextConfig } from "../types.js";
+import { DecoderSegment } from "./decoder-segment.js";
+import type { KvCache } from "./kv-cache.js";
+import { createSession, ort } from "./session.js";
+
+export interface RuntimeOptions {
+  provider?: ExecutionProvider;
+  threads?: number;
+}
+
+/** The prompt as the decoder sees it: hidden rows with their positions and where the image sits. */
+export interface EmbeddedPrompt {
+  /** [S, H] */
+  hidden: Float32Array;
+  positions: number[];
+  /** Index in the expanded sequence of the first visual token. */
+  visualStart: number;
+  numVisual: number;
+  /** Index of the placeholder in the token ids. */
+  imagePosition: number;
+}
+
+export interface BaseGenerateOptions {
+  inputIds: number[];
+  pixelValues: Float32Array;
+  maxTokens: number;
+  sampling: SamplingOptions;
+  seed?: number;
+  /** Called per generated token; return false to stop (stop sequence found). */
+  onToken?: (id: number) => boolean | undefined;
+  /** Checked between steps. */
+  signal?: AbortSignal;
+}
+
+export interface BaseGenerateResult {
+  outputIds: number[];
+  finishReason: "stop" | "length" | "callback";
+  promptTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export class LlavaRuntime {
+  private constructor(
+    readonly weights: LlavaWeights,
+    private readonly vision: ort.InferenceSession,
+    private readonly head: ort.InferenceSession,
+    /** All base layers as one segment (plain decoding). */
+    readonly full: DecoderSegment,
+    readonly options: RuntimeOptions,
+  ) {}
+
+  static async create(weights: LlavaWeights, options: RuntimeOptions = {}): Promise<LlavaRuntime> {
+    const { text } = weights;
+    const config = weights.config.text;
+    const [vision, head, full] = await Promise.all([
+      createSession(visionGraph(weights), options),
+      createSession(headGraph(config, text.norm, text.lmHead), options),
+      DecoderSegment.create(config, text.layers, options),
+    ]);
+    return new LlavaRuntime(weights, vision, head, full, options);
+  }
+
+  get textConfig(): TextConfig {
+    return this.weights.config.text;
+  }
+
+  get numVisualTokens(): number {
+    const v = this.weights.config.vision;
+    const n = (v.imageSize / v.patchSize) ** 2;
+    return this.weights.config.visionFeatureSelectStrategy === "default" ? n : n + 1;
+  }
+
+  /** Builds a decoder segment over base layers [a, b), optionally with one layer's attention probabilities. */
+  segment(a: number, b: number, attentionProbsLayer?: number): Promise<DecoderSegment> {
+    return DecoderSegment.create(this.textConfig, this.weights.text.layers.slice(a, b), {
+      ...this.options,
+      attentionProbsLayer,
+    });
+  }
+
+  /** pixel values [1, 3, S, S] → image features [N, H]. */
+  async encodeImage(pixelValues: Float32Array): Promise<Float32Array> {
+    const s = this.weights.config.vision.imageSize;
+    const out = await this.vision.run({ pixel_values: new ort.Tensor("float32", pixelValues, [1, 3, s, s]) });
+    return out.image_features.data as Float32Array;
+  }
+
+  /** Token embeddings [ids.length, H]. */
+  embed(ids: readonly number[]): Float32Array {
+    const { hiddenSize, vocabSize } = this.textConfig;
+    const table = this.weights.text.embedTokens.data;
+    const out = new Float32Array(ids.length * hiddenSize);
+    ids.forEach((id, i) => {
+      if (!(id >= 0 && id < vocabSize)) throw new RangeError(`token id ${id} is outside the vocabulary (${vocabSize})`);
+      out.set(table.subarray(id * hiddenSize, (id + 1) * hiddenSize), i * hiddenSize);
+    });
+    return out;
+  }
+
+  /** The prompt with its single image placeholder replaced by the visual features; positions 0..S-1. */
+  embedPrompt(inputIds: readonly number[], imageFeatures: Float32Array): EmbeddedPrompt {
+    const H = this.textConfig.hiddenSize;
+    const imagePosition = inputIds.indexOf(this.weights.config.imageTokenIndex);
+    if (imagePosition < 0 || inputIds.indexOf(this.weights.config.imageTokenIndex, imagePosition + 1) >= 0) {
+      throw new RangeError("the prompt must hold exactly one image placeholder");
+    }
+    const n = imageFeatures.length / H;
+    const before = this.embed(inputIds.slice(0, imagePosition));
+    const after = this.embed(inputIds.slice(imagePosition + 1));
+    const hidden = new Float32Array(before.length + imageFeatures.length + after.length);
+    hidden.set(before, 0);
+    hidden.set(imageFeatures, before.length);
+    hidden.set(after, before.length + imageFeatures.length);
+    const total = hidden.length / H;
+    return {
+      hidden,
+      positions: Array.from({ length: total }, (_, i) => i),
+      visualStart: imagePosition,
+      numVisual: n,
+      imagePosition,
+    };
+  }
+
+  /** Final norm + LM head on hidden rows [S, H] → logits [S, V]. */
+  async logits(hidden: Float32Array): Promise<Float32Array> {
+    const H = this.textConfig.hiddenSize;
+    const out = await this.head.run({ hidden: new ort.Tensor("float32", hidden, [1, hidden.length / H, H]) });
+    return out.logits.data as Float32Array;
+  }
+
+  /** The logit row of the last of S rows. */
+  async lastLogits(hidden: Float32Array): Promise<Float32Array> {
+    const H = this.textConfig.hiddenSize;
+    return this.logits(hidden.subarray(hidden.length - H));
+  }
+
+  /** Plain decoding through all layers with KV caches: greedy or sampled. */
+  async generateBase(o: BaseGenerateOptions): Promise<BaseGenerateResult> {
+    const t0 = performance.now();
+    const prompt = this.embedPrompt(o.inputIds, await this.encodeImage(o.pixelValues));
+    const caches: KvCache[] = this.full.newCaches();
+    const rng = new Rng(o.seed ?? 0);
+    const prefill = await this.full.run(prompt.hidden, prompt.positions, caches);
+    let logits = await this.lastLogits(prefill.hidden);
+    const prefillMs = performance.now() - t0;
+    const outputIds: number[] = [];
+    let position = prompt.positions.length;
+    let finishReason: BaseGenerateResult["finishReason"] = "length";
+    const limit = Math.min(o.maxTokens, this.textConfig.maxPositionEmbeddings - position);
+    while (outputIds.length < limit) {
+      o.signal?.throwIfAborted();
+      const id = chooseToken(logits, o.sampling, rng);
+      if (id === this.textConfig.eosTokenId) {
+        finishReason = "stop";
+        break;
+      }
+      outputIds.push(id);
+      if (o.onToken?.(id) === false) {
+        finishReason = "callback";
+        break;
+      }
+      if (outputIds.length >= limit) break;
+      const step = await this.full.run(this.embed([id]), [position++], caches);
+      logits = await this.lastLogits(step.hidden);
+    }
+    return {
+      outputIds,
+      finishReason,
+      promptTokens: prompt.positions.length,
+      prefillMs,
+      decodeMs: performance.now() - t0 - prefillMs,
+    };
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([this.vision.release(), this.head.release(), this.full.release()]);
+  }
+}
