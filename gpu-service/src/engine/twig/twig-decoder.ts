@@ -21,7 +21,7 @@ import { argmax, chooseToken, distribution, Rng, type SamplingOptions, sample } 
 import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
-import type { DecoderSegment } from "../runtime/decoder-segment.js";
+import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { KvCache } from "../runtime/kv-cache.js";
 import type { LlavaRuntime } from "../runtime/llava-runtime.js";
 import { createSession, ort } from "../runtime/session.js";
@@ -105,7 +105,6 @@ export class TwigDecoder {
       kf < L ? runtime.segment(kf, L) : Promise.resolve(undefined),
       createSession(headGraph(config, twig.norm, twig.lmHead), runtime.options),
     ]);
-    const { DecoderSegment } = await import("../runtime/decoder-segment.js");
     const twigLayers = await DecoderSegment.create(config, twig.layers, {
       ...runtime.options,
       attentionProbsLayer: twig.layers.length - 1,
@@ -135,7 +134,9 @@ export class TwigDecoder {
     const S = prompt.positions.length;
     const rows = (h: Float32Array, idx: readonly number[]) => {
       const out = new Float32Array(idx.length * H);
-      idx.forEach((r, j) => out.set(h.subarray(r * H, (r + 1) * H), j * H));
+      idx.forEach((r, j) => {
+        out.set(h.subarray(r * H, (r + 1) * H), j * H);
+      });
       return out;
     };
 
@@ -297,7 +298,9 @@ export class TwigDecoder {
       // lower layers for the last draft, then ONE verification pass over [next, d_1..d_n]
       hKs.push((await this.lower.run(rt.embed([drafted[n - 1]]), [base + n], lowerCaches)).hidden);
       const hK = new Float32Array((n + 1) * H);
-      hKs.forEach((h, j) => hK.set(h, j * H));
+      hKs.forEach((h, j) => {
+        hK.set(h, j * H);
+      });
       const positions = Array.from({ length: n + 1 }, (_, j) => base + j);
       const logits = await fullPath(hK, positions);
       const V = cfg.vocabSize;
