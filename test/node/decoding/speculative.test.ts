@@ -37,7 +37,10 @@ describe("speculative verification", () => {
     for (let start = 0; start < V; start++) {
       const plain: number[] = [];
       let t = start;
-      for (let i = 0; i < 40; i++) plain.push((t = argmax(target[t])));
+      for (let i = 0; i < 40; i++) {
+        t = argmax(target[t]);
+        plain.push(t);
+      }
       for (const n of [1, 3, 5]) {
         const out: number[] = [];
         let prev = start;
