@@ -22,7 +22,6 @@ import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
-import type { KvCache } from "../runtime/kv-cache.js";
 import type { LlavaRuntime } from "../runtime/llava-runtime.js";
 import { createSession, ort } from "../runtime/session.js";
 import type { Mode, TwigWeights } from "../types.js";
