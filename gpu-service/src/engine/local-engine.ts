@@ -1,0 +1,209 @@
+/**
+ * An Engine that runs in the calling thread: checkpoint + twig + tokenizer +
+ * image preprocessing + TwigVLM decoding, turned into the Engine's events.
+ * The service never uses it on its main thread: worker-host.ts runs it in a
+ * worker (session.run blocks the event loop).
+ */
+import { existsSync } from "node:fs";
+import { basename, join } from "node:path";
+import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, preprocessImage } from "./image.js";
+import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
+import { TextStream } from "./text-stream.js";
+import { TextCodec } from "./tokenizer.js";
+import { TwigDecoder, type TwigGenerateResult } from "./twig/twig-decoder.js";
+import {
+  type Engine,
+  type EngineEvent,
+  type GenerateParams,
+  type GenerateStats,
+  InvalidRequestError,
+  type TwigWeights,
+} from "./types.js";
+
+export interface LocalEngineOptions extends RuntimeOptions {
+  /** Twig directory; default `<model>/twig` when it exists. */
+  twigDir?: string;
+  imageLimits?: ImageLimits;
+  name?: string;
+}
+
+/** Everything a request produced, for the CLI's trace. */
+export interface RequestTrace {
+  inputIds: number[];
+  imagePosition: number;
+  pixelValues: Float32Array;
+  result: TwigGenerateResult;
+}
+
+export class LocalEngine implements Engine {
+  readonly info: Engine["info"];
+  /** Set after each request (the CLI writes it out with --trace). */
+  lastTrace?: RequestTrace;
+
+  private constructor(
+    readonly modelDir: string,
+    readonly twigDir: string | undefined,
+    private readonly runtime: LlavaRuntime,
+    private readonly decoder: TwigDecoder | undefined,
+    private readonly twig: TwigWeights | undefined,
+    private readonly codec: TextCodec,
+    private readonly limits: ImageLimits,
+    name: string,
+  ) {
+    const cfg = runtime.textConfig;
+    this.info = {
+      name,
+      visualTokens: runtime.numVisualTokens,
+      numLayers: cfg.numLayers,
+      contextLength: cfg.maxPositionEmbeddings,
+      twig:
+        twig && decoder
+          ? {
+              k: twig.k,
+              t: twig.t,
+              finalWipeLayer: twig.finalWipeLayer,
+              defaultRetainBudget: decoder.defaultRetainBudget,
+            }
+          : undefined,
+    };
+  }
+
+  static async load(modelDir: string, opts: LocalEngineOptions = {}): Promise<LocalEngine> {
+    const weights = loadLlava(modelDir);
+    const twigDir =
+      opts.twigDir ?? (existsSync(join(modelDir, "twig", "config.json")) ? join(modelDir, "twig") : undefined);
+    const twig = twigDir ? loadTwig(twigDir, weights) : undefined;
+    const runtime = await LlavaRuntime.create(weights, opts);
+    const decoder = twig ? await TwigDecoder.create(runtime, twig) : undefined;
+    return new LocalEngine(
+      modelDir,
+      twigDir,
+      runtime,
+      decoder,
+      twig,
+      TextCodec.load(modelDir),
+      opts.imageLimits ?? DEFAULT_IMAGE_LIMITS,
+      opts.name ?? basename(modelDir),
+    );
+  }
+
+  get twigWeights(): TwigWeights | undefined {
+    return this.twig;
+  }
+
+  async generate(params: GenerateParams, onEvent: (event: EngineEvent) => void, signal?: AbortSignal): Promise<void> {
+    const rt = this.runtime;
+    const vision = rt.weights.config.vision;
+    const pixelValues = await preprocessImage(
+      params.image,
+      { imageSize: vision.imageSize, mean: rt.weights.config.imageMean, std: rt.weights.config.imageStd },
+      this.limits,
+    );
+    const text = params.prompt ?? this.codec.formatChat(params.messages ?? []);
+    const inputIds = this.codec.encode(text);
+    const imageId = rt.weights.config.imageTokenIndex;
+    const imagePosition = inputIds.indexOf(imageId);
+    if (imagePosition < 0 || inputIds.lastIndexOf(imageId) !== imagePosition) {
+      throw new InvalidRequestError("the prompt must contain exactly one <image> placeholder");
+    }
+    const promptTokens = inputIds.length - 1 + this.info.visualTokens;
+    if (promptTokens >= this.info.contextLength) {
+      throw new InvalidRequestError(
+        `the prompt is ${promptTokens} tokens (image included); the context length is ${this.info.contextLength}`,
+      );
+    }
+    if (params.mode === "visionzip")
+      throw new InvalidRequestError("mode visionzip is not available in this engine yet");
+    if (params.mode !== "base" && !this.decoder)
+      throw new InvalidRequestError(`mode ${params.mode} needs a twig and this model has none`);
+
+    const stream = new TextStream((ids) => this.codec.decode(ids), params.stop);
+    const sampling = { temperature: params.temperature, topP: params.topP };
+    const t0 = performance.now();
+    let firstTokenAt: number | undefined;
+    const onTokens = (ids: number[], acceptedDraft: number) => {
+      firstTokenAt ??= performance.now();
+      const delta = stream.push(ids);
+      if (delta !== "" || !stream.stopped)
+        onEvent({ type: "delta", text: delta, tokenIds: ids, acceptedDraftTokens: acceptedDraft });
+      return !stream.stopped;
+    };
+    let result: TwigGenerateResult;
+    if (this.decoder) {
+      result = await this.decoder.generate({
+        inputIds,
+        pixelValues,
+        mode: params.mode,
+        maxTokens: params.maxTokens,
+        sampling,
+        seed: params.seed,
+        retainBudget: params.retainBudget,
+        draftLength: params.draftLength,
+        draftThreshold: params.draftThreshold,
+        scoreSource: params.scoreSource,
+        onStarted: (s) => onEvent({ type: "started", ...s }),
+        onTokens,
+        signal,
+      });
+    } else {
+      const all = Array.from({ length: this.info.visualTokens }, (_, i) => i);
+      onEvent({ type: "started", promptTokens, visualTokens: this.info.visualTokens, keptVisualIndices: all });
+      const r = await rt.generateBase({
+        inputIds,
+        pixelValues,
+        maxTokens: params.maxTokens,
+        sampling,
+        seed: params.seed,
+        onToken: (id) => onTokens([id], 0),
+        signal,
+      });
+      result = {
+        ...r,
+        visualTokens: this.info.visualTokens,
+        keptVisualIndices: all,
+        r: this.info.visualTokens,
+        steps: [],
+        layout: { lower: 0, twig: 0, mid: 0, top: 0 },
+      };
+    }
+    const tail = stream.flush();
+    if (tail) onEvent({ type: "delta", text: tail, tokenIds: [], acceptedDraftTokens: 0 });
+    this.lastTrace = { inputIds, imagePosition, pixelValues, result };
+    const finishReason = result.finishReason === "callback" ? "stop_sequence" : result.finishReason;
+    onEvent({
+      type: "finished",
+      finishReason,
+      usage: { promptTokens, completionTokens: result.outputIds.length },
+      stats: statsOf(result, t0, firstTokenAt),
+    });
+  }
+
+  close(): Promise<void> {
+    return Promise.all([this.decoder?.release(), this.runtime.release()]).then(() => undefined);
+  }
+}
+
+function statsOf(r: TwigGenerateResult, t0: number, firstTokenAt: number | undefined): GenerateStats {
+  const drafted = r.steps.reduce((a, s) => a + s.drafted.length, 0);
+  const accepted = r.steps.reduce((a, s) => a + s.accepted, 0);
+  const histogram: number[] = [];
+  for (const s of r.steps) {
+    while (histogram.length <= s.accepted) histogram.push(0);
+    histogram[s.accepted]++;
+  }
+  return {
+    visualTokens: r.visualTokens,
+    visualTokensKept: r.keptVisualIndices.length,
+    prefillMs: r.prefillMs,
+    timeToFirstTokenMs: (firstTokenAt ?? performance.now()) - t0,
+    decodeMs: r.decodeMs,
+    tokensPerSecond: r.outputIds.length / ((r.prefillMs + r.decodeMs) / 1000 || 1),
+    draftedTokens: drafted,
+    acceptedTokens: accepted,
+    acceptanceRate: drafted ? accepted / drafted : 0,
+    verifications: r.steps.length,
+    meanAcceptedLength: r.steps.length ? accepted / r.steps.length : 0,
+    acceptedLengthHistogram: histogram,
+  };
+}

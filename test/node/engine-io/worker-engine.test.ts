@@ -1,0 +1,104 @@
+/**
+ * The engine in a worker thread on a tiny model on disk: events in order, the
+ * same answer as the in-thread engine, a live main event loop while it
+ * computes, clear errors for bad images, and abort.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
+import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
+import type { EngineEvent, GenerateParams } from "../../../gpu-service/src/engine/types.js";
+import { WorkerEngine } from "../../../gpu-service/src/engine/worker-host.js";
+
+const dir = mkdtempSync(join(tmpdir(), "twig-worker-"));
+let png: Uint8Array;
+let jpeg: Uint8Array;
+let worker: WorkerEngine;
+let local: LocalEngine;
+
+const params = (over: Partial<GenerateParams> = {}): GenerateParams => ({
+  image: png,
+  messages: [{ role: "user", content: "what colour is the circle ?" }],
+  maxTokens: 12,
+  temperature: 0,
+  topP: 1,
+  stop: [],
+  mode: "twig",
+  retainBudget: 4,
+  ...over,
+});
+
+async function collect(engine: WorkerEngine | LocalEngine, p: GenerateParams): Promise<EngineEvent[]> {
+  const events: EngineEvent[] = [];
+  await engine.generate(p, (e) => events.push(e));
+  return events;
+}
+
+beforeAll(async () => {
+  writeTinyModel(dir, 9, "hf");
+  const raw = Buffer.alloc(40 * 30 * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 37) % 251;
+  png = await sharp(raw, { raw: { width: 40, height: 30, channels: 3 } })
+    .png()
+    .toBuffer();
+  jpeg = await sharp(raw, { raw: { width: 40, height: 30, channels: 3 } })
+    .jpeg()
+    .toBuffer();
+  worker = await WorkerEngine.start(dir, { threads: 1 });
+  local = await LocalEngine.load(dir, { threads: 1 });
+}, 60_000);
+afterAll(async () => {
+  await worker?.close();
+  await local?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("engine in a worker thread", () => {
+  it("streams started, deltas and finished, and answers as the in-thread engine does", async () => {
+    const events = await collect(worker, params());
+    expect(events[0]).toMatchObject({ type: "started", visualTokens: 16 });
+    expect(events.at(-1)).toMatchObject({ type: "finished" });
+    const ids = events.flatMap((e) => (e.type === "delta" ? e.tokenIds : []));
+    const localIds = (await collect(local, params())).flatMap((e) => (e.type === "delta" ? e.tokenIds : []));
+    expect(ids).toEqual(localIds);
+    expect(worker.info).toMatchObject({ visualTokens: 16, numLayers: 8, twig: { k: 2, t: 2, finalWipeLayer: 6 } });
+  });
+
+  it("keeps the main event loop live while the model computes", async () => {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const t0 = performance.now();
+    await collect(worker, params({ maxTokens: 40, mode: "base" }));
+    const elapsed = performance.now() - t0;
+    clearInterval(timer);
+    // a blocked loop would tick about once in total; a live one about elapsed/5 times
+    expect(ticks).toBeGreaterThan(Math.min(10, elapsed / 20));
+  });
+
+  it("accepts a JPEG and rejects a text file posing as an image with a clear error", async () => {
+    const events = await collect(worker, params({ image: jpeg }));
+    expect(events.at(-1)?.type).toBe("finished");
+    await expect(
+      collect(worker, params({ image: new TextEncoder().encode("hello, not an image") })),
+    ).rejects.toMatchObject({
+      name: "InvalidRequestError",
+      message: expect.stringMatching(/not a PNG, JPEG or WebP/),
+    });
+    const corrupt = png.slice(0, 40);
+    await expect(collect(worker, params({ image: corrupt }))).rejects.toMatchObject({ name: "InvalidRequestError" });
+    await expect(collect(worker, params({ image: new Uint8Array() }))).rejects.toMatchObject({
+      message: expect.stringMatching(/empty/),
+    });
+  });
+
+  it("stops an aborted request and serves the next one", async () => {
+    const ctrl = new AbortController();
+    const run = worker.generate(params({ maxTokens: 200, mode: "base" }), () => ctrl.abort(), ctrl.signal);
+    await expect(run).rejects.toMatchObject({ name: "AbortError" });
+    const events = await collect(worker, params());
+    expect(events.at(-1)?.type).toBe("finished");
+  });
+});
