@@ -12,6 +12,14 @@ export interface ServiceConfig {
   modelsDir: string;
   /** Model served when a request names none. */
   defaultModel: string;
+  /** Engine workers (threads, each with its own copy of the model) per model. */
+  workersPerModel: number;
+  /** ONNX Runtime intra-op threads per worker; 0 lets it choose. */
+  engineThreads: number;
+  /** Requests that may wait per model before RESOURCE_EXHAUSTED. */
+  maxQueue: number;
+  /** On SIGTERM, how long in-flight streams may run before the process exits. */
+  drainGraceMs: number;
 }
 
 function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -30,5 +38,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     port: intFromEnv(env, "TWIG_GPU_PORT", 50651),
     modelsDir: resolve(env.TWIG_MODELS_DIR || new URL("../../models", import.meta.url).pathname),
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
+    workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
+    engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
+    maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
+    drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
   };
 }

@@ -1,38 +1,188 @@
 /**
- * twigvlm.v1.InferenceService. ListModels answers from the registry.
- * Generate answers UNIMPLEMENTED until the engine is wired in (the one
- * placeholder the README names).
+ * twigvlm.v1.InferenceService: ListModels from the registry; Generate validates
+ * the request, waits for a worker in the model's scheduler, and streams the
+ * engine's events as Started, Delta... and one Finished.
  */
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import type { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import {
+  FinishReason,
+  type GenerateEvent,
+  GenerateEventSchema,
+  type InferenceService,
+  Mode,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import type { Engine, EngineEvent } from "./engine/types.js";
 import type { ModelEntry } from "./registry.js";
+import type { Scheduler } from "./scheduler.js";
+import { validateRequest } from "./validate.js";
+
+export interface ServedModel {
+  entry: ModelEntry;
+  /** Set once the model is loaded and warmed up. */
+  engine?: Engine;
+  scheduler?: Scheduler;
+}
 
 export interface InferenceDeps {
-  models: () => ModelEntry[];
+  models: () => ServedModel[];
   defaultModel: string;
+  /** True while the service drains: new work is refused. */
+  draining: () => boolean;
+}
+
+const MODE_OF: Record<string, Mode> = {
+  twig: Mode.TWIG,
+  base: Mode.BASE,
+  fastv: Mode.FASTV,
+  random: Mode.RANDOM,
+  "ssd-only": Mode.SSD_ONLY,
+  "ttp-only": Mode.TTP_ONLY,
+  visionzip: Mode.VISIONZIP,
+};
+const FINISH_OF = { stop: FinishReason.STOP, length: FinishReason.LENGTH, stop_sequence: FinishReason.STOP_SEQUENCE };
+
+/** A push-to-pull queue: engine callbacks in, an async iterator out. */
+class EventQueue<T> {
+  private items: T[] = [];
+  private wake?: () => void;
+  private ended = false;
+  private error?: unknown;
+  push(item: T): void {
+    this.items.push(item);
+    this.wake?.();
+  }
+  end(error?: unknown): void {
+    this.ended = true;
+    this.error = error;
+    this.wake?.();
+  }
+  async *drain(): AsyncGenerator<T> {
+    while (true) {
+      while (this.items.length > 0) yield this.items.shift() as T;
+      if (this.ended) {
+        if (this.error) throw this.error;
+        return;
+      }
+      await new Promise<void>((r) => {
+        this.wake = r;
+      });
+      this.wake = undefined;
+    }
+  }
+}
+
+function toConnectError(err: unknown, deadline: AbortSignal | undefined): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const e = err as Error;
+  if (e?.name === "InvalidRequestError") return new ConnectError(e.message, Code.InvalidArgument);
+  if (deadline?.aborted) return new ConnectError("the request's deadline passed", Code.DeadlineExceeded);
+  if (e?.name === "AbortError" || e?.name === "TimeoutError")
+    return new ConnectError("the request was cancelled", Code.Canceled);
+  return new ConnectError(`generation failed: ${e?.message ?? String(err)}`, Code.Internal);
 }
 
 export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof InferenceService> {
   return {
     listModels() {
       return {
-        models: deps.models().map((m) => ({
+        models: deps.models().map(({ entry: m, engine }) => ({
           name: m.name,
           architecture: m.architecture,
-          visualTokens: m.visualTokens,
+          visualTokens: engine?.info.visualTokens ?? m.visualTokens,
           numLayers: m.numLayers,
           contextLength: m.contextLength,
           hasTwig: m.twig !== undefined,
           twigK: m.twig?.k ?? 0,
           twigT: m.twig?.t ?? 0,
           finalWipeLayer: m.twig?.finalWipeLayer ?? 0,
+          defaultRetainBudget: engine?.info.twig?.defaultRetainBudget ?? 0,
           isDefault: m.name === deps.defaultModel,
         })),
       };
     },
-    // biome-ignore lint/correctness/useYield: placeholder until the engine lands
-    async *generate() {
-      throw new ConnectError("Generate is not implemented yet: the engine has not landed", Code.Unimplemented);
+
+    async *generate(req, ctx) {
+      if (deps.draining())
+        throw new ConnectError("the service is shutting down; retry on another replica", Code.Unavailable);
+      const name = req.model || deps.defaultModel;
+      const served = deps.models().find((m) => m.entry.name === name);
+      if (!served) {
+        const names = deps.models().map((m) => m.entry.name);
+        throw new ConnectError(
+          `unknown model "${name}"; available: ${names.join(", ") || "none"}`,
+          Code.InvalidArgument,
+        );
+      }
+      if (!served.engine || !served.scheduler)
+        throw new ConnectError(`model "${name}" is still loading`, Code.Unavailable);
+      const params = validateRequest(req, served.engine);
+      const requestId = req.requestId || randomUUID();
+      const deadline = req.deadlineMs > 0 ? AbortSignal.timeout(req.deadlineMs) : undefined;
+      const signal = deadline ? AbortSignal.any([ctx.signal, deadline]) : ctx.signal;
+      const queue = new EventQueue<GenerateEvent>();
+      const toEvent = (e: EngineEvent): GenerateEvent => {
+        switch (e.type) {
+          case "started":
+            return create(GenerateEventSchema, {
+              event: {
+                case: "started",
+                value: {
+                  requestId,
+                  model: name,
+                  mode: MODE_OF[params.mode],
+                  promptTokens: e.promptTokens,
+                  visualTokens: e.visualTokens,
+                  keptVisualIndices: e.keptVisualIndices,
+                },
+              },
+            });
+          case "delta":
+            return create(GenerateEventSchema, {
+              event: {
+                case: "delta",
+                value: { text: e.text, tokenIds: e.tokenIds, acceptedDraftTokens: e.acceptedDraftTokens },
+              },
+            });
+          case "finished":
+            return create(GenerateEventSchema, {
+              event: {
+                case: "finished",
+                value: {
+                  finishReason: FINISH_OF[e.finishReason],
+                  usage: {
+                    promptTokens: e.usage.promptTokens,
+                    completionTokens: e.usage.completionTokens,
+                    totalTokens: e.usage.promptTokens + e.usage.completionTokens,
+                  },
+                  stats: { ...e.stats, queueMs: queueMs },
+                },
+              },
+            });
+        }
+      };
+      let queueMs = 0;
+      let finished: EngineEvent | undefined;
+      served.scheduler
+        .run(
+          req.tenantId || "anonymous",
+          params,
+          (e) => {
+            if (e.type === "finished") finished = e;
+            else queue.push(toEvent(e));
+          },
+          signal,
+        )
+        .then(
+          (waited) => {
+            queueMs = waited;
+            if (finished) queue.push(toEvent(finished));
+            queue.end();
+          },
+          (err) => queue.end(toConnectError(err, deadline)),
+        );
+      yield* queue.drain();
     },
   };
 }

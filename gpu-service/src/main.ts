@@ -1,49 +1,112 @@
 /**
- * The GPU service process: loads the model registry, serves
- * grpc.health.v1.Health and twigvlm.v1.InferenceService on one port.
+ * The GPU service process: serves grpc.health.v1.Health and
+ * twigvlm.v1.InferenceService on one port, loads every model of the models
+ * directory into engine workers (Health says NOT_SERVING until they are loaded
+ * and warmed up), and drains on SIGTERM.
  */
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import sharp from "sharp";
 import { loadConfig } from "./config.js";
+import type { Engine } from "./engine/types.js";
+import { WorkerEngine } from "./engine/worker-host.js";
 import { HealthState, healthService, ServingStatus } from "./health.js";
-import { inferenceService } from "./inference.js";
+import { inferenceService, type ServedModel } from "./inference.js";
 import { scanModels } from "./registry.js";
+import { Scheduler } from "./scheduler.js";
 import { listen } from "./server.js";
 
 const config = loadConfig();
 const { models, errors } = scanModels(config.modelsDir);
 for (const error of errors) console.error(`gpu-service: skipping model: ${error}`);
+const served: ServedModel[] = models.map((entry) => ({ entry }));
+let draining = false;
+let inFlight = 0;
 
 const health = new HealthState();
-health.set("", ServingStatus.NOT_SERVING);
-health.set(InferenceService.typeName, ServingStatus.NOT_SERVING);
+const setOverall = (status: ServingStatus) => {
+  health.set("", status);
+  health.set(InferenceService.typeName, status);
+};
+setOverall(ServingStatus.NOT_SERVING);
+for (const m of served) health.set(m.entry.name, ServingStatus.NOT_SERVING);
 
+const inference = inferenceService({
+  models: () => served,
+  defaultModel: config.defaultModel,
+  draining: () => draining,
+});
 const server = await listen(
   (router) => {
     router.service(Health, healthService(health));
-    router.service(InferenceService, inferenceService({ models: () => models, defaultModel: config.defaultModel }));
+    router.service(InferenceService, {
+      ...inference,
+      async *generate(req, ctx) {
+        inFlight++;
+        try {
+          yield* inference.generate(req, ctx);
+        } finally {
+          inFlight--;
+        }
+      },
+    });
   },
   config.host,
   config.port,
 );
-
-for (const model of models) health.set(model.name, ServingStatus.SERVING);
-health.set("", ServingStatus.SERVING);
-health.set(InferenceService.typeName, ServingStatus.SERVING);
 console.log(
-  `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect); models: ${
-    models.map((m) => m.name).join(", ") || "none"
-  }`,
+  `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect); models: ${models.map((m) => m.name).join(", ") || "none"}`,
 );
 
-let stopping = false;
-function stop(signal: string): void {
-  if (stopping) return;
-  stopping = true;
-  console.log(`gpu-service: ${signal}, shutting down`);
-  health.set("", ServingStatus.NOT_SERVING);
-  health.set(InferenceService.typeName, ServingStatus.NOT_SERVING);
-  server.close().then(() => process.exit(0));
+async function warmUp(engine: Engine): Promise<void> {
+  const image = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 120, g: 120, b: 120 } } })
+    .png()
+    .toBuffer();
+  await engine.generate(
+    {
+      image,
+      messages: [{ role: "user", content: "describe the picture" }],
+      maxTokens: 2,
+      temperature: 0,
+      topP: 1,
+      stop: [],
+      mode: engine.info.twig ? "twig" : "base",
+    },
+    () => {},
+  );
 }
-process.on("SIGTERM", () => stop("SIGTERM"));
-process.on("SIGINT", () => stop("SIGINT"));
+
+for (const m of served) {
+  try {
+    const t0 = performance.now();
+    const engines = await Promise.all(
+      Array.from({ length: config.workersPerModel }, () =>
+        WorkerEngine.start(m.entry.dir, { threads: config.engineThreads, name: m.entry.name }),
+      ),
+    );
+    await Promise.all(engines.map(warmUp));
+    m.engine = engines[0];
+    m.scheduler = new Scheduler(engines, config.maxQueue);
+    health.set(m.entry.name, ServingStatus.SERVING);
+    console.log(
+      `gpu-service: model ${m.entry.name} ready (${config.workersPerModel} worker(s), ${Math.round(performance.now() - t0)} ms)`,
+    );
+  } catch (err) {
+    console.error(`gpu-service: model ${m.entry.name} failed to load: ${(err as Error).message}`);
+  }
+}
+if (!draining) setOverall(ServingStatus.SERVING);
+console.log("gpu-service: serving");
+
+async function stop(signal: string): Promise<void> {
+  if (draining) return;
+  draining = true;
+  console.log(`gpu-service: ${signal}, draining (${inFlight} in flight, grace ${config.drainGraceMs} ms)`);
+  setOverall(ServingStatus.NOT_SERVING);
+  const deadline = Date.now() + config.drainGraceMs;
+  while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await server.close();
+  process.exit(0);
+}
+process.on("SIGTERM", () => void stop("SIGTERM"));
+process.on("SIGINT", () => void stop("SIGINT"));

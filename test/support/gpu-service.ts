@@ -52,7 +52,7 @@ export async function startGpuService(port: number, env: Record<string, string> 
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`GPU service did not start in time:\n${output}`)), 60_000);
     const onData = () => {
-      if (output.includes("listening on")) {
+      if (output.includes("gpu-service: serving")) {
         clearTimeout(timer);
         resolve();
       }

@@ -16,7 +16,7 @@
  * Decoding, plain: one token through lower → mid → top per step.
  */
 
-import { keptTokensForBudget } from "../decoding/budget.js";
+import { keptTokensForBudget, minRetainBudget } from "../decoding/budget.js";
 import { argmax, chooseToken, distribution, Rng, type SamplingOptions, sample } from "../decoding/sampling.js";
 import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
@@ -111,8 +111,15 @@ export class TwigDecoder {
     return new TwigDecoder(runtime, twig, lower, twigLayers, mid, top, twigHead);
   }
 
+  /** The paper's headline budget (88.9% pruned: R-bar = N/9), raised to the smallest this shape allows. */
   get defaultRetainBudget(): number {
-    return Math.round(this.runtime.numVisualTokens / 9);
+    const shape = {
+      visualTokens: this.runtime.numVisualTokens,
+      numLayers: this.runtime.textConfig.numLayers,
+      k: this.twig.k,
+      finalWipeLayer: this.twig.finalWipeLayer,
+    };
+    return Math.max(Math.round(shape.visualTokens / 9), Math.ceil(minRetainBudget(shape)));
   }
 
   private async twigLogits(hidden: Float32Array): Promise<Float32Array> {

@@ -1,0 +1,124 @@
+/**
+ * Admission and fair order for one model's engine workers.
+ *
+ * Requests wait in per-tenant FIFO queues; a free worker takes the head of the
+ * next tenant in round-robin order, so one tenant's burst cannot starve
+ * another's single request. The total number waiting is bounded (callers get
+ * RESOURCE_EXHAUSTED past it). A request whose signal aborts while waiting
+ * leaves the queue; one that aborts while running is stopped by its engine
+ * within a decoding step, and the worker takes the next request at once.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Engine, EngineEvent, GenerateParams } from "./engine/types.js";
+
+interface Job {
+  tenant: string;
+  params: GenerateParams;
+  onEvent: (e: EngineEvent) => void;
+  signal?: AbortSignal;
+  enqueuedAt: number;
+  resolve: (queueMs: number) => void;
+  reject: (err: unknown) => void;
+  start: (engine: Engine) => void;
+}
+
+export interface SchedulerStats {
+  waiting: number;
+  running: number;
+}
+
+export class Scheduler {
+  private readonly idle: Engine[];
+  private readonly queues = new Map<string, Job[]>();
+  /** Tenants with waiting jobs, in round-robin order. */
+  private readonly rotation: string[] = [];
+  private waiting = 0;
+  private running = 0;
+
+  constructor(
+    engines: readonly Engine[],
+    private readonly maxQueue: number,
+  ) {
+    this.idle = [...engines];
+  }
+
+  stats(): SchedulerStats {
+    return { waiting: this.waiting, running: this.running };
+  }
+
+  /** Runs a request when a worker is free; resolves with the time it waited (ms). */
+  run(
+    tenant: string,
+    params: GenerateParams,
+    onEvent: (e: EngineEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.waiting >= this.maxQueue && this.idle.length === 0) {
+      return Promise.reject(
+        new ConnectError(`the queue is full (${this.maxQueue} waiting); retry later`, Code.ResourceExhausted),
+      );
+    }
+    return new Promise<number>((resolve, reject) => {
+      const job: Job = {
+        tenant,
+        params,
+        onEvent,
+        signal,
+        enqueuedAt: performance.now(),
+        resolve,
+        reject,
+        start: (engine) => {
+          const queueMs = performance.now() - job.enqueuedAt;
+          this.running++;
+          engine
+            .generate(params, onEvent, signal)
+            .then(() => resolve(queueMs), reject)
+            .finally(() => {
+              this.running--;
+              this.idle.push(engine);
+              this.dispatch();
+            });
+        },
+      };
+      const queue = this.queues.get(tenant) ?? [];
+      if (queue.length === 0) this.rotation.push(tenant);
+      queue.push(job);
+      this.queues.set(tenant, queue);
+      this.waiting++;
+      signal?.addEventListener(
+        "abort",
+        () => {
+          if (this.remove(job)) reject(signal.reason);
+        },
+        { once: true },
+      );
+      this.dispatch();
+    });
+  }
+
+  private remove(job: Job): boolean {
+    const queue = this.queues.get(job.tenant);
+    const i = queue?.indexOf(job) ?? -1;
+    if (!queue || i < 0) return false;
+    queue.splice(i, 1);
+    this.waiting--;
+    if (queue.length === 0) {
+      this.queues.delete(job.tenant);
+      this.rotation.splice(this.rotation.indexOf(job.tenant), 1);
+    }
+    return true;
+  }
+
+  private dispatch(): void {
+    while (this.idle.length > 0 && this.rotation.length > 0) {
+      const tenant = this.rotation.shift() as string;
+      const queue = this.queues.get(tenant) as Job[];
+      const job = queue.shift() as Job;
+      this.waiting--;
+      if (queue.length > 0) this.rotation.push(tenant);
+      else this.queues.delete(tenant);
+      job.start(this.idle.shift() as Engine);
+    }
+  }
+}

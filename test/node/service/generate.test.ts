@@ -1,0 +1,202 @@
+/**
+ * Generate end to end: the real GPU service process on a tiny model, called
+ * through a plain @grpc/grpc-js client (HTTP/2) and a Connect client (HTTP/1.1).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import {
+  type GenerateRequest,
+  GenerateRequestSchema,
+  InferenceService,
+  Mode,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
+import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
+import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+
+const PORT = 47331;
+const models = mkdtempSync(join(tmpdir(), "twig-svc-"));
+let service: GpuServiceProcess;
+let png: Buffer;
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
+let grpcClient: any;
+const connect = createClient(
+  InferenceService,
+  createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
+);
+
+const request = (over: Partial<GenerateRequest> = {}) =>
+  create(GenerateRequestSchema, {
+    model: "tiny",
+    tenantId: "t1",
+    image: { source: { case: "data", value: png } },
+    input: { case: "conversation", value: { messages: [{ role: "user", content: "what colour is the circle ?" }] } },
+    sampling: { maxTokens: 16 },
+    acceleration: { mode: Mode.TWIG, retainBudget: 6 },
+    ...over,
+  });
+
+async function connectText(req: GenerateRequest) {
+  let text = "";
+  const kinds: string[] = [];
+  let kept: number[] = [];
+  let finished: unknown;
+  for await (const ev of connect.generate(req)) {
+    kinds.push(ev.event.case ?? "none");
+    if (ev.event.case === "delta") text += ev.event.value.text;
+    if (ev.event.case === "started") kept = ev.event.value.keptVisualIndices;
+    if (ev.event.case === "finished") finished = ev.event.value;
+  }
+  return { text, kinds, kept, finished };
+}
+
+beforeAll(async () => {
+  writeTinyModel(join(models, "tiny"), 4, "hf");
+  png = await sharp({ create: { width: 24, height: 20, channels: 3, background: { r: 200, g: 30, b: 30 } } })
+    .png()
+    .toBuffer();
+  service = await startGpuService(PORT, {
+    TWIG_MODELS_DIR: models,
+    TWIG_DEFAULT_MODEL: "tiny",
+    TWIG_ENGINE_THREADS: "1",
+  });
+  const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
+    includeDirs: [join(repoRoot, "proto")],
+    enums: String,
+    longs: String,
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
+  const pkg = grpc.loadPackageDefinition(def) as any;
+  grpcClient = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${PORT}`, grpc.credentials.createInsecure());
+}, 120_000);
+
+afterAll(async () => {
+  grpcClient?.close();
+  await service?.stop();
+  rmSync(models, { recursive: true, force: true });
+});
+
+describe("Generate over the real service", () => {
+  it("streams Started, Deltas and Finished over Connect, with the in-process engine's text", async () => {
+    const got = await connectText(request());
+    expect(got.kinds[0]).toBe("started");
+    expect(got.kinds.at(-1)).toBe("finished");
+    expect(got.kept.length).toBeGreaterThan(0);
+    expect(got.finished).toMatchObject({
+      usage: { completionTokens: expect.any(Number) },
+      stats: { visualTokens: 16 },
+    });
+    const engine = await LocalEngine.load(join(models, "tiny"), { threads: 1 });
+    let text = "";
+    await engine.generate(
+      {
+        image: png,
+        messages: [{ role: "user", content: "what colour is the circle ?" }],
+        maxTokens: 16,
+        temperature: 0,
+        topP: 1,
+        stop: [],
+        mode: "twig",
+        retainBudget: 6,
+      },
+      (e) => {
+        if (e.type === "delta") text += e.text;
+      },
+    );
+    await engine.close();
+    expect(got.text).toBe(text);
+  });
+
+  it("streams the same text to a plain grpc-js client over HTTP/2", async () => {
+    const viaConnect = await connectText(request({ acceleration: { mode: Mode.BASE } }));
+    const events: Record<string, unknown>[] = await new Promise((resolve, reject) => {
+      const out: Record<string, unknown>[] = [];
+      const call = grpcClient.generate({
+        model: "tiny",
+        image: { data: png },
+        conversation: { messages: [{ role: "user", content: "what colour is the circle ?" }] },
+        sampling: { maxTokens: 16 },
+        acceleration: { mode: "MODE_BASE" },
+      });
+      call.on("data", (d: Record<string, unknown>) => out.push(d));
+      call.on("end", () => resolve(out));
+      call.on("error", reject);
+    });
+    const text = events.map((e) => (e.delta as { text?: string } | undefined)?.text ?? "").join("");
+    expect(text).toBe(viaConnect.text);
+    expect(events.at(-1)).toHaveProperty("finished");
+  });
+
+  it("answers bad requests with INVALID_ARGUMENT and a message that says what is wrong", async () => {
+    const cases: [Partial<GenerateRequest>, RegExp][] = [
+      [{ model: "nope" }, /unknown model "nope"/],
+      [{ image: undefined }, /needs an image/],
+      [
+        {
+          image: {
+            source: { case: "data", value: new TextEncoder().encode("not an image") },
+          } as GenerateRequest["image"],
+        },
+        /not a PNG, JPEG or WebP/,
+      ],
+      [{ sampling: { maxTokens: 100000 } as GenerateRequest["sampling"] }, /exceeds the context length/],
+      [{ sampling: { maxTokens: 4, temperature: 5 } as GenerateRequest["sampling"] }, /temperature must be in/],
+      [{ acceleration: { mode: 99 } as unknown as GenerateRequest["acceleration"] }, /unknown mode/],
+      [
+        { acceleration: { mode: Mode.TWIG, retainBudget: 500 } as GenerateRequest["acceleration"] },
+        /retain_budget 500 is outside/,
+      ],
+      [{ input: { case: undefined } }, /conversation or prompt/],
+    ];
+    for (const [over, message] of cases) {
+      const err = await connectText(request(over)).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      expect(err?.code, String(message)).toBe(Code.InvalidArgument);
+      expect(err?.rawMessage).toMatch(message);
+    }
+  });
+
+  it("survives several hundred malformed requests and then serves a good one", async () => {
+    let seed = 1;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const codes = new Map<Code, number>();
+    for (let i = 0; i < 300; i++) {
+      const bytes = new Uint8Array(Math.floor(rnd() * 64));
+      for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(rnd() * 256);
+      if (rnd() < 0.3) bytes.set(png.subarray(0, Math.min(bytes.length, 12))); // a PNG signature on garbage
+      const req = request({
+        image: { source: { case: "data", value: bytes } } as GenerateRequest["image"],
+        sampling: {
+          maxTokens: Math.floor(rnd() * 3) + 1,
+          temperature: rnd() * 3,
+          topP: rnd() * 1.5,
+        } as GenerateRequest["sampling"],
+        acceleration: {
+          mode: Math.floor(rnd() * 9),
+          retainBudget: Math.floor(rnd() * 40),
+        } as unknown as GenerateRequest["acceleration"],
+      });
+      const code = await connectText(req).then(
+        () => Code.Unknown,
+        (e) => ConnectError.from(e).code,
+      );
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    expect([...codes.keys()]).toEqual([Code.InvalidArgument]);
+    const good = await connectText(request());
+    expect(good.kinds.at(-1)).toBe("finished");
+  }, 120_000);
+});
