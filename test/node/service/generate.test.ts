@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -33,7 +33,8 @@ const connect = createClient(
   createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
 );
 
-const request = (over: Partial<GenerateRequest> = {}) =>
+type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
+const request = (over: RequestInit = {}) =>
   create(GenerateRequestSchema, {
     model: "tiny",
     tenantId: "t1",
@@ -42,7 +43,7 @@ const request = (over: Partial<GenerateRequest> = {}) =>
     sampling: { maxTokens: 16 },
     acceleration: { mode: Mode.TWIG, retainBudget: 6 },
     ...over,
-  });
+  } as MessageInitShape<typeof GenerateRequestSchema>);
 
 async function connectText(req: GenerateRequest) {
   let text = "";
@@ -136,24 +137,21 @@ describe("Generate over the real service", () => {
   });
 
   it("answers bad requests with INVALID_ARGUMENT and a message that says what is wrong", async () => {
-    const cases: [Partial<GenerateRequest>, RegExp][] = [
+    const cases: [RequestInit, RegExp][] = [
       [{ model: "nope" }, /unknown model "nope"/],
       [{ image: undefined }, /needs an image/],
       [
         {
           image: {
             source: { case: "data", value: new TextEncoder().encode("not an image") },
-          } as GenerateRequest["image"],
+          },
         },
         /not a PNG, JPEG or WebP/,
       ],
-      [{ sampling: { maxTokens: 100000 } as GenerateRequest["sampling"] }, /exceeds the context length/],
-      [{ sampling: { maxTokens: 4, temperature: 5 } as GenerateRequest["sampling"] }, /temperature must be in/],
-      [{ acceleration: { mode: 99 } as unknown as GenerateRequest["acceleration"] }, /unknown mode/],
-      [
-        { acceleration: { mode: Mode.TWIG, retainBudget: 500 } as GenerateRequest["acceleration"] },
-        /retain_budget 500 is outside/,
-      ],
+      [{ sampling: { maxTokens: 100000 } }, /exceeds the context length/],
+      [{ sampling: { maxTokens: 4, temperature: 5 } }, /temperature must be in/],
+      [{ acceleration: { mode: 99 as Mode } }, /unknown mode/],
+      [{ acceleration: { mode: Mode.TWIG, retainBudget: 500 } }, /retain_budget 500 is outside/],
       [{ input: { case: undefined } }, /conversation or prompt/],
     ];
     for (const [over, message] of cases) {
@@ -178,16 +176,16 @@ describe("Generate over the real service", () => {
       for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(rnd() * 256);
       if (rnd() < 0.3) bytes.set(png.subarray(0, Math.min(bytes.length, 12))); // a PNG signature on garbage
       const req = request({
-        image: { source: { case: "data", value: bytes } } as GenerateRequest["image"],
+        image: { source: { case: "data", value: bytes } },
         sampling: {
           maxTokens: Math.floor(rnd() * 3) + 1,
           temperature: rnd() * 3,
           topP: rnd() * 1.5,
-        } as GenerateRequest["sampling"],
+        },
         acceleration: {
           mode: Math.floor(rnd() * 9),
           retainBudget: Math.floor(rnd() * 40),
-        } as unknown as GenerateRequest["acceleration"],
+        },
       });
       const code = await connectText(req).then(
         () => Code.Unknown,
