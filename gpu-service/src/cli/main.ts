@@ -1,0 +1,163 @@
+/**
+ * The TwigServe command line (`npm run twig -- <command>`):
+ *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random]
+ *            [--twig DIR] [--retain R-BAR] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
+ *            [--stop TEXT]... [--trace FILE]
+ *   make-tiny --out DIR [--seed N] [--layout hf|original]
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
+import { LocalEngine } from "../engine/local-engine.js";
+import { writeTinyModel } from "../engine/tiny-model.js";
+import type { Mode } from "../engine/types.js";
+
+const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
+const repoRoot = resolve(dirname(new URL(import.meta.url).pathname), "../../..");
+
+function fail(message: string): never {
+  console.error(`twig: ${message}`);
+  process.exit(2);
+}
+
+async function generate(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      twig: { type: "string" },
+      image: { type: "string" },
+      prompt: { type: "string" },
+      mode: { type: "string", default: "twig" },
+      retain: { type: "string" },
+      "max-tokens": { type: "string", default: "64" },
+      temperature: { type: "string", default: "0" },
+      "top-p": { type: "string", default: "1" },
+      seed: { type: "string" },
+      stop: { type: "string", multiple: true },
+      trace: { type: "string" },
+      threads: { type: "string", default: "0" },
+    },
+  });
+  const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
+  if (!existsSync(join(modelDir, "config.json"))) {
+    fail(
+      values.model
+        ? `${modelDir} is not a model directory (no config.json)`
+        : "no --model given and models/demo does not exist yet; make one with `npm run twig -- make-tiny --out DIR`",
+    );
+  }
+  if (!values.image) fail("--image FILE is required");
+  if (!existsSync(values.image)) fail(`image ${values.image} does not exist`);
+  const mode = values.mode as Mode;
+  if (!MODES.includes(mode)) fail(`unknown --mode ${values.mode}; one of ${MODES.join(", ")}`);
+  const num = (name: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) fail(`--${name} must be a number, got "${v}"`);
+    return n;
+  };
+  const engine = await LocalEngine.load(modelDir, {
+    twigDir: values.twig ? resolve(values.twig) : undefined,
+    threads: num("threads", values.threads),
+  });
+  let text = "";
+  try {
+    await engine.generate(
+      {
+        image: readFileSync(values.image),
+        prompt: values.prompt?.includes("<image>") ? values.prompt : undefined,
+        messages: values.prompt?.includes("<image>")
+          ? undefined
+          : [{ role: "user", content: values.prompt ?? "describe the picture" }],
+        maxTokens: num("max-tokens", values["max-tokens"]) ?? 64,
+        temperature: num("temperature", values.temperature) ?? 0,
+        topP: num("top-p", values["top-p"]) ?? 1,
+        seed: num("seed", values.seed),
+        stop: values.stop ?? [],
+        mode,
+        retainBudget: num("retain", values.retain),
+      },
+      (e) => {
+        if (e.type === "delta") {
+          text += e.text;
+          process.stdout.write(e.text);
+        }
+        if (e.type === "finished") {
+          const s = e.stats;
+          console.log(
+            `\n[${mode}] ${e.usage.completionTokens} tokens, finish ${e.finishReason}; prefill ${s.prefillMs.toFixed(1)} ms, ` +
+              `${s.tokensPerSecond.toFixed(1)} tok/s; visual tokens ${s.visualTokensKept}/${s.visualTokens}; ` +
+              `drafted ${s.draftedTokens}, accepted ${s.acceptedTokens} (${(s.acceptanceRate * 100).toFixed(1)}%)`,
+          );
+        }
+      },
+    );
+  } catch (err) {
+    await engine.close();
+    fail((err as Error).message);
+  }
+  const trace = engine.lastTrace;
+  if (values.trace && trace) {
+    const traceFile = resolve(values.trace);
+    const pixelValuesFile = traceFile.replace(/(\.json)?$/, ".pixel_values.safetensors");
+    const size = Math.round(Math.sqrt(trace.pixelValues.length / 3));
+    writeSafetensors(pixelValuesFile, { pixel_values: { shape: [1, 3, size, size], data: trace.pixelValues } });
+    const twig = engine.twigWeights;
+    const r = trace.result;
+    writeFileSync(
+      traceFile,
+      JSON.stringify(
+        {
+          modelDir,
+          twigDir: engine.twigDir ?? null,
+          mode,
+          inputIds: trace.inputIds,
+          imagePosition: trace.imagePosition,
+          numVisualTokens: r.visualTokens,
+          pixelValuesFile,
+          keptVisualIndices: r.keptVisualIndices,
+          retainBudget: num("retain", values.retain) ?? engine.info.twig?.defaultRetainBudget ?? null,
+          R: r.r,
+          K: twig?.k ?? null,
+          T: twig?.t ?? null,
+          finalWipeLayer: twig?.finalWipeLayer ?? null,
+          temperature: num("temperature", values.temperature) ?? 0,
+          outputIds: r.outputIds,
+          text,
+          steps: r.steps,
+        },
+        null,
+        2,
+      ),
+    );
+  }
+  await engine.close();
+}
+
+function makeTiny(argv: string[]): void {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      out: { type: "string" },
+      seed: { type: "string", default: "0" },
+      layout: { type: "string", default: "hf" },
+    },
+  });
+  if (!values.out) fail("--out DIR is required");
+  if (values.layout !== "hf" && values.layout !== "original")
+    fail(`--layout must be hf or original, got ${values.layout}`);
+  writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
+  console.log(
+    `wrote a tiny random LLaVA (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
+  );
+}
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === "generate") await generate(rest);
+else if (command === "make-tiny") makeTiny(rest);
+else
+  fail(
+    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
+  );

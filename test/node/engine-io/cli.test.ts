@@ -1,0 +1,98 @@
+/** The CLI as a person runs it: a real process on a tiny model, with a PNG, a JPEG and a fake image. */
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SafetensorsFile } from "../../../gpu-service/src/engine/checkpoint/safetensors.js";
+import { repoRoot } from "../../support/gpu-service.js";
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), "twig-cli-"));
+const cli = (...args: string[]) =>
+  run(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/src/cli/main.ts"), ...args], { cwd: repoRoot });
+
+beforeAll(async () => {
+  await cli("make-tiny", "--out", join(dir, "tiny"), "--seed", "5");
+  const picture = sharp({ create: { width: 50, height: 40, channels: 3, background: { r: 20, g: 160, b: 60 } } });
+  await picture.clone().png().toFile(join(dir, "a.png"));
+  await picture.clone().jpeg().toFile(join(dir, "a.jpg"));
+  writeFileSync(join(dir, "fake.png"), "this is a text file, not a picture\n");
+}, 60_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("npm run twig -- generate", () => {
+  it("answers about a PNG and writes a trace that can be replayed", async () => {
+    const trace = join(dir, "trace.json");
+    const { stdout } = await cli(
+      "generate",
+      "--model",
+      join(dir, "tiny"),
+      "--image",
+      join(dir, "a.png"),
+      "--prompt",
+      "what colour is the circle ?",
+      "--max-tokens",
+      "8",
+      "--retain",
+      "6",
+      "--trace",
+      trace,
+    );
+    expect(stdout).toMatch(/\[twig\] \d+ tokens, finish/);
+    const t = JSON.parse(readFileSync(trace, "utf8"));
+    expect(t).toMatchObject({
+      modelDir: join(dir, "tiny"),
+      mode: "twig",
+      numVisualTokens: 16,
+      K: 2,
+      T: 2,
+      finalWipeLayer: 6,
+      retainBudget: 6,
+      R: 4,
+      temperature: 0,
+    });
+    expect(t.inputIds[t.imagePosition]).toBe(
+      JSON.parse(readFileSync(join(dir, "tiny", "config.json"), "utf8")).image_token_index,
+    );
+    expect(t.keptVisualIndices).toHaveLength(4);
+    expect(t.outputIds.length).toBeGreaterThan(0);
+    expect(t.steps.every((s: { drafted: number[]; accepted: number }) => s.accepted <= s.drafted.length)).toBe(true);
+    const pv = SafetensorsFile.open(t.pixelValuesFile);
+    expect(pv.read("pixel_values").shape).toEqual([1, 3, 16, 16]);
+    pv.close();
+  });
+
+  it("answers about a JPEG in base mode", async () => {
+    const { stdout } = await cli(
+      "generate",
+      "--model",
+      join(dir, "tiny"),
+      "--image",
+      join(dir, "a.jpg"),
+      "--prompt",
+      "describe",
+      "--mode",
+      "base",
+      "--max-tokens",
+      "5",
+    );
+    expect(stdout).toMatch(/\[base\] \d+ tokens/);
+  });
+
+  it("refuses a text file renamed .png with a clear message", async () => {
+    const err = await cli(
+      "generate",
+      "--model",
+      join(dir, "tiny"),
+      "--image",
+      join(dir, "fake.png"),
+      "--prompt",
+      "x",
+    ).catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/twig: the image is not a PNG, JPEG or WebP file/);
+  });
+});
