@@ -1,6 +1,7 @@
 /** `npm run bench -- <name> [--key value]...`: benchmarks that print tables. */
 import { parseArgs } from "node:util";
 import { benchEngine } from "./engine.js";
+import { benchTwig } from "./twig.js";
 
 const [name, ...rest] = process.argv.slice(2);
 const { values } = parseArgs({
@@ -11,6 +12,7 @@ const { values } = parseArgs({
     context: { type: "string", default: "600" },
     threads: { type: "string", default: "2" },
     reps: { type: "string", default: "9" },
+    tokens: { type: "string", default: "32" },
   },
 });
 if (name === "engine") {
@@ -21,7 +23,17 @@ if (name === "engine") {
     threads: Number(values.threads),
     reps: Number(values.reps),
   });
+} else if (name === "twig") {
+  await benchTwig({
+    hidden: Number(rest.includes("--hidden") ? values.hidden : 512),
+    layers: Number(rest.includes("--layers") ? values.layers : 16),
+    threads: Number(values.threads),
+    tokens: Number(values.tokens),
+    reps: Number(rest.includes("--reps") ? values.reps : 3),
+  });
 } else {
-  console.error("usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]");
+  console.error(
+    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--tokens 32] [--threads 2] [--reps 3]",
+  );
   process.exit(2);
 }

@@ -14,6 +14,9 @@ export function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Pro
     intraOpNumThreads: opts.threads ?? 0,
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
+    // A model is several sessions (segments) that run one after another on few cores:
+    // spinning thread pools would steal the cores from the session that is running.
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
   });
 }
 

@@ -338,6 +338,57 @@ export class TwigDecoder {
     };
   }
 
+  /**
+   * Median times (ms) of the pieces of decoding after a prefill of the given prompt:
+   * a full step (1 token through every layer), a draft step (lower + twig + twig head),
+   * and verification of n drafts (mid + top + head over n+1 tokens). For benchmarks.
+   */
+  async stepCosts(inputIds: number[], pixelValues: Float32Array, reps: number): Promise<Record<string, number>> {
+    const rt = this.runtime;
+    const prompt = rt.embedPrompt(inputIds, await rt.encodeImage(pixelValues));
+    const lower = this.lower.newCaches();
+    const twig = this.twigLayers.newCaches();
+    const mid = this.mid.newCaches();
+    const top = this.top?.newCaches() ?? [];
+    const low = await this.lower.run(prompt.hidden, prompt.positions, lower);
+    await this.twigLayers.run(low.hidden, prompt.positions, twig);
+    const m = await this.mid.run(low.hidden, prompt.positions, mid);
+    if (this.top) await this.top.run(m.hidden, prompt.positions, top);
+    const S = prompt.positions.length;
+    const time = async (f: () => Promise<unknown>) => {
+      const xs: number[] = [];
+      for (let r = 0; r < reps + 1; r++) {
+        const t0 = performance.now();
+        await f();
+        xs.push(performance.now() - t0);
+        for (const c of [...lower, ...twig, ...mid, ...top]) c.truncate(S);
+      }
+      xs.shift();
+      return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    };
+    const H = rt.textConfig.hiddenSize;
+    const tokens = (n: number) => rt.embed(Array.from({ length: n }, (_, i) => 10 + i));
+    const positions = (n: number) => Array.from({ length: n }, (_, i) => S + i);
+    const upper = async (h: Float32Array, n: number) => {
+      const mm = await this.mid.run(h, positions(n), mid);
+      const hh = this.top ? (await this.top.run(mm.hidden, positions(n), top)).hidden : mm.hidden;
+      return rt.logits(hh);
+    };
+    const out: Record<string, number> = {};
+    out["full step (1 token)"] = await time(async () =>
+      upper((await this.lower.run(tokens(1), positions(1), lower)).hidden, 1),
+    );
+    out["draft step (lower+twig)"] = await time(async () => {
+      const h = (await this.lower.run(tokens(1), positions(1), lower)).hidden;
+      return this.twigLogits((await this.twigLayers.run(h, positions(1), twig)).hidden);
+    });
+    for (const n of [1, 3, 5]) {
+      const h = new Float32Array((n + 1) * H);
+      out[`verify ${n} drafts (upper)`] = await time(() => upper(h, n + 1));
+    }
+    return out;
+  }
+
   async release(): Promise<void> {
     await Promise.all([
       this.lower.release(),
