@@ -2,8 +2,9 @@
  * Admission and fair order for one model's engine workers.
  *
  * Requests wait in per-tenant FIFO queues; a free worker takes the head of the
- * next tenant in round-robin order, so one tenant's burst cannot starve
- * another's single request. The total number waiting is bounded (callers get
+ * queue of the waiting tenant served least recently (a tenant never served goes
+ * first), so one tenant's burst cannot starve another's single request: it
+ * waits at most for one request of each other waiting tenant. The total number waiting is bounded (callers get
  * RESOURCE_EXHAUSTED past it). A request whose signal aborts while waiting
  * leaves the queue; one that aborts while running is stopped by its engine
  * within a decoding step, and the worker takes the next request at once.
@@ -30,8 +31,11 @@ export interface SchedulerStats {
 export class Scheduler {
   private readonly idle: Engine[];
   private readonly queues = new Map<string, Job[]>();
-  /** Tenants with waiting jobs, in round-robin order. */
+  /** Tenants with waiting jobs. */
   private readonly rotation: string[] = [];
+  /** Dispatch counter value at each tenant's last service. */
+  private readonly lastServed = new Map<string, number>();
+  private dispatched = 0;
   private waiting = 0;
   private running = 0;
 
@@ -112,12 +116,19 @@ export class Scheduler {
 
   private dispatch(): void {
     while (this.idle.length > 0 && this.rotation.length > 0) {
-      const tenant = this.rotation.shift() as string;
+      let pick = 0;
+      const served = (t: string) => this.lastServed.get(t) ?? -1;
+      for (let i = 1; i < this.rotation.length; i++)
+        if (served(this.rotation[i]) < served(this.rotation[pick])) pick = i;
+      const tenant = this.rotation[pick];
       const queue = this.queues.get(tenant) as Job[];
       const job = queue.shift() as Job;
       this.waiting--;
-      if (queue.length > 0) this.rotation.push(tenant);
-      else this.queues.delete(tenant);
+      this.lastServed.set(tenant, this.dispatched++);
+      if (queue.length === 0) {
+        this.queues.delete(tenant);
+        this.rotation.splice(pick, 1);
+      }
       job.start(this.idle.shift() as Engine);
     }
   }
