@@ -255,21 +255,7 @@ export class TwigDecoder {
       return finishReason === "stop" || outputIds.length >= limit;
     };
 
-    if (limit <= 0) {
-      return {
-        outputIds,
-        finishReason,
-        promptTokens: S,
-        visualTokens: N,
-        keptVisualIndices: kept,
-        r,
-        prefillMs,
-        decodeMs: 0,
-        steps,
-        layout,
-      };
-    }
-    while (true) {
+    while (limit > 0) {
       o.signal?.throwIfAborted();
       // `next` is the full model's token: emit it, then extend the caches with it
       if (emit([next], 0)) break;
