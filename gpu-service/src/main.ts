@@ -42,11 +42,19 @@ const server = await listen(
     router.service(InferenceService, {
       ...inference,
       async *generate(req, ctx) {
+        // a stream ends by finishing, failing, or its caller going away (then the
+        // generator may never be resumed, so the abort signal counts it out too)
         inFlight++;
+        let counted = true;
+        const done = () => {
+          if (counted) inFlight--;
+          counted = false;
+        };
+        ctx.signal.addEventListener("abort", done, { once: true });
         try {
           yield* inference.generate(req, ctx);
         } finally {
-          inFlight--;
+          done();
         }
       },
     });

@@ -1,0 +1,100 @@
+/**
+ * The service's lifecycle with the real process and a tiny model: a stream
+ * cancelled by its caller frees the worker for the next request; SIGTERM lets
+ * an in-flight stream finish, refuses new work, and exits.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
+import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
+
+const PORT = 47341;
+const models = mkdtempSync(join(tmpdir(), "twig-life-"));
+let service: GpuServiceProcess;
+let png: Buffer;
+const client = createClient(
+  InferenceService,
+  createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
+);
+
+const request = (maxTokens: number) => ({
+  model: "tiny",
+  image: { source: { case: "data" as const, value: png } },
+  input: { case: "conversation" as const, value: { messages: [{ role: "user", content: "describe the picture" }] } },
+  sampling: { maxTokens, temperature: 1, seed: 3n },
+  acceleration: { mode: Mode.BASE },
+});
+
+beforeAll(async () => {
+  writeTinyModel(join(models, "tiny"), 6, "hf");
+  png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
+    .png()
+    .toBuffer();
+  service = await startGpuService(PORT, {
+    TWIG_MODELS_DIR: models,
+    TWIG_DEFAULT_MODEL: "tiny",
+    TWIG_ENGINE_THREADS: "1",
+    TWIG_DRAIN_GRACE_MS: "20000",
+  });
+}, 120_000);
+afterAll(async () => {
+  await service?.stop();
+  rmSync(models, { recursive: true, force: true });
+});
+
+describe("service lifecycle", () => {
+  it("frees the worker when a caller cancels mid-stream", async () => {
+    for (let round = 0; round < 3; round++) {
+      const ctrl = new AbortController();
+      let deltas = 0;
+      const cancelled = (async () => {
+        for await (const ev of client.generate(request(200), { signal: ctrl.signal })) {
+          if (ev.event.case === "delta" && ++deltas === 3) ctrl.abort();
+        }
+      })();
+      await expect(cancelled).rejects.toSatisfy((e: unknown) => ConnectError.from(e).code === Code.Canceled);
+      const t0 = performance.now();
+      let finished = false;
+      for await (const ev of client.generate(request(4))) if (ev.event.case === "finished") finished = true;
+      expect(finished).toBe(true);
+      console.log(`after a cancel, the next 4-token request took ${(performance.now() - t0).toFixed(1)} ms`);
+    }
+  });
+
+  it("on SIGTERM finishes the stream in flight, refuses new work and exits", async () => {
+    const events: string[] = [];
+    let signalled = false;
+    const inFlight = (async () => {
+      for await (const ev of client.generate(request(120))) {
+        events.push(ev.event.case ?? "");
+        if (ev.event.case === "delta" && !signalled) {
+          signalled = true;
+          service.child.kill("SIGTERM");
+          await new Promise((r) => setTimeout(r, 100));
+          const refused = await (async () => {
+            for await (const _ of client.generate(request(2))) {
+              // drain
+            }
+          })().then(
+            () => undefined,
+            (e) => ConnectError.from(e).code,
+          );
+          expect(refused).toBe(Code.Unavailable);
+        }
+      }
+    })();
+    await inFlight;
+    expect(events.at(-1)).toBe("finished");
+    const code = await new Promise<number | null>((resolve) => {
+      if (service.child.exitCode !== null) resolve(service.child.exitCode);
+      else service.child.once("exit", (c) => resolve(c));
+    });
+    expect(code).toBe(0);
+  });
+});
