@@ -20,6 +20,8 @@ export interface ServiceConfig {
   maxQueue: number;
   /** On SIGTERM, how long in-flight streams may run before the process exits. */
   drainGraceMs: number;
+  /** When set, callers of the inference service must present it as a bearer token. */
+  serviceToken?: string;
 }
 
 function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -42,5 +44,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
+    serviceToken: env.TWIG_SERVICE_TOKEN || undefined,
   };
 }

@@ -7,6 +7,7 @@
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
+import { bearerAuth } from "./auth.js";
 import { loadConfig } from "./config.js";
 import type { Engine } from "./engine/types.js";
 import { WorkerEngine } from "./engine/worker-host.js";
@@ -61,6 +62,7 @@ const server = await listen(
   },
   config.host,
   config.port,
+  [bearerAuth(config.serviceToken, [Health.typeName])],
 );
 console.log(
   `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect); models: ${models.map((m) => m.name).join(", ") || "none"}`,

@@ -9,7 +9,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
@@ -23,8 +23,9 @@ export async function listen(
   routes: (router: ConnectRouter) => void,
   host: string,
   port: number,
+  interceptors: Interceptor[] = [],
 ): Promise<RunningServer> {
-  const handler = connectNodeAdapter({ routes });
+  const handler = connectNodeAdapter({ routes, interceptors });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
