@@ -19,7 +19,8 @@ import type {
 } from "../types.js";
 import { CheckpointError, SafetensorsFile } from "./safetensors.js";
 
-type Json = Record<string, any>; // biome-ignore lint/suspicious/noExplicitAny: parsed config files
+// biome-ignore lint/suspicious/noExplicitAny: parsed config files have any shape
+type Json = Record<string, any>;
 
 /** A set of safetensors files seen as one name → tensor map. */
 export class TensorSource {
