@@ -20,6 +20,8 @@ export interface ServiceConfig {
   maxQueue: number;
   /** On SIGTERM, how long in-flight streams may run before the process exits. */
   drainGraceMs: number;
+  /** Port of the Prometheus /metrics endpoint (same host). */
+  metricsPort: number;
   /** When set, callers of the inference service must present it as a bearer token. */
   serviceToken?: string;
 }
@@ -45,5 +47,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
     serviceToken: env.TWIG_SERVICE_TOKEN || undefined,
+    metricsPort: intFromEnv(env, "TWIG_METRICS_PORT", 9464),
   };
 }

@@ -14,6 +14,7 @@ import {
   Mode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import type { Engine, EngineEvent } from "./engine/types.js";
+import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";
 import { validateRequest } from "./validate.js";
@@ -164,23 +165,56 @@ export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof Infere
       };
       let queueMs = 0;
       let finished: EngineEvent | undefined;
+      const labels = { model: name };
+      const t0 = performance.now();
+      let lastDelta: number | undefined;
+      const observe = (e: EngineEvent) => {
+        const now = performance.now();
+        if (e.type === "delta") {
+          if (lastDelta === undefined) metrics.ttft.observe(labels, (now - t0) / 1000);
+          else metrics.interToken.observe(labels, (now - lastDelta) / 1000);
+          lastDelta = now;
+        } else if (e.type === "started") {
+          metrics.promptTokens.inc(labels, e.promptTokens);
+          metrics.visualKept.inc(labels, e.keptVisualIndices.length);
+          metrics.visualPruned.inc(labels, e.visualTokens - e.keptVisualIndices.length);
+        } else {
+          metrics.generatedTokens.inc(labels, e.usage.completionTokens);
+          metrics.draftedTokens.inc(labels, e.stats.draftedTokens);
+          metrics.acceptedTokens.inc(labels, e.stats.acceptedTokens);
+        }
+      };
+      const gauges = () => {
+        const st = served.scheduler?.stats();
+        metrics.queueDepth.set(labels, st?.waiting ?? 0);
+        metrics.running.set(labels, st?.running ?? 0);
+      };
       served.scheduler
         .run(
           req.tenantId || "anonymous",
           params,
           (e) => {
+            observe(e);
             if (e.type === "finished") finished = e;
             else queue.push(toEvent(e));
+            gauges();
           },
           signal,
         )
         .then(
           (waited) => {
             queueMs = waited;
+            metrics.queue.observe(labels, waited / 1000);
+            metrics.e2e.observe(labels, (performance.now() - t0) / 1000);
             if (finished) queue.push(toEvent(finished));
+            gauges();
             queue.end();
           },
-          (err) => queue.end(toConnectError(err, deadline)),
+          (err) => {
+            const error = toConnectError(err, deadline);
+            gauges();
+            queue.end(error);
+          },
         );
       yield* queue.drain();
     },

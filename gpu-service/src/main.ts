@@ -4,6 +4,8 @@
  * directory into engine workers (Health says NOT_SERVING until they are loaded
  * and warmed up), and drains on SIGTERM.
  */
+
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
@@ -13,6 +15,7 @@ import type { Engine } from "./engine/types.js";
 import { WorkerEngine } from "./engine/worker-host.js";
 import { HealthState, healthService, ServingStatus } from "./health.js";
 import { inferenceService, type ServedModel } from "./inference.js";
+import { metrics, serveMetrics } from "./metrics.js";
 import { scanModels } from "./registry.js";
 import { Scheduler } from "./scheduler.js";
 import { listen } from "./server.js";
@@ -54,6 +57,9 @@ const server = await listen(
         ctx.signal.addEventListener("abort", done, { once: true });
         try {
           yield* inference.generate(req, ctx);
+        } catch (err) {
+          metrics.errors.inc({ model: req.model || config.defaultModel, code: Code[ConnectError.from(err).code] });
+          throw err;
         } finally {
           done();
         }
@@ -84,6 +90,13 @@ async function warmUp(engine: Engine): Promise<void> {
     },
     () => {},
   );
+}
+
+try {
+  const m = await serveMetrics(config.host, config.metricsPort);
+  console.log(`gpu-service: metrics on http://${config.host}:${m.port}/metrics`);
+} catch (err) {
+  console.error(`gpu-service: metrics endpoint not started: ${(err as Error).message}`);
 }
 
 for (const m of served) {

@@ -40,7 +40,13 @@ export function configOnlyModelsDir(): string {
 export async function startGpuService(port: number, env: Record<string, string> = {}): Promise<GpuServiceProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/src/main.ts")], {
     cwd: repoRoot,
-    env: { ...process.env, TWIG_GPU_HOST: "127.0.0.1", TWIG_GPU_PORT: String(port), ...env },
+    env: {
+      ...process.env,
+      TWIG_GPU_HOST: "127.0.0.1",
+      TWIG_GPU_PORT: String(port),
+      TWIG_METRICS_PORT: String(port + 1),
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

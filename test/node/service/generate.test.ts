@@ -197,4 +197,18 @@ describe("Generate over the real service", () => {
     const good = await connectText(request());
     expect(good.kinds.at(-1)).toBe("finished");
   }, 120_000);
+
+  it("exports Prometheus metrics for the requests it served and refused", async () => {
+    const text = await (await fetch(`http://127.0.0.1:${PORT + 1}/metrics`)).text();
+    const value = (line: RegExp) => Number(text.match(line)?.[1] ?? Number.NaN);
+    expect(value(/^twig_generated_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^twig_prompt_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^twig_request_errors_total\{model="tiny",code="InvalidArgument"\} (\d+)/m)).toBeGreaterThanOrEqual(
+      300,
+    );
+    expect(value(/^twig_time_to_first_token_seconds_count\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(text).toMatch(/^twig_drafted_tokens_total\{model="tiny"\} \d+/m);
+    expect(text).toMatch(/^twig_visual_tokens_pruned_total\{model="tiny"\} \d+/m);
+    expect(text).toMatch(/^twig_queue_depth\{model="tiny"\} 0/m);
+  });
 });
