@@ -10,83 +10,24 @@ client.collectDefaultMetrics({ register: registry });
 
 const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const labelNames = ["model"] as const;
+const histogram = (name: string, help: string) =>
+  new client.Histogram({ name, help, labelNames, buckets, registers: [registry] });
+const counter = (name: string, help: string) => new client.Counter({ name, help, labelNames, registers: [registry] });
+const gauge = (name: string, help: string) => new client.Gauge({ name, help, labelNames, registers: [registry] });
+
 export const metrics = {
-  ttft: new client.Histogram({
-    name: "twig_time_to_first_token_seconds",
-    help: "Time from request to first token",
-    labelNames,
-    buckets,
-    registers: [registry],
-  }),
-  interToken: new client.Histogram({
-    name: "twig_inter_token_latency_seconds",
-    help: "Time between streamed deltas",
-    labelNames,
-    buckets,
-    registers: [registry],
-  }),
-  e2e: new client.Histogram({
-    name: "twig_request_duration_seconds",
-    help: "End-to-end request time",
-    labelNames,
-    buckets,
-    registers: [registry],
-  }),
-  queue: new client.Histogram({
-    name: "twig_queue_time_seconds",
-    help: "Time waiting for an engine worker",
-    labelNames,
-    buckets,
-    registers: [registry],
-  }),
-  queueDepth: new client.Gauge({
-    name: "twig_queue_depth",
-    help: "Requests waiting for a worker",
-    labelNames,
-    registers: [registry],
-  }),
-  running: new client.Gauge({
-    name: "twig_running_requests",
-    help: "Requests being generated",
-    labelNames,
-    registers: [registry],
-  }),
-  promptTokens: new client.Counter({
-    name: "twig_prompt_tokens_total",
-    help: "Prompt tokens (image expanded)",
-    labelNames,
-    registers: [registry],
-  }),
-  generatedTokens: new client.Counter({
-    name: "twig_generated_tokens_total",
-    help: "Generated tokens",
-    labelNames,
-    registers: [registry],
-  }),
-  draftedTokens: new client.Counter({
-    name: "twig_drafted_tokens_total",
-    help: "Tokens drafted by the twig",
-    labelNames,
-    registers: [registry],
-  }),
-  acceptedTokens: new client.Counter({
-    name: "twig_accepted_tokens_total",
-    help: "Drafted tokens accepted by the full model",
-    labelNames,
-    registers: [registry],
-  }),
-  visualKept: new client.Counter({
-    name: "twig_visual_tokens_kept_total",
-    help: "Visual tokens kept by pruning",
-    labelNames,
-    registers: [registry],
-  }),
-  visualPruned: new client.Counter({
-    name: "twig_visual_tokens_pruned_total",
-    help: "Visual tokens pruned",
-    labelNames,
-    registers: [registry],
-  }),
+  ttft: histogram("twig_time_to_first_token_seconds", "Time from request to first token"),
+  interToken: histogram("twig_inter_token_latency_seconds", "Time between streamed deltas"),
+  e2e: histogram("twig_request_duration_seconds", "End-to-end request time"),
+  queue: histogram("twig_queue_time_seconds", "Time waiting for an engine worker"),
+  queueDepth: gauge("twig_queue_depth", "Requests waiting for a worker"),
+  running: gauge("twig_running_requests", "Requests being generated"),
+  promptTokens: counter("twig_prompt_tokens_total", "Prompt tokens (image expanded)"),
+  generatedTokens: counter("twig_generated_tokens_total", "Generated tokens"),
+  draftedTokens: counter("twig_drafted_tokens_total", "Tokens drafted by the twig"),
+  acceptedTokens: counter("twig_accepted_tokens_total", "Drafted tokens accepted by the full model"),
+  visualKept: counter("twig_visual_tokens_kept_total", "Visual tokens kept by pruning"),
+  visualPruned: counter("twig_visual_tokens_pruned_total", "Visual tokens pruned"),
   errors: new client.Counter({
     name: "twig_request_errors_total",
     help: "Failed requests by gRPC code",
