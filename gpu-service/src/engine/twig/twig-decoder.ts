@@ -183,16 +183,11 @@ export class TwigDecoder {
         );
       }
     }
-    const text = prompt.positions.filter((p) => p < prompt.visualStart || p >= prompt.visualStart + N);
-    const midIdx =
-      pruning === "none"
-        ? prompt.positions
-        : [
-            ...text.filter((p) => p < prompt.visualStart),
-            ...kept.map((v) => v + prompt.visualStart),
-            ...text.filter((p) => p >= prompt.visualStart + N),
-          ];
-    const topIdx = pruning === "none" ? prompt.positions : text;
+    // mid sees the text and the kept visual tokens, top the text only (FinalWipe); both keep original positions
+    const isVisual = (p: number) => p >= prompt.visualStart && p < prompt.visualStart + N;
+    const keptPositions = new Set(kept.map((v) => v + prompt.visualStart));
+    const midIdx = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
+    const topIdx = pruning === "none" ? midIdx : midIdx.filter((p) => !isVisual(p));
     o.onStarted?.({ promptTokens: S, visualTokens: N, keptVisualIndices: kept });
 
     const midOut = await this.mid.run(rows(low.hidden, midIdx), midIdx, midCaches);
