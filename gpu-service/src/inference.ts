@@ -11,13 +11,12 @@ import {
   type GenerateEvent,
   GenerateEventSchema,
   type InferenceService,
-  Mode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import type { Engine, EngineEvent } from "./engine/types.js";
 import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";
-import { validateRequest } from "./validate.js";
+import { PROTO_MODE_OF, validateRequest } from "./validate.js";
 
 export interface ServedModel {
   entry: ModelEntry;
@@ -33,15 +32,6 @@ export interface InferenceDeps {
   draining: () => boolean;
 }
 
-const MODE_OF: Record<string, Mode> = {
-  twig: Mode.TWIG,
-  base: Mode.BASE,
-  fastv: Mode.FASTV,
-  random: Mode.RANDOM,
-  "ssd-only": Mode.SSD_ONLY,
-  "ttp-only": Mode.TTP_ONLY,
-  visionzip: Mode.VISIONZIP,
-};
 const FINISH_OF = { stop: FinishReason.STOP, length: FinishReason.LENGTH, stop_sequence: FinishReason.STOP_SEQUENCE };
 
 /** A push-to-pull queue: engine callbacks in, an async iterator out. */
@@ -132,7 +122,7 @@ export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof Infere
                 value: {
                   requestId,
                   model: name,
-                  mode: MODE_OF[params.mode],
+                  mode: PROTO_MODE_OF[params.mode],
                   promptTokens: e.promptTokens,
                   visualTokens: e.visualTokens,
                   keptVisualIndices: e.keptVisualIndices,

@@ -20,16 +20,18 @@ export const DEFAULT_LIMITS: ValidationLimits = {
   maxStopSequences: 8,
 };
 
-const MODES: Record<number, Mode> = {
-  [ProtoMode.UNSPECIFIED]: "twig",
-  [ProtoMode.TWIG]: "twig",
-  [ProtoMode.BASE]: "base",
-  [ProtoMode.FASTV]: "fastv",
-  [ProtoMode.RANDOM]: "random",
-  [ProtoMode.SSD_ONLY]: "ssd-only",
-  [ProtoMode.TTP_ONLY]: "ttp-only",
-  [ProtoMode.VISIONZIP]: "visionzip",
-};
+/** Engine mode of each wire mode (and back); an unspecified mode is the service default, twig. */
+const PROTO_MODES: [ProtoMode, Mode][] = [
+  [ProtoMode.TWIG, "twig"],
+  [ProtoMode.BASE, "base"],
+  [ProtoMode.FASTV, "fastv"],
+  [ProtoMode.RANDOM, "random"],
+  [ProtoMode.SSD_ONLY, "ssd-only"],
+  [ProtoMode.TTP_ONLY, "ttp-only"],
+  [ProtoMode.VISIONZIP, "visionzip"],
+];
+const MODES: Record<number, Mode> = { [ProtoMode.UNSPECIFIED]: "twig", ...Object.fromEntries(PROTO_MODES) };
+export const PROTO_MODE_OF = Object.fromEntries(PROTO_MODES.map(([p, m]) => [m, p])) as Record<Mode, ProtoMode>;
 
 function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
