@@ -3,10 +3,11 @@
  * on a loopback port for a test, and stops it afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -80,5 +81,33 @@ export async function startGpuService(port: number, env: Record<string, string> 
         child.once("exit", () => resolve());
         child.kill("SIGTERM");
       }),
+  };
+}
+
+/**
+ * The real service on a fresh tiny random model named "tiny" (the default), one engine thread.
+ * `modelDir` is that model's directory; `stop()` also removes it.
+ */
+export async function startTinyModelService(
+  port: number,
+  seed: number,
+  env: Record<string, string> = {},
+): Promise<GpuServiceProcess & { modelDir: string }> {
+  const models = mkdtempSync(join(tmpdir(), "twigserve-tiny-"));
+  const modelDir = join(models, "tiny");
+  writeTinyModel(modelDir, seed, "hf");
+  const service = await startGpuService(port, {
+    TWIG_MODELS_DIR: models,
+    TWIG_DEFAULT_MODEL: "tiny",
+    TWIG_ENGINE_THREADS: "1",
+    ...env,
+  });
+  return {
+    ...service,
+    modelDir,
+    stop: async () => {
+      await service.stop();
+      rmSync(models, { recursive: true, force: true });
+    },
   };
 }

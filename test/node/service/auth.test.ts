@@ -1,18 +1,12 @@
-/** Service authentication on the real process: inference calls need the bearer token, Health stays open. */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
-import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
 const PORT = 47351;
-const models = mkdtempSync(join(tmpdir(), "twig-auth-"));
-let service: GpuServiceProcess;
+let service: GpuServiceProcess & { modelDir: string };
 const bearer =
   (token: string): Interceptor =>
   (next) =>
@@ -24,16 +18,10 @@ const connectTo = (interceptors: Interceptor[] = []) =>
   createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1", interceptors });
 
 beforeAll(async () => {
-  writeTinyModel(join(models, "tiny"), 1, "hf");
-  service = await startGpuService(PORT, {
-    TWIG_MODELS_DIR: models,
-    TWIG_DEFAULT_MODEL: "tiny",
-    TWIG_SERVICE_TOKEN: "s3cret-token",
-  });
+  service = await startTinyModelService(PORT, 1, { TWIG_SERVICE_TOKEN: "s3cret-token" });
 }, 120_000);
 afterAll(async () => {
   await service?.stop();
-  rmSync(models, { recursive: true, force: true });
 });
 
 describe("service authentication", () => {

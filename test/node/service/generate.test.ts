@@ -1,9 +1,3 @@
-/**
- * Generate end to end: the real GPU service process on a tiny model, called
- * through a plain @grpc/grpc-js client (HTTP/2) and a Connect client (HTTP/1.1).
- */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -19,12 +13,10 @@ import {
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
-import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
 
 const PORT = 47331;
-const models = mkdtempSync(join(tmpdir(), "twig-svc-"));
-let service: GpuServiceProcess;
+let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
 let grpcClient: any;
@@ -60,15 +52,10 @@ async function connectText(req: GenerateRequest) {
 }
 
 beforeAll(async () => {
-  writeTinyModel(join(models, "tiny"), 4, "hf");
   png = await sharp({ create: { width: 24, height: 20, channels: 3, background: { r: 200, g: 30, b: 30 } } })
     .png()
     .toBuffer();
-  service = await startGpuService(PORT, {
-    TWIG_MODELS_DIR: models,
-    TWIG_DEFAULT_MODEL: "tiny",
-    TWIG_ENGINE_THREADS: "1",
-  });
+  service = await startTinyModelService(PORT, 4);
   const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
     includeDirs: [join(repoRoot, "proto")],
     enums: String,
@@ -82,7 +69,6 @@ beforeAll(async () => {
 afterAll(async () => {
   grpcClient?.close();
   await service?.stop();
-  rmSync(models, { recursive: true, force: true });
 });
 
 describe("Generate over the real service", () => {
@@ -95,7 +81,7 @@ describe("Generate over the real service", () => {
       usage: { completionTokens: expect.any(Number) },
       stats: { visualTokens: 16 },
     });
-    const engine = await LocalEngine.load(join(models, "tiny"), { threads: 1 });
+    const engine = await LocalEngine.load(service.modelDir, { threads: 1 });
     let text = "";
     await engine.generate(
       {

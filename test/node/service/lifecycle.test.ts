@@ -1,22 +1,12 @@
-/**
- * The service's lifecycle with the real process and a tiny model: a stream
- * cancelled by its caller frees the worker for the next request; SIGTERM lets
- * an in-flight stream finish, refuses new work, and exits.
- */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
-import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
 const PORT = 47341;
-const models = mkdtempSync(join(tmpdir(), "twig-life-"));
-let service: GpuServiceProcess;
+let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 const client = createClient(
   InferenceService,
@@ -32,20 +22,13 @@ const request = (maxTokens: number) => ({
 });
 
 beforeAll(async () => {
-  writeTinyModel(join(models, "tiny"), 6, "hf");
   png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startGpuService(PORT, {
-    TWIG_MODELS_DIR: models,
-    TWIG_DEFAULT_MODEL: "tiny",
-    TWIG_ENGINE_THREADS: "1",
-    TWIG_DRAIN_GRACE_MS: "20000",
-  });
+  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" });
 }, 120_000);
 afterAll(async () => {
   await service?.stop();
-  rmSync(models, { recursive: true, force: true });
 });
 
 describe("service lifecycle", () => {
