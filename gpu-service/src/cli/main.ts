@@ -12,6 +12,8 @@ import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
 import type { Mode } from "../engine/types.js";
+import { evalCommand } from "../eval/command.js";
+import { parityCommand } from "../eval/parity-command.js";
 
 const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const repoRoot = resolve(dirname(new URL(import.meta.url).pathname), "../../..");
@@ -157,6 +159,8 @@ function makeTiny(argv: string[]): void {
 const [command, ...rest] = process.argv.slice(2);
 if (command === "generate") await generate(rest);
 else if (command === "make-tiny") makeTiny(rest);
+else if (command === "eval") await evalCommand(rest, repoRoot, fail);
+else if (command === "parity") await parityCommand(rest, repoRoot, fail);
 else
   fail(
     `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,

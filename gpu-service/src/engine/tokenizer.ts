@@ -43,7 +43,8 @@ export class TextCodec {
   }
 
   decode(ids: readonly number[]): string {
-    return this.tokenizer.decode([...ids], { skip_special_tokens: true });
+    // the tokenizer throws on an empty list (an answer that is EOS at once)
+    return ids.length ? this.tokenizer.decode([...ids], { skip_special_tokens: true }) : "";
   }
 
   tokenId(token: string): number | undefined {

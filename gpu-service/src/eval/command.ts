@@ -1,0 +1,71 @@
+/**
+ * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]`:
+ * runs the held-out split through every mode and budget, prints the table, and
+ * writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into --out.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import sharp from "sharp";
+import { LocalEngine } from "../engine/local-engine.js";
+import type { Mode } from "../engine/types.js";
+import { curvesSvg, markdownTable } from "./report.js";
+import { readSplit, runEval } from "./run.js";
+
+const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
+
+export async function evalCommand(argv: string[], repoRoot: string, fail: (m: string) => never): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      data: { type: "string" },
+      split: { type: "string", default: "test" },
+      limit: { type: "string" },
+      out: { type: "string" },
+      modes: { type: "string" },
+      threads: { type: "string", default: "0" },
+    },
+  });
+  const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
+  if (!existsSync(join(modelDir, "config.json"))) fail(`${modelDir} is not a model directory (no config.json)`);
+  const dataDir = resolve(values.data ?? join(repoRoot, "training", "data"));
+  const split = values.split ?? "test";
+  if (!existsSync(join(dataDir, `${split}.jsonl`)))
+    fail(
+      `no ${split} split in ${dataDir} (make one with: /usr/bin/python3 training/gen_data.py --split ${split} --out ${dataDir})`,
+    );
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0))
+    fail(`--limit must be a positive integer, got ${values.limit}`);
+  const modes = (values.modes?.split(",") ?? ALL_MODES) as Mode[];
+  for (const m of modes) if (!ALL_MODES.includes(m)) fail(`unknown mode ${m}; one of ${ALL_MODES.join(", ")}`);
+  if (!modes.includes("base")) fail("--modes must include base (every ratio is relative to it)");
+  const outDir = resolve(values.out ?? join(modelDir, "eval"));
+  const scenes = readSplit(dataDir, split, limit);
+  const engine = await LocalEngine.load(modelDir, { threads: Number(values.threads) });
+  console.error(`eval: ${scenes.length} ${split} scenes, modes ${modes.join(", ")}, model ${modelDir}`);
+  const started = Date.now();
+  const result = await runEval(engine, scenes, dataDir, modes, (done, total) => {
+    if (done % 10 === 0 || done === total) {
+      const eta = ((Date.now() - started) / done) * (total - done);
+      console.error(`eval: ${done}/${total} scenes, about ${Math.round(eta / 1000)} s left`);
+    }
+  });
+  await engine.close();
+  result.split = split;
+  const table = markdownTable(result);
+  console.log(table);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "eval.json"), `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(
+    join(outDir, "eval.md"),
+    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}`,
+  );
+  const svg = curvesSvg(result);
+  writeFileSync(join(outDir, "accuracy-vs-budget.svg"), svg);
+  await sharp(Buffer.from(svg)).png().toFile(join(outDir, "accuracy-vs-budget.png"));
+  console.error(
+    `eval: wrote eval.json, eval.md and accuracy-vs-budget.{svg,png} to ${outDir} in ${result.seconds.toFixed(0)} s`,
+  );
+}

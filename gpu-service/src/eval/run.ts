@@ -1,0 +1,262 @@
+/**
+ * The demo model's evaluation: every held-out scene through every mode at the
+ * three budgets that prune 66.7%, 77.8% and 88.9% of the visual tokens, all in
+ * one run (requests interleaved, so that machine noise falls on every mode alike).
+ *
+ * Per configuration: short-answer accuracy, description precision and recall of
+ * attributes, RelAcc against `base`, RelSpd as the paper defines it (generated
+ * tokens over prefill + decode time, per sample, relative to `base`), acceptance
+ * rate and mean accepted length, and whether the speculative modes' greedy
+ * outputs equal those of the same pruned model decoded without drafting.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { budgetForPrunedFraction } from "../engine/decoding/budget.js";
+import type { LocalEngine } from "../engine/local-engine.js";
+import { type GenerateStats, InvalidRequestError, type Mode } from "../engine/types.js";
+import { descriptionCounts, type SceneObject, sameAnswer } from "./scene-answers.js";
+
+export interface EvalScene {
+  id: string;
+  image: string;
+  objects: SceneObject[];
+  questions: { question: string; answer: string }[];
+  describe: { prompt: string; reference: string };
+}
+
+export interface EvalConfig {
+  mode: Mode;
+  /** Fraction of visual tokens pruned (R-bar = N * (1 - fraction)); undefined for unpruned modes. */
+  pruned?: number;
+  retainBudget?: number;
+}
+
+export interface EvalRow extends EvalConfig {
+  label: string;
+  shortAccuracy: number;
+  shortCorrect: number;
+  shortTotal: number;
+  descriptionPrecision: number;
+  descriptionRecall: number;
+  relAcc: number;
+  relAccDescription: number;
+  relSpdShort: number;
+  relSpdLong: number;
+  tokensPerSecondLong: number;
+  acceptanceRate: number;
+  meanAcceptedLength: number;
+  visualTokensKept: number;
+  /** For twig / ssd-only: outputs that differ from ttp-only / base at the same budget (must be 0). */
+  losslessMismatches?: number;
+}
+
+export interface EvalResult {
+  model: string;
+  split: string;
+  scenes: number;
+  shortQuestions: number;
+  visualTokens: number;
+  rows: EvalRow[];
+  seconds: number;
+}
+
+export const PRUNED_FRACTIONS = [2 / 3, 7 / 9, 8 / 9];
+const PRUNING_MODES: Mode[] = ["twig", "ttp-only", "fastv", "random", "visionzip"];
+
+export function readSplit(dataDir: string, split: string, limit?: number): EvalScene[] {
+  const lines = readFileSync(join(dataDir, `${split}.jsonl`), "utf8")
+    .split("\n")
+    .filter(Boolean);
+  return lines.slice(0, limit ?? lines.length).map((l) => JSON.parse(l) as EvalScene);
+}
+
+export function configsFor(visualTokens: number, modes: Mode[]): EvalConfig[] {
+  const out: EvalConfig[] = modes.filter((m) => m === "base" || m === "ssd-only").map((mode) => ({ mode }));
+  for (const pruned of PRUNED_FRACTIONS)
+    for (const mode of modes.filter((m) => PRUNING_MODES.includes(m)))
+      out.push({ mode, pruned, retainBudget: budgetForPrunedFraction(pruned, visualTokens) });
+  return out;
+}
+
+export function labelOf(c: EvalConfig): string {
+  return c.pruned === undefined ? c.mode : `${c.mode} @ ${(c.pruned * 100).toFixed(1)}%`;
+}
+
+interface Sample {
+  text: string;
+  ids: number[];
+  stats: GenerateStats;
+  tokens: number;
+}
+
+async function ask(
+  engine: LocalEngine,
+  image: Uint8Array,
+  question: string,
+  c: EvalConfig,
+  maxTokens: number,
+): Promise<Sample> {
+  let text = "";
+  let stats: GenerateStats | undefined;
+  let tokens = 0;
+  await engine.generate(
+    {
+      image,
+      messages: [{ role: "user", content: question }],
+      maxTokens,
+      temperature: 0,
+      topP: 1,
+      stop: [],
+      mode: c.mode,
+      retainBudget: c.retainBudget,
+    },
+    (e) => {
+      if (e.type === "delta") text += e.text;
+      if (e.type === "finished") {
+        stats = e.stats;
+        tokens = e.usage.completionTokens;
+      }
+    },
+  );
+  if (!stats) throw new Error("the engine finished without statistics");
+  return { text, ids: engine.lastTrace?.result.outputIds ?? [], stats, tokens };
+}
+
+const speed = (s: Sample) => s.tokens / Math.max(1e-6, s.stats.prefillMs + s.stats.decodeMs);
+
+export async function runEval(
+  engine: LocalEngine,
+  scenes: EvalScene[],
+  dataDir: string,
+  modes: Mode[],
+  onProgress: (done: number, total: number) => void = () => {},
+): Promise<EvalResult> {
+  const t0 = performance.now();
+  const n = engine.info.visualTokens;
+  const image0 = readFileSync(join(dataDir, scenes[0].image));
+  const available: Mode[] = [];
+  for (const m of modes) {
+    try {
+      await ask(
+        engine,
+        image0,
+        "describe the picture .",
+        { mode: m, retainBudget: m === "base" ? undefined : n / 3 },
+        2,
+      );
+      available.push(m);
+    } catch (err) {
+      if (!(err instanceof InvalidRequestError)) throw err;
+      console.error(`eval: skipping mode ${m}: ${err.message}`);
+    }
+  }
+  const configs = configsFor(n, available);
+  // samples[config][sample]: short questions first, then the description, per scene
+  const samples: Sample[][] = configs.map(() => []);
+  const isLong: boolean[] = [];
+  for (const [si, scene] of scenes.entries()) {
+    const image = readFileSync(join(dataDir, scene.image));
+    const asks = [
+      ...scene.questions.map((q) => ({ q: q.question, max: 8, long: false })),
+      { q: scene.describe.prompt, max: 96, long: true },
+    ];
+    for (const a of asks) {
+      isLong.push(a.long);
+      for (const [ci, c] of configs.entries()) samples[ci].push(await ask(engine, image, a.q, c, a.max));
+    }
+    onProgress(si + 1, scenes.length);
+  }
+  const truth: { answer?: string; objects: SceneObject[] }[] = scenes.flatMap((s) => [
+    ...s.questions.map((q) => ({ answer: q.answer, objects: s.objects })),
+    { objects: s.objects },
+  ]);
+  const baseIndex = configs.findIndex((c) => c.mode === "base");
+  const rows = configs.map((c, ci) => summarise(c, samples[ci], samples[baseIndex], isLong, truth));
+  for (const [ci, c] of configs.entries()) {
+    const twin =
+      c.mode === "twig"
+        ? configs.findIndex((d) => d.mode === "ttp-only" && d.pruned === c.pruned)
+        : c.mode === "ssd-only"
+          ? baseIndex
+          : -1;
+    if (twin >= 0)
+      rows[ci].losslessMismatches = samples[ci].filter((s, i) => s.ids.join() !== samples[twin][i].ids.join()).length;
+  }
+  for (const r of rows) {
+    const base = rows[baseIndex];
+    r.relAcc = base.shortAccuracy ? r.shortAccuracy / base.shortAccuracy : 0;
+    const f1 = (x: EvalRow) =>
+      x.descriptionPrecision + x.descriptionRecall
+        ? (2 * x.descriptionPrecision * x.descriptionRecall) / (x.descriptionPrecision + x.descriptionRecall)
+        : 0;
+    r.relAccDescription = f1(base) ? f1(r) / f1(base) : 0;
+  }
+  return {
+    model: engine.info.name,
+    split: "",
+    scenes: scenes.length,
+    shortQuestions: isLong.filter((l) => !l).length,
+    visualTokens: n,
+    rows,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function summarise(
+  c: EvalConfig,
+  mine: Sample[],
+  base: Sample[],
+  isLong: boolean[],
+  truth: { answer?: string; objects: SceneObject[] }[],
+): EvalRow {
+  let correct = 0;
+  let total = 0;
+  let dc = 0;
+  let dm = 0;
+  let dt = 0;
+  const rel = { short: [] as number[], long: [] as number[] };
+  let longTokens = 0;
+  let longMs = 0;
+  let drafted = 0;
+  let accepted = 0;
+  let verifications = 0;
+  let kept = 0;
+  mine.forEach((s, i) => {
+    const t = truth[i];
+    if (isLong[i]) {
+      const d = descriptionCounts(s.text, t.objects);
+      dc += d.correct;
+      dm += d.mentioned;
+      dt += d.truth;
+      longTokens += s.tokens;
+      longMs += s.stats.prefillMs + s.stats.decodeMs;
+    } else {
+      total++;
+      if (sameAnswer(s.text, t.answer ?? "")) correct++;
+    }
+    const b = speed(base[i]);
+    if (b > 0) (isLong[i] ? rel.long : rel.short).push(speed(s) / b);
+    drafted += s.stats.draftedTokens;
+    accepted += s.stats.acceptedTokens;
+    verifications += s.stats.verifications;
+    kept += s.stats.visualTokensKept;
+  });
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+  return {
+    ...c,
+    label: labelOf(c),
+    shortAccuracy: total ? correct / total : 0,
+    shortCorrect: correct,
+    shortTotal: total,
+    descriptionPrecision: dm ? dc / dm : 0,
+    descriptionRecall: dt ? dc / dt : 0,
+    relAcc: 0,
+    relAccDescription: 0,
+    relSpdShort: mean(rel.short),
+    relSpdLong: mean(rel.long),
+    tokensPerSecondLong: longMs ? (1000 * longTokens) / longMs : 0,
+    acceptanceRate: drafted ? accepted / drafted : 0,
+    meanAcceptedLength: verifications ? accepted / verifications : 0,
+    visualTokensKept: mine.length ? kept / mine.length : 0,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Scoring the demo model's answers on its synthetic world (training/scenes.py is
+ * the other half of this contract): short answers by exact match of their words,
+ * descriptions by attribute-level precision and recall of the objects named.
+ */
+
+export const KINDS = ["circle", "square", "triangle", "cross"];
+export const COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"];
+export const SIZES = ["small", "large"];
+export const POSITIONS = [
+  "top left",
+  "top",
+  "top right",
+  "left",
+  "center",
+  "right",
+  "bottom left",
+  "bottom",
+  "bottom right",
+];
+
+export interface SceneObject {
+  cell: number;
+  kind: string;
+  colour: string;
+  size: string;
+}
+
+/** The words of a text as the demo tokenizer splits them (runs of word characters, or of other non-space characters). */
+export function words(text: string): string[] {
+  return text.match(/\w+|[^\w\s]+/g) ?? [];
+}
+
+export function sameAnswer(got: string, expected: string): boolean {
+  return words(got).join(" ") === words(expected).join(" ");
+}
+
+/** Objects named in a description, each with whichever of size, colour, kind and cell it names. */
+export function parseDescription(text: string): Partial<SceneObject>[] {
+  const found: Partial<SceneObject>[] = [];
+  const ws = words(text).filter((w) => w !== "," && w !== ":");
+  for (const sentence of ws.join(" ").split(".")) {
+    const s = sentence.split(" ").filter(Boolean);
+    const o: Partial<SceneObject> = {};
+    for (const w of s) {
+      if (SIZES.includes(w)) o.size = w;
+      else if (COLOURS.includes(w)) o.colour = w;
+      else if (KINDS.includes(w)) o.kind = w;
+    }
+    const at = s.findIndex((w, i) => w === "at" && s[i + 1] === "the");
+    if (at >= 0) {
+      const two = s.slice(at + 2, at + 4).join(" ");
+      const one = s[at + 2];
+      const pos = POSITIONS.includes(two) ? two : POSITIONS.includes(one) ? one : undefined;
+      if (pos !== undefined) o.cell = POSITIONS.indexOf(pos);
+    }
+    if (o.kind) found.push(o);
+  }
+  return found;
+}
+
+/** Attribute-level counts: correct mentions, all mentions, and the scene's true attributes (4 per object). */
+export function descriptionCounts(
+  text: string,
+  objects: SceneObject[],
+): { correct: number; mentioned: number; truth: number } {
+  const byCell = new Map(objects.map((o) => [o.cell, o]));
+  let correct = 0;
+  let mentioned = 0;
+  for (const o of parseDescription(text)) {
+    const entries = Object.entries(o) as [keyof SceneObject, string | number][];
+    mentioned += entries.length;
+    const t = o.cell === undefined ? undefined : byCell.get(o.cell);
+    if (t) correct += entries.filter(([k, v]) => t[k] === v).length;
+  }
+  return { correct, mentioned, truth: 4 * objects.length };
+}

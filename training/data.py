@@ -1,0 +1,103 @@
+"""
+Token sequences for training: the demo model's prompt format (its chat template,
+shipped in tokenizer_config.json) is
+    <s>USER: <image>\n{question} ASSISTANT: {answer}</s>USER: {question} ASSISTANT: {answer}</s>...
+A training sample is one scene with several turns (a description first, when
+there is one, then short questions), so the 144 visual tokens are paid once for
+several supervised answers. Loss falls on answer tokens and their </s>.
+"""
+import random
+
+import numpy as np
+import torch
+
+import scenes
+
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
+HELD_OUT = ("val", "test")
+HELD_OUT_COUNT = 4000  # scenes per held-out split whose keys train never uses
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+    "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+class Vocab:
+    def __init__(self):
+        words = scenes.vocabulary()
+        self.itos = SPECIALS + words + ["<image>"]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.bos, self.eos, self.pad = 1, 2, 3
+        self.image = self.stoi["<image>"]
+
+    def encode(self, text):
+        return [self.stoi.get(w, 0) for w in scenes.tokenize_words(text)]
+
+    def decode(self, ids):
+        return " ".join(self.itos[i] for i in ids if i > 3 and i != self.image)
+
+    def __len__(self):
+        return len(self.itos)
+
+
+def held_out_keys(base_seed=0):
+    keys = set()
+    for split in HELD_OUT:
+        for i in range(HELD_OUT_COUNT):
+            rng = random.Random(scenes.sample_seed(split, i, base_seed))
+            keys.add(scenes.scene_key(scenes.sample_objects(rng)))
+    return keys
+
+
+def pixels(img):
+    a = (np.asarray(img, dtype=np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(a.transpose(2, 0, 1).copy())
+
+
+def turns_for(scene, rng, max_questions, description_p):
+    qa = scenes.questions(scene["objects"], rng)[:max_questions]
+    if rng.random() < description_p:
+        qa.insert(0, (rng.choice(scenes.DESCRIBE_PROMPTS), scenes.describe(scene["objects"], rng)))
+    return qa
+
+
+def encode_turns(vocab, turns):
+    """ids and a loss mask (1 on answer tokens and their </s>)."""
+    ids, mask = [vocab.bos], [0]
+    for i, (q, a) in enumerate(turns):
+        user = vocab.encode("USER:") + ([vocab.image] if i == 0 else []) + vocab.encode(q) + vocab.encode("ASSISTANT:")
+        ans = vocab.encode(a) + [vocab.eos]
+        ids += user + ans
+        mask += [0] * len(user) + [1] * len(ans)
+    return ids, mask
+
+
+def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False):
+    """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes); S' = S - 1 + N."""
+    seqs, px, metas = [], [], []
+    for i in indices:
+        s = scenes.make_scene(split, i, exclude=exclude)
+        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p)
+        seqs.append(encode_turns(vocab, turns))
+        px.append(pixels(s["image"]))
+        metas.append((s, turns))
+    return collate(vocab, seqs, torch.stack(px)) + (metas,)
+
+
+def collate(vocab, seqs, px, num_visual=scenes.GRID * scenes.GRID):
+    width = max(len(ids) for ids, _ in seqs)
+    ids_t = torch.full((len(seqs), width), vocab.pad, dtype=torch.long)
+    tgt = torch.full((len(seqs), width - 1 + num_visual), -100, dtype=torch.long)
+    for b, (ids, mask) in enumerate(seqs):
+        ids_t[b, : len(ids)] = torch.tensor(ids)
+        at = ids.index(vocab.image)
+        # position j of the spliced sequence predicts token j+1
+        for j in range(1, len(ids)):
+            if mask[j]:
+                sj = j - 1 + (num_visual - 1 if j > at else 0)
+                tgt[b, sj] = ids[j]
+    return ids_t, tgt, px

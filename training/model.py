@@ -1,0 +1,249 @@
+"""
+The demo model in PyTorch, the same architecture and tensor names as LLaVA-1.5
+in the Hugging Face layout, so that the TypeScript engine loads the export as it
+would load a real checkpoint:
+  CLIP-style ViT (patch conv without bias, class and position embeddings,
+  pre-layernorm, pre-norm encoder layers with quick-GELU; features from the
+  second-to-last layer's output, CLS dropped) -> mlp2x_gelu projector ->
+  LLaMA decoder (RMSNorm, rotary with HF rotate_half at explicit positions,
+  SwiGLU) -> final norm -> LM head.
+The twig (TwigVLM) is T more decoder layers, its own norm and its own head, fed by
+the hidden state that leaves base layer K.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class Config:
+    # vision tower
+    image_size: int = 96
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 5
+    vision_heads: int = 4
+    vision_mlp: int = 512
+    # language model
+    hidden: int = 128
+    intermediate: int = 352
+    layers: int = 32
+    heads: int = 4
+    kv_heads: int = 4
+    vocab: int = 82
+    max_positions: int = 512
+    rope_theta: float = 10000.0
+    rms_eps: float = 1e-5
+    ln_eps: float = 1e-5
+    # twig
+    twig_k: int = 2
+    twig_t: int = 3
+    final_wipe_layer: int = 24
+    # token ids
+    bos: int = 1
+    eos: int = 2
+    pad: int = 3
+    image_token: int = 81
+
+    @property
+    def num_patches(self):
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class VisionLayer(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        w = c.vision_width
+        self.layer_norm1 = nn.LayerNorm(w, eps=c.ln_eps)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(w, w) for _ in range(4))
+        self.layer_norm2 = nn.LayerNorm(w, eps=c.ln_eps)
+        self.fc1 = nn.Linear(w, c.vision_mlp)
+        self.fc2 = nn.Linear(c.vision_mlp, w)
+        self.heads = c.vision_heads
+
+    def forward(self, x):
+        b, s, w = x.shape
+        hd = w // self.heads
+        h = self.layer_norm1(x)
+        q = self.q_proj(h).view(b, s, self.heads, hd).transpose(1, 2)
+        k = self.k_proj(h).view(b, s, self.heads, hd).transpose(1, 2)
+        v = self.v_proj(h).view(b, s, self.heads, hd).transpose(1, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
+        x = x + self.out_proj((a @ v).transpose(1, 2).reshape(b, s, w))
+        h = self.fc1(self.layer_norm2(x))
+        return x + self.fc2(h * torch.sigmoid(1.702 * h))
+
+
+class VisionTower(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        w = c.vision_width
+        self.patch_embedding = nn.Conv2d(3, w, c.patch_size, c.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(w) * 0.02)
+        self.position_embedding = nn.Embedding(c.num_patches + 1, w)
+        self.pre_layrnorm = nn.LayerNorm(w, eps=c.ln_eps)
+        self.layers = nn.ModuleList(VisionLayer(c) for _ in range(c.vision_layers))
+        self.post_layernorm = nn.LayerNorm(w, eps=c.ln_eps)
+
+    def forward(self, pixels):
+        """Patch features from the second-to-last layer's output, CLS dropped: [B, N, width]."""
+        x = self.patch_embedding(pixels).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + self.position_embedding.weight
+        x = self.pre_layrnorm(x)
+        for layer in self.layers[:-1]:
+            x = layer(x)
+        return x[:, 1:]
+
+
+class Projector(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.linear_1 = nn.Linear(c.vision_width, c.hidden)
+        self.linear_2 = nn.Linear(c.hidden, c.hidden)
+
+    def forward(self, x):
+        return self.linear_2(F.gelu(self.linear_1(x)))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary_tables(positions, head_dim, theta):
+    """cos and sin of HF rotary angles for positions [S]: each [1, 1, S, head_dim] (rotate_half layout)."""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    ang = positions.float()[:, None] * inv
+    ang = torch.cat([ang, ang], -1)[None, None]
+    return torch.cos(ang), torch.sin(ang)
+
+
+def rotary(x, tables):
+    """HF rotate_half rotary: x * cos + rotate_half(x) * sin; x [B, H, S, D]."""
+    cos, sin = tables
+    d = x.shape[-1]
+    return x * cos + torch.cat([-x[..., d // 2 :], x[..., : d // 2]], -1) * sin
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        d, hd = c.hidden, c.hidden // c.heads
+        self.input_layernorm = RMSNorm(d, c.rms_eps)
+        self.q_proj = nn.Linear(d, c.heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, c.kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, c.kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(c.heads * hd, d, bias=False)
+        self.post_attention_layernorm = RMSNorm(d, c.rms_eps)
+        self.gate_proj = nn.Linear(d, c.intermediate, bias=False)
+        self.up_proj = nn.Linear(d, c.intermediate, bias=False)
+        self.down_proj = nn.Linear(c.intermediate, d, bias=False)
+        self.c = c
+
+    def forward(self, x, tables, mask, want_probs=False):
+        c = self.c
+        b, s, _ = x.shape
+        hd = c.hidden // c.heads
+        h = self.input_layernorm(x)
+        q = rotary(self.q_proj(h).view(b, s, c.heads, hd).transpose(1, 2), tables)
+        k = rotary(self.k_proj(h).view(b, s, c.kv_heads, hd).transpose(1, 2), tables)
+        v = self.v_proj(h).view(b, s, c.kv_heads, hd).transpose(1, 2)
+        if c.kv_heads != c.heads:
+            k = k.repeat_interleave(c.heads // c.kv_heads, 1)
+            v = v.repeat_interleave(c.heads // c.kv_heads, 1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + mask
+        p = torch.softmax(scores, -1)
+        x = x + self.o_proj((p @ v).transpose(1, 2).reshape(b, s, c.heads * hd))
+        h = self.post_attention_layernorm(x)
+        x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        return (x, p) if want_probs else x
+
+
+def causal_mask(s, device=None):
+    return torch.full((s, s), float("-inf"), device=device).triu(1)
+
+
+class Twig(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.twig_t))
+        self.norm = RMSNorm(c.hidden, c.rms_eps)
+        self.lm_head = nn.Linear(c.hidden, c.vocab, bias=False)
+
+
+class Llava(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.vision = VisionTower(c)
+        self.projector = Projector(c)
+        self.embed_tokens = nn.Embedding(c.vocab, c.hidden)
+        self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.layers))
+        self.norm = RMSNorm(c.hidden, c.rms_eps)
+        self.lm_head = nn.Linear(c.hidden, c.vocab, bias=False)
+        self.twig = None
+        self.apply(self._init)
+        for layer in self.layers:
+            for lin in (layer.o_proj, layer.down_proj):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * c.layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def grow_twig(self):
+        """The paper's initialisation: copy base layers K+1..K+T, the final norm and the LM head."""
+        c = self.c
+        twig = Twig(c)
+        for i in range(c.twig_t):
+            twig.layers[i].load_state_dict(self.layers[c.twig_k + i].state_dict())
+        twig.norm.load_state_dict(self.norm.state_dict())
+        twig.lm_head.load_state_dict(self.lm_head.state_dict())
+        self.twig = twig
+
+    def embed(self, input_ids, pixels):
+        """Token embeddings with each sequence's single <image> token replaced by its N visual tokens."""
+        feats = self.projector(self.vision(pixels))  # [B, N, d]
+        emb = self.embed_tokens(input_ids)
+        rows = []
+        for b in range(input_ids.shape[0]):
+            at = int((input_ids[b] == self.c.image_token).nonzero()[0, 0])
+            rows.append(torch.cat([emb[b, :at], feats[b], emb[b, at + 1 :]], 0))
+        return torch.stack(rows)
+
+    def forward(self, input_ids, pixels, upto=None):
+        """Logits of the full path, or (with upto=K) the hidden state leaving base layer K."""
+        x = self.embed(input_ids, pixels)
+        s = x.shape[1]
+        tables = rotary_tables(torch.arange(s), self.c.hidden // self.c.heads, self.c.rope_theta)
+        mask = causal_mask(s)
+        for layer in self.layers[: upto if upto is not None else len(self.layers)]:
+            x = layer(x, tables, mask)
+        if upto is not None:
+            return x
+        return self.lm_head(self.norm(x))
+
+    def twig_forward(self, input_ids, pixels):
+        with torch.no_grad():
+            x = self.forward(input_ids, pixels, upto=self.c.twig_k)
+        s = x.shape[1]
+        tables = rotary_tables(torch.arange(s), self.c.hidden // self.c.heads, self.c.rope_theta)
+        mask = causal_mask(s)
+        for layer in self.twig.layers:
+            x = layer(x, tables, mask)
+        return self.twig.lm_head(self.twig.norm(x))

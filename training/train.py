@@ -1,0 +1,292 @@
+"""
+Trains the demo model in three stages, each resumable from its checkpoint:
+  vision  the ViT alone, on dense per-patch labels (colour, shape, size, centre)
+          that synthetic scenes give for free; then frozen.
+  base    projector + LLaMA decoder on descriptions and short questions (the
+          vision tower frozen): the base VLM.
+  twig    TwigVLM's recipe: grow the twig from base layers K+1..K+T, the final
+          norm and the LM head, freeze everything else, cross-entropy on answers.
+Progress lines: step, loss, samples/s, held-out accuracy.
+
+  /usr/bin/python3 training/train.py --out training/runs/demo [--stage all|vision|base|twig]
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import scenes  # noqa: E402
+from model import Config, Llava  # noqa: E402
+
+PRESETS = {
+    # the shipped demo model
+    "demo": dict(
+        model=dict(hidden=96, intermediate=256, heads=3, kv_heads=3),
+        vision_steps=400, vision_batch=32, vision_lr=2e-3,
+        base_steps=800, base_batch=8, base_lr=1.5e-3,
+        twig_steps=500, twig_batch=8, twig_lr=5e-4,
+        eval_every=150,
+    ),
+    # CI's smoke test: a few steps of a tiny configuration
+    "smoke": dict(
+        model=dict(vision_width=32, vision_layers=2, vision_heads=2, vision_mlp=64, hidden=32, intermediate=48,
+                   layers=8, heads=2, kv_heads=2, final_wipe_layer=6),
+        vision_steps=4, vision_batch=4, vision_lr=1e-3,
+        base_steps=4, base_batch=2, base_lr=1e-3,
+        twig_steps=4, twig_batch=2, twig_lr=1e-3,
+        eval_every=4,
+    ),
+}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def lr_at(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def save(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class VisionHeads(nn.Module):
+    """Per-patch classifiers on the features the projector will see (training only, not exported)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.colour = nn.Linear(width, len(scenes.COLOURS) + 1)
+        self.kind = nn.Linear(width, len(scenes.KINDS) + 1)
+        self.size = nn.Linear(width, len(scenes.SIZES) + 1)
+        self.centre = nn.Linear(width, 2)
+
+    def forward(self, feats):
+        h = self.norm(feats)
+        return self.colour(h), self.kind(h), self.size(h), self.centre(h)
+
+
+def vision_batch(split, indices, exclude=None):
+    px, labels = [], []
+    for i in indices:
+        s = scenes.make_scene(split, i, exclude=exclude)
+        px.append(data.pixels(s["image"]))
+        labels.append(torch.tensor(s["labels"]))
+    return torch.stack(px), torch.stack(labels)  # labels [B, N, 4]
+
+
+def vision_loss(heads, feats, labels):
+    """Colour (background included) on every patch; shape and size on object patches; centre up-weighted.
+    Accuracies are on object patches, and for centre on the centre patches (recall)."""
+    colour, kind, size, centre = heads(feats)
+    obj = labels[..., 0] > 0
+    is_centre = labels[..., 3] > 0
+    loss = (F.cross_entropy(colour.flatten(0, 1), labels[..., 0].flatten())
+            + F.cross_entropy(kind[obj], labels[..., 1][obj]) + F.cross_entropy(size[obj], labels[..., 2][obj])
+            + F.cross_entropy(centre.flatten(0, 1), labels[..., 3].flatten(), weight=torch.tensor([1.0, 5.0])))
+    accs = [(colour.argmax(-1) == labels[..., 0])[obj].float().mean().item(),
+            (kind.argmax(-1) == labels[..., 1])[obj].float().mean().item(),
+            (size.argmax(-1) == labels[..., 2])[obj].float().mean().item(),
+            (centre.argmax(-1) == labels[..., 3])[is_centre].float().mean().item()]
+    return loss, accs
+
+
+def train_vision(model, p, out, exclude):
+    ck = os.path.join(out, "vision.pt")
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        if st["step"] >= p["vision_steps"]:
+            model.vision.load_state_dict(st["vision"])
+            log("vision: done already, loaded")
+            return
+    heads = VisionHeads(model.c.vision_width)
+    params = list(model.vision.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=p["vision_lr"], weight_decay=0.01)
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        model.vision.load_state_dict(st["vision"]), heads.load_state_dict(st["heads"]), opt.load_state_dict(st["opt"])
+        step = st["step"]
+        log(f"vision: resumed at step {step}")
+    val_px, val_labels = vision_batch("val", range(64))
+    total, bs, t0 = p["vision_steps"], p["vision_batch"], time.time()
+    while step < total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, p["vision_lr"], 50)
+        px, labels = vision_batch("train", range(step * bs, (step + 1) * bs), exclude)
+        loss, _ = vision_loss(heads, model.vision(px), labels)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == total:
+            with torch.no_grad():
+                _, accs = vision_loss(heads, model.vision(val_px), val_labels)
+            rate = 25 * bs / (time.time() - t0)
+            t0 = time.time()
+            log(f"vision step {step}/{total} loss {loss.item():.4f} {rate:.1f} img/s "
+                f"held-out object-patch acc colour {accs[0]:.3f} shape {accs[1]:.3f} size {accs[2]:.3f} centre {accs[3]:.3f}")
+        if step % 100 == 0 or step == total:
+            save(ck, vision=model.vision.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
+                 step=step, done=step >= total)
+
+
+def answer_accuracy(logits, tgt, metas):
+    """Teacher-forced exact match per answer: all its tokens (and </s>) argmax-right <=> greedy gives it."""
+    pred = logits.argmax(-1)
+    right = short = desc_right = desc = 0
+    tok_right = tok_total = 0
+    for b, (_, turns) in enumerate(metas):
+        pos = (tgt[b] >= 0).nonzero().flatten().tolist()
+        # split positions into answers: consecutive runs
+        runs, cur = [], []
+        for j in pos:
+            if cur and j != cur[-1] + 1:
+                runs.append(cur)
+                cur = []
+            cur.append(j)
+        if cur:
+            runs.append(cur)
+        for (q, _), run in zip(turns, runs):
+            ok = all(pred[b, j] == tgt[b, j] for j in run)
+            if q in scenes.DESCRIBE_PROMPTS:
+                desc += 1
+                desc_right += ok
+                tok_right += sum(int(pred[b, j] == tgt[b, j]) for j in run)
+                tok_total += len(run)
+            else:
+                short += 1
+                right += ok
+    return right / max(1, short), desc_right / max(1, desc), tok_right / max(1, tok_total)
+
+
+def held_out(model, vocab, forward, n=96):
+    model.eval()
+    accs = []
+    with torch.no_grad():
+        for desc_p in (0.0, 1.0):
+            rng = random.Random(1234)
+            ids, tgt, px, metas = data.batch(vocab, "val", range(n), rng, single_turn=True, description_p=desc_p)
+            if desc_p:
+                # keep only the description turn
+                metas = [(s, t[:1]) for s, t in metas]
+            accs.append(answer_accuracy(forward(ids, px), tgt, metas))
+    model.train()
+    return accs[0][0], accs[1][1], accs[1][2]
+
+
+def train_lm(model, vocab, p, out, exclude, stage):
+    ck = os.path.join(out, f"{stage}.pt")
+    is_twig = stage == "twig"
+    if is_twig and model.twig is None:
+        model.grow_twig()
+    params = list(model.twig.parameters()) if is_twig else (
+        list(model.projector.parameters()) + list(model.embed_tokens.parameters()) + list(model.layers.parameters())
+        + list(model.norm.parameters()) + list(model.lm_head.parameters()))
+    module = model.twig if is_twig else model
+    opt = torch.optim.AdamW(params, lr=p[f"{stage}_lr"], betas=(0.9, 0.98), weight_decay=0.0)
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        module.load_state_dict(st["weights"], strict=False)
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        log(f"{stage}: resumed at step {step}")
+    forward = model.twig_forward if is_twig else model.forward
+    total, bs = p[f"{stage}_steps"], p[f"{stage}_batch"]
+    warmup = max(1, int(0.03 * total)) if is_twig else max(1, min(150, total // 10))
+    t0, seen = time.time(), 0
+    model.train()
+    model.vision.eval()
+    while step < total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, p[f"{stage}_lr"], warmup)
+        rng = random.Random(f"{stage}:{step}")
+        offset = 10_000_000 if is_twig else 0  # the twig sees scenes the base stage did not
+        ids, tgt, px, _ = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
+                                     exclude=exclude)
+        logits = forward(ids, px)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        seen += bs
+        if step % 10 == 0:
+            log(f"{stage} step {step}/{total} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{seen / (time.time() - t0):.2f} samples/s")
+            t0, seen = time.time(), 0
+        if step % p["eval_every"] == 0 or step == total:
+            short, desc_exact, desc_tok = held_out(model, vocab, forward)
+            log(f"{stage} held-out at step {step}: short answers {short:.3f}, descriptions exact {desc_exact:.3f}, "
+                f"description tokens {desc_tok:.3f}")
+            save(ck, weights=module.state_dict(), opt=opt.state_dict(), step=step)
+    return model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--preset", default="demo", choices=list(PRESETS))
+    ap.add_argument("--stage", default="all", choices=["all", "vision", "base", "twig"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base-steps", type=int)
+    ap.add_argument("--twig-steps", type=int)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    p = dict(PRESETS[args.preset])
+    if args.base_steps:
+        p["base_steps"] = args.base_steps
+    if args.twig_steps:
+        p["twig_steps"] = args.twig_steps
+    os.makedirs(args.out, exist_ok=True)
+    vocab = data.Vocab()
+    cfg = Config(vocab=len(vocab), image_token=vocab.image, **p["model"])
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump({"preset": args.preset, "seed": args.seed, "model": cfg.to_dict(), "schedule": p}, f, indent=2)
+    model = Llava(cfg)
+    exclude = data.held_out_keys()
+    log(f"model: {sum(x.numel() for x in model.parameters())} parameters; {cfg.num_patches} visual tokens; "
+        f"{cfg.layers} layers, K={cfg.twig_k}, T={cfg.twig_t}, K_f={cfg.final_wipe_layer}; vocab {len(vocab)}")
+    stages = ["vision", "base", "twig"] if args.stage == "all" else [args.stage]
+    if "vision" in stages:
+        train_vision(model, p, args.out, exclude)
+    else:
+        model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
+    for p_ in model.vision.parameters():
+        p_.requires_grad_(False)
+    if "base" in stages:
+        train_lm(model, vocab, p, args.out, exclude, "base")
+    else:
+        model.load_state_dict(torch.load(os.path.join(args.out, "base.pt"))["weights"], strict=False)
+        model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
+    if "twig" in stages:
+        for p_ in model.parameters():
+            p_.requires_grad_(False)
+        model.grow_twig()
+        train_lm(model, vocab, p, args.out, exclude, "twig")
+    log("training finished")
+
+
+if __name__ == "__main__":
+    main()
