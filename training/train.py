@@ -250,6 +250,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base-steps", type=int)
     ap.add_argument("--twig-steps", type=int)
+    ap.add_argument("--init-from", help="an exported model directory to start from (continues its training in "
+                    "a fresh run; the vision tower is taken from it and counts as trained)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -265,6 +267,13 @@ def main():
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump({"preset": args.preset, "seed": args.seed, "model": cfg.to_dict(), "schedule": p}, f, indent=2)
     model = Llava(cfg)
+    if args.init_from:
+        from parity import load_exported
+
+        start = load_exported(args.init_from)
+        model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")}, strict=False)
+        torch.save({"vision": model.vision.state_dict(), "step": p["vision_steps"]}, os.path.join(args.out, "vision.pt"))
+        log(f"starting from the exported model {args.init_from}")
     exclude = data.held_out_keys()
     log(f"model: {sum(x.numel() for x in model.parameters())} parameters; {cfg.num_patches} visual tokens; "
         f"{cfg.layers} layers, K={cfg.twig_k}, T={cfg.twig_t}, K_f={cfg.final_wipe_layer}; vocab {len(vocab)}")

@@ -33,7 +33,7 @@ export function curvesSvg(r: EvalResult): string {
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2 - 60}" y="20" font-size="14">${r.model}: accuracy vs visual tokens pruned (${r.split}, ${r.shortQuestions} questions)</text>`,
+    `<text x="12" y="20" font-size="14">${r.model}: accuracy vs visual tokens pruned (${r.split}, ${r.shortQuestions} questions)</text>`,
   ];
   for (let a = Math.ceil(lo * 10) / 10; a <= 1.0001; a += 0.1) {
     parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${y(a)}" y2="${y(a)}" stroke="#eee"/>`);
