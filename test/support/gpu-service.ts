@@ -3,9 +3,9 @@
  * on a loopback port for a test, and stops it afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 
@@ -85,8 +85,15 @@ export async function startGpuService(port: number, env: Record<string, string> 
 }
 
 /**
- * The real service on a fresh tiny random model named "tiny" (the default), one engine thread.
- * `modelDir` is that model's directory; `stop()` also removes it.
+ * The model the service tests serve: the directory named by TWIG_TEST_MODEL_DIR when it is set
+ * (for example `models/demo`), else a fresh tiny random model. Either way it is served as "tiny".
+ */
+export const testModelDir = process.env.TWIG_TEST_MODEL_DIR ? resolve(process.env.TWIG_TEST_MODEL_DIR) : undefined;
+
+/**
+ * The real service on the test model (see `testModelDir`; by default a fresh tiny random model
+ * written with `seed`) named "tiny" (the default), one engine thread.
+ * `modelDir` is that model's directory; `stop()` also removes what was written.
  */
 export async function startTinyModelService(
   port: number,
@@ -94,8 +101,9 @@ export async function startTinyModelService(
   env: Record<string, string> = {},
 ): Promise<GpuServiceProcess & { modelDir: string }> {
   const models = mkdtempSync(join(tmpdir(), "twigserve-tiny-"));
-  const modelDir = join(models, "tiny");
-  writeTinyModel(modelDir, seed, "hf");
+  const modelDir = testModelDir ?? join(models, "tiny");
+  if (testModelDir) symlinkSync(testModelDir, join(models, "tiny"));
+  else writeTinyModel(modelDir, seed, "hf");
   const service = await startGpuService(port, {
     TWIG_MODELS_DIR: models,
     TWIG_DEFAULT_MODEL: "tiny",

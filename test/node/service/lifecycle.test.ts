@@ -5,7 +5,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 47341;
+const PORT = 47231;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 const client = createClient(
