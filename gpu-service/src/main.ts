@@ -69,7 +69,10 @@ const server = await listen(
         try {
           yield* generate(req, ctx);
         } catch (err) {
-          metrics.errors.inc({ model: req.model || config.defaultModel, code: Code[ConnectError.from(err).code] });
+          // label by a served model's name only: callers must not be able to mint label values
+          const name = req.model || config.defaultModel;
+          const model = served.some((m) => m.entry.name === name) ? name : "unknown";
+          metrics.errors.inc({ model, code: Code[ConnectError.from(err).code] });
           throw err;
         } finally {
           done();

@@ -82,7 +82,7 @@ export function validateRequest(
     throw invalid(`max_tokens ${maxTokens} exceeds the context length ${info.contextLength}`);
   const temperature = s?.temperature ?? 0;
   if (!(temperature >= 0 && temperature <= 2)) throw invalid(`temperature must be in [0, 2], got ${temperature}`);
-  const topP = s?.topP || 1;
+  const topP = s?.topP === undefined || s.topP === 0 ? 1 : s.topP; // 0 is proto3's "unset"; NaN is an error
   if (!(topP > 0 && topP <= 1)) throw invalid(`top_p must be in (0, 1], got ${topP}`);
   const stop = s?.stop ?? [];
   if (stop.length > limits.maxStopSequences)

@@ -225,47 +225,15 @@ describe("Generate over the real service", () => {
     }
   });
 
-  it("survives several hundred malformed requests and then serves a good one", async () => {
-    let seed = 1;
-    const rnd = () => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return seed / 2147483648;
-    };
-    const codes = new Map<Code, number>();
-    for (let i = 0; i < 300; i++) {
-      const bytes = new Uint8Array(Math.floor(rnd() * 64));
-      for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(rnd() * 256);
-      if (rnd() < 0.3) bytes.set(png.subarray(0, Math.min(bytes.length, 12))); // a PNG signature on garbage
-      const req = request({
-        image: { source: { case: "data", value: bytes } },
-        sampling: {
-          maxTokens: Math.floor(rnd() * 3) + 1,
-          temperature: rnd() * 3,
-          topP: rnd() * 1.5,
-        },
-        acceleration: {
-          mode: Math.floor(rnd() * 9),
-          retainBudget: Math.floor(rnd() * 40),
-        },
-      });
-      const code = await connectText(req).then(
-        () => Code.Unknown,
-        (e) => ConnectError.from(e).code,
-      );
-      codes.set(code, (codes.get(code) ?? 0) + 1);
-    }
-    expect([...codes.keys()]).toEqual([Code.InvalidArgument]);
-    const good = await connectText(request());
-    expect(good.kinds.at(-1)).toBe("finished");
-  }, 120_000);
-
   it("exports Prometheus metrics for the requests it served and refused", async () => {
     const text = await (await fetch(`http://127.0.0.1:${PORT + 1}/metrics`)).text();
     const value = (line: RegExp) => Number(text.match(line)?.[1] ?? Number.NaN);
     expect(value(/^twig_generated_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^twig_prompt_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
-    expect(value(/^twig_request_errors_total\{model="tiny",code="InvalidArgument"\} (\d+)/m)).toBeGreaterThanOrEqual(
-      300,
+    expect(value(/^twig_request_errors_total\{model="tiny",code="InvalidArgument"\} (\d+)/m)).toBeGreaterThanOrEqual(7);
+    // an unknown model name is counted under "unknown", so callers cannot mint label values
+    expect(value(/^twig_request_errors_total\{model="unknown",code="InvalidArgument"\} (\d+)/m)).toBeGreaterThanOrEqual(
+      1,
     );
     expect(value(/^twig_time_to_first_token_seconds_count\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
     expect(text).toMatch(/^twig_drafted_tokens_total\{model="tiny"\} \d+/m);
