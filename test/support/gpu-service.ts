@@ -14,6 +14,8 @@ export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 export interface GpuServiceProcess {
   url: string;
   port: number;
+  /** The Prometheus endpoint (on a port the system picked, read from the service's log). */
+  metricsUrl: string;
   child: ChildProcess;
   output: () => string;
   stop(): Promise<void>;
@@ -45,7 +47,7 @@ export async function startGpuService(port: number, env: Record<string, string> 
       ...process.env,
       TWIG_GPU_HOST: "127.0.0.1",
       TWIG_GPU_PORT: String(port),
-      TWIG_METRICS_PORT: String(port + 1),
+      TWIG_METRICS_PORT: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -70,9 +72,11 @@ export async function startGpuService(port: number, env: Record<string, string> 
       reject(new Error(`GPU service exited with ${code}:\n${output}`));
     });
   });
+  const metricsPort = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(output)?.[1];
   return {
     url: `http://127.0.0.1:${port}`,
     port,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     child,
     output: () => output,
     stop: () =>

@@ -226,7 +226,10 @@ describe("Generate over the real service", () => {
   });
 
   it("exports Prometheus metrics for the requests it served and refused", async () => {
-    const text = await (await fetch(`http://127.0.0.1:${PORT + 1}/metrics`)).text();
+    const res = await fetch(service.metricsUrl).catch((e) => {
+      throw new Error(`${e.cause}\n${service.output()}`);
+    });
+    const text = await res.text();
     const value = (line: RegExp) => Number(text.match(line)?.[1] ?? Number.NaN);
     expect(value(/^twig_generated_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^twig_prompt_tokens_total\{model="tiny"\} (\d+)/m)).toBeGreaterThan(0);

@@ -188,7 +188,7 @@ describe("bad input gets INVALID_ARGUMENT", () => {
         ...bad,
         sampling: { ...base.sampling, ...bad.sampling },
         acceleration: { ...base.acceleration, ...bad.acceleration },
-      });
+      } as RequestInit);
       const got = await outcome(req);
       const key = got.code === Code.InvalidArgument ? "InvalidArgument" : `#${w} ${String(got.code)} ${got.message}`;
       counts.set(key, (counts.get(key) ?? 0) + 1);
