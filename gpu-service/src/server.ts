@@ -42,6 +42,9 @@ export async function listen(
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
   const track = (socket: net.Socket) => {
+    // stream events are small writes: without this, Nagle's algorithm holds each one back
+    // until the previous is acknowledged (up to the peer's 40 ms delayed ACK)
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
   };
