@@ -96,17 +96,21 @@ export const testModelDir = process.env.TWIG_TEST_MODEL_DIR ? resolve(process.en
 
 /**
  * The real service on the test model (see `testModelDir`; by default a fresh tiny random model
- * written with `seed`) named "tiny" (the default), one engine thread.
+ * written with `seed`) named "tiny" (the default), one engine thread. `alwaysTiny` keeps the tiny
+ * random model even when TWIG_TEST_MODEL_DIR is set: tests that need long generations use it
+ * (its greedy answers run to max_tokens; a trained model's stop early).
  * `modelDir` is that model's directory; `stop()` also removes what was written.
  */
 export async function startTinyModelService(
   port: number,
   seed: number,
   env: Record<string, string> = {},
+  opts: { alwaysTiny?: boolean } = {},
 ): Promise<GpuServiceProcess & { modelDir: string }> {
   const models = mkdtempSync(join(tmpdir(), "twigserve-tiny-"));
-  const modelDir = testModelDir ?? join(models, "tiny");
-  if (testModelDir) symlinkSync(testModelDir, join(models, "tiny"));
+  const chosen = opts.alwaysTiny ? undefined : testModelDir;
+  const modelDir = chosen ?? join(models, "tiny");
+  if (chosen) symlinkSync(chosen, join(models, "tiny"));
   else writeTinyModel(modelDir, seed, "hf");
   const service = await startGpuService(port, {
     TWIG_MODELS_DIR: models,

@@ -28,7 +28,7 @@ beforeAll(async () => {
   const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 6);
+  service = await startTinyModelService(PORT, 6, {}, { alwaysTiny: true });
   client = serviceClient(PORT, png);
 }, 120_000);
 afterAll(async () => {

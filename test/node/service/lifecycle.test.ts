@@ -25,7 +25,7 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" });
+  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true });
 }, 120_000);
 afterAll(async () => {
   await service?.stop();

@@ -26,7 +26,7 @@ beforeAll(async () => {
   const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 6, { TWIG_MAX_QUEUE: String(MAX_QUEUE) });
+  service = await startTinyModelService(PORT, 6, { TWIG_MAX_QUEUE: String(MAX_QUEUE) }, { alwaysTiny: true });
   client = serviceClient(PORT, png);
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) {
