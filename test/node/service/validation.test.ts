@@ -20,6 +20,8 @@ const MAX_IMAGE_BYTES = 60_000;
 const MAX_IMAGE_PIXELS = 300 * 300;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
+/** N of the served model (16 for the tiny random model). */
+let visualTokens: number;
 const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" });
 const client = createClient(InferenceService, transport);
 
@@ -62,6 +64,7 @@ beforeAll(async () => {
     TWIG_MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
     TWIG_MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS),
   });
+  visualTokens = (await client.listModels({})).models[0].visualTokens;
 }, 120_000);
 afterAll(async () => {
   await service?.stop();
@@ -104,8 +107,8 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       ["unknown mode", { acceleration: { mode: 42 as Mode } }, /unknown mode 42/],
       [
         "budget larger than the visual tokens",
-        { acceleration: { mode: Mode.TWIG, retainBudget: 17 } },
-        /retain_budget 17 is outside .*16 visual tokens/,
+        { acceleration: { mode: Mode.TWIG, retainBudget: visualTokens + 1 } },
+        new RegExp(`retain_budget ${visualTokens + 1} is outside .*${visualTokens} visual tokens`),
       ],
       ["draft length too large", { acceleration: { mode: Mode.TWIG, draftLength: 1000 } }, /draft_length/],
       [
@@ -153,7 +156,7 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       }),
       () => ({ sampling: { maxTokens: 2, topP: pick([1.0001, 7, -1, Number.NaN]) } }),
       () => ({ acceleration: { mode: 8 + Math.floor(rnd() * 1000) } }),
-      () => ({ acceleration: { mode: Mode.TWIG, retainBudget: 17 + Math.floor(rnd() * 1e6) } }),
+      () => ({ acceleration: { mode: Mode.TWIG, retainBudget: visualTokens + 1 + Math.floor(rnd() * 1e6) } }),
       () => ({ acceleration: { mode: Mode.TWIG, draftLength: 17 + Math.floor(rnd() * 1e6) } }),
       () => ({ model: String.fromCharCode(...garbage(1 + Math.floor(rnd() * 20)).map((b) => 33 + (b % 90))) }),
       () => ({ input: { case: "prompt", value: String.fromCharCode(...garbage(Math.floor(rnd() * 50))) } }),
