@@ -36,7 +36,7 @@ export function serviceClient(port: number, image: Uint8Array) {
       tenantId: "t",
       image: { source: { case: "data", value: image } },
       input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture" }] } },
-      sampling: { maxTokens: 200 },
+      sampling: { maxTokens: 120 },
       acceleration: { mode: Mode.BASE },
       ...over,
     } as MessageInitShape<typeof GenerateRequestSchema>);

@@ -14,7 +14,7 @@ import { percentile, readMetric, serviceClient } from "../../support/service-cli
 
 const PORT = 47281;
 const WARM_UP = 10;
-const ROUNDS = 100;
+const ROUNDS = 60;
 let service: GpuServiceProcess & { modelDir: string };
 let client: ReturnType<typeof serviceClient>;
 
@@ -48,7 +48,7 @@ describe("cancellation in the real service", () => {
     const rss: number[] = [];
     const heap: number[] = [];
     for (let round = 0; round < WARM_UP + ROUNDS; round++) {
-      if (round >= WARM_UP && (round - WARM_UP) % 25 === 0) {
+      if (round >= WARM_UP && (round - WARM_UP) % 15 === 0) {
         rss.push(rssMb(pid));
         heap.push((await readMetric(service.metricsUrl, "nodejs_heap_size_used_bytes")) / 2 ** 20);
       }
@@ -79,12 +79,12 @@ describe("cancellation in the real service", () => {
 
     const f = (x: number) => x.toFixed(2);
     console.log(
-      `cancel: one decoding step ${f(stepMs)} ms (engine), a whole 200-token request ${f(fullMs)} ms; ` +
+      `cancel: one decoding step ${f(stepMs)} ms (engine), a whole 120-token request ${f(fullMs)} ms; ` +
         `the next request waited for a worker p50 ${f(percentile(queueMs, 50))} ms, p90 ${f(percentile(queueMs, 90))} ms, ` +
         `max ${f(Math.max(...queueMs))} ms; abort -> next Started p50 ${f(percentile(abortToStart, 50))} ms, p90 ${f(percentile(abortToStart, 90))} ms`,
     );
     console.log(
-      `memory over ${ROUNDS} cancels (after ${WARM_UP} to warm up), every 25: rss ${rss.map((x) => x.toFixed(1)).join(" -> ")} MB; ` +
+      `memory over ${ROUNDS} cancels (after ${WARM_UP} to warm up), every 15: rss ${rss.map((x) => x.toFixed(1)).join(" -> ")} MB; ` +
         `main heap ${heap.map((x) => x.toFixed(1)).join(" -> ")} MB`,
     );
     // if cancelling did not stop the engine, the next request would wait for the rest of a whole request

@@ -19,7 +19,7 @@ const MAX_QUEUE = 8;
 const DEPTH = 'twig_queue_depth{model="tiny"}';
 let service: GpuServiceProcess & { modelDir: string };
 let client: ReturnType<typeof serviceClient>;
-/** How long one long (200-token) request takes end to end, measured on this machine. */
+/** How long one long (120-token) request takes end to end, measured on this machine. */
 let longMs: number;
 
 beforeAll(async () => {
@@ -107,7 +107,7 @@ describe("scheduling in the real service", () => {
           model: "tiny",
           image: { data: png },
           conversation: { messages: [{ role: "user", content: "describe the picture" }] },
-          sampling: { maxTokens: 200 },
+          sampling: { maxTokens: 120 },
           acceleration: { mode: "MODE_BASE" },
         },
         { deadline: Date.now() + Math.max(1, Math.round(longMs / 4)) },

@@ -181,7 +181,7 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       acceleration: { mode: pick([Mode.UNSPECIFIED, Mode.BASE, Mode.TWIG, Mode.TTP_ONLY]) },
     });
     const counts = new Map<string, number>();
-    const N = 400;
+    const N = 300;
     for (let i = 0; i < N; i++) {
       const w = Math.floor(rnd() * wrong.length);
       const base = randomFields();
