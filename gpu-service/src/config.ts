@@ -2,6 +2,7 @@
  * Service configuration, read once from environment variables.
  * Every variable is listed, with its default, in the README.
  */
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 
 export interface ServiceConfig {
@@ -24,6 +25,15 @@ export interface ServiceConfig {
   metricsPort: number;
   /** When set, callers of the inference service must present it as a bearer token. */
   serviceToken?: string;
+  /** PEM certificate chain and private key: when both are set the port speaks TLS (h2 and HTTP/1.1 by ALPN). */
+  tls?: { cert: string; key: string };
+  /** Largest image accepted, in encoded bytes and in pixels (width * height). */
+  maxImageBytes: number;
+  maxImagePixels: number;
+  /** pino level of the JSON logs. */
+  logLevel: string;
+  /** Opt-in: request log lines carry the prompt text (never the image). */
+  logPrompts: boolean;
 }
 
 function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -34,6 +44,23 @@ function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): num
     throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
   }
   return value;
+}
+
+/** Reads the certificate and key files named by TWIG_TLS_CERT and TWIG_TLS_KEY (both or neither). */
+function tlsFromEnv(env: NodeJS.ProcessEnv): ServiceConfig["tls"] {
+  const certFile = env.TWIG_TLS_CERT || undefined;
+  const keyFile = env.TWIG_TLS_KEY || undefined;
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) throw new Error("TWIG_TLS_CERT and TWIG_TLS_KEY must be set together");
+  return { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8") };
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function logLevel(raw: string): string {
+  if (!LOG_LEVELS.includes(raw))
+    throw new Error(`TWIG_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${raw}"`);
+  return raw;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
@@ -48,5 +75,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
     serviceToken: env.TWIG_SERVICE_TOKEN || undefined,
     metricsPort: intFromEnv(env, "TWIG_METRICS_PORT", 9464),
+    tls: tlsFromEnv(env),
+    maxImageBytes: intFromEnv(env, "TWIG_MAX_IMAGE_BYTES", 20 * 1024 * 1024),
+    maxImagePixels: intFromEnv(env, "TWIG_MAX_IMAGE_PIXELS", 40_000_000),
+    logLevel: logLevel(env.TWIG_LOG_LEVEL || "info"),
+    logPrompts: env.TWIG_LOG_PROMPTS === "1" || env.TWIG_LOG_PROMPTS === "true",
   };
 }

@@ -5,18 +5,19 @@
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   FinishReason,
   type GenerateEvent,
   GenerateEventSchema,
+  type GenerateRequest,
   type InferenceService,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import type { Engine, EngineEvent } from "./engine/types.js";
 import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";
-import { PROTO_MODE_OF, validateRequest } from "./validate.js";
+import { checkImageHeader, DEFAULT_LIMITS, PROTO_MODE_OF, type ValidationLimits, validateRequest } from "./validate.js";
 
 export interface ServedModel {
   entry: ModelEntry;
@@ -30,6 +31,8 @@ export interface InferenceDeps {
   defaultModel: string;
   /** True while the service drains: new work is refused. */
   draining: () => boolean;
+  /** Size limits of requests (images); DEFAULT_LIMITS when absent. */
+  limits?: ValidationLimits;
 }
 
 const FINISH_OF = { stop: FinishReason.STOP, length: FinishReason.LENGTH, stop_sequence: FinishReason.STOP_SEQUENCE };
@@ -74,7 +77,12 @@ function toConnectError(err: unknown, deadline: AbortSignal | undefined): Connec
   return new ConnectError(`generation failed: ${e?.message ?? String(err)}`, Code.Internal);
 }
 
-export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof InferenceService> {
+/** The service, with Generate typed as what it really yields (whole messages). */
+export type InferenceImpl = ServiceImpl<typeof InferenceService> & {
+  generate(req: GenerateRequest, ctx: HandlerContext): AsyncGenerator<GenerateEvent>;
+};
+
+export function inferenceService(deps: InferenceDeps): InferenceImpl {
   return {
     listModels() {
       return {
@@ -108,7 +116,9 @@ export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof Infere
       }
       if (!served.engine || !served.scheduler)
         throw new ConnectError(`model "${name}" is still loading`, Code.Unavailable);
-      const params = validateRequest(req, served.engine);
+      const limits = deps.limits ?? DEFAULT_LIMITS;
+      const params = validateRequest(req, served.engine, limits);
+      await checkImageHeader(params.image, limits);
       const requestId = req.requestId || randomUUID();
       const deadline = req.deadlineMs > 0 ? AbortSignal.timeout(req.deadlineMs) : undefined;
       const signal = deadline ? AbortSignal.any([ctx.signal, deadline]) : ctx.signal;
@@ -206,6 +216,7 @@ export function inferenceService(deps: InferenceDeps): ServiceImpl<typeof Infere
             queue.end(error);
           },
         );
+      gauges(); // the request is queued (or running) now
       yield* queue.drain();
     },
   };

@@ -15,14 +15,19 @@ import type { Engine } from "./engine/types.js";
 import { WorkerEngine } from "./engine/worker-host.js";
 import { HealthState, healthService, ServingStatus } from "./health.js";
 import { inferenceService, type ServedModel } from "./inference.js";
+import { createLogger } from "./log.js";
 import { metrics, serveMetrics } from "./metrics.js";
 import { scanModels } from "./registry.js";
+import { withRequestLog } from "./request-log.js";
 import { Scheduler } from "./scheduler.js";
 import { listen } from "./server.js";
+import { DEFAULT_LIMITS } from "./validate.js";
 
 const config = loadConfig();
+const log = createLogger(config.logLevel);
+const imageLimits = { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels };
 const { models, errors } = scanModels(config.modelsDir);
-for (const error of errors) console.error(`gpu-service: skipping model: ${error}`);
+for (const error of errors) log.warn(`gpu-service: skipping model: ${error}`);
 const served: ServedModel[] = models.map((entry) => ({ entry }));
 let draining = false;
 let inFlight = 0;
@@ -39,6 +44,12 @@ const inference = inferenceService({
   models: () => served,
   defaultModel: config.defaultModel,
   draining: () => draining,
+  limits: { ...DEFAULT_LIMITS, maxImageBytes: config.maxImageBytes, maxImagePixels: config.maxImagePixels },
+});
+const generate = withRequestLog(inference.generate.bind(inference), {
+  logger: log,
+  logPrompts: config.logPrompts,
+  defaultModel: config.defaultModel,
 });
 const server = await listen(
   (router) => {
@@ -56,9 +67,12 @@ const server = await listen(
         };
         ctx.signal.addEventListener("abort", done, { once: true });
         try {
-          yield* inference.generate(req, ctx);
+          yield* generate(req, ctx);
         } catch (err) {
-          metrics.errors.inc({ model: req.model || config.defaultModel, code: Code[ConnectError.from(err).code] });
+          // label by a served model's name only: callers must not be able to mint label values
+          const name = req.model || config.defaultModel;
+          const model = served.some((m) => m.entry.name === name) ? name : "unknown";
+          metrics.errors.inc({ model, code: Code[ConnectError.from(err).code] });
           throw err;
         } finally {
           done();
@@ -69,9 +83,10 @@ const server = await listen(
   config.host,
   config.port,
   [bearerAuth(config.serviceToken, [Health.typeName])],
+  config.tls,
 );
-console.log(
-  `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect); models: ${models.map((m) => m.name).join(", ") || "none"}`,
+log.info(
+  `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect${config.tls ? " over TLS" : ", cleartext"}); models: ${models.map((m) => m.name).join(", ") || "none"}`,
 );
 
 async function warmUp(engine: Engine): Promise<void> {
@@ -94,9 +109,9 @@ async function warmUp(engine: Engine): Promise<void> {
 
 try {
   const m = await serveMetrics(config.host, config.metricsPort);
-  console.log(`gpu-service: metrics on http://${config.host}:${m.port}/metrics`);
+  log.info(`gpu-service: metrics on http://${config.host}:${m.port}/metrics`);
 } catch (err) {
-  console.error(`gpu-service: metrics endpoint not started: ${(err as Error).message}`);
+  log.warn(`gpu-service: metrics endpoint not started: ${(err as Error).message}`);
 }
 
 for (const m of served) {
@@ -104,27 +119,27 @@ for (const m of served) {
     const t0 = performance.now();
     const engines = await Promise.all(
       Array.from({ length: config.workersPerModel }, () =>
-        WorkerEngine.start(m.entry.dir, { threads: config.engineThreads, name: m.entry.name }),
+        WorkerEngine.start(m.entry.dir, { threads: config.engineThreads, name: m.entry.name, imageLimits }),
       ),
     );
     await Promise.all(engines.map(warmUp));
     m.engine = engines[0];
     m.scheduler = new Scheduler(engines, config.maxQueue);
     health.set(m.entry.name, ServingStatus.SERVING);
-    console.log(
+    log.info(
       `gpu-service: model ${m.entry.name} ready (${config.workersPerModel} worker(s), ${Math.round(performance.now() - t0)} ms)`,
     );
   } catch (err) {
-    console.error(`gpu-service: model ${m.entry.name} failed to load: ${(err as Error).message}`);
+    log.error(`gpu-service: model ${m.entry.name} failed to load: ${(err as Error).message}`);
   }
 }
 if (!draining) setOverall(ServingStatus.SERVING);
-console.log("gpu-service: serving");
+log.info("gpu-service: serving");
 
 async function stop(signal: string): Promise<void> {
   if (draining) return;
   draining = true;
-  console.log(`gpu-service: ${signal}, draining (${inFlight} in flight, grace ${config.drainGraceMs} ms)`);
+  log.info(`gpu-service: ${signal}, draining (${inFlight} in flight, grace ${config.drainGraceMs} ms)`);
   setOverall(ServingStatus.NOT_SERVING);
   const deadline = Date.now() + config.drainGraceMs;
   while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

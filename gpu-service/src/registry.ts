@@ -3,7 +3,7 @@
  * models directory. A model is a sub-directory with a `config.json` (HF LLaVA
  * layout); a `twig/` directory beside its weights holds its twig, if any.
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 export interface ModelEntry {
@@ -66,8 +66,10 @@ export function scanModels(modelsDir: string): { models: ModelEntry[]; errors: s
   const errors: string[] = [];
   if (!existsSync(modelsDir)) return { models, errors: [`models directory ${modelsDir} does not exist`] };
   for (const item of readdirSync(modelsDir, { withFileTypes: true })) {
-    if (!item.isDirectory()) continue;
     const dir = join(modelsDir, item.name);
+    // a model may be a symbolic link to a directory kept elsewhere
+    if (!item.isDirectory() && !(item.isSymbolicLink() && statSync(dir, { throwIfNoEntry: false })?.isDirectory()))
+      continue;
     if (!existsSync(join(dir, "config.json"))) continue;
     try {
       models.push(describeModel(item.name, dir));

@@ -5,6 +5,10 @@
  * the first bytes of each connection: the HTTP/2 client preface ("PRI * HTTP/2.0")
  * goes to an http2 server, anything else to an http server. Both run the same
  * connect-node handler.
+ *
+ * With a certificate and key the port speaks TLS instead: one http2 secure
+ * server with `allowHTTP1`, where ALPN picks HTTP/2 (gRPC) or HTTP/1.1
+ * (gRPC-Web, Connect) per connection, so no sniffing is needed.
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -19,35 +23,35 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export interface TlsFiles {
+  /** PEM certificate chain. */
+  cert: string;
+  /** PEM private key. */
+  key: string;
+}
+
 export async function listen(
   routes: (router: ConnectRouter) => void,
   host: string,
   port: number,
   interceptors: Interceptor[] = [],
+  tls?: TlsFiles,
 ): Promise<RunningServer> {
   const handler = connectNodeAdapter({ routes, interceptors });
   const h1 = http.createServer(handler);
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
-
-  const server = net.createServer((socket) => {
+  const track = (socket: net.Socket) => {
+    // stream events are small writes: without this, Nagle's algorithm holds each one back
+    // until the previous is acknowledged (up to the peer's 40 ms delayed ACK)
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    socket.once("readable", function sniff() {
-      const head: Buffer | null = socket.read();
-      if (head === null) {
-        socket.once("readable", sniff);
-        return;
-      }
-      socket.unshift(head);
-      const isH2 =
-        head.length >= H2_PREFACE.length
-          ? head.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)
-          : H2_PREFACE.subarray(0, head.length).equals(head);
-      (isH2 ? h2 : h1).emit("connection", socket);
-    });
-    socket.on("error", () => socket.destroy());
-  });
+  };
+
+  const server: net.Server = tls
+    ? http2.createSecureServer({ cert: tls.cert, key: tls.key, allowHTTP1: true }, handler).on("connection", track)
+    : sniffingServer(h1, h2, track);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -65,4 +69,25 @@ export async function listen(
         for (const socket of sockets) socket.destroy();
       }),
   };
+}
+
+/** A TCP listener that hands each connection to the HTTP/2 or the HTTP/1.1 server by its first bytes. */
+function sniffingServer(h1: http.Server, h2: http2.Http2Server, track: (socket: net.Socket) => void): net.Server {
+  return net.createServer((socket) => {
+    track(socket);
+    socket.once("readable", function sniff() {
+      const head: Buffer | null = socket.read();
+      if (head === null) {
+        socket.once("readable", sniff);
+        return;
+      }
+      socket.unshift(head);
+      const isH2 =
+        head.length >= H2_PREFACE.length
+          ? head.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)
+          : H2_PREFACE.subarray(0, head.length).equals(head);
+      (isH2 ? h2 : h1).emit("connection", socket);
+    });
+    socket.on("error", () => socket.destroy());
+  });
 }

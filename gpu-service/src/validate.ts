@@ -4,18 +4,22 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import sharp from "sharp";
 import { maxRetainBudget, minRetainBudget } from "./engine/decoding/budget.js";
 import { sniffImageType } from "./engine/image.js";
 import type { ChatMessage, Engine, GenerateParams, Mode } from "./engine/types.js";
 
 export interface ValidationLimits {
   maxImageBytes: number;
+  /** Largest width * height, read from the image's header before it waits for a worker. */
+  maxImagePixels: number;
   defaultMaxTokens: number;
   maxStopSequences: number;
 }
 
 export const DEFAULT_LIMITS: ValidationLimits = {
   maxImageBytes: 20 * 1024 * 1024,
+  maxImagePixels: 40_000_000,
   defaultMaxTokens: 256,
   maxStopSequences: 8,
 };
@@ -78,7 +82,7 @@ export function validateRequest(
     throw invalid(`max_tokens ${maxTokens} exceeds the context length ${info.contextLength}`);
   const temperature = s?.temperature ?? 0;
   if (!(temperature >= 0 && temperature <= 2)) throw invalid(`temperature must be in [0, 2], got ${temperature}`);
-  const topP = s?.topP || 1;
+  const topP = s?.topP === undefined || s.topP === 0 ? 1 : s.topP; // 0 is proto3's "unset"; NaN is an error
   if (!(topP > 0 && topP <= 1)) throw invalid(`top_p must be in (0, 1], got ${topP}`);
   const stop = s?.stop ?? [];
   if (stop.length > limits.maxStopSequences)
@@ -132,4 +136,21 @@ export function validateRequest(
     draftThreshold,
     scoreSource,
   };
+}
+
+/**
+ * Reads the image's header (not its pixels) and refuses one that cannot be
+ * parsed or has more than `maxImagePixels` pixels, before the request queues.
+ */
+export async function checkImageHeader(bytes: Uint8Array, limits: ValidationLimits = DEFAULT_LIMITS): Promise<void> {
+  let width: number | undefined;
+  let height: number | undefined;
+  try {
+    ({ width, height } = await sharp(bytes, { limitInputPixels: false }).metadata());
+  } catch (err) {
+    throw invalid(`image.data could not be read as an image: ${(err as Error).message}`);
+  }
+  if (!width || !height) throw invalid("image.data has no width or height");
+  if (width * height > limits.maxImagePixels)
+    throw invalid(`the image is ${width}x${height} = ${width * height} pixels; the limit is ${limits.maxImagePixels}`);
 }

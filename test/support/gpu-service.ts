@@ -3,9 +3,9 @@
  * on a loopback port for a test, and stops it afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 
@@ -14,6 +14,8 @@ export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 export interface GpuServiceProcess {
   url: string;
   port: number;
+  /** The Prometheus endpoint (on a port the system picked, read from the service's log). */
+  metricsUrl: string;
   child: ChildProcess;
   output: () => string;
   stop(): Promise<void>;
@@ -45,7 +47,7 @@ export async function startGpuService(port: number, env: Record<string, string> 
       ...process.env,
       TWIG_GPU_HOST: "127.0.0.1",
       TWIG_GPU_PORT: String(port),
-      TWIG_METRICS_PORT: String(port + 1),
+      TWIG_METRICS_PORT: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -70,9 +72,11 @@ export async function startGpuService(port: number, env: Record<string, string> 
       reject(new Error(`GPU service exited with ${code}:\n${output}`));
     });
   });
+  const metricsPort = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(output)?.[1];
   return {
     url: `http://127.0.0.1:${port}`,
     port,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     child,
     output: () => output,
     stop: () =>
@@ -85,17 +89,29 @@ export async function startGpuService(port: number, env: Record<string, string> 
 }
 
 /**
- * The real service on a fresh tiny random model named "tiny" (the default), one engine thread.
- * `modelDir` is that model's directory; `stop()` also removes it.
+ * The model the service tests serve: the directory named by TWIG_TEST_MODEL_DIR when it is set
+ * (for example `models/demo`), else a fresh tiny random model. Either way it is served as "tiny".
+ */
+export const testModelDir = process.env.TWIG_TEST_MODEL_DIR ? resolve(process.env.TWIG_TEST_MODEL_DIR) : undefined;
+
+/**
+ * The real service on the test model (see `testModelDir`; by default a fresh tiny random model
+ * written with `seed`) named "tiny" (the default), one engine thread. `alwaysTiny` keeps the tiny
+ * random model even when TWIG_TEST_MODEL_DIR is set: tests that need long generations use it
+ * (its greedy answers run to max_tokens; a trained model's stop early).
+ * `modelDir` is that model's directory; `stop()` also removes what was written.
  */
 export async function startTinyModelService(
   port: number,
   seed: number,
   env: Record<string, string> = {},
+  opts: { alwaysTiny?: boolean } = {},
 ): Promise<GpuServiceProcess & { modelDir: string }> {
   const models = mkdtempSync(join(tmpdir(), "twigserve-tiny-"));
-  const modelDir = join(models, "tiny");
-  writeTinyModel(modelDir, seed, "hf");
+  const chosen = opts.alwaysTiny ? undefined : testModelDir;
+  const modelDir = chosen ?? join(models, "tiny");
+  if (chosen) symlinkSync(chosen, join(models, "tiny"));
+  else writeTinyModel(modelDir, seed, "hf");
   const service = await startGpuService(port, {
     TWIG_MODELS_DIR: models,
     TWIG_DEFAULT_MODEL: "tiny",

@@ -1,6 +1,7 @@
 /** `npm run bench -- <name> [--key value]...`: benchmarks that print tables. */
 import { parseArgs } from "node:util";
 import { benchEngine } from "./engine.js";
+import { benchService } from "./service.js";
 import { benchTwig } from "./twig.js";
 
 const [name, ...rest] = process.argv.slice(2);
@@ -13,6 +14,11 @@ const { values } = parseArgs({
     threads: { type: "string", default: "2" },
     reps: { type: "string", default: "9" },
     tokens: { type: "string", default: "32" },
+    model: { type: "string" },
+    workers: { type: "string", default: "1" },
+    "per-stream": { type: "string", default: "4" },
+    "max-tokens": { type: "string", default: "64" },
+    transport: { type: "string", default: "connect" },
   },
 });
 if (name === "engine") {
@@ -31,9 +37,18 @@ if (name === "engine") {
     tokens: Number(values.tokens),
     reps: Number(rest.includes("--reps") ? values.reps : 3),
   });
+} else if (name === "service") {
+  await benchService({
+    model: values.model,
+    workers: Number(values.workers),
+    threads: Number(rest.includes("--threads") ? values.threads : 1),
+    perStream: Number(values["per-stream"]),
+    maxTokens: Number(values["max-tokens"]),
+    transport: values.transport === "grpc" ? "grpc" : "connect",
+  });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--tokens 32] [--threads 2] [--reps 3]",
+    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

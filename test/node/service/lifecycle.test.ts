@@ -1,23 +1,23 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 47341;
+const PORT = 47231;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
-const client = createClient(
-  InferenceService,
-  createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
-);
+const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" });
+const client = createClient(InferenceService, transport);
+const health = createClient(Health, transport);
 
 const request = (maxTokens: number) => ({
   model: "tiny",
   image: { source: { case: "data" as const, value: png } },
   input: { case: "conversation" as const, value: { messages: [{ role: "user", content: "describe the picture" }] } },
-  sampling: { maxTokens, temperature: 1, seed: 3n },
+  sampling: { maxTokens }, // greedy: with the tiny model's seed 6 and this picture, no early end of sequence
   acceleration: { mode: Mode.BASE },
 });
 
@@ -25,41 +25,24 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" });
+  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true });
 }, 120_000);
 afterAll(async () => {
   await service?.stop();
 });
 
 describe("service lifecycle", () => {
-  it("frees the worker when a caller cancels mid-stream", async () => {
-    for (let round = 0; round < 3; round++) {
-      const ctrl = new AbortController();
-      let deltas = 0;
-      const cancelled = (async () => {
-        for await (const ev of client.generate(request(200), { signal: ctrl.signal })) {
-          if (ev.event.case === "delta" && ++deltas === 3) ctrl.abort();
-        }
-      })();
-      await expect(cancelled).rejects.toSatisfy((e: unknown) => ConnectError.from(e).code === Code.Canceled);
-      const t0 = performance.now();
-      let finished = false;
-      for await (const ev of client.generate(request(4))) if (ev.event.case === "finished") finished = true;
-      expect(finished).toBe(true);
-      console.log(`after a cancel, the next 4-token request took ${(performance.now() - t0).toFixed(1)} ms`);
-    }
-  });
-
   it("on SIGTERM finishes the stream in flight, refuses new work and exits", async () => {
     const events: string[] = [];
     let signalled = false;
     const inFlight = (async () => {
-      for await (const ev of client.generate(request(120))) {
+      for await (const ev of client.generate(request(200))) {
         events.push(ev.event.case ?? "");
         if (ev.event.case === "delta" && !signalled) {
           signalled = true;
           service.child.kill("SIGTERM");
-          await new Promise((r) => setTimeout(r, 100));
+          // new work is refused from the moment Health says NOT_SERVING
+          while ((await health.check({ service: "" })).status !== 2) await new Promise((r) => setTimeout(r, 5));
           const refused = await (async () => {
             for await (const _ of client.generate(request(2))) {
               // drain

@@ -1,0 +1,81 @@
+/**
+ * One log line per Generate call, written when the call ends (finished,
+ * failed, or abandoned by its caller): request id, tenant, model, mode, gRPC
+ * code, token counts and timings. The prompt goes in only when `logPrompts`
+ * is set; the image never does.
+ */
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import {
+  FinishReason,
+  type GenerateEvent,
+  type GenerateRequest,
+  Mode,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import type { Logger } from "./log.js";
+
+export interface RequestLogOptions {
+  logger: Logger;
+  logPrompts: boolean;
+  defaultModel: string;
+}
+
+type Generate = (req: GenerateRequest, ctx: HandlerContext) => AsyncIterable<GenerateEvent>;
+
+function promptText(req: GenerateRequest): string | undefined {
+  if (req.input.case === "prompt") return req.input.value;
+  if (req.input.case === "conversation")
+    return req.input.value.messages.map((m) => `${m.role}: ${m.content}`).join("\n");
+  return undefined;
+}
+
+/** Wraps a Generate handler so that each call leaves one log line; fills in a request id when the caller sent none. */
+export function withRequestLog(generate: Generate, opts: RequestLogOptions): Generate {
+  return async function* (req, ctx) {
+    req.requestId ||= randomUUID();
+    const t0 = performance.now();
+    const line: Record<string, unknown> = {
+      requestId: req.requestId,
+      tenant: req.tenantId || "anonymous",
+      model: req.model || opts.defaultModel,
+      mode: Mode[req.acceleration?.mode ?? 0] ?? req.acceleration?.mode,
+      imageBytes: req.image?.source.case === "data" ? req.image.source.value.length : 0,
+      maxTokens: req.sampling?.maxTokens ?? 0,
+    };
+    if (opts.logPrompts) line.prompt = promptText(req);
+    let written = false;
+    const write = (code: Code | undefined, message?: string) => {
+      if (written) return;
+      written = true;
+      line.code = code === undefined ? "OK" : Code[code];
+      line.durationMs = Math.round(performance.now() - t0);
+      if (message) line.error = message;
+      const level = code === undefined || code === Code.Canceled ? "info" : code === Code.Internal ? "error" : "warn";
+      opts.logger[level](line, "generate");
+    };
+    const onAbort = () => write(Code.Canceled, "the caller went away");
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const ev of generate(req, ctx)) {
+        if (ev.event.case === "started") {
+          line.promptTokens = ev.event.value.promptTokens;
+          line.visualTokensKept = ev.event.value.keptVisualIndices.length;
+        } else if (ev.event.case === "finished") {
+          const f = ev.event.value;
+          line.completionTokens = f.usage?.completionTokens;
+          line.finishReason = FinishReason[f.finishReason];
+          line.queueMs = Math.round(f.stats?.queueMs ?? 0);
+          line.timeToFirstTokenMs = Math.round(f.stats?.timeToFirstTokenMs ?? 0);
+        }
+        yield ev;
+      }
+      write(undefined);
+    } catch (err) {
+      const e = ConnectError.from(err);
+      write(e.code, e.rawMessage);
+      throw err;
+    } finally {
+      ctx.signal.removeEventListener("abort", onAbort);
+    }
+  };
+}

@@ -1,0 +1,47 @@
+/** Environment → ServiceConfig: TLS files both or neither, image limits, log settings. */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../gpu-service/src/config.js";
+
+const dir = mkdtempSync(join(tmpdir(), "twigserve-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("loadConfig", () => {
+  it("runs cleartext, logs at info without prompts, with 20 MiB / 40 Mpixel image limits by default", () => {
+    const c = loadConfig({});
+    expect(c.tls).toBeUndefined();
+    expect(c).toMatchObject({
+      logLevel: "info",
+      logPrompts: false,
+      maxImageBytes: 20 * 1024 * 1024,
+      maxImagePixels: 40_000_000,
+    });
+  });
+
+  it("reads the certificate and key files, and wants both", () => {
+    writeFileSync(join(dir, "c.pem"), "CERT");
+    writeFileSync(join(dir, "k.pem"), "KEY");
+    expect(loadConfig({ TWIG_TLS_CERT: join(dir, "c.pem"), TWIG_TLS_KEY: join(dir, "k.pem") }).tls).toEqual({
+      cert: "CERT",
+      key: "KEY",
+    });
+    expect(() => loadConfig({ TWIG_TLS_CERT: join(dir, "c.pem") })).toThrow(/must be set together/);
+    expect(() => loadConfig({ TWIG_TLS_CERT: join(dir, "nope.pem"), TWIG_TLS_KEY: join(dir, "k.pem") })).toThrow(
+      /ENOENT/,
+    );
+  });
+
+  it("takes image limits and log settings from the environment and refuses nonsense", () => {
+    const c = loadConfig({
+      TWIG_MAX_IMAGE_BYTES: "1000",
+      TWIG_MAX_IMAGE_PIXELS: "4096",
+      TWIG_LOG_LEVEL: "warn",
+      TWIG_LOG_PROMPTS: "1",
+    });
+    expect(c).toMatchObject({ maxImageBytes: 1000, maxImagePixels: 4096, logLevel: "warn", logPrompts: true });
+    expect(() => loadConfig({ TWIG_LOG_LEVEL: "loud" })).toThrow(/TWIG_LOG_LEVEL must be one of/);
+    expect(() => loadConfig({ TWIG_MAX_IMAGE_PIXELS: "-5" })).toThrow(/non-negative integer/);
+  });
+});

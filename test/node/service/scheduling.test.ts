@@ -1,0 +1,124 @@
+/**
+ * Scheduling through the real service process (one engine worker): a busy
+ * tenant's burst does not starve a quiet tenant's request (bounded by the
+ * number of requests served ahead of it, not by time), a full queue answers
+ * RESOURCE_EXHAUSTED, and deadlines answer DEADLINE_EXCEEDED whether they pass
+ * while running, while waiting, or on the gRPC client's side (grpc-js).
+ */
+import { join } from "node:path";
+import { Code } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
+import { type CallResult, readMetric, serviceClient, waitForMetric } from "../../support/service-client.js";
+
+const PORT = 47261;
+const MAX_QUEUE = 8;
+const DEPTH = 'twig_queue_depth{model="tiny"}';
+let service: GpuServiceProcess & { modelDir: string };
+let client: ReturnType<typeof serviceClient>;
+/** How long one long (120-token) request takes end to end, measured on this machine. */
+let longMs: number;
+
+beforeAll(async () => {
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
+    .png()
+    .toBuffer();
+  service = await startTinyModelService(PORT, 6, { TWIG_MAX_QUEUE: String(MAX_QUEUE) }, { alwaysTiny: true });
+  client = serviceClient(PORT, png);
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await client.call();
+    expect(r.code).toBe("OK");
+    runs.push(r.endedAt - r.sentAt);
+  }
+  longMs = Math.min(...runs);
+  console.log(`one long request: ${longMs.toFixed(1)} ms end to end`);
+}, 120_000);
+afterAll(async () => {
+  await service?.stop();
+});
+
+describe("scheduling in the real service", () => {
+  it("serves a quiet tenant's request after at most one more of a busy tenant's queued burst", async () => {
+    const order: string[] = [];
+    const busy = Array.from({ length: 7 }, (_, i) =>
+      client.call({ tenantId: "busy" }, { onStarted: () => order.push(`busy-${i}`) }),
+    );
+    // the burst must be queued behind a running request when the quiet request arrives
+    const waiting = await waitForMetric(service.metricsUrl, DEPTH, (v) => v >= 5);
+    expect(waiting).toBeGreaterThanOrEqual(4);
+    const startedBefore = order.length;
+    const quiet = client.call({ tenantId: "quiet" }, { onStarted: () => order.push("quiet") });
+    const results = await Promise.all([...busy, quiet]);
+    expect(results.map((r) => r.code)).toEqual(Array(8).fill("OK"));
+    const servedAhead = order.indexOf("quiet") - startedBefore;
+    console.log(
+      `fairness: quiet arrived with ${waiting} busy requests waiting; ${servedAhead} busy request(s) started ahead of it; order ${order.join(" ")}`,
+    );
+    // first come, first served would start every waiting busy request first (>= 4)
+    expect(servedAhead).toBeLessThanOrEqual(1);
+  }, 60_000);
+
+  it("answers RESOURCE_EXHAUSTED when the queue is full, and serves the rest", async () => {
+    const burst = await Promise.all(Array.from({ length: 16 }, () => client.call({ tenantId: "burst" })));
+    const codes = burst.map((r) => (r.code === "OK" ? "OK" : Code[r.code]));
+    const exhausted = burst.filter((r) => r.code === Code.ResourceExhausted);
+    console.log(`full queue: ${codes.filter((c) => c === "OK").length} served, ${exhausted.length} refused`);
+    expect(new Set(codes)).toEqual(new Set(["OK", "ResourceExhausted"]));
+    // one running and MAX_QUEUE waiting are admitted while the first runs; later ones find room as it drains
+    expect(exhausted.length).toBeGreaterThanOrEqual(1);
+    expect(burst.length - exhausted.length).toBeGreaterThanOrEqual(MAX_QUEUE + 1);
+    for (const r of exhausted) {
+      expect(r.message).toMatch(/queue is full \(8 waiting\)/);
+      expect(r.startedAt).toBeUndefined();
+    }
+    expect(await readMetric(service.metricsUrl, DEPTH)).toBe(0);
+  }, 60_000);
+
+  it("answers DEADLINE_EXCEEDED when deadline_ms passes while generating or while waiting", async () => {
+    const running = await client.call({ deadlineMs: Math.max(1, Math.round(longMs / 4)) });
+    expect(running.code).toBe(Code.DeadlineExceeded);
+    expect(running.startedAt).toBeDefined(); // it was generating when the deadline passed
+    console.log(`deadline ${Math.round(longMs / 4)} ms while running: ${running.deltas} deltas streamed before it`);
+
+    const ahead = [client.call({ tenantId: "a" }), client.call({ tenantId: "b" }), client.call({ tenantId: "c" })];
+    await waitForMetric(service.metricsUrl, DEPTH, (v) => v >= 2);
+    const queued = await client.call({ tenantId: "late", deadlineMs: Math.max(1, Math.round(longMs / 2)) });
+    expect(queued.code).toBe(Code.DeadlineExceeded);
+    expect(queued.startedAt).toBeUndefined(); // it never reached a worker
+    expect((await Promise.all(ahead)).map((r) => r.code)).toEqual(["OK", "OK", "OK"]);
+  }, 60_000);
+
+  it("honours a grpc-js deadline and stays able to serve", async () => {
+    const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
+      includeDirs: [join(repoRoot, "proto")],
+      enums: String,
+    });
+    // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
+    const pkg = grpc.loadPackageDefinition(def) as any;
+    const stub = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${PORT}`, grpc.credentials.createInsecure());
+    const png = client.request().image?.source.value;
+    const status = await new Promise<number>((resolve) => {
+      const call = stub.generate(
+        {
+          model: "tiny",
+          image: { data: png },
+          conversation: { messages: [{ role: "user", content: "describe the picture" }] },
+          sampling: { maxTokens: 120 },
+          acceleration: { mode: "MODE_BASE" },
+        },
+        { deadline: Date.now() + Math.max(1, Math.round(longMs / 4)) },
+      );
+      call.on("data", () => {});
+      call.on("error", (e: grpc.ServiceError) => resolve(e.code));
+      call.on("end", () => resolve(grpc.status.OK));
+    });
+    stub.close();
+    expect(status).toBe(grpc.status.DEADLINE_EXCEEDED);
+    const after: CallResult = await client.call({ sampling: { maxTokens: 4 } });
+    expect(after.code).toBe("OK");
+  }, 60_000);
+});

@@ -1,0 +1,100 @@
+/**
+ * A small Connect client for service tests: runs one Generate call and
+ * records what came back (events with their arrival times, or the error code),
+ * and reads one gauge of the Prometheus endpoint.
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+
+export type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
+
+export interface CallResult {
+  /** "OK" when a Finished event arrived. */
+  code: Code | "OK";
+  message: string;
+  /** performance.now() when the call was sent, its Started event and its end arrived. */
+  sentAt: number;
+  startedAt?: number;
+  endedAt: number;
+  deltas: number;
+  /** Finished.stats.queue_ms (ms the service kept it waiting for a worker). */
+  queueMs?: number;
+  completionTokens?: number;
+  decodeMs?: number;
+}
+
+export function serviceClient(port: number, image: Uint8Array) {
+  const client = createClient(
+    InferenceService,
+    createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
+  );
+  const request = (over: RequestInit = {}) =>
+    create(GenerateRequestSchema, {
+      model: "tiny",
+      tenantId: "t",
+      image: { source: { case: "data", value: image } },
+      input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture" }] } },
+      sampling: { maxTokens: 120 },
+      acceleration: { mode: Mode.BASE },
+      ...over,
+    } as MessageInitShape<typeof GenerateRequestSchema>);
+
+  /** Runs one call; `onEvent` may abort it through `signal`. */
+  async function call(
+    over: RequestInit = {},
+    opts: { signal?: AbortSignal; onStarted?: () => void; onDelta?: (n: number) => void } = {},
+  ): Promise<CallResult> {
+    const r: CallResult = { code: Code.Unknown, message: "", sentAt: performance.now(), endedAt: 0, deltas: 0 };
+    try {
+      for await (const ev of client.generate(request(over), { signal: opts.signal })) {
+        if (ev.event.case === "started") {
+          r.startedAt = performance.now();
+          opts.onStarted?.();
+        } else if (ev.event.case === "delta") {
+          opts.onDelta?.(++r.deltas);
+        } else if (ev.event.case === "finished") {
+          r.code = "OK";
+          r.queueMs = ev.event.value.stats?.queueMs;
+          r.decodeMs = ev.event.value.stats?.decodeMs;
+          r.completionTokens = ev.event.value.usage?.completionTokens;
+        }
+      }
+    } catch (err) {
+      const e = ConnectError.from(err);
+      r.code = e.code;
+      r.message = e.rawMessage;
+    }
+    r.endedAt = performance.now();
+    return r;
+  }
+  return { call, request };
+}
+
+/** The value of a metric line such as `twig_queue_depth{model="tiny"}`. */
+export async function readMetric(metricsUrl: string, series: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? Number.NaN : Number(line.slice(series.length + 1));
+}
+
+/** Polls until `ok(value)` or the time runs out; returns the last value read. */
+export async function waitForMetric(
+  metricsUrl: string,
+  series: string,
+  ok: (v: number) => boolean,
+  timeoutMs = 10_000,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const v = await readMetric(metricsUrl, series);
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+export const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
