@@ -1,0 +1,211 @@
+/**
+ * POST /v1/chat/completions: validate, resolve the image, reserve the tenant's
+ * budget in its limiter, open a Generate stream on a GPU shard, and answer as
+ * SSE chunks (stream: true) or one chat.completion object. Whatever happens,
+ * the reservation is settled with the tokens really used.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type Finished,
+  type GenerateEvent,
+  GenerateRequestSchema,
+  type Started,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { type Context, Hono } from "hono";
+import type { AppEnv } from "../app-types.js";
+import { maxImageBytes } from "../files/limits.js";
+import { modelRoutes } from "../gpu/model-routes.js";
+import { apiErrorOf, type OpenedGeneration, openGeneration } from "../gpu/router.js";
+import { ApiError } from "../http/errors.js";
+import { rateLimitError, rateLimitHeaders } from "../limits/headers.js";
+import { estimatePromptTokens } from "./estimate.js";
+import { resolveImage } from "./image.js";
+import {
+  type CompletionIds,
+  chunk,
+  completion,
+  finishReasonOf,
+  twigStats,
+  usageChunk,
+  usageOf,
+} from "./openai-shape.js";
+import { type ChatRequest, parseChatRequest } from "./request.js";
+import { SSE_DONE, SSE_HEADERS, sseError, sseEvent } from "./sse.js";
+
+export const chatRoutes = new Hono<AppEnv>();
+
+/** What a generation produced so far, for settling the tenant's budget. */
+interface Progress {
+  started?: Started;
+  finished?: Finished;
+  completionTokens: number;
+}
+
+/** Tokens to charge: the service's usage when it finished, what was produced so far otherwise. */
+const usedTokens = (p: Progress) =>
+  p.finished?.usage?.totalTokens ?? (p.started ? p.started.promptTokens + p.completionTokens : 0);
+
+function observe(ev: GenerateEvent, p: Progress): string {
+  switch (ev.event.case) {
+    case "started":
+      p.started = ev.event.value;
+      return "";
+    case "delta":
+      p.completionTokens += ev.event.value.tokenIds.length;
+      return ev.event.value.text;
+    case "finished":
+      p.finished = ev.event.value;
+      return "";
+    default:
+      return "";
+  }
+}
+
+/** All events of an opened generation, the first one included. */
+async function* eventsOf(g: OpenedGeneration): AsyncGenerator<GenerateEvent> {
+  yield g.first;
+  while (true) {
+    const r = await g.rest.next();
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+const midStreamError = (err: unknown) => {
+  const e = err instanceof ApiError ? err : apiErrorOf(ConnectError.from(err));
+  return new ApiError(e.status, `the generation failed after it started: ${e.message}`, e.code);
+};
+
+chatRoutes.post("/completions", async (c) => {
+  const tenant = c.get("tenant");
+  const requestId = c.get("requestId");
+  const body = await c.req.json().catch(() => {
+    throw new ApiError(400, "the body must be JSON", "invalid_json");
+  });
+  const routes = modelRoutes(c.env);
+  const req = parseChatRequest(body, routes.keys().next().value);
+  const urls = routes.get(req.model);
+  if (!urls) throw new ApiError(404, `the model ${req.model} does not exist`, "model_not_found", "model");
+  if (tenant.models.length > 0 && !tenant.models.includes(req.model))
+    throw new ApiError(403, `this API key may not use the model ${req.model}`, "model_not_allowed", "model");
+  const image = await resolveImage(req.imageUrl, c.env.FILES, tenant.id, maxImageBytes(c.env));
+
+  const reserved = estimatePromptTokens(req) + req.maxTokens;
+  const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenant.id));
+  const admission = await limiter.admit(requestId, reserved, tenant.limits);
+  if (!admission.ok) throw rateLimitError(admission);
+  for (const [k, v] of Object.entries(rateLimitHeaders(admission))) c.header(k, v);
+
+  const progress: Progress = { completionTokens: 0 };
+  const settle = () => c.executionCtx.waitUntil(limiter.settle(requestId, usedTokens(progress)));
+  const abort = new AbortController();
+  let opened: OpenedGeneration;
+  try {
+    opened = await openGeneration(req.model, urls, generateRequest(req, image, requestId, tenant.id), {
+      token: c.env.GPU_SERVICE_TOKEN,
+      signal: AbortSignal.any([abort.signal, c.req.raw.signal]),
+    });
+  } catch (err) {
+    settle();
+    throw err;
+  }
+  const ids: CompletionIds = { id: `chatcmpl-${requestId}`, created: Math.floor(Date.now() / 1000), model: req.model };
+  return req.stream ? streamed(c, req, ids, opened, progress, abort, settle) : whole(c, ids, opened, progress, settle);
+});
+
+function generateRequest(
+  req: ChatRequest,
+  image: { bytes: Uint8Array; mediaType: string },
+  requestId: string,
+  tenantId: string,
+) {
+  return create(GenerateRequestSchema, {
+    model: req.model,
+    requestId,
+    tenantId,
+    image: { source: { case: "data", value: image.bytes }, mediaType: image.mediaType },
+    input: { case: "conversation", value: { messages: req.messages } },
+    sampling: {
+      maxTokens: req.maxTokens,
+      temperature: req.temperature,
+      topP: req.topP,
+      seed: req.seed,
+      stop: req.stop,
+    },
+    acceleration: req.acceleration,
+  });
+}
+
+async function whole(
+  c: Context<AppEnv>,
+  ids: CompletionIds,
+  g: OpenedGeneration,
+  p: Progress,
+  settle: () => void,
+): Promise<Response> {
+  let text = "";
+  try {
+    for await (const ev of eventsOf(g)) text += observe(ev, p);
+  } catch (err) {
+    throw midStreamError(err);
+  } finally {
+    settle();
+  }
+  if (!p.finished) throw new ApiError(500, "the GPU service ended the stream without finishing", "gpu_error");
+  return c.json(completion(ids, text, p.started, p.finished));
+}
+
+function streamed(
+  c: Context<AppEnv>,
+  req: ChatRequest,
+  ids: CompletionIds,
+  g: OpenedGeneration,
+  p: Progress,
+  abort: AbortController,
+  settle: () => void,
+): Response {
+  let closed = false;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = (bytes: Uint8Array) => {
+        if (!closed) controller.enqueue(bytes);
+      };
+      const pump = async () => {
+        send(sseEvent(chunk(ids, { role: "assistant", content: "" }, null, req.includeUsage)));
+        try {
+          for await (const ev of eventsOf(g)) {
+            const text = observe(ev, p);
+            if (text) send(sseEvent(chunk(ids, { content: text }, null, req.includeUsage)));
+          }
+          if (!p.finished) throw new ConnectError("the GPU service ended the stream without finishing", Code.Internal);
+          const f = p.finished;
+          send(
+            sseEvent(
+              chunk(ids, {}, finishReasonOf(f.finishReason), req.includeUsage, { twigvlm: twigStats(p.started, f) }),
+            ),
+          );
+          if (req.includeUsage) send(sseEvent(usageChunk(ids, usageOf(f))));
+          send(SSE_DONE);
+        } catch (err) {
+          if (!abort.signal.aborted) {
+            console.warn(`request ${ids.id}: stream failed after its first token:`, err);
+            send(sseError(midStreamError(err).body()));
+          }
+        } finally {
+          settle();
+          if (!closed) {
+            closed = true;
+            controller.close();
+          }
+        }
+      };
+      c.executionCtx.waitUntil(pump());
+    },
+    cancel() {
+      closed = true;
+      abort.abort(new Error("the client went away"));
+    },
+  });
+  return c.body(body, 200, SSE_HEADERS);
+}
