@@ -120,7 +120,9 @@ export async function startScriptedGpuService(
       async *generate(req, ctx) {
         state.calls++;
         state.lastAuthorization = ctx.requestHeader.get("authorization");
-        state.lastRequest = toJson(GenerateRequestSchema, { ...req, image: undefined });
+        const json = toJson(GenerateRequestSchema, req) as Record<string, unknown>;
+        delete json.image;
+        state.lastRequest = json;
         const img = req.image?.source.case === "data" ? req.image.source.value : new Uint8Array();
         state.lastImageBytes = img.length;
         const { createHash } = await import("node:crypto");
