@@ -7,6 +7,7 @@
  *   "hello"             Started, Deltas "Hel" "lo" " world", Finished (stop)
  *   "fail-after-first"  Started, Delta "partial", then INTERNAL
  *   "slow"              Started, then a Delta every 100 ms for 10 s unless cancelled
+ *   "paced"             Started, 40 Deltas `pacedIntervalMs` apart (default 50), Finished
  *   "unavailable"       UNAVAILABLE before any event
  *   "invalid"           INVALID_ARGUMENT before any event
  *   "echo"              one Delta with the request's parameters as JSON
@@ -104,7 +105,7 @@ const finished = (completionTokens: number): GenerateEvent =>
 
 export async function startScriptedGpuService(
   port: number,
-  opts: { unavailable?: boolean } = {},
+  opts: { unavailable?: boolean; pacedIntervalMs?: number } = {},
 ): Promise<ScriptedGpuService> {
   const state: ScriptedState = {
     calls: 0,
@@ -150,6 +151,14 @@ export async function startScriptedGpuService(
               yield delta(`${i} `);
             }
             yield finished(100);
+            return;
+          case "paced":
+            yield started(req);
+            for (let i = 0; i < 40; i++) {
+              await sleep(opts.pacedIntervalMs ?? 50, ctx.signal);
+              yield delta(`${i} `);
+            }
+            yield finished(40);
             return;
           case "unavailable":
             throw new ConnectError("no worker free", Code.Unavailable);
