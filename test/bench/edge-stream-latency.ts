@@ -95,7 +95,7 @@ function pair(received: { text: string; at: number }[], row: Row): void {
   if (received.length !== emitted.length || received.some((r, i) => r.text !== emitted[i].text))
     throw new Error(`the ${received.length} received chunks do not match the ${emitted.length} emitted deltas`);
   row.deltas += received.length;
-  received.forEach((r, i) => row.latencies.push(r.at - emitted[i].at));
+  row.latencies.push(...received.map((r, i) => r.at - emitted[i].at));
   if (received.length > 0) row.streamMs.push(emitted[emitted.length - 1].at - emitted[0].at);
 }
 
