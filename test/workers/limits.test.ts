@@ -44,6 +44,15 @@ describe("requests per minute", () => {
     expect((await settled(t.id)).requests).toBe(10);
   });
 
+  it("counts requests that reuse one x-request-id separately", async () => {
+    const t = await newTenant({ requests_per_minute: 2, concurrent_streams: 10 });
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, () => chat(t.key, chatBody("hello", { max_tokens: 8 }), { "x-request-id": "same" })),
+    );
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 200, 429, 429]);
+    await Promise.all(answers.map((r) => r.text()));
+  });
+
   it("reports remaining requests and tokens on admitted answers", async () => {
     const t = await newTenant({ requests_per_minute: 5, tokens_per_minute: 50_000 });
     const first = await chat(t.key, chatBody("hello", { max_tokens: 100 }));

@@ -22,14 +22,15 @@ export function seedDevTenant(env: Env): Promise<void> {
   seeded ??= (async () => {
     if (!isWellFormedKey(key)) throw new Error("DEV_API_KEY must look like sk-twig- and 43 base64url characters");
     await putTenant(env.DB, DEV_TENANT, true);
+    const hash = await sha256Hex(key);
     await putKey(
       env.DB,
       {
-        id: "key_dev",
+        id: `key_dev_${hash.slice(0, 16)}`,
         tenantId: DEV_TENANT.id,
         prefix: key.slice(0, 12),
         createdAt: Date.now(),
-        hash: await sha256Hex(key),
+        hash,
       },
       true,
     );

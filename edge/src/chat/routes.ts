@@ -93,12 +93,14 @@ chatRoutes.post("/completions", async (c) => {
 
   const reserved = estimatePromptTokens(req) + req.maxTokens;
   const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenant.id));
-  const admission = await limiter.admit(requestId, reserved, tenant.limits);
+  // The grant's id is the edge's own: a caller-chosen x-request-id must not be able to overwrite another grant.
+  const grantId = crypto.randomUUID();
+  const admission = await limiter.admit(grantId, reserved, tenant.limits);
   if (!admission.ok) throw rateLimitError(admission);
   for (const [k, v] of Object.entries(rateLimitHeaders(admission))) c.header(k, v);
 
   const progress: Progress = { completionTokens: 0 };
-  const settle = () => c.executionCtx.waitUntil(limiter.settle(requestId, usedTokens(progress)));
+  const settle = () => c.executionCtx.waitUntil(limiter.settle(grantId, usedTokens(progress)));
   const abort = new AbortController();
   let opened: OpenedGeneration;
   try {
@@ -129,7 +131,8 @@ function generateRequest(
     sampling: {
       maxTokens: req.maxTokens,
       temperature: req.temperature,
-      topP: req.topP,
+      // The GPU service reads top_p 0 as "unset" (1); OpenAI's 0 means "only the top token".
+      topP: req.topP === 0 ? 1e-6 : req.topP,
       seed: req.seed,
       stop: req.stop,
     },

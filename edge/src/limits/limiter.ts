@@ -8,8 +8,8 @@
  *   concurrent streams = rows still open (a lease; stale after LEASE_MS)
  *
  * `admit` reserves prompt tokens + max_tokens up front; `settle` replaces the
- * reservation with the tokens actually used (refunding the rest) and closes
- * the lease. A Durable Object handles one call at a time, so 50 parallel
+ * reservation with the tokens actually used (refunding the rest, or charging
+ * the difference when the prompt estimate was low) and closes the lease. A Durable Object handles one call at a time, so 50 parallel
  * admissions against a limit of 10 admit exactly 10.
  */
 import { DurableObject } from "cloudflare:workers";
@@ -104,13 +104,9 @@ export class TenantLimiter extends DurableObject {
     };
   }
 
-  /** Ends a request: records the tokens it really used (refunding the rest of its reservation), closes its lease. */
+  /** Ends a request: records the tokens it really used in place of its reservation, closes its lease. */
   settle(id: string, usedTokens: number): void {
-    this.sql.exec(
-      "UPDATE grants SET tokens = min(tokens, ?), open = 0 WHERE id = ?",
-      Math.max(0, Math.round(usedTokens)),
-      id,
-    );
+    this.sql.exec("UPDATE grants SET tokens = ?, open = 0 WHERE id = ?", Math.max(0, Math.round(usedTokens)), id);
   }
 
   /** The tenant's current use (for tests and operators). */
