@@ -15,21 +15,17 @@
  */
 
 import { mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import {
-  GenerateEventSchema,
-  GenerateRequestSchema,
-  InferenceService,
-} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { GenerateRequestSchema, InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 import { devApiKey, startEdgeDev } from "../support/edge-dev.js";
+import { type FrameProxy, startFrameProxy } from "../support/frame-proxy.js";
 import { startGpuService } from "../support/gpu-service.js";
 import { startScriptedGpuService } from "../support/scripted-gpu-service.js";
 
@@ -47,38 +43,6 @@ const EDGE_PORT = 47170;
 const requests = Number(args.requests);
 const maxTokens = Number(args["max-tokens"]);
 
-/** Emission times of the non-empty Delta frames passing through, per request, in order. */
-let emitted: { text: string; at: number }[] = [];
-
-/** Forwards HTTP/1.1 to the GPU service, timestamping each Delta frame of a Generate response. */
-function startProxy(target: string): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const up = http.request(`${target}${req.url}`, { method: req.method, headers: req.headers }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      let buf = Buffer.alloc(0);
-      upRes.on("data", (chunk: Buffer) => {
-        const at = performance.now();
-        if (req.url?.endsWith("/Generate")) {
-          buf = Buffer.concat([buf, chunk]);
-          while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
-            const len = buf.readUInt32BE(1);
-            if (buf[0] === 0) {
-              const ev = fromBinary(GenerateEventSchema, buf.subarray(5, 5 + len));
-              if (ev.event.case === "delta" && ev.event.value.text) emitted.push({ text: ev.event.value.text, at });
-            }
-            buf = buf.subarray(5 + len);
-          }
-        }
-        res.write(chunk);
-      });
-      upRes.on("end", () => res.end());
-    });
-    up.on("error", () => res.destroy());
-    req.pipe(up);
-  });
-  return new Promise((ok) => server.listen(PROXY_PORT, "127.0.0.1", () => ok(server)));
-}
-
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
@@ -91,7 +55,7 @@ interface Row {
   streamMs: number[];
 }
 
-function pair(received: { text: string; at: number }[], row: Row): void {
+function pair(received: { text: string; at: number }[], emitted: FrameProxy["deltas"], row: Row): void {
   if (received.length !== emitted.length || received.some((r, i) => r.text !== emitted[i].text))
     throw new Error(`the ${received.length} received chunks do not match the ${emitted.length} emitted deltas`);
   row.deltas += received.length;
@@ -121,8 +85,8 @@ async function main() {
           TWIG_ENGINE_THREADS: "1",
         })
       : await startScriptedGpuService(GPU_PORT, { pacedIntervalMs: paced }).then((s) => ({ ...s, stop: s.close }));
-  const proxy = await startProxy(gpu.url);
-  const proxyUrl = `http://127.0.0.1:${PROXY_PORT}`;
+  const proxy = await startFrameProxy(PROXY_PORT, gpu.url);
+  const proxyUrl = proxy.url;
   const edge = await startEdgeDev(EDGE_PORT, {
     GPU_SERVICE_URL: gpu.url,
     MODEL_ROUTES: JSON.stringify({ [model]: [proxyUrl] }),
@@ -138,7 +102,7 @@ async function main() {
     };
     const connect = createClient(InferenceService, createConnectTransport({ baseUrl: proxyUrl, httpVersion: "1.1" }));
     for (let r = 0; r < requests; r++) {
-      emitted = [];
+      proxy.reset();
       const got: { text: string; at: number }[] = [];
       for await (const ev of connect.generate(
         create(GenerateRequestSchema, {
@@ -151,9 +115,9 @@ async function main() {
         if (ev.event.case === "delta" && ev.event.value.text)
           got.push({ text: ev.event.value.text, at: performance.now() });
       }
-      pair(got, direct);
+      pair(got, proxy.deltas, direct);
 
-      emitted = [];
+      proxy.reset();
       const res = await fetch(`${edge.url}/v1/chat/completions`, {
         method: "POST",
         headers: { authorization: `Bearer ${devApiKey()}`, "content-type": "application/json" },
@@ -189,7 +153,7 @@ async function main() {
           if (content) sse.push({ text: content, at });
         }
       }
-      pair(sse, viaEdge);
+      pair(sse, proxy.deltas, viaEdge);
     }
     const f = (x: number) => x.toFixed(2).padStart(8);
     const what = paced === undefined ? `model ${model}` : `scripted service, a delta every ${paced} ms`;
@@ -208,8 +172,7 @@ async function main() {
     console.log(`\nthe edge adds ${added.toFixed(2)} ms at the median per token`);
   } finally {
     await edge.stop();
-    proxy.closeAllConnections();
-    proxy.close();
+    await proxy.close();
     await gpu.stop();
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   }

@@ -4,7 +4,10 @@
  * the dev key, streams a chat completion with an image and gets exactly the
  * text the GPU service gives when called directly with the same parameters
  * (greedy); the non-stream call with an uploaded image does too. The edge
- * authenticates to the GPU service with its service token.
+ * authenticates to the GPU service with its service token. A scripted GPU
+ * service (test/support/scripted-gpu-service.ts), routed as the model
+ * "scripted", streams slowly enough to see the edge cancel the upstream call
+ * when the client goes away.
  *
  * TWIG_E2E_MODEL_DIR selects the model directory (for example models/demo);
  * unset, a fresh tiny random model is written and served.
@@ -26,9 +29,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import { devApiKey, type EdgeDevProcess, startEdgeDev } from "../../support/edge-dev.js";
 import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
+import { type ScriptedGpuService, startScriptedGpuService } from "../../support/scripted-gpu-service.js";
 
 const GPU_PORT = 47140;
 const EDGE_PORT = 47150;
+const SCRIPTED_PORT = 47145;
 const SERVICE_TOKEN = "e2e-service-token";
 const QUESTION = "what colour is the circle ?";
 const MAX_TOKENS = 16;
@@ -38,6 +43,7 @@ let model: string;
 let scratch: string | undefined;
 let gpu: GpuServiceProcess;
 let edge: EdgeDevProcess;
+let scripted: ScriptedGpuService;
 let png: Buffer;
 let openai: OpenAI;
 
@@ -68,9 +74,10 @@ beforeAll(async () => {
     TWIG_ENGINE_THREADS: "1",
     TWIG_SERVICE_TOKEN: SERVICE_TOKEN,
   });
+  scripted = await startScriptedGpuService(SCRIPTED_PORT);
   edge = await startEdgeDev(EDGE_PORT, {
     GPU_SERVICE_URL: gpu.url,
-    MODEL_ROUTES: JSON.stringify({ [model]: [gpu.url] }),
+    MODEL_ROUTES: JSON.stringify({ [model]: [gpu.url], scripted: [scripted.url] }),
     GPU_SERVICE_TOKEN: SERVICE_TOKEN,
   });
   openai = new OpenAI({ baseURL: `${edge.url}/v1`, apiKey: devApiKey(), maxRetries: 0 });
@@ -78,6 +85,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await edge?.stop();
+  await scripted?.close();
   await gpu?.stop();
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
@@ -186,9 +194,29 @@ describe("the openai client through wrangler dev and the real GPU service", () =
 
   it("lists the model and refuses a wrong key with the SDK's AuthenticationError", async () => {
     const list = await openai.models.list();
-    expect(list.data.map((m) => m.id)).toEqual([model]);
+    expect(list.data.map((m) => m.id)).toEqual([model, "scripted"]);
     const wrong = new OpenAI({ baseURL: `${edge.url}/v1`, apiKey: `sk-twig-${"x".repeat(43)}`, maxRetries: 0 });
     await expect(wrong.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+  });
+
+  it("cancels the GPU service's stream when the client goes away", async () => {
+    const stream = await openai.chat.completions.create({
+      model: "scripted",
+      messages: userMessage(`data:image/png;base64,${png.toString("base64")}`).map((m) => ({
+        ...m,
+        content: [m.content[0], { type: "text" as const, text: "slow" }],
+      })),
+      stream: true,
+    });
+    let received = "";
+    for await (const chunk of stream) {
+      received += chunk.choices[0]?.delta.content ?? "";
+      if (received.includes("1 ")) break; // leaving the loop aborts the request
+    }
+    expect(scripted.state.calls).toBe(1);
+    for (let i = 0; i < 100 && scripted.state.cancelled === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    // The scripted stream would run for 10 s; it was cancelled right after the client left.
+    expect(scripted.state.cancelled).toBe(1);
   });
 
   it("prints the dev key in the edge's log", () => {
