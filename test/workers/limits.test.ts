@@ -136,6 +136,37 @@ describe("concurrent streams", () => {
   });
 });
 
+describe("the sliding window (the limiter called directly, on a simulated clock)", () => {
+  const limits = { requestsPerMinute: 2, tokensPerMinute: 1000, concurrentStreams: 5 };
+
+  it("frees a request slot 60 s after it was taken and says when in Retry-After", async () => {
+    const stub = env.LIMITER.get(env.LIMITER.newUniqueId());
+    await runInDurableObject(stub, (o: TenantLimiter) => {
+      const t0 = 1_000_000;
+      expect(o.admit("a", 10, limits, t0).ok).toBe(true);
+      expect(o.admit("b", 10, limits, t0 + 20_000).ok).toBe(true);
+      const refused = o.admit("c", 10, limits, t0 + 30_000);
+      expect(refused).toMatchObject({ ok: false, refusedBy: "requests", retryAfterMs: 30_000 });
+      expect(refused.requests).toMatchObject({ remaining: 0, resetMs: 50_000 });
+      expect(o.admit("d", 10, limits, t0 + 60_001).ok).toBe(true);
+    });
+  });
+
+  it("frees tokens as their grants leave the window, and counts settled usage instead of the reservation", async () => {
+    const stub = env.LIMITER.get(env.LIMITER.newUniqueId());
+    await runInDurableObject(stub, (o: TenantLimiter) => {
+      const t0 = 2_000_000;
+      expect(o.admit("a", 600, limits, t0).ok).toBe(true);
+      const refused = o.admit("b", 600, limits, t0 + 1000);
+      expect(refused).toMatchObject({ ok: false, refusedBy: "tokens", retryAfterMs: 59_000 });
+      expect(refused.tokens.remaining).toBe(400);
+      o.settle("a", 150);
+      expect(o.usage(t0 + 2000)).toEqual({ requests: 1, tokens: 150, open: 0 });
+      expect(o.admit("b", 600, limits, t0 + 2000)).toMatchObject({ ok: true, tokens: { remaining: 250 } });
+    });
+  });
+});
+
 describe("formatDuration", () => {
   it("writes durations the way OpenAI's headers do", () => {
     expect(formatDuration(250)).toBe("250ms");
