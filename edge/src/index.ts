@@ -12,7 +12,7 @@ import { fileRoutes } from "./files/routes.js";
 import { ApiError, errorResponse } from "./http/errors.js";
 import { requestId } from "./http/request-id.js";
 import { healthz } from "./routes/healthz.js";
-import { modelRoutesApi } from "./routes/models.js";
+import { modelsApi } from "./routes/models.js";
 
 export { TenantLimiter } from "./limits/limiter.js";
 
@@ -24,7 +24,7 @@ app.route("/admin", adminRoutes);
 app.use("/v1/*", requireApiKey());
 app.route("/v1/chat", chatRoutes);
 app.route("/v1/files", fileRoutes);
-app.route("/v1/models", modelRoutesApi);
+app.route("/v1/models", modelsApi);
 
 app.notFound((c) =>
   errorResponse(c, new ApiError(404, `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, "not_found")),

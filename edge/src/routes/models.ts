@@ -4,11 +4,11 @@ import type { AppEnv } from "../app-types.js";
 import { modelRoutes } from "../gpu/model-routes.js";
 import { ApiError } from "../http/errors.js";
 
-export const modelRoutesApi = new Hono<AppEnv>();
+export const modelsApi = new Hono<AppEnv>();
 
 const visible = (allowed: string[], name: string) => allowed.length === 0 || allowed.includes(name);
 
-modelRoutesApi.get("/", (c) => {
+modelsApi.get("/", (c) => {
   const allowed = c.get("tenant").models;
   const data = [...modelRoutes(c.env).keys()]
     .filter((m) => visible(allowed, m))
@@ -16,7 +16,7 @@ modelRoutesApi.get("/", (c) => {
   return c.json({ object: "list", data });
 });
 
-modelRoutesApi.get("/:id", (c) => {
+modelsApi.get("/:id", (c) => {
   const id = c.req.param("id");
   if (!modelRoutes(c.env).has(id) || !visible(c.get("tenant").models, id))
     throw new ApiError(404, `the model ${id} does not exist`, "model_not_found");
