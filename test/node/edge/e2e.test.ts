@@ -36,7 +36,7 @@ const EDGE_PORT = 47150;
 const SCRIPTED_PORT = 47145;
 const SERVICE_TOKEN = "e2e-service-token";
 const QUESTION = "what colour is the circle ?";
-const MAX_TOKENS = 16;
+const MAX_TOKENS = 40;
 
 let modelsDir: string;
 let model: string;
@@ -56,7 +56,7 @@ beforeAll(async () => {
     scratch = mkdtempSync(join(tmpdir(), "twigserve-e2e-"));
     modelsDir = scratch;
     model = "tiny";
-    writeTinyModel(join(scratch, model), 11, "hf");
+    writeTinyModel(join(scratch, model), 0, "hf");
   }
   png = await sharp({ create: { width: 40, height: 32, channels: 3, background: { r: 30, g: 60, b: 210 } } })
     .composite([
