@@ -219,6 +219,23 @@ describe("the openai client through wrangler dev and the real GPU service", () =
     expect(scripted.state.cancelled).toBe(1);
   });
 
+  it("makes the SDK raise an APIError when the stream fails after its first token", async () => {
+    const stream = await openai.chat.completions.create({
+      model: "scripted",
+      messages: userMessage(`data:image/png;base64,${png.toString("base64")}`).map((m) => ({
+        ...m,
+        content: [m.content[0], { type: "text" as const, text: "fail-after-first" }],
+      })),
+      stream: true,
+    });
+    let received = "";
+    const consume = async () => {
+      for await (const chunk of stream) received += chunk.choices[0]?.delta.content ?? "";
+    };
+    await expect(consume()).rejects.toThrow(/engine crashed/);
+    expect(received).toBe("partial");
+  });
+
   it("prints the dev key in the edge's log", () => {
     expect(edge.output()).toContain(devApiKey());
   });
