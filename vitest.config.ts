@@ -1,7 +1,7 @@
 process.env.WRANGLER_SEND_METRICS ??= "false";
 process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 
-import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
@@ -18,15 +18,26 @@ export default defineConfig({
       },
       {
         plugins: [
-          cloudflareTest(({ inject }) => ({
+          cloudflareTest(async ({ inject }) => ({
             wrangler: { configPath: "./edge/wrangler.jsonc" },
-            miniflare: { bindings: { GPU_SERVICE_URL: inject("gpuServiceUrl") } },
+            miniflare: {
+              bindings: {
+                GPU_SERVICE_URL: inject("gpuServiceUrl"),
+                MODEL_ROUTES: inject("modelRoutes"),
+                ADMIN_TOKEN: "test-admin-token",
+                GPU_SERVICE_TOKEN: "test-gpu-token",
+                MAX_IMAGE_BYTES: "1048576",
+                DEV_API_KEY: "",
+                TEST_MIGRATIONS: await readD1Migrations("./edge/migrations"),
+              },
+            },
           })),
         ],
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts", "edge/**/*.test.ts"],
           globalSetup: ["test/workers/global-setup.ts"],
+          setupFiles: ["test/workers/apply-migrations.ts"],
           testTimeout: 30_000,
           hookTimeout: 120_000,
         },

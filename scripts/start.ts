@@ -3,13 +3,10 @@
  * directory and the edge under `wrangler dev` — waits until both answer, shows
  * what they answer, and keeps running until Ctrl-C. `--check` exits after that.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { writeTinyModel } from "../gpu-service/src/engine/tiny-model.js";
 
@@ -33,6 +30,9 @@ if (!process.env.TWIG_MODELS_DIR && !existsSync(join(root, "models", "demo", "co
     `models/demo is not there yet: serving a tiny RANDOM model from ${dir}/tiny (its answers are noise; the path is real)`,
   );
 }
+const model = gpuEnv.TWIG_DEFAULT_MODEL ?? process.env.TWIG_DEFAULT_MODEL ?? "demo";
+// The local dev tenant's key, seeded by the edge from edge/.dev.vars.
+const devKey = /^DEV_API_KEY=(.*)$/m.exec(readFileSync(join(root, "edge", ".dev.vars"), "utf8"))?.[1].trim() ?? "";
 const children: ChildProcess[] = [];
 
 function run(name: string, cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): ChildProcess {
@@ -72,25 +72,51 @@ async function waitFor(url: string, what: string, timeoutMs = 120_000): Promise<
   throw new Error(`${what} did not become ready at ${url}: ${lastError}`);
 }
 
-/** One question about a generated picture, streamed from the GPU service. */
+/** One question about a generated picture, streamed through the edge's OpenAI-compatible API with the dev key. */
 async function ask(): Promise<void> {
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="192" height="192"><rect width="192" height="192" fill="#8a8a7a"/><circle cx="60" cy="60" r="34" fill="#d22"/><rect x="110" y="110" width="56" height="56" fill="#23c"/></svg>`;
   const image = await sharp(Buffer.from(svg)).png().toBuffer();
   const question = "describe the picture";
-  const client = createClient(InferenceService, createConnectTransport({ baseUrl: gpuUrl, httpVersion: "1.1" }));
-  process.stdout.write(`\nQ: ${question} (a red circle and a blue square)\nA: `);
-  for await (const ev of client.generate({
-    image: { source: { case: "data", value: image } },
-    input: { case: "conversation", value: { messages: [{ role: "user", content: question }] } },
-    sampling: { maxTokens: 48 },
-  })) {
-    if (ev.event.case === "delta") process.stdout.write(ev.event.value.text);
-    if (ev.event.case === "finished") {
-      const s = ev.event.value.stats;
-      console.log(
-        `\n(${ev.event.value.usage?.completionTokens} tokens, ${s?.tokensPerSecond.toFixed(1)} tok/s, ` +
-          `${s?.visualTokensKept}/${s?.visualTokens} visual tokens kept, ${s?.acceptedTokens}/${s?.draftedTokens} drafted tokens accepted)`,
-      );
+  process.stdout.write(
+    `\nPOST ${edgeUrl}/v1/chat/completions (stream)\nQ: ${question} (a red circle and a blue square)\nA: `,
+  );
+  const res = await fetch(`${edgeUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${devKey}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      model,
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 48,
+      temperature: 0,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: `data:image/png;base64,${image.toString("base64")}` } },
+            { type: "text", text: question },
+          ],
+        },
+      ],
+    }),
+  });
+  if (!res.ok || !res.body) throw new Error(`the edge answered ${res.status}: ${await res.text()}`);
+  let pending = "";
+  for await (const bytes of res.body.pipeThrough(new TextDecoderStream())) {
+    pending += bytes;
+    for (let end = pending.indexOf("\n\n"); end >= 0; end = pending.indexOf("\n\n")) {
+      const data = pending.slice("data: ".length, end);
+      pending = pending.slice(end + 2);
+      if (data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      process.stdout.write(chunk.choices[0]?.delta?.content ?? "");
+      const s = chunk.twigvlm;
+      if (s)
+        console.log(
+          `\n(${s.tokens_per_second.toFixed(1)} tok/s, ${s.visual_tokens_kept}/${s.visual_tokens} visual tokens kept, ` +
+            `${s.accepted_tokens}/${s.drafted_tokens} drafted tokens accepted)`,
+        );
     }
   }
 }
@@ -104,12 +130,19 @@ function stop(code: number): void {
 process.on("SIGINT", () => stop(0));
 process.on("SIGTERM", () => stop(0));
 
+const wrangler = `${root}/node_modules/wrangler/bin/wrangler.js`;
+// The edge's D1 tables (API keys) in its local state, before wrangler dev starts.
+const migrated = spawnSync(process.execPath, [wrangler, "d1", "migrations", "apply", "DB", "--local"], {
+  cwd: `${root}/edge`,
+  stdio: ["ignore", "ignore", "inherit"],
+});
+if (migrated.status !== 0) throw new Error("wrangler d1 migrations apply --local failed");
 run("gpu", process.execPath, ["--import", "tsx", "src/main.ts"], `${root}/gpu-service`, gpuEnv);
 run(
   "edge",
   process.execPath,
   [
-    `${root}/node_modules/wrangler/bin/wrangler.js`,
+    wrangler,
     "dev",
     "--ip",
     "127.0.0.1",
@@ -117,13 +150,15 @@ run(
     String(edgePort),
     "--var",
     `GPU_SERVICE_URL:${gpuUrl}`,
+    "--var",
+    `MODEL_ROUTES:${JSON.stringify({ [model]: [gpuUrl] })}`,
   ],
   `${root}/edge`,
 );
 
 try {
   const health = await waitFor(`${edgeUrl}/healthz`, "the edge (wrangler dev) and the GPU service behind it");
-  console.log(`\nTwigServe is up.\n  edge:        ${edgeUrl}\n  GPU service: ${gpuUrl}\n`);
+  console.log(`\nTwigServe is up.\n  edge:        ${edgeUrl}\n  GPU service: ${gpuUrl}\n  dev API key: ${devKey}\n`);
   console.log(`GET ${edgeUrl}/healthz -> ${JSON.stringify(await health.json())}`);
   const models = await fetch(`${gpuUrl}/twigvlm.v1.InferenceService/ListModels`, {
     method: "POST",

@@ -1,30 +1,34 @@
 /**
- * The TwigServe edge: a Hono app on Cloudflare Workers in front of the GPU service.
+ * The TwigServe edge: a Hono app on Cloudflare Workers in front of the GPU
+ * service. Public API under /v1 (API key auth, per-tenant limits), the admin
+ * API under /admin (admin token), /healthz open.
  */
-import { HealthCheckResponse_ServingStatus as Status } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { Hono } from "hono";
-import type { Env } from "./env.js";
-import { gpuClients } from "./gpu/client.js";
+import type { AppEnv } from "./app-types.js";
+import { adminRoutes } from "./auth/admin.js";
+import { requireApiKey } from "./auth/api-key.js";
+import { chatRoutes } from "./chat/routes.js";
+import { fileRoutes } from "./files/routes.js";
+import { ApiError, errorResponse } from "./http/errors.js";
+import { requestId } from "./http/request-id.js";
+import { healthz } from "./routes/healthz.js";
+import { modelsApi } from "./routes/models.js";
 
-const app = new Hono<{ Bindings: Env }>();
+export { TenantLimiter } from "./limits/limiter.js";
 
-/** Liveness of the edge and health of the GPU service behind it. */
-app.get("/healthz", async (c) => {
-  const url = c.env.GPU_SERVICE_URL;
-  try {
-    const { health } = gpuClients(url);
-    const res = await health.check({ service: "" }, { signal: AbortSignal.timeout(5000) });
-    const serving = res.status === Status.SERVING;
-    return c.json(
-      { status: serving ? "ok" : "degraded", gpuService: { url, status: Status[res.status] } },
-      serving ? 200 : 503,
-    );
-  } catch (err) {
-    return c.json(
-      { status: "unavailable", gpuService: { url, status: "UNREACHABLE", error: (err as Error).message } },
-      503,
-    );
-  }
-});
+const app = new Hono<AppEnv>();
+
+app.use("*", requestId());
+app.get("/healthz", healthz);
+app.route("/admin", adminRoutes);
+app.use("/v1/*", requireApiKey());
+app.route("/v1/chat", chatRoutes);
+app.route("/v1/files", fileRoutes);
+app.route("/v1/models", modelsApi);
+
+app.notFound((c) =>
+  errorResponse(c, new ApiError(404, `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, "not_found")),
+);
+app.onError((err, c) => errorResponse(c, err));
 
 export default app;

@@ -1,0 +1,86 @@
+/**
+ * The admin API, guarded by `Authorization: Bearer <ADMIN_TOKEN>` (compared in
+ * constant time; off while ADMIN_TOKEN is unset):
+ *
+ *   POST   /admin/tenants                 {name, requests_per_minute?, tokens_per_minute?,
+ *                                          concurrent_streams?, models?}  -> the tenant
+ *   POST   /admin/tenants/:id/keys        -> {id, key, ...}: the key is shown only here
+ *   DELETE /admin/keys/:id                -> revokes the key; it fails from the next request on
+ */
+import { Hono, type MiddlewareHandler } from "hono";
+import type { AppEnv } from "../app-types.js";
+import { ApiError, invalidParam } from "../http/errors.js";
+import { newApiKey, secretsEqual, sha256Hex } from "./keys.js";
+import { getTenant, putKey, putTenant, revokeKey, type Tenant } from "./store.js";
+
+export const DEFAULT_LIMITS = { requestsPerMinute: 60, tokensPerMinute: 100_000, concurrentStreams: 4 };
+
+function requireAdmin(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = c.env.ADMIN_TOKEN;
+    if (!token) throw new ApiError(404, "the admin API is disabled (ADMIN_TOKEN is not set)", "admin_disabled");
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
+    if (!match || !(await secretsEqual(match[1], token)))
+      throw new ApiError(401, "missing or incorrect admin token", "invalid_admin_token");
+    await next();
+  };
+}
+
+function positiveInt(body: Record<string, unknown>, name: string, fallback: number): number {
+  const v = body[name];
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 1e9)
+    throw invalidParam(name, `${name} must be an integer between 1 and 1e9`);
+  return v;
+}
+
+async function jsonObject(req: Request): Promise<Record<string, unknown>> {
+  const body = await req.json().catch(() => undefined);
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw new ApiError(400, "the body must be a JSON object", "invalid_json");
+  return body as Record<string, unknown>;
+}
+
+export const adminRoutes = new Hono<AppEnv>();
+adminRoutes.use("*", requireAdmin());
+
+adminRoutes.post("/tenants", async (c) => {
+  const body = await jsonObject(c.req.raw);
+  const name = body.name ?? "";
+  if (typeof name !== "string" || name.length > 200) throw invalidParam("name", "name must be a string (at most 200)");
+  const models = body.models ?? [];
+  if (!Array.isArray(models) || models.some((m) => typeof m !== "string"))
+    throw invalidParam("models", "models must be an array of model names ([] allows every model)");
+  const tenant: Tenant = {
+    id: `tenant_${crypto.randomUUID().replaceAll("-", "")}`,
+    name,
+    limits: {
+      requestsPerMinute: positiveInt(body, "requests_per_minute", DEFAULT_LIMITS.requestsPerMinute),
+      tokensPerMinute: positiveInt(body, "tokens_per_minute", DEFAULT_LIMITS.tokensPerMinute),
+      concurrentStreams: positiveInt(body, "concurrent_streams", DEFAULT_LIMITS.concurrentStreams),
+    },
+    models: models as string[],
+  };
+  await putTenant(c.env.DB, tenant);
+  return c.json(tenant, 201);
+});
+
+adminRoutes.post("/tenants/:id/keys", async (c) => {
+  const tenantId = c.req.param("id");
+  if (!(await getTenant(c.env.DB, tenantId))) throw new ApiError(404, `no tenant ${tenantId}`, "tenant_not_found");
+  const key = newApiKey();
+  const issued = {
+    id: `key_${crypto.randomUUID().replaceAll("-", "")}`,
+    tenantId,
+    prefix: key.slice(0, 12),
+    createdAt: Date.now(),
+  };
+  await putKey(c.env.DB, { ...issued, hash: await sha256Hex(key) });
+  return c.json({ ...issued, key }, 201);
+});
+
+adminRoutes.delete("/keys/:id", async (c) => {
+  const id = c.req.param("id");
+  if (!(await revokeKey(c.env.DB, id))) throw new ApiError(404, `no active key ${id}`, "key_not_found");
+  return c.json({ id, revoked: true });
+});

@@ -1,0 +1,138 @@
+/**
+ * Turns an opened Generate stream into the client's answer: one
+ * chat.completion object, or SSE chunks written as each delta arrives. Both
+ * record what was produced (Progress) and call `settle` once at the end,
+ * whether the stream finished, failed or the client went away.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Finished, GenerateEvent, Started } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import type { Context } from "hono";
+import type { AppEnv } from "../app-types.js";
+import { apiErrorOf, type OpenedGeneration } from "../gpu/router.js";
+import { ApiError } from "../http/errors.js";
+import {
+  type CompletionIds,
+  chunk,
+  completion,
+  finishReasonOf,
+  twigStats,
+  usageChunk,
+  usageOf,
+} from "./openai-shape.js";
+import type { ChatRequest } from "./request.js";
+import { SSE_DONE, SSE_HEADERS, sseError, sseEvent } from "./sse.js";
+
+/** What a generation produced so far, for settling the tenant's budget. */
+export interface Progress {
+  started?: Started;
+  finished?: Finished;
+  completionTokens: number;
+}
+
+/** Tokens to charge: the service's usage when it finished, what was produced so far otherwise. */
+export const usedTokens = (p: Progress) =>
+  p.finished?.usage?.totalTokens ?? (p.started ? p.started.promptTokens + p.completionTokens : 0);
+
+function observe(ev: GenerateEvent, p: Progress): string {
+  switch (ev.event.case) {
+    case "started":
+      p.started = ev.event.value;
+      return "";
+    case "delta":
+      p.completionTokens += ev.event.value.tokenIds.length;
+      return ev.event.value.text;
+    case "finished":
+      p.finished = ev.event.value;
+      return "";
+    default:
+      return "";
+  }
+}
+
+/** All events of an opened generation, the first one included. */
+async function* eventsOf(g: OpenedGeneration): AsyncGenerator<GenerateEvent> {
+  yield g.first;
+  while (true) {
+    const r = await g.rest.next();
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+const midStreamError = (err: unknown) => {
+  const e = err instanceof ApiError ? err : apiErrorOf(ConnectError.from(err));
+  return new ApiError(e.status, `the generation failed after it started: ${e.message}`, e.code);
+};
+
+export async function whole(
+  c: Context<AppEnv>,
+  ids: CompletionIds,
+  g: OpenedGeneration,
+  p: Progress,
+  settle: () => void,
+): Promise<Response> {
+  let text = "";
+  try {
+    for await (const ev of eventsOf(g)) text += observe(ev, p);
+  } catch (err) {
+    throw midStreamError(err);
+  } finally {
+    settle();
+  }
+  if (!p.finished) throw new ApiError(500, "the GPU service ended the stream without finishing", "gpu_error");
+  return c.json(completion(ids, text, p.started, p.finished));
+}
+
+export function streamed(
+  c: Context<AppEnv>,
+  req: ChatRequest,
+  ids: CompletionIds,
+  g: OpenedGeneration,
+  p: Progress,
+  abort: AbortController,
+  settle: () => void,
+): Response {
+  let closed = false;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = (bytes: Uint8Array) => {
+        if (!closed) controller.enqueue(bytes);
+      };
+      const pump = async () => {
+        send(sseEvent(chunk(ids, { role: "assistant", content: "" }, null, req.includeUsage)));
+        try {
+          for await (const ev of eventsOf(g)) {
+            const text = observe(ev, p);
+            if (text) send(sseEvent(chunk(ids, { content: text }, null, req.includeUsage)));
+          }
+          if (!p.finished) throw new ConnectError("the GPU service ended the stream without finishing", Code.Internal);
+          const f = p.finished;
+          send(
+            sseEvent(
+              chunk(ids, {}, finishReasonOf(f.finishReason), req.includeUsage, { twigvlm: twigStats(p.started, f) }),
+            ),
+          );
+          if (req.includeUsage) send(sseEvent(usageChunk(ids, usageOf(f))));
+          send(SSE_DONE);
+        } catch (err) {
+          if (!abort.signal.aborted) {
+            console.warn(`request ${ids.id}: stream failed after its first token:`, err);
+            send(sseError(midStreamError(err).body()));
+          }
+        } finally {
+          settle();
+          if (!closed) {
+            closed = true;
+            controller.close();
+          }
+        }
+      };
+      c.executionCtx.waitUntil(pump());
+    },
+    cancel() {
+      closed = true;
+      abort.abort(new Error("the client went away"));
+    },
+  });
+  return c.body(body, 200, SSE_HEADERS);
+}

@@ -1,0 +1,102 @@
+/**
+ * Chat completion objects in OpenAI's shape, and the TwigVLM statistics the
+ * final chunk (or the whole response) carries under `twigvlm`.
+ */
+import { type Finished, FinishReason, Mode, type Started } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { MODES } from "./request.js";
+
+const MODE_NAME = Object.fromEntries(Object.entries(MODES).map(([name, m]) => [m, name])) as Record<Mode, string>;
+
+export type OpenAIFinishReason = "stop" | "length";
+
+export const finishReasonOf = (f: FinishReason): OpenAIFinishReason => (f === FinishReason.LENGTH ? "length" : "stop");
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export const usageOf = (f: Finished): Usage => ({
+  prompt_tokens: f.usage?.promptTokens ?? 0,
+  completion_tokens: f.usage?.completionTokens ?? 0,
+  total_tokens: f.usage?.totalTokens ?? 0,
+});
+
+/** The `twigvlm` object: how the request was accelerated and what it cost. */
+export function twigStats(started: Started | undefined, f: Finished) {
+  const s = f.stats;
+  return {
+    mode: MODE_NAME[started?.mode ?? Mode.TWIG] ?? "twig",
+    visual_tokens: s?.visualTokens ?? 0,
+    visual_tokens_kept: s?.visualTokensKept ?? 0,
+    queue_ms: s?.queueMs ?? 0,
+    prefill_ms: s?.prefillMs ?? 0,
+    time_to_first_token_ms: s?.timeToFirstTokenMs ?? 0,
+    decode_ms: s?.decodeMs ?? 0,
+    tokens_per_second: s?.tokensPerSecond ?? 0,
+    drafted_tokens: s?.draftedTokens ?? 0,
+    accepted_tokens: s?.acceptedTokens ?? 0,
+    acceptance_rate: s?.acceptanceRate ?? 0,
+    verifications: s?.verifications ?? 0,
+    mean_accepted_length: s?.meanAcceptedLength ?? 0,
+    accepted_length_histogram: s?.acceptedLengthHistogram ?? [],
+  };
+}
+
+export interface CompletionIds {
+  id: string;
+  created: number;
+  model: string;
+}
+
+export function chunk(
+  ids: CompletionIds,
+  delta: { role?: "assistant"; content?: string },
+  finishReason: OpenAIFinishReason | null,
+  withUsageField: boolean,
+  extra: Record<string, unknown> = {},
+) {
+  return {
+    id: ids.id,
+    object: "chat.completion.chunk",
+    created: ids.created,
+    model: ids.model,
+    system_fingerprint: null,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+    ...(withUsageField ? { usage: null } : {}),
+    ...extra,
+  };
+}
+
+export function usageChunk(ids: CompletionIds, usage: Usage) {
+  return {
+    id: ids.id,
+    object: "chat.completion.chunk",
+    created: ids.created,
+    model: ids.model,
+    system_fingerprint: null,
+    choices: [],
+    usage,
+  };
+}
+
+export function completion(ids: CompletionIds, text: string, started: Started | undefined, f: Finished) {
+  return {
+    id: ids.id,
+    object: "chat.completion",
+    created: ids.created,
+    model: ids.model,
+    system_fingerprint: null,
+    choices: [
+      {
+        index: 0,
+        message: { role: "assistant", content: text, refusal: null },
+        logprobs: null,
+        finish_reason: finishReasonOf(f.finishReason),
+      },
+    ],
+    usage: usageOf(f),
+    twigvlm: twigStats(started, f),
+  };
+}

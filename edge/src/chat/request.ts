@@ -1,0 +1,163 @@
+/**
+ * The OpenAI chat completions request, checked field by field (a 400 names the
+ * field), plus the TwigVLM extension:
+ *
+ *   "twigvlm": {"mode": "twig" | "base" | "fastv" | "random" | "ssd-only" | "ttp-only" | "visionzip",
+ *               "retain_budget": 64, "draft_length": 5, "draft_threshold": 0.6}
+ *
+ * Messages are text with exactly one image overall, given as an `image_url`
+ * content part whose url is a `data:image/...;base64,` URL or the id of an
+ * uploaded file (`file-<sha256>`, from POST /v1/files).
+ */
+import { Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { invalidParam } from "../http/errors.js";
+
+export const DEFAULT_MAX_TOKENS = 256;
+export const MAX_STOP_SEQUENCES = 4;
+
+export const MODES: Record<string, Mode> = {
+  twig: Mode.TWIG,
+  base: Mode.BASE,
+  fastv: Mode.FASTV,
+  random: Mode.RANDOM,
+  "ssd-only": Mode.SSD_ONLY,
+  "ttp-only": Mode.TTP_ONLY,
+  visionzip: Mode.VISIONZIP,
+};
+
+export interface ChatRequest {
+  model: string;
+  messages: { role: "system" | "user" | "assistant"; content: string }[];
+  /** The one image: a data: URL or a file id. */
+  imageUrl: string;
+  stream: boolean;
+  includeUsage: boolean;
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  seed?: bigint;
+  stop: string[];
+  acceleration: { mode: Mode; retainBudget: number; draftLength: number; draftThreshold: number };
+}
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function num(body: Json, name: string, lo: number, hi: number, integer = false): number | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v)))
+    throw invalidParam(name, `${name} must be ${integer ? "an integer" : "a number"} in [${lo}, ${hi}]`);
+  return v;
+}
+
+function contentOf(msg: Json, i: number, images: string[]): string {
+  const c = msg.content;
+  if (typeof c === "string") return c;
+  if (!Array.isArray(c)) throw invalidParam(`messages[${i}].content`, "content must be a string or an array of parts");
+  const texts: string[] = [];
+  c.forEach((part: unknown, j) => {
+    const where = `messages[${i}].content[${j}]`;
+    if (!isObject(part)) throw invalidParam(where, "each content part must be an object");
+    if (part.type === "text") {
+      if (typeof part.text !== "string") throw invalidParam(`${where}.text`, "a text part needs a string 'text'");
+      texts.push(part.text);
+    } else if (part.type === "image_url") {
+      const iu = part.image_url;
+      const url = isObject(iu) ? iu.url : iu;
+      if (typeof url !== "string" || url === "")
+        throw invalidParam(
+          `${where}.image_url.url`,
+          "an image_url part needs image_url.url (a data: URL or a file id)",
+        );
+      if (msg.role !== "user") throw invalidParam(where, "images are accepted in user messages only");
+      images.push(url);
+    } else {
+      throw invalidParam(
+        `${where}.type`,
+        `unsupported content part type ${JSON.stringify(part.type)}; use text or image_url`,
+      );
+    }
+  });
+  return texts.join("\n");
+}
+
+export function parseChatRequest(body: unknown, defaultModel: string | undefined): ChatRequest {
+  if (!isObject(body)) throw invalidParam("body", "the body must be a JSON object");
+  const model = body.model ?? defaultModel;
+  if (typeof model !== "string" || model === "") throw invalidParam("model", "model is required");
+  if (!Array.isArray(body.messages) || body.messages.length === 0)
+    throw invalidParam("messages", "messages must be a non-empty array");
+  const images: string[] = [];
+  const messages = body.messages.map((m: unknown, i) => {
+    if (!isObject(m)) throw invalidParam(`messages[${i}]`, "each message must be an object");
+    const role = m.role === "developer" ? "system" : m.role;
+    if (role !== "system" && role !== "user" && role !== "assistant")
+      throw invalidParam(`messages[${i}].role`, "role must be system, developer, user or assistant");
+    return { role, content: contentOf(m, i, images) } as ChatRequest["messages"][number];
+  });
+  if (messages[messages.length - 1].role !== "user")
+    throw invalidParam("messages", "the last message must be the user's");
+  if (images.length !== 1)
+    throw invalidParam(
+      "messages",
+      `the models served here need exactly one image per conversation (an image_url part); got ${images.length}`,
+    );
+
+  const n = num(body, "n", 1, 128, true);
+  if (n !== undefined && n !== 1) throw invalidParam("n", "only n = 1 is supported");
+  if (body.stream !== undefined && typeof body.stream !== "boolean")
+    throw invalidParam("stream", "stream must be a boolean");
+  const so = body.stream_options;
+  if (so !== undefined && so !== null && !isObject(so))
+    throw invalidParam("stream_options", "stream_options must be an object");
+  const maxTokens =
+    num(body, "max_completion_tokens", 1, 1_000_000, true) ??
+    num(body, "max_tokens", 1, 1_000_000, true) ??
+    DEFAULT_MAX_TOKENS;
+  let stop: string[] = [];
+  if (typeof body.stop === "string") stop = [body.stop];
+  else if (Array.isArray(body.stop)) stop = body.stop;
+  else if (body.stop !== undefined && body.stop !== null)
+    throw invalidParam("stop", "stop must be a string or an array of strings");
+  if (stop.length > MAX_STOP_SEQUENCES || stop.some((s) => typeof s !== "string" || s.length === 0 || s.length > 64))
+    throw invalidParam("stop", `stop takes at most ${MAX_STOP_SEQUENCES} strings of 1 to 64 characters`);
+  const seed = num(body, "seed", -(2 ** 53), 2 ** 53, true);
+
+  const tv = body.twigvlm ?? {};
+  if (!isObject(tv)) throw invalidParam("twigvlm", "twigvlm must be an object");
+  const modeName = tv.mode ?? "twig";
+  const mode = typeof modeName === "string" ? MODES[modeName] : undefined;
+  if (mode === undefined)
+    throw invalidParam("twigvlm.mode", `twigvlm.mode must be one of ${Object.keys(MODES).join(", ")}`);
+  const ext = (name: string, lo: number, hi: number, integer: boolean) => {
+    try {
+      return num(tv, name, lo, hi, integer) ?? 0;
+    } catch {
+      throw invalidParam(
+        `twigvlm.${name}`,
+        `twigvlm.${name} must be ${integer ? "an integer" : "a number"} in [${lo}, ${hi}]`,
+      );
+    }
+  };
+
+  return {
+    model,
+    messages,
+    imageUrl: images[0],
+    stream: body.stream === true,
+    includeUsage: isObject(so) && so.include_usage === true,
+    maxTokens,
+    temperature: num(body, "temperature", 0, 2) ?? 1,
+    topP: num(body, "top_p", 0, 1) ?? 1,
+    seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
+    stop,
+    acceleration: {
+      mode,
+      retainBudget: ext("retain_budget", 1, 100_000, true),
+      draftLength: ext("draft_length", 1, 16, true),
+      draftThreshold: ext("draft_threshold", 0, 1, false),
+    },
+  };
+}

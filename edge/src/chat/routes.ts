@@ -1,0 +1,85 @@
+/**
+ * POST /v1/chat/completions: validate, resolve the image, reserve the tenant's
+ * budget in its limiter, open a Generate stream on a GPU shard, and answer as
+ * SSE chunks (stream: true) or one chat.completion object. Whatever happens,
+ * the reservation is settled with the tokens really used.
+ */
+import { create } from "@bufbuild/protobuf";
+import { GenerateRequestSchema } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { Hono } from "hono";
+import type { AppEnv } from "../app-types.js";
+import { maxImageBytes } from "../files/limits.js";
+import { modelRoutes } from "../gpu/model-routes.js";
+import { type OpenedGeneration, openGeneration } from "../gpu/router.js";
+import { ApiError } from "../http/errors.js";
+import { rateLimitError, rateLimitHeaders } from "../limits/headers.js";
+import { type Progress, streamed, usedTokens, whole } from "./answer.js";
+import { estimatePromptTokens } from "./estimate.js";
+import { resolveImage } from "./image.js";
+import type { CompletionIds } from "./openai-shape.js";
+import { type ChatRequest, parseChatRequest } from "./request.js";
+
+export const chatRoutes = new Hono<AppEnv>();
+
+chatRoutes.post("/completions", async (c) => {
+  const tenant = c.get("tenant");
+  const requestId = c.get("requestId");
+  const body = await c.req.json().catch(() => {
+    throw new ApiError(400, "the body must be JSON", "invalid_json");
+  });
+  const routes = modelRoutes(c.env);
+  const req = parseChatRequest(body, routes.keys().next().value);
+  const urls = routes.get(req.model);
+  if (!urls) throw new ApiError(404, `the model ${req.model} does not exist`, "model_not_found", "model");
+  if (tenant.models.length > 0 && !tenant.models.includes(req.model))
+    throw new ApiError(403, `this API key may not use the model ${req.model}`, "model_not_allowed", "model");
+  const image = await resolveImage(req.imageUrl, c.env.FILES, tenant.id, maxImageBytes(c.env));
+
+  const reserved = estimatePromptTokens(req) + req.maxTokens;
+  const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenant.id));
+  // The grant's id is the edge's own: a caller-chosen x-request-id must not be able to overwrite another grant.
+  const grantId = crypto.randomUUID();
+  const admission = await limiter.admit(grantId, reserved, tenant.limits);
+  if (!admission.ok) throw rateLimitError(admission);
+  for (const [k, v] of Object.entries(rateLimitHeaders(admission))) c.header(k, v);
+
+  const progress: Progress = { completionTokens: 0 };
+  const settle = () => c.executionCtx.waitUntil(limiter.settle(grantId, usedTokens(progress)));
+  const abort = new AbortController();
+  let opened: OpenedGeneration;
+  try {
+    opened = await openGeneration(req.model, urls, generateRequest(req, image, requestId, tenant.id), {
+      token: c.env.GPU_SERVICE_TOKEN,
+      signal: AbortSignal.any([abort.signal, c.req.raw.signal]),
+    });
+  } catch (err) {
+    settle();
+    throw err;
+  }
+  const ids: CompletionIds = { id: `chatcmpl-${requestId}`, created: Math.floor(Date.now() / 1000), model: req.model };
+  return req.stream ? streamed(c, req, ids, opened, progress, abort, settle) : whole(c, ids, opened, progress, settle);
+});
+
+function generateRequest(
+  req: ChatRequest,
+  image: { bytes: Uint8Array; mediaType: string },
+  requestId: string,
+  tenantId: string,
+) {
+  return create(GenerateRequestSchema, {
+    model: req.model,
+    requestId,
+    tenantId,
+    image: { source: { case: "data", value: image.bytes }, mediaType: image.mediaType },
+    input: { case: "conversation", value: { messages: req.messages } },
+    sampling: {
+      maxTokens: req.maxTokens,
+      temperature: req.temperature,
+      // The GPU service reads top_p 0 as "unset" (1); OpenAI's 0 means "only the top token".
+      topP: req.topP === 0 ? 1e-6 : req.topP,
+      seed: req.seed,
+      stop: req.stop,
+    },
+    acceleration: req.acceleration,
+  });
+}

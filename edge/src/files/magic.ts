@@ -1,0 +1,14 @@
+/** Image type by magic bytes: PNG, JPEG and WebP are accepted; nothing is decoded. */
+
+export type ImageType = "image/png" | "image/jpeg" | "image/webp";
+
+/** Bytes needed to decide. */
+export const SNIFF_BYTES = 12;
+
+export function sniffImageType(head: Uint8Array): ImageType | undefined {
+  const at = (i: number, ...bytes: number[]) => bytes.every((b, k) => head[i + k] === b);
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return "image/png";
+  if (at(0, 0xff, 0xd8, 0xff)) return "image/jpeg";
+  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return "image/webp";
+  return undefined;
+}

@@ -1,0 +1,24 @@
+/** GET /v1/models: the configured models this API key may use, in OpenAI's list shape. */
+import { Hono } from "hono";
+import type { AppEnv } from "../app-types.js";
+import { modelRoutes } from "../gpu/model-routes.js";
+import { ApiError } from "../http/errors.js";
+
+export const modelsApi = new Hono<AppEnv>();
+
+const visible = (allowed: string[], name: string) => allowed.length === 0 || allowed.includes(name);
+
+modelsApi.get("/", (c) => {
+  const allowed = c.get("tenant").models;
+  const data = [...modelRoutes(c.env).keys()]
+    .filter((m) => visible(allowed, m))
+    .map((id) => ({ id, object: "model", created: 0, owned_by: "twigserve" }));
+  return c.json({ object: "list", data });
+});
+
+modelsApi.get("/:id", (c) => {
+  const id = c.req.param("id");
+  if (!modelRoutes(c.env).has(id) || !visible(c.get("tenant").models, id))
+    throw new ApiError(404, `the model ${id} does not exist`, "model_not_found");
+  return c.json({ id, object: "model", created: 0, owned_by: "twigserve" });
+});
