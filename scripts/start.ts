@@ -7,7 +7,6 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import sharp from "sharp";
 import { writeTinyModel } from "../gpu-service/src/engine/tiny-model.js";
 
 process.env.WRANGLER_SEND_METRICS ??= "false";
@@ -72,13 +71,21 @@ async function waitFor(url: string, what: string, timeoutMs = 120_000): Promise<
   throw new Error(`${what} did not become ready at ${url}: ${lastError}`);
 }
 
-/** One question about a generated picture, streamed through the edge's OpenAI-compatible API with the dev key. */
+/**
+ * One question about a picture, streamed through the edge's OpenAI-compatible API with the dev key:
+ * a held-out scene of the demo model's synthetic world (what is in it is printed beside the question).
+ */
 async function ask(): Promise<void> {
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="192" height="192"><rect width="192" height="192" fill="#8a8a7a"/><circle cx="60" cy="60" r="34" fill="#d22"/><rect x="110" y="110" width="56" height="56" fill="#23c"/></svg>`;
-  const image = await sharp(Buffer.from(svg)).png().toBuffer();
-  const question = "describe the picture";
+  const scene = readFileSync(join(root, "training", "data", "test.jsonl"), "utf8").split("\n")[0];
+  const { image: file, objects } = JSON.parse(scene) as {
+    image: string;
+    objects: { size: string; colour: string; kind: string; position: string }[];
+  };
+  const image = readFileSync(join(root, "training", "data", file));
+  const truth = objects.map((o) => `a ${o.size} ${o.colour} ${o.kind} at the ${o.position}`).join(", ");
+  const question = "describe the picture .";
   process.stdout.write(
-    `\nPOST ${edgeUrl}/v1/chat/completions (stream)\nQ: ${question} (a red circle and a blue square)\nA: `,
+    `\nPOST ${edgeUrl}/v1/chat/completions (stream)\nQ: ${question} (training/data/${file}: ${truth})\nA: `,
   );
   const res = await fetch(`${edgeUrl}/v1/chat/completions`, {
     method: "POST",
@@ -87,7 +94,7 @@ async function ask(): Promise<void> {
       model,
       stream: true,
       stream_options: { include_usage: true },
-      max_tokens: 48,
+      max_tokens: 64,
       temperature: 0,
       messages: [
         {
