@@ -143,7 +143,7 @@ function referenceScores(trace: RequestTrace) {
   const S = rows.length;
   const attention = (probs: number[][][]) =>
     visualScores(
-      new Float32Array(probs.flatMap((head) => head.flatMap((row) => row))),
+      new Float32Array(probs.flat(2)),
       { heads: cfg.numHeads, queries: S, keys: S },
       positions,
       trace.imagePosition,
