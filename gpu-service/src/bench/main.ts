@@ -14,6 +14,7 @@ const { values } = parseArgs({
     reps: { type: "string", default: "9" },
     tokens: { type: "string", default: "32" },
     grid: { type: "string", default: "24" },
+    retain: { type: "string" },
   },
 });
 if (name === "engine") {
@@ -29,13 +30,14 @@ if (name === "engine") {
     hidden: Number(rest.includes("--hidden") ? values.hidden : 512),
     layers: Number(rest.includes("--layers") ? values.layers : 16),
     grid: Number(values.grid),
+    retain: values.retain === undefined ? undefined : Number(values.retain),
     threads: Number(values.threads),
     tokens: Number(values.tokens),
     reps: Number(rest.includes("--reps") ? values.reps : 3),
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--tokens 32] [--threads 2] [--reps 3]",
+    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]",
   );
   process.exit(2);
 }

@@ -24,8 +24,8 @@
  *   extend  the bonus goes through lower (and the twig): the next pending row.
  */
 
-import { keptTokensForBudget, minRetainBudget } from "../decoding/budget.js";
-import { argmax, chooseToken, distribution, Rng, type SamplingOptions, sample } from "../decoding/sampling.js";
+import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
+import { argmax, distribution, Rng, type SamplingOptions, sample } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
@@ -130,9 +130,9 @@ export class TwigDecoder {
     return new TwigDecoder(runtime, twig, { lower, twig: twigLayers, mid, top, twigHead });
   }
 
-  /** The paper's headline budget (88.9% pruned: R-bar = N/9), raised to the smallest this shape allows. */
+  /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts). */
   get defaultRetainBudget(): number {
-    return Math.max(Math.round(this.runtime.numVisualTokens / 9), Math.ceil(minRetainBudget(this.budgetShape())));
+    return defaultRetainBudget(this.budgetShape());
   }
 
   private budgetShape() {
@@ -166,6 +166,7 @@ export class TwigDecoder {
   async generate(o: TwigGenerateOptions): Promise<TwigGenerateResult> {
     const rt = this.runtime;
     const cfg = rt.textConfig;
+    const H = cfg.hiddenSize;
     const plan = MODE_PLANS[o.mode];
     const t0 = performance.now();
     const image = await rt.encodeImageWithClsAttention(o.pixelValues);
@@ -197,7 +198,7 @@ export class TwigDecoder {
 
     // decoding: the prompt's rows above K are the first pending rows
     const midRows = prompt.positions.filter((p) => !dropped(p));
-    let pending: Rows = { hidden: selectRows(low.hidden, midRows, cfg.hiddenSize), positions: midRows };
+    let pending: Rows = { hidden: selectRows(low.hidden, midRows, H), positions: midRows };
     let twigHidden = tw?.hidden;
     let position = S;
     const rng = new Rng(o.seed ?? 0);
@@ -225,21 +226,21 @@ export class TwigDecoder {
       return finishReason === "stop" || outputIds.length >= limit;
     };
 
+    const drafting = { sampling: o.sampling, theta, rng };
     while (limit > 0) {
       o.signal?.throwIfAborted();
+      // draft (SSD modes): up to delta tokens from the twig, never past the token limit
+      const room = limit - outputIds.length;
       const draft = plan.speculative
-        ? await this.draft(caches, twigHidden as Float32Array, position, Math.min(delta, limit - outputIds.length), {
-            sampling: o.sampling,
-            theta,
-            rng,
-          })
+        ? await this.draft(caches, twigHidden as Float32Array, position, Math.min(delta, room), drafting)
         : NO_DRAFT;
       const n = draft.tokens.length;
-      const logits = await this.fullPath(caches, concatRows(pending, draft.rows, cfg.hiddenSize), wiped, n + 1);
+      // verify: one pass of the full path over the pending rows and the drafts → n+1 logit rows
+      const logits = await this.fullPath(caches, concatRows(pending, draft.rows, H), wiped, n + 1);
       prefillMs ??= performance.now() - t0;
-      const v: Verdict = !plan.speculative
-        ? { accepted: 0, bonus: chooseToken(logits[0], o.sampling, rng) }
-        : o.sampling.temperature > 0
+      // accept the longest prefix the full model agrees with, plus its own next token (n = 0: just that token)
+      const v: Verdict =
+        o.sampling.temperature > 0
           ? verifySampled(draft.tokens, draft.q, logits, o.sampling, rng)
           : verifyGreedy(draft.tokens, logits);
       if (plan.speculative) steps.push({ drafted: draft.tokens, accepted: v.accepted });
@@ -249,12 +250,11 @@ export class TwigDecoder {
 
       if (emit([...draft.tokens.slice(0, v.accepted), v.bonus], v.accepted)) break;
       position += v.accepted + 1;
-      // the bonus token is the next pending row; the twig catches up (with d_n too if all were accepted)
+      // extend: the bonus token through lower is the next pending row; the twig catches up (with d_n if accepted)
       const bonusHidden = (await this.parts.lower.run(rt.embed([v.bonus]), [position - 1], caches.lower)).hidden;
       pending = { hidden: bonusHidden, positions: [position - 1] };
       if (plan.speculative) {
-        const behind = v.accepted === n ? lastRows(draft.rows, 1, cfg.hiddenSize) : NO_DRAFT.rows;
-        const x = concatRows(behind, pending, cfg.hiddenSize);
+        const x = concatRows(v.accepted === n ? lastRows(draft.rows, 1, H) : NO_DRAFT.rows, pending, H);
         twigHidden = (await this.parts.twig.run(x.hidden, x.positions, caches.twig)).hidden;
       }
     }
