@@ -64,27 +64,32 @@ async function picture(kind: "flat" | "noise" | "stripes", seed: number): Promis
 const CASES: {
   name: string;
   image: () => Promise<Uint8Array>;
-  request: Pick<GenerateParams, "messages" | "prompt" | "retainBudget">;
+  request: Pick<GenerateParams, "messages" | "prompt">;
+  /** Share of the visual tokens the pruning modes keep above K (sets R-bar); none: the model's default budget. */
+  keep?: number;
 }[] = [
   {
     name: "chat question, flat picture",
     image: () => picture("flat", 1),
-    request: { messages: [{ role: "user", content: "what colour is the circle ?" }], retainBudget: 6 },
+    request: { messages: [{ role: "user", content: "what colour is the circle ?" }] },
+    keep: 0.25,
   },
   {
     name: "chat description, noisy picture",
     image: () => picture("noise", 2),
-    request: { messages: [{ role: "user", content: "describe the scene" }], retainBudget: 7 },
+    request: { messages: [{ role: "user", content: "describe the scene" }] },
+    keep: 0.4,
   },
   {
     name: "raw prompt with the image in the middle, stripes",
     image: () => picture("stripes", 3),
-    request: { prompt: "USER : how many shapes <image> are there ? ASSISTANT :", retainBudget: 8 },
+    request: { prompt: "USER : how many shapes <image> are there ? ASSISTANT :" },
+    keep: 0.5,
   },
   {
-    name: "raw prompt, image first, few text tokens",
+    name: "raw prompt, image first, few text tokens, the model's default budget",
     image: () => picture("noise", 4),
-    request: { prompt: "<image> red", retainBudget: 5 },
+    request: { prompt: "<image> red" },
   },
 ];
 
@@ -180,7 +185,7 @@ function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined) {
   expect(r.keptVisualIndices).toEqual(kept);
   expect(r.r).toBe(R);
   expect(s.visualTokensKept).toBe(R);
-  expect(r.retainBudget).toBe(plan.pruning === "none" ? null : retainBudget);
+  expect(r.retainBudget).toBe(plan.pruning === "none" ? null : (retainBudget ?? engine.info.twig?.defaultRetainBudget));
   // the three KV layouts: lower (and the twig, when it runs) all; mid text + R; top text only when pruning
   const S = started.promptTokens;
   expect(r.layout).toEqual({
@@ -225,10 +230,18 @@ for (const c of CASES) {
     let reference: ReturnType<typeof referenceScores>;
     let otherSeed: Run;
 
+    let retainBudget: number | undefined;
+
     beforeAll(async () => {
       image = await c.image();
-      for (const mode of MODES) runs.set(mode, await generate(image, { ...c.request, mode, seed: 1 }));
-      otherSeed = await generate(image, { ...c.request, mode: "random", seed: 2 });
+      if (c.keep !== undefined) {
+        // R-bar = (N*K + R*(K_f - K)) / L for R = keep * N
+        const N = engine.info.visualTokens;
+        retainBudget = (N * twig.k + Math.round(c.keep * N) * (twig.finalWipeLayer - twig.k)) / engine.info.numLayers;
+      }
+      const request = { ...c.request, retainBudget };
+      for (const mode of MODES) runs.set(mode, await generate(image, { ...request, mode, seed: 1 }));
+      otherSeed = await generate(image, { ...request, mode: "random", seed: 2 });
       reference = referenceScores((runs.get("base") as Run).trace);
     });
     const run = (m: Mode) => runs.get(m) as Run;
@@ -250,7 +263,7 @@ for (const c of CASES) {
       fastv: () => expect(kept("fastv")).toEqual(topR(reference.fastv, kept("fastv").length)),
       visionzip: () => expect(kept("visionzip")).toEqual(topR(reference.visionzip, kept("visionzip").length)),
       random: async () => {
-        const again = await generate(image, { ...c.request, mode: "random", seed: 1 });
+        const again = await generate(image, { ...c.request, retainBudget, mode: "random", seed: 1 });
         expect(again.started.keptVisualIndices).toEqual(kept("random"));
         expect(again.trace.result.outputIds).toEqual(tokens("random"));
         expect(otherSeed.started.keptVisualIndices).not.toEqual(kept("random"));
@@ -259,7 +272,7 @@ for (const c of CASES) {
 
     for (const mode of MODES) {
       it(mode, async () => {
-        checkCommon(mode, run(mode), c.request.retainBudget);
+        checkCommon(mode, run(mode), retainBudget);
         await INVARIANTS[mode]();
       });
     }
