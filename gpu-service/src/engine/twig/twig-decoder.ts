@@ -25,7 +25,7 @@
  */
 
 import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
-import { argmax, distribution, Rng, type SamplingOptions, sample } from "../decoding/sampling.js";
+import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
@@ -100,7 +100,7 @@ interface Rows {
 
 interface Draft {
   tokens: number[];
-  /** q: the twig's distribution each token was drawn from (through temperature and top-p). */
+  /** q: the twig's distribution each token was drawn from (through temperature and top-p); empty when greedy. */
   q: Float64Array[];
   /** The drafts' layer-K states (lower ran on every draft), for the verification pass. */
   rows: Rows;
@@ -338,11 +338,13 @@ export class TwigDecoder {
     let h = twigHidden;
     for (let j = 0; j < n; j++) {
       const logits = await this.twigLogits(h);
-      const dist = distribution(logits, o.sampling);
-      const d = sampled ? sample(dist, o.rng) : argmax(logits);
-      const p = sampled ? dist[d] : distribution(logits, { temperature: 1, topP: 1 })[d];
+      // greedy: the twig's argmax; sampling: a draw from q (the twig's distribution, same temperature and top-p)
+      const qj = sampled ? distribution(logits, o.sampling) : undefined;
+      const d = qj ? sample(qj, o.rng) : argmax(logits);
+      // the twig's own confidence in d, checked against theta
+      const p = qj ? qj[d] : softmaxAt(logits, d);
       tokens.push(d);
-      q.push(dist);
+      if (qj) q.push(qj);
       // layer-K state of d (the verification pass starts from it)
       const hK = (await this.parts.lower.run(rt.embed([d]), [position + j], caches.lower)).hidden;
       hidden.set(hK, j * H);
