@@ -3,7 +3,7 @@
  * on a loopback port for a test, and stops it afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,16 +88,23 @@ export async function startGpuService(port: number, env: Record<string, string> 
   };
 }
 
-/**
- * The model the service tests serve: the directory named by TWIG_TEST_MODEL_DIR when it is set
- * (for example `models/demo`), else a fresh tiny random model. Either way it is served as "tiny".
- */
-export const testModelDir = process.env.TWIG_TEST_MODEL_DIR ? resolve(process.env.TWIG_TEST_MODEL_DIR) : undefined;
+/** The shipped demo model, trained (models/demo). */
+export const demoModelDir = join(repoRoot, "models", "demo");
 
 /**
- * The real service on the test model (see `testModelDir`; by default a fresh tiny random model
- * written with `seed`) named "tiny" (the default), one engine thread. `alwaysTiny` keeps the tiny
- * random model even when TWIG_TEST_MODEL_DIR is set: tests that need long generations use it
+ * The model the service tests serve: the directory named by TWIG_TEST_MODEL_DIR when it is set,
+ * else the demo model (`models/demo`), else a fresh tiny random model. Either way it is served as "tiny".
+ */
+export const testModelDir = process.env.TWIG_TEST_MODEL_DIR
+  ? resolve(process.env.TWIG_TEST_MODEL_DIR)
+  : existsSync(join(demoModelDir, "config.json"))
+    ? demoModelDir
+    : undefined;
+
+/**
+ * The real service on the test model (see `testModelDir`: by default the demo model; a fresh tiny
+ * random model written with `seed` without it) named "tiny" (the default), one engine thread.
+ * `alwaysTiny` keeps the tiny random model: tests that need long generations use it
  * (its greedy answers run to max_tokens; a trained model's stop early).
  * `modelDir` is that model's directory; `stop()` also removes what was written.
  */

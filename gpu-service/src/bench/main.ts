@@ -19,6 +19,8 @@ const { values } = parseArgs({
     "per-stream": { type: "string", default: "4" },
     "max-tokens": { type: "string", default: "64" },
     transport: { type: "string", default: "connect" },
+    grid: { type: "string", default: "24" },
+    retain: { type: "string" },
   },
 });
 if (name === "engine") {
@@ -33,6 +35,8 @@ if (name === "engine") {
   await benchTwig({
     hidden: Number(rest.includes("--hidden") ? values.hidden : 512),
     layers: Number(rest.includes("--layers") ? values.layers : 16),
+    grid: Number(values.grid),
+    retain: values.retain === undefined ? undefined : Number(values.retain),
     threads: Number(values.threads),
     tokens: Number(values.tokens),
     reps: Number(rest.includes("--reps") ? values.reps : 3),
@@ -48,7 +52,7 @@ if (name === "engine") {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

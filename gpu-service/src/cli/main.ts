@@ -1,9 +1,10 @@
 /**
  * The TwigServe command line (`npm run twig -- <command>`):
- *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random]
- *            [--twig DIR] [--retain R-BAR] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
- *            [--stop TEXT]... [--trace FILE]
+ *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random|visionzip]
+ *            [--twig DIR (default: the model's own twig/)] [--retain R-BAR] [--max-tokens N] [--temperature T]
+ *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
+ * Each command is a function in COMMANDS at the end of this file.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -120,11 +121,12 @@ async function generate(argv: string[]): Promise<void> {
           numVisualTokens: r.visualTokens,
           pixelValuesFile,
           keptVisualIndices: r.keptVisualIndices,
-          retainBudget: num("retain", values.retain) ?? engine.info.twig?.defaultRetainBudget ?? null,
+          // R-bar and K_f as applied: null in the modes that keep every visual token
+          retainBudget: r.retainBudget,
           R: r.r,
           K: twig?.k ?? null,
           T: twig?.t ?? null,
-          finalWipeLayer: twig?.finalWipeLayer ?? null,
+          finalWipeLayer: r.retainBudget === null ? null : (twig?.finalWipeLayer ?? null),
           temperature: num("temperature", values.temperature) ?? 0,
           outputIds: r.outputIds,
           text,
@@ -156,12 +158,17 @@ function makeTiny(argv: string[]): void {
   );
 }
 
+const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]
+       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`;
+
+/** Command name → its function (argv after the name). */
+const COMMANDS: Record<string, (argv: string[]) => void | Promise<void>> = {
+  generate,
+  "make-tiny": makeTiny,
+  eval: (argv) => evalCommand(argv, repoRoot, fail),
+  parity: (argv) => parityCommand(argv, repoRoot, fail),
+};
+
 const [command, ...rest] = process.argv.slice(2);
-if (command === "generate") await generate(rest);
-else if (command === "make-tiny") makeTiny(rest);
-else if (command === "eval") await evalCommand(rest, repoRoot, fail);
-else if (command === "parity") await parityCommand(rest, repoRoot, fail);
-else
-  fail(
-    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
-  );
+if (command === undefined || !Object.hasOwn(COMMANDS, command)) fail(USAGE);
+await COMMANDS[command](rest);

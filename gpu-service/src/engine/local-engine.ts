@@ -11,6 +11,7 @@ import { DEFAULT_IMAGE_LIMITS, type ImageLimits, preprocessImage } from "./image
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
 import { TextStream } from "./text-stream.js";
 import { TextCodec } from "./tokenizer.js";
+import { MODE_PLANS } from "./twig/modes.js";
 import { TwigDecoder, type TwigGenerateResult } from "./twig/twig-decoder.js";
 import {
   type Engine,
@@ -113,20 +114,33 @@ export class LocalEngine implements Engine {
         `the prompt is ${promptTokens} tokens (image included); the context length is ${this.info.contextLength}`,
       );
     }
-    if (params.mode === "visionzip")
-      throw new InvalidRequestError("mode visionzip is not available in this engine yet");
     if (params.mode !== "base" && !this.decoder)
       throw new InvalidRequestError(`mode ${params.mode} needs a twig and this model has none`);
+    if (MODE_PLANS[params.mode].pruning !== "none" && imagePosition === inputIds.length - 1)
+      throw new InvalidRequestError(
+        `mode ${params.mode} prunes visual tokens, so the prompt must go on after the image`,
+      );
 
     const stream = new TextStream((ids) => this.codec.decode(ids), params.stop);
     const sampling = { temperature: params.temperature, topP: params.topP };
     const t0 = performance.now();
     let firstTokenAt: number | undefined;
+    // a verified batch goes into the text stream token by token, so that a stop sequence ending
+    // inside it ends the output there (the tokens after it are not part of the answer)
+    let taken = 0;
     const onTokens = (ids: number[], acceptedDraft: number) => {
       firstTokenAt ??= performance.now();
-      const delta = stream.push(ids);
+      let delta = "";
+      let used = 0;
+      while (used < ids.length && !stream.stopped) delta += stream.push([ids[used++]]);
+      taken += used;
       if (delta !== "" || !stream.stopped)
-        onEvent({ type: "delta", text: delta, tokenIds: ids, acceptedDraftTokens: acceptedDraft });
+        onEvent({
+          type: "delta",
+          text: delta,
+          tokenIds: ids.slice(0, used),
+          acceptedDraftTokens: Math.min(acceptedDraft, used),
+        });
       return !stream.stopped;
     };
     let result: TwigGenerateResult;
@@ -163,10 +177,12 @@ export class LocalEngine implements Engine {
         visualTokens: this.info.visualTokens,
         keptVisualIndices: all,
         r: this.info.visualTokens,
+        retainBudget: null,
         steps: [],
         layout: { lower: 0, twig: 0, mid: 0, top: 0 },
       };
     }
+    result.outputIds = result.outputIds.slice(0, taken);
     const tail = stream.flush();
     if (tail) onEvent({ type: "delta", text: tail, tokenIds: [], acceptedDraftTokens: 0 });
     this.lastTrace = { inputIds, imagePosition, pixelValues, result };

@@ -53,7 +53,11 @@ export function randomDecoderLayers(rng: Rng, c: TextConfig, count = c.numLayers
 }
 
 /** A complete random LLaVA (tiny ViT + projector + decoder), for engine tests. */
-export function randomLlavaWeights(seed: number, text: Partial<TextConfig> = {}): LlavaWeights {
+export function randomLlavaWeights(
+  seed: number,
+  text: Partial<TextConfig> = {},
+  vision: Partial<VisionConfig> = {},
+): LlavaWeights {
   const rng = new Rng(seed);
   const tc = tinyTextConfig(text);
   const vc: VisionConfig = {
@@ -66,6 +70,7 @@ export function randomLlavaWeights(seed: number, text: Partial<TextConfig> = {})
     numChannels: 3,
     layerNormEps: 1e-5,
     hiddenAct: "quick_gelu",
+    ...vision,
   };
   const w = vc.hiddenSize;
   const lin = (out: number, inp: number) => ({

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   budgetForPrunedFraction,
+  defaultRetainBudget,
   keptTokensForBudget,
   maxRetainBudget,
   minRetainBudget,
@@ -11,6 +12,16 @@ const llava = { visualTokens: 576, numLayers: 32, k: 2, finalWipeLayer: 24 };
 describe("TTP budget", () => {
   it("gives the paper's R = 41/134/227 for R-bar 64/128/192 on LLaVA-1.5", () => {
     expect([64, 128, 192].map((b) => keptTokensForBudget(b, llava))).toEqual([41, 134, 227]);
+  });
+
+  it("defaults to the paper's R-bar N/9, or on shallow models to the paper's share of tokens above K", () => {
+    expect(defaultRetainBudget(llava)).toBe(64);
+    // 16 layers, 144 tokens: N/9 = 16 is below N*K/L = 18, so R would be 0; instead R = ceil(144*41/576) = 11 or more
+    const demo = { visualTokens: 144, numLayers: 16, k: 2, finalWipeLayer: 12 };
+    expect(defaultRetainBudget(demo)).toBe(25);
+    expect(keptTokensForBudget(25, demo)).toBe(12);
+    const tiny = { visualTokens: 16, numLayers: 8, k: 2, finalWipeLayer: 6 };
+    expect(keptTokensForBudget(defaultRetainBudget(tiny), tiny)).toBe(2);
   });
 
   it("maps the pruned fractions 88.9/77.8/66.7% to R-bar 64/128/192 of 576", () => {

@@ -5,7 +5,7 @@
  * target's distribution (chi-square test at significance 0.001).
  */
 import { describe, expect, it } from "vitest";
-import { argmax, distribution, Rng, sample } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import { argmax, distribution, Rng, sample, softmaxAt } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { verifyGreedy, verifySampled } from "../../../gpu-service/src/engine/decoding/speculative.js";
 
 const V = 6;
@@ -115,5 +115,14 @@ describe("speculative verification", () => {
     let chi2 = 0;
     for (let a = 0; a < V; a++) chi2 += (counts[a] - p[a] * trials) ** 2 / (p[a] * trials);
     expect(chi2).toBeGreaterThan(20.52); // df=5 critical value at 0.001
+  });
+
+  it("softmaxAt is one entry of the temperature-1 softmax", () => {
+    const logits = [2, -1, 0.5, 3, 3];
+    const full = distribution(logits, { temperature: 1, topP: 1 });
+    logits.forEach((_, i) => {
+      expect(softmaxAt(logits, i)).toBeCloseTo(full[i], 12);
+    });
+    expect(softmaxAt([1000, 0], 0)).toBeCloseTo(1, 12); // no overflow
   });
 });

@@ -9,10 +9,10 @@
  * "scripted", streams slowly enough to see the edge cancel the upstream call
  * when the client goes away.
  *
- * TWIG_E2E_MODEL_DIR selects the model directory (for example models/demo);
- * unset, a fresh tiny random model is written and served.
+ * The model is the trained demo model (models/demo); TWIG_E2E_MODEL_DIR selects
+ * another model directory. Without either, a fresh tiny random model is served.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -28,7 +28,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import { devApiKey, type EdgeDevProcess, startEdgeDev } from "../../support/edge-dev.js";
-import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
+import { demoModelDir, type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
 import { type ScriptedGpuService, startScriptedGpuService } from "../../support/scripted-gpu-service.js";
 
 const GPU_PORT = 47140;
@@ -48,8 +48,9 @@ let png: Buffer;
 let openai: OpenAI;
 
 beforeAll(async () => {
-  if (process.env.TWIG_E2E_MODEL_DIR) {
-    const dir = resolve(process.env.TWIG_E2E_MODEL_DIR);
+  const chosen = process.env.TWIG_E2E_MODEL_DIR ?? (existsSync(join(demoModelDir, "config.json")) ? demoModelDir : "");
+  if (chosen) {
+    const dir = resolve(chosen);
     modelsDir = dirname(dir);
     model = basename(dir);
   } else {

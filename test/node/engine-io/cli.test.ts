@@ -16,6 +16,7 @@ const cli = (...args: string[]) =>
 
 beforeAll(async () => {
   await cli("make-tiny", "--out", join(dir, "tiny"), "--seed", "5");
+  await cli("make-tiny", "--out", join(dir, "other"), "--seed", "6");
   const picture = sharp({ create: { width: 50, height: 40, channels: 3, background: { r: 20, g: 160, b: 60 } } });
   await picture.clone().png().toFile(join(dir, "a.png"));
   await picture.clone().jpeg().toFile(join(dir, "a.jpg"));
@@ -59,10 +60,69 @@ describe("npm run twig -- generate", () => {
     );
     expect(t.keptVisualIndices).toHaveLength(4);
     expect(t.outputIds.length).toBeGreaterThan(0);
-    expect(t.steps.every((s: { drafted: number[]; accepted: number }) => s.accepted <= s.drafted.length)).toBe(true);
+    expect(t.twigDir).toBe(join(dir, "tiny", "twig")); // the model's own twig by default
+    // replay: each verification emits its accepted drafts, then the full model's own token
+    let at = 0;
+    for (const s of t.steps as { drafted: number[]; accepted: number }[]) {
+      expect(s.accepted).toBeLessThanOrEqual(s.drafted.length);
+      expect(t.outputIds.slice(at, at + s.accepted)).toEqual(s.drafted.slice(0, s.accepted));
+      at += s.accepted + 1;
+    }
+    expect(at).toBeGreaterThanOrEqual(t.outputIds.length);
     const pv = SafetensorsFile.open(t.pixelValuesFile);
     expect(pv.read("pixel_values").shape).toEqual([1, 3, 16, 16]);
     pv.close();
+  });
+
+  it("prunes by the vision tower's CLS attention in visionzip mode, with another twig given by --twig", async () => {
+    const trace = join(dir, "trace-visionzip.json");
+    const { stdout } = await cli(
+      "generate",
+      "--model",
+      join(dir, "tiny"),
+      "--twig",
+      join(dir, "other", "twig"),
+      "--image",
+      join(dir, "a.png"),
+      "--prompt",
+      "how many shapes are there ?",
+      "--mode",
+      "visionzip",
+      "--retain",
+      "7",
+      "--max-tokens",
+      "4",
+      "--trace",
+      trace,
+    );
+    expect(stdout).toMatch(/\[visionzip\] \d+ tokens, .*visual tokens 6\/16/);
+    const t = JSON.parse(readFileSync(trace, "utf8"));
+    expect(t).toMatchObject({ mode: "visionzip", twigDir: join(dir, "other", "twig"), retainBudget: 7, R: 6, K: 2 });
+    expect(t.finalWipeLayer).toBe(6);
+    expect(t.steps).toEqual([]);
+  });
+
+  it("writes null budget and K_f in a mode that keeps every visual token", async () => {
+    const trace = join(dir, "trace-ssd.json");
+    await cli(
+      "generate",
+      "--model",
+      join(dir, "tiny"),
+      "--image",
+      join(dir, "a.png"),
+      "--prompt",
+      "describe",
+      "--mode",
+      "ssd-only",
+      "--max-tokens",
+      "4",
+      "--trace",
+      trace,
+    );
+    const t = JSON.parse(readFileSync(trace, "utf8"));
+    expect(t).toMatchObject({ mode: "ssd-only", retainBudget: null, finalWipeLayer: null, R: 16, K: 2, T: 2 });
+    expect(t.keptVisualIndices).toHaveLength(16);
+    expect(t.steps.length).toBeGreaterThan(0);
   });
 
   it("answers about a JPEG in base mode", async () => {
@@ -94,5 +154,11 @@ describe("npm run twig -- generate", () => {
     ).catch((e) => e);
     expect(err.code).toBe(2);
     expect(err.stderr).toMatch(/twig: the image is not a PNG, JPEG or WebP file/);
+  });
+
+  it("names the commands when given an unknown one", async () => {
+    const err = await cli("toString").catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/usage: npm run twig -- generate/);
   });
 });

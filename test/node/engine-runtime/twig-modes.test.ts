@@ -1,17 +1,18 @@
 /**
- * TwigVLM on the tiny random model, every mode through one suite:
- *  - lossless: `twig` equals `ttp-only` and `ssd-only` equals `base`, token for
- *    token, across seeds and prompts, with EOS, max tokens and stop callbacks
- *    landing inside accepted drafts;
- *  - TTP keeps exactly the top-R of an independently computed score (float64
- *    reference forward through lower layers and twig);
- *  - the three KV layouts: mid holds text + R visual tokens, top text only.
+ * The TwigDecoder's own promises on a tiny random model, beyond the shared mode
+ * suite (mode-suite.test.ts) and the lossless runs (lossless.test.ts):
+ *  - the first verification pass is also the prefill of the layers above K: SSD
+ *    modes run those layers once per verification and never on the prompt alone;
+ *  - TTP's paper variant (attention summed over all text tokens) keeps the top-R of
+ *    that score, computed independently by the float64 reference;
+ *  - budgets out of range and prompts that end with the image are refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { decoderLayersRef } from "../../../gpu-service/src/engine/reference/llama.js";
+import type { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
 import { TwigDecoder, type TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
@@ -28,8 +29,9 @@ const prompts = [
   [1, img, 7, 7, 30, 12],
   [1, 3, 8, img, 20],
 ];
+const shape = { visualTokens: 16, numLayers: 8, k: 2, finalWipeLayer: 6 };
 
-describe("TwigVLM modes on a tiny random model", () => {
+describe("TwigDecoder on a tiny random model", () => {
   let runtime: LlavaRuntime;
   let partial: TwigDecoder; // T=2: the draft path is a shallow stand-in for the full model
   let deep: TwigDecoder; // T=L-K: the draft path is the unpruned full model, so drafts mostly agree
@@ -49,116 +51,99 @@ describe("TwigVLM modes on a tiny random model", () => {
     d: TwigDecoder,
     mode: Mode,
     o: Partial<TwigGenerateOptions> & { inputIds: number[]; pixelValues: Float32Array },
-  ) => d.generate({ mode, maxTokens: 24, sampling: { temperature: 0, topP: 1 }, retainBudget: 4, ...o });
+  ) => d.generate({ mode, maxTokens: 16, sampling: { temperature: 0, topP: 1 }, retainBudget: 6, ...o });
 
-  it("is lossless: twig = ttp-only and ssd-only = base, for every prompt, image and twig", async () => {
-    let accepted = 0;
-    for (const d of [partial, deep]) {
+  /** Records the tokens of every pass through a segment (a spy on the real segment). */
+  function spy(segment: DecoderSegment): { calls: number[][]; restore: () => void } {
+    const calls: number[][] = [];
+    const original = segment.run;
+    segment.run = (hidden, positions, caches) => {
+      calls.push([...positions]);
+      return original.call(segment, hidden, positions, caches);
+    };
+    const restore = () => {
+      segment.run = original;
+    };
+    return { calls, restore };
+  }
+
+  it("runs the layers above K once per verification: the first one is the prompt's prefill too", async () => {
+    for (const mode of ["twig", "ssd-only"] as const) {
       for (let i = 0; i < prompts.length; i++) {
-        const input = { inputIds: prompts[i], pixelValues: images[i] };
-        const [twig, ttp, ssd, base] = await Promise.all(
-          (["twig", "ttp-only", "ssd-only", "base"] as const).map((m) => run(d, m, input)),
-        );
-        expect(twig.outputIds).toEqual(ttp.outputIds);
-        expect(ssd.outputIds).toEqual(base.outputIds);
-        expect(twig.steps.length).toBeGreaterThan(0);
-        accepted += ssd.steps.reduce((a, s) => a + s.accepted, 0) + twig.steps.reduce((a, s) => a + s.accepted, 0);
+        const mid = spy(deep.parts.mid);
+        const top = spy(deep.parts.top as DecoderSegment);
+        let res: Awaited<ReturnType<typeof run>>;
+        try {
+          res = await run(deep, mode, { inputIds: prompts[i], pixelValues: images[i], draftThreshold: 0 });
+        } finally {
+          mid.restore();
+          top.restore();
+        }
+        const promptRows = res.layout.mid;
+        expect(mid.calls).toHaveLength(res.steps.length);
+        expect(top.calls).toHaveLength(res.steps.length);
+        // pass 1: the prompt's rows (text + kept visual tokens at their original positions) and the first drafts
+        const S = res.promptTokens;
+        const drafts = res.steps[0].drafted.length;
+        expect(mid.calls[0]).toHaveLength(promptRows + drafts);
+        expect(mid.calls[0].slice(promptRows)).toEqual(Array.from({ length: drafts }, (_, j) => S + j));
+        expect(top.calls[0]).toHaveLength(res.layout.top + drafts);
+        // later passes: the last verified token and the new drafts
+        res.steps.slice(1).forEach((s, j) => {
+          expect(mid.calls[j + 1]).toHaveLength(1 + s.drafted.length);
+        });
+        expect(res.steps.reduce((a, s) => a + s.accepted, 0)).toBeGreaterThan(0);
       }
     }
-    expect(accepted).toBeGreaterThan(10); // the deep twig's drafts really were accepted, so acceptance paths ran
   });
 
-  it("stays lossless when EOS, max tokens or a stop falls inside an accepted draft", async () => {
-    const input = { inputIds: prompts[0], pixelValues: images[0] };
-    const reference = await run(deep, "base", input);
-    expect(reference.outputIds.length).toBeGreaterThan(6);
-    const eos = reference.outputIds[5];
-    const saved = cfg.eosTokenId;
-    cfg.eosTokenId = eos;
+  it("runs plain modes one pass per token, the prompt's in the first", async () => {
+    const mid = spy(partial.parts.mid);
+    let res: Awaited<ReturnType<typeof run>>;
     try {
-      const a = await run(deep, "ssd-only", input);
-      const b = await run(deep, "base", input);
-      expect(a.outputIds).toEqual(b.outputIds);
-      expect(a.finishReason).toBe("stop");
-      expect(a.outputIds).not.toContain(eos);
+      res = await run(partial, "ttp-only", { inputIds: prompts[0], pixelValues: images[0], maxTokens: 6 });
     } finally {
-      cfg.eosTokenId = saved;
+      mid.restore();
     }
-    for (const maxTokens of [1, 2, 3, 7]) {
-      const a = await run(deep, "ssd-only", { ...input, maxTokens });
-      expect(a.outputIds).toEqual(reference.outputIds.slice(0, maxTokens));
-      expect(a.finishReason).toBe("length");
-    }
-    const stopAfter = reference.outputIds[4];
-    const seen: number[] = [];
-    const c = await run(deep, "ssd-only", {
-      ...input,
-      onTokens: (ids) => {
-        seen.push(...ids);
-        return !ids.includes(stopAfter);
-      },
-    });
-    expect(c.finishReason).toBe("callback");
-    expect(seen).toEqual(c.outputIds);
-    expect(reference.outputIds.slice(0, seen.length)).toEqual(seen);
+    expect(res.outputIds).toHaveLength(6);
+    expect(mid.calls.map((c) => c.length)).toEqual([res.layout.mid, 1, 1, 1, 1, 1]);
+    expect(res.layout.mid).toBe(prompts[0].length - 1 + keptTokensForBudget(6, shape));
   });
 
-  it("keeps the top-R visual tokens of the twig's last-layer attention, computed independently", async () => {
+  it("scores by the attention summed over all text tokens when asked (the paper's formula)", async () => {
     for (let i = 0; i < prompts.length; i++) {
-      const res = await run(partial, "ttp-only", { inputIds: prompts[i], pixelValues: images[i], maxTokens: 1 });
+      const res = await run(partial, "ttp-only", {
+        inputIds: prompts[i],
+        pixelValues: images[i],
+        maxTokens: 1,
+        scoreSource: "all-text",
+      });
       const prompt = runtime.embedPrompt(prompts[i], await runtime.encodeImage(images[i]));
       const H = cfg.hiddenSize;
-      const rows = Array.from({ length: prompt.positions.length }, (_, t) =>
-        Float64Array.from(prompt.hidden.subarray(t * H, (t + 1) * H)),
-      );
+      const n = prompt.positions.length;
+      const rows = Array.from({ length: n }, (_, t) => Float64Array.from(prompt.hidden.subarray(t * H, (t + 1) * H)));
       const empty = () => ({ keys: [], values: [] });
       const lower = decoderLayersRef(cfg, weights.text.layers.slice(0, 2), rows, prompt.positions, [empty(), empty()]);
-      const twigLayers = growTwig(weights, 2, 2, 6).layers;
-      const tw = decoderLayersRef(cfg, twigLayers, lower.hidden, prompt.positions, [empty(), empty()]);
-      const last = tw.probs[1]; // [heads][S][S]
-      const n = prompt.positions.length;
-      const flat = new Float32Array(last.flatMap((head) => head.flatMap((row) => row.slice(0, n))));
-      const scores = visualScores(
-        flat,
-        { heads: cfg.numHeads, queries: n, keys: n },
-        prompt.positions,
-        prompt.visualStart,
-        prompt.numVisual,
-        "last-token",
-      );
-      const r = keptTokensForBudget(4, { visualTokens: 16, numLayers: 8, k: 2, finalWipeLayer: 6 });
-      expect(res.r).toBe(r);
-      expect(res.keptVisualIndices).toEqual(topR(scores, r));
+      const tw = decoderLayersRef(cfg, growTwig(weights, 2, 2, 6).layers, lower.hidden, prompt.positions, [
+        empty(),
+        empty(),
+      ]);
+      const flat = new Float32Array(tw.probs[1].flatMap((head) => head.flatMap((row) => row.slice(0, n))));
+      const heads = { heads: cfg.numHeads, queries: n, keys: n };
+      const allText = visualScores(flat, heads, prompt.positions, prompt.visualStart, 16, "all-text");
+      const lastToken = visualScores(flat, heads, prompt.positions, prompt.visualStart, 16, "last-token");
+      const r = keptTokensForBudget(6, shape);
+      expect(res.keptVisualIndices).toEqual(topR(allText, r));
+      if (i === 0) expect(topR(allText, r)).not.toEqual(topR(lastToken, r)); // the option makes a difference here
     }
   });
 
-  it("runs the layers above K on R visual tokens and the layers after K_f on none", async () => {
-    const res = await run(partial, "twig", { inputIds: prompts[1], pixelValues: images[1], maxTokens: 1 });
-    const textTokens = prompts[1].length - 1;
-    expect(res.visualTokens).toBe(16);
-    expect(res.r).toBe(keptTokensForBudget(4, { visualTokens: 16, numLayers: 8, k: 2, finalWipeLayer: 6 }));
-    expect(res.layout).toEqual({
-      lower: textTokens + 16,
-      twig: textTokens + 16,
-      mid: textTokens + res.r,
-      top: textTokens,
-    });
-    const base = await run(partial, "base", { inputIds: prompts[1], pixelValues: images[1], maxTokens: 1 });
-    expect(base.layout).toEqual({
-      lower: textTokens + 16,
-      twig: textTokens + 16,
-      mid: textTokens + 16,
-      top: textTokens + 16,
-    });
-  });
-
-  it("fastv and random keep R tokens chosen their own way; random is seeded", async () => {
-    const input = { inputIds: prompts[2], pixelValues: images[2], maxTokens: 4 };
-    const f = await run(partial, "fastv", input);
-    const r1 = await run(partial, "random", { ...input, seed: 5 });
-    const r2 = await run(partial, "random", { ...input, seed: 5 });
-    expect(f.keptVisualIndices).toHaveLength(f.r);
-    expect(r1.keptVisualIndices).toEqual(r2.keptVisualIndices);
-    expect(r1.keptVisualIndices).toHaveLength(r1.r);
+  it("refuses a budget outside what the shape allows, and pruning a prompt that ends with the image", async () => {
+    const input = { inputIds: prompts[0], pixelValues: images[0], maxTokens: 2 };
+    await expect(run(partial, "twig", { ...input, retainBudget: 3 })).rejects.toThrow(/retain budget 3 is outside/);
+    await expect(run(partial, "fastv", { ...input, retainBudget: 13 })).rejects.toThrow(/outside/);
+    await expect(run(partial, "visionzip", { ...input, inputIds: [1, 5, img] })).rejects.toThrow(/after the image/);
+    const base = await run(partial, "base", { ...input, inputIds: [1, 5, img] });
+    expect(base.outputIds).toHaveLength(2);
   });
 });

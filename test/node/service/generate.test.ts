@@ -196,6 +196,15 @@ describe("Generate over the real service", () => {
     });
   });
 
+  it("serves every wire mode, visionzip included, each keeping the visual tokens it promises", async () => {
+    const keepsAll = [Mode.BASE, Mode.SSD_ONLY];
+    for (const mode of [Mode.TWIG, Mode.BASE, Mode.FASTV, Mode.RANDOM, Mode.SSD_ONLY, Mode.TTP_ONLY, Mode.VISIONZIP]) {
+      const got = await connectText(request({ acceleration: { mode, retainBudget: 6 }, sampling: { maxTokens: 3 } }));
+      expect(got.kinds.at(-1), Mode[mode]).toBe("finished");
+      expect(got.kept, Mode[mode]).toHaveLength(keepsAll.includes(mode) ? 16 : 4);
+    }
+  });
+
   it("answers bad requests with INVALID_ARGUMENT and a message that says what is wrong", async () => {
     const cases: [RequestInit, RegExp][] = [
       [{ model: "nope" }, /unknown model "nope"/],

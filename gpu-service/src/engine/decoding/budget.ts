@@ -49,3 +49,16 @@ export function keptTokensForBudget(retainBudget: number, s: BudgetShape): numbe
 export function budgetForPrunedFraction(fraction: number, visualTokens: number): number {
   return Math.round(visualTokens * (1 - fraction));
 }
+
+/**
+ * The budget used when a request names none: the paper's headline, R-bar = N/9 ("88.9% pruned":
+ * R = 41 of 576 on LLaVA-1.5). On a shallower model, where layers 1..K alone average more than
+ * that (N*K/L > N/9, so R would be 0 and the layers above K blind), the smallest whole R-bar that
+ * keeps the same share of visual tokens above K: R >= N * 41/576.
+ */
+export function defaultRetainBudget(s: BudgetShape): number {
+  const headline = Math.round(s.visualTokens / 9);
+  if (headline >= minRetainBudget(s) && keptTokensForBudget(headline, s) > 0) return headline;
+  const r = Math.ceil((s.visualTokens * 41) / 576);
+  return Math.ceil((s.visualTokens * s.k + r * (s.finalWipeLayer - s.k)) / s.numLayers);
+}

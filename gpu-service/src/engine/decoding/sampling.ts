@@ -67,6 +67,15 @@ export function distribution(logits: ArrayLike<number>, opts: SamplingOptions): 
   return probs;
 }
 
+/** softmax(logits)[token] at temperature 1, without building the whole vector. */
+export function softmaxAt(logits: ArrayLike<number>, token: number): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return Math.exp(logits[token] - max) / sum;
+}
+
 /** Draws an index from a probability vector (which need not be normalised). */
 export function sample(probs: ArrayLike<number>, rng: Rng): number {
   let total = 0;

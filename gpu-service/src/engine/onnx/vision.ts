@@ -2,7 +2,10 @@
  * The vision side as one graph: CLIP ViT (patch conv, class and position
  * embeddings, pre-layernorm, encoder layers with quick-GELU) up to the feature
  * layer, CLS dropped, then the mlp2x_gelu projector.
- * pixel_values [1, 3, S, S] → image_features [1, N, textHidden].
+ * pixel_values [1, 3, S, S] → image_features [1, N, textHidden], and on request
+ * cls_attention [1, N]: the attention the CLS token pays each visual token in the
+ * feature layer (the last layer run), averaged over heads, which VisionZip-style
+ * pruning ranks visual tokens by.
  */
 import type { LlavaWeights, VisionLayerWeights } from "../types.js";
 import { GraphBuilder } from "./graph.js";
@@ -23,7 +26,7 @@ function selfAttention(
   tokens: number,
   width: number,
   heads: number,
-): string {
+): { out: string; probs: string } {
   const hd = width / heads;
   const split = g.ints("split_shape", [1, tokens, heads, hd]);
   const toHeads = (t: string) => g.op("Transpose", [g.op("Reshape", [t, split])[0]], { perm: [0, 2, 1, 3] })[0];
@@ -36,10 +39,15 @@ function selfAttention(
   const [probs] = g.op("Softmax", [scores], { axis: -1 });
   const [ctx] = g.op("Transpose", [g.op("MatMul", [probs, v])[0]], { perm: [0, 2, 1, 3] });
   const [merged] = g.op("Reshape", [ctx, g.ints("merge_shape", [1, tokens, width])]);
-  return linear(g, merged, w.out, "vo");
+  return { out: linear(g, merged, w.out, "vo"), probs };
 }
 
-export function visionGraph(weights: LlavaWeights): Uint8Array {
+export interface VisionGraphOptions {
+  /** Also output cls_attention [1, N] (head-averaged attention of CLS to each visual token in the feature layer). */
+  clsAttention?: boolean;
+}
+
+export function visionGraph(weights: LlavaWeights, options: VisionGraphOptions = {}): Uint8Array {
   const { config, vision, projector } = weights;
   const vc = config.vision;
   const grid = vc.imageSize / vc.patchSize;
@@ -63,18 +71,32 @@ export function visionGraph(weights: LlavaWeights): Uint8Array {
   h = layerNorm(g, h, vision.preLayerNorm, vc.layerNormEps);
 
   const run = visionLayersToRun(vision.layers.length, config.visionFeatureLayer);
-  for (const w of vision.layers.slice(0, run)) {
+  const first = config.visionFeatureSelectStrategy === "default" ? 1 : 0;
+  const n = tokens - first;
+  if (options.clsAttention && run === 0) throw new RangeError("cls attention needs at least one vision layer to run");
+  vision.layers.slice(0, run).forEach((w, i) => {
     const a = selfAttention(g, layerNorm(g, h, w.layerNorm1, vc.layerNormEps), w, tokens, width, vc.numHeads);
-    [h] = g.op("Add", [h, a]);
+    if (options.clsAttention && i === run - 1) {
+      // probs [1, heads, query, key]: the CLS query's row over the keys that become visual tokens, mean over heads
+      const [row] = g.op("Slice", [
+        a.probs,
+        g.ints("cls_start", [0, first]),
+        g.ints("cls_end", [1, tokens]),
+        g.ints("cls_axes", [2, 3]),
+      ]);
+      const [mean] = g.op("ReduceMean", [row, g.ints("head_axis", [1])], { keepdims: 0 });
+      const [cls] = g.op("Reshape", [mean, g.ints("cls_shape", [1, n])]);
+      g.output(cls, "cls_attention", "float32", [1, n]);
+    }
+    [h] = g.op("Add", [h, a.out]);
     const act = vc.hiddenAct === "quick_gelu" ? quickGelu : gelu;
     const m = linear(g, act(g, linear(g, layerNorm(g, h, w.layerNorm2, vc.layerNormEps), w.fc1, "fc1")), w.fc2, "fc2");
     [h] = g.op("Add", [h, m]);
-  }
+  });
   if (config.visionFeatureSelectStrategy === "default") {
     [h] = g.op("Slice", [h, g.ints("start", [1]), g.ints("end", [tokens]), g.ints("axis", [1])]);
   }
   const projected = linear(g, gelu(g, linear(g, h, projector.linear1, "proj1")), projector.linear2, "proj2");
-  const n = config.visionFeatureSelectStrategy === "default" ? numPatches : tokens;
   g.output(projected, "image_features", "float32", [1, n, config.text.hiddenSize]);
   return g.toBytes();
 }

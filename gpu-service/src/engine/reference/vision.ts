@@ -35,6 +35,15 @@ const quickGeluRef = (x: number) => x / (1 + Math.exp(-1.702 * x));
 
 /** pixel values [3, S, S] → projected features [N][textHidden]. */
 export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
+  return visionForwardRef(weights, pixels).features;
+}
+
+/**
+ * The vision forward: projected features [N][textHidden], and `clsAttention` [N], the
+ * attention the CLS query pays each token that becomes a visual token, in the feature
+ * layer (the last layer run), averaged over heads.
+ */
+export function visionForwardRef(weights: LlavaWeights, pixels: Float32Array): { features: Vec[]; clsAttention: Vec } {
   const { config, vision, projector } = weights;
   const vc = config.vision;
   const p = vc.patchSize;
@@ -62,7 +71,10 @@ export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
   h = h.map((row) => layerNormRef(row, vision.preLayerNorm, vc.layerNormEps));
   const hd = width / vc.numHeads;
   const act = vc.hiddenAct === "quick_gelu" ? quickGeluRef : geluRef;
+  const first = config.visionFeatureSelectStrategy === "default" ? 1 : 0;
+  let clsAttention: Vec = new Float64Array(h.length - first);
   for (const w of vision.layers.slice(0, visionLayersToRun(vision.layers.length, config.visionFeatureLayer))) {
+    const cls = new Float64Array(h.length);
     const x = h.map((row) => layerNormRef(row, w.layerNorm1, vc.layerNormEps));
     const q = x.map((r) => matvec(w.q.weight, r, w.q.bias));
     const k = x.map((r) => matvec(w.k.weight, r, w.k.bias));
@@ -78,6 +90,7 @@ export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
         const max = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - max));
         const sum = e.reduce((a, b) => a + b, 0);
+        if (t === 0) for (let j = 0; j < e.length; j++) cls[j] += e[j] / sum / vc.numHeads;
         e.forEach((pr, j) => {
           for (let d = 0; d < hd; d++) ctx[head * hd + d] += (pr / sum) * v[j][head * hd + d];
         });
@@ -85,6 +98,7 @@ export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
       const o = matvec(w.out.weight, ctx, w.out.bias);
       return row.map((val, i) => val + o[i]);
     });
+    clsAttention = cls.slice(first);
     h = h.map((row) => {
       const m = matvec(
         w.fc2.weight,
@@ -94,12 +108,14 @@ export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
       return row.map((val, i) => val + m[i]);
     });
   }
-  const feats = config.visionFeatureSelectStrategy === "default" ? h.slice(1) : h;
-  return feats.map((r) =>
-    matvec(
-      projector.linear2.weight,
-      matvec(projector.linear1.weight, r, projector.linear1.bias).map(geluRef),
-      projector.linear2.bias,
-    ),
-  );
+  const features = h
+    .slice(first)
+    .map((r) =>
+      matvec(
+        projector.linear2.weight,
+        matvec(projector.linear1.weight, r, projector.linear1.bias).map(geluRef),
+        projector.linear2.bias,
+      ),
+    );
+  return { features, clsAttention };
 }

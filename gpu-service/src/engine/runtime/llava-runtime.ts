@@ -65,7 +65,7 @@ export class LlavaRuntime {
     const { text } = weights;
     const config = weights.config.text;
     const [vision, head, full] = await Promise.all([
-      createSession(visionGraph(weights), options),
+      createSession(visionGraph(weights, { clsAttention: true }), options),
       createSession(headGraph(config, text.norm, text.lmHead), options),
       DecoderSegment.create(config, text.layers, options),
     ]);
@@ -95,6 +95,15 @@ export class LlavaRuntime {
     const s = this.weights.config.vision.imageSize;
     const out = await this.vision.run({ pixel_values: new ort.Tensor("float32", pixelValues, [1, 3, s, s]) });
     return out.image_features.data as Float32Array;
+  }
+
+  /** pixel values → image features [N, H] and the vision CLS token's attention to each of the N (VisionZip's score). */
+  async encodeImageWithClsAttention(
+    pixelValues: Float32Array,
+  ): Promise<{ features: Float32Array; clsAttention: Float32Array }> {
+    const s = this.weights.config.vision.imageSize;
+    const out = await this.vision.run({ pixel_values: new ort.Tensor("float32", pixelValues, [1, 3, s, s]) });
+    return { features: out.image_features.data as Float32Array, clsAttention: out.cls_attention.data as Float32Array };
   }
 
   /** Token embeddings [ids.length, H]. */

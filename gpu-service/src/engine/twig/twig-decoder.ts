@@ -3,28 +3,38 @@
  *
  * The base model is cut into segments that hold different tokens (TTP's three
  * KV layouts): lower = base layers [0, K) and the twig see every visual token;
- * mid = [K, K_f) sees the R kept ones; top = [K_f, L) sees none. Kept tokens keep
- * their original positions; later tokens continue from the unpruned length.
+ * mid = [K, K_f) sees the R kept ones; top = [K_f, L) sees none (FinalWipe).
+ * Kept tokens keep their original positions; later tokens continue from the
+ * unpruned length.
  *
- * Prefill: lower → twig (attention of its last layer scores the visual tokens:
- * TTP) → mid on text + kept visual → top on text only → first token.
- * Decoding, speculative (SSD): the draft path (lower → twig → twig head) proposes
- * up to delta tokens, stopping at EOS or when a token's draft probability is
- * below theta; the full path verifies them in one pass over mid and top (their
- * lower states were computed while drafting); the longest agreeing prefix plus
- * the full model's own next token are emitted and every cache rolls back.
- * Decoding, plain: one token through lower → mid → top per step.
+ * Prefill runs the prompt through lower (and the twig, when the mode uses it),
+ * and the mode's scores pick the R visual tokens that mid keeps (TTP: the twig's
+ * last-layer attention). The prompt's pass through the layers above K is not a
+ * step of its own: it is the first full-path pass of decoding, which in SSD modes
+ * also verifies the first drafts (as the released code does).
+ *
+ * Then every round is the same, with n = 0 drafts in the plain modes:
+ *   draft   the twig proposes d_1..d_n (n <= delta), stopping at EOS or after a
+ *           token whose draft probability is below theta;
+ *   verify  ONE pass of the full path (mid, top, head) over the pending rows (the
+ *           prompt, or the last token) and the drafts, whose layer-K states were
+ *           computed while drafting: n+1 logit rows;
+ *   accept  the longest prefix the full model agrees with, plus its own next
+ *           token (the bonus); roll every cache back to what was accepted;
+ *   extend  the bonus goes through lower (and the twig): the next pending row.
  */
 
-import { keptTokensForBudget, minRetainBudget } from "../decoding/budget.js";
-import { argmax, chooseToken, distribution, Rng, type SamplingOptions, sample } from "../decoding/sampling.js";
-import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
+import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
+import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
+import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
+import type { KvCache } from "../runtime/kv-cache.js";
 import type { LlavaRuntime } from "../runtime/llava-runtime.js";
 import { createSession, ort } from "../runtime/session.js";
 import type { Mode, TwigWeights } from "../types.js";
+import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
 
 export interface TwigGenerateOptions {
   inputIds: number[];
@@ -54,43 +64,55 @@ export interface TwigGenerateResult {
   promptTokens: number;
   visualTokens: number;
   keptVisualIndices: number[];
-  /** R: visual tokens kept in the middle layers. */
+  /** R: visual tokens kept in layers K+1..K_f (N when the mode does not prune). */
   r: number;
+  /** The R-bar budget applied, or null when the mode does not prune. */
+  retainBudget: number | null;
+  /** Time until the prompt had been through every layer (in SSD modes that pass also verified the first drafts). */
   prefillMs: number;
   decodeMs: number;
   steps: TwigStep[];
-  /** Tokens each KV layout held right after prefill: lower and twig all, mid text + R, top text only. */
+  /** Prompt rows each KV layout holds: lower (and twig, when it ran) all, mid text + R, top text only. */
   layout: { lower: number; twig: number; mid: number; top: number };
 }
 
-const PRUNING: Record<Mode, "twig" | "fastv" | "random" | "none"> = {
-  twig: "twig",
-  "ttp-only": "twig",
-  fastv: "fastv",
-  random: "random",
-  base: "none",
-  "ssd-only": "none",
-  visionzip: "none",
-};
-const SPECULATIVE: Record<Mode, boolean> = {
-  twig: true,
-  "ssd-only": true,
-  base: false,
-  "ttp-only": false,
-  fastv: false,
-  random: false,
-  visionzip: false,
-};
+/** The segments of one model split at K and K_f, and the twig (public for benchmarks). */
+export interface TwigParts {
+  lower: DecoderSegment;
+  twig: DecoderSegment;
+  mid: DecoderSegment;
+  top: DecoderSegment | undefined;
+  twigHead: ort.InferenceSession;
+}
+
+interface Caches {
+  lower: KvCache[];
+  twig: KvCache[];
+  mid: KvCache[];
+  top: KvCache[];
+}
+
+/** Rows entering the layers above K: their layer-K hidden states [n, H] at their positions. */
+interface Rows {
+  hidden: Float32Array;
+  positions: number[];
+}
+
+interface Draft {
+  tokens: number[];
+  /** q: the twig's distribution each token was drawn from (through temperature and top-p); empty when greedy. */
+  q: Float64Array[];
+  /** The drafts' layer-K states (lower ran on every draft), for the verification pass. */
+  rows: Rows;
+}
+
+const NO_DRAFT: Draft = { tokens: [], q: [], rows: { hidden: new Float32Array(0), positions: [] } };
 
 export class TwigDecoder {
   private constructor(
     readonly runtime: LlavaRuntime,
     readonly twig: TwigWeights,
-    private readonly lower: DecoderSegment,
-    private readonly twigLayers: DecoderSegment,
-    private readonly mid: DecoderSegment,
-    private readonly top: DecoderSegment | undefined,
-    private readonly twigHead: ort.InferenceSession,
+    readonly parts: TwigParts,
   ) {}
 
   static async create(runtime: LlavaRuntime, twig: TwigWeights): Promise<TwigDecoder> {
@@ -98,34 +120,46 @@ export class TwigDecoder {
     const { k, finalWipeLayer: kf } = twig;
     if (!(k >= 1 && kf > k && kf <= L)) throw new RangeError(`twig split K=${k}, K_f=${kf} does not fit ${L} layers`);
     const config = runtime.textConfig;
-    const [lower, mid, top, twigHead] = await Promise.all([
+    const [lower, mid, top, twigHead, twigLayers] = await Promise.all([
       runtime.segment(0, k, k - 1),
       runtime.segment(k, kf),
       kf < L ? runtime.segment(kf, L) : Promise.resolve(undefined),
       createSession(headGraph(config, twig.norm, twig.lmHead), runtime.options),
+      DecoderSegment.create(config, twig.layers, { ...runtime.options, attentionProbsLayer: twig.layers.length - 1 }),
     ]);
-    const twigLayers = await DecoderSegment.create(config, twig.layers, {
-      ...runtime.options,
-      attentionProbsLayer: twig.layers.length - 1,
-    });
-    return new TwigDecoder(runtime, twig, lower, twigLayers, mid, top, twigHead);
+    return new TwigDecoder(runtime, twig, { lower, twig: twigLayers, mid, top, twigHead });
   }
 
-  /** The paper's headline budget (88.9% pruned: R-bar = N/9), raised to the smallest this shape allows. */
+  /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts). */
   get defaultRetainBudget(): number {
-    const shape = {
+    return defaultRetainBudget(this.budgetShape());
+  }
+
+  private budgetShape() {
+    const { k, finalWipeLayer } = this.twig;
+    return {
       visualTokens: this.runtime.numVisualTokens,
       numLayers: this.runtime.textConfig.numLayers,
-      k: this.twig.k,
-      finalWipeLayer: this.twig.finalWipeLayer,
+      k,
+      finalWipeLayer,
     };
-    return Math.max(Math.round(shape.visualTokens / 9), Math.ceil(minRetainBudget(shape)));
   }
 
-  private async twigLogits(hidden: Float32Array): Promise<Float32Array> {
+  newCaches(): Caches {
+    const p = this.parts;
+    return {
+      lower: p.lower.newCaches(),
+      twig: p.twig.newCaches(),
+      mid: p.mid.newCaches(),
+      top: p.top?.newCaches() ?? [],
+    };
+  }
+
+  /** Twig norm + twig head on the last hidden row → the draft logits. */
+  async twigLogits(hidden: Float32Array): Promise<Float32Array> {
     const H = this.runtime.textConfig.hiddenSize;
     const last = hidden.subarray(hidden.length - H);
-    const out = await this.twigHead.run({ hidden: new ort.Tensor("float32", last, [1, 1, H]) });
+    const out = await this.parts.twigHead.run({ hidden: new ort.Tensor("float32", last, [1, 1, H]) });
     return out.logits.data as Float32Array;
   }
 
@@ -133,114 +167,56 @@ export class TwigDecoder {
     const rt = this.runtime;
     const cfg = rt.textConfig;
     const H = cfg.hiddenSize;
-    const eos = cfg.eosTokenId;
+    const plan = MODE_PLANS[o.mode];
     const t0 = performance.now();
-    const prompt = rt.embedPrompt(o.inputIds, await rt.encodeImage(o.pixelValues));
-    const N = prompt.numVisual;
+    const image = await rt.encodeImageWithClsAttention(o.pixelValues);
+    const prompt = rt.embedPrompt(o.inputIds, image.features);
+    const { visualStart, numVisual: N } = prompt;
     const S = prompt.positions.length;
-    const rows = (h: Float32Array, idx: readonly number[]) => {
-      const out = new Float32Array(idx.length * H);
-      idx.forEach((r, j) => {
-        out.set(h.subarray(r * H, (r + 1) * H), j * H);
-      });
-      return out;
-    };
+    const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
+    if (plan.pruning !== "none" && isVisual(S - 1))
+      throw new RangeError(`mode ${o.mode} prunes visual tokens, so the prompt must go on after the image`);
+    const caches = this.newCaches();
 
-    const lowerCaches = this.lower.newCaches();
-    const twigCaches = this.twigLayers.newCaches();
-    const midCaches = this.mid.newCaches();
-    const topCaches = this.top?.newCaches() ?? [];
+    // prefill: the lower layers (and the twig) see every token
+    const low = await this.parts.lower.run(prompt.hidden, prompt.positions, caches.lower);
+    const tw = usesTwig(plan) ? await this.parts.twig.run(low.hidden, prompt.positions, caches.twig) : undefined;
 
-    // prefill: lower layers and the twig see every token
-    const low = await this.lower.run(prompt.hidden, prompt.positions, lowerCaches);
-    const tw = await this.twigLayers.run(low.hidden, prompt.positions, twigCaches);
-
-    // choose the visual tokens the middle layers keep
-    const pruning = PRUNING[o.mode];
-    let kept = Array.from({ length: N }, (_, i) => i);
-    let r = N;
-    if (pruning !== "none") {
-      const budget = o.retainBudget ?? this.defaultRetainBudget;
-      r = keptTokensForBudget(budget, {
-        visualTokens: N,
-        numLayers: cfg.numLayers,
-        k: this.twig.k,
-        finalWipeLayer: this.twig.finalWipeLayer,
-      });
+    // the visual tokens layers K+1..K_f keep (TTP or a baseline); after K_f none
+    const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudget);
+    const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape());
+    const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
-      if (pruning === "random") {
-        const rng = new Rng((o.seed ?? 0) ^ 0x5eed);
-        kept = topR(
-          Array.from({ length: N }, () => rng.next()),
-          r,
-        );
-      } else {
-        const probs = pruning === "twig" ? tw.attentionProbs : low.attentionProbs;
-        if (!probs) throw new Error("attention probabilities were not produced");
-        kept = topR(
-          visualScores(probs, shape, prompt.positions, prompt.visualStart, N, o.scoreSource ?? "last-token"),
-          r,
-        );
-      }
-    }
-    // mid sees the text and the kept visual tokens, top the text only (FinalWipe); both keep original positions
-    const isVisual = (p: number) => p >= prompt.visualStart && p < prompt.visualStart + N;
-    const keptPositions = new Set(kept.map((v) => v + prompt.visualStart));
-    const midIdx = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
-    const topIdx = pruning === "none" ? midIdx : midIdx.filter((p) => !isVisual(p));
+      const source = o.scoreSource ?? "last-token";
+      return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
+    };
+    const kept = retainBudget === null ? Array.from({ length: N }, (_, i) => i) : topR(scores(), r);
+    const keptPositions = new Set(kept.map((v) => v + visualStart));
+    const dropped = (p: number) => isVisual(p) && !keptPositions.has(p);
+    const wiped = retainBudget === null ? () => false : isVisual;
     o.onStarted?.({ promptTokens: S, visualTokens: N, keptVisualIndices: kept });
 
-    const midOut = await this.mid.run(rows(low.hidden, midIdx), midIdx, midCaches);
-    // the top segment continues from mid's output rows for its tokens
-    const midPos = new Map(midIdx.map((p, j) => [p, j]));
-    let lastHidden = midOut.hidden;
-    if (this.top) {
-      const topOut = await this.top.run(
-        rows(
-          midOut.hidden,
-          topIdx.map((p) => midPos.get(p) as number),
-        ),
-        topIdx,
-        topCaches,
-      );
-      lastHidden = topOut.hidden;
-    }
-    const layout = {
-      lower: lowerCaches[0].length,
-      twig: twigCaches[0].length,
-      mid: midCaches[0].length,
-      top: topCaches[0]?.length ?? 0,
-    };
-    const rng = new Rng(o.seed ?? 0);
-    let next = chooseToken(await rt.lastLogits(lastHidden), o.sampling, rng);
-    const prefillMs = performance.now() - t0;
-
-    const outputIds: number[] = [];
-    const steps: TwigStep[] = [];
+    // decoding: the prompt's rows above K are the first pending rows
+    const midRows = prompt.positions.filter((p) => !dropped(p));
+    let pending: Rows = { hidden: selectRows(low.hidden, midRows, H), positions: midRows };
+    let twigHidden = tw?.hidden;
     let position = S;
-    const limit = Math.min(o.maxTokens, cfg.maxPositionEmbeddings - S);
-    let finishReason: TwigGenerateResult["finishReason"] = "length";
+    const rng = new Rng(o.seed ?? 0);
     const delta = o.draftLength ?? 5;
     const theta = o.draftThreshold ?? 0.6;
-    const speculative = SPECULATIVE[o.mode];
+    const limit = Math.min(o.maxTokens, cfg.maxPositionEmbeddings - S);
+    const outputIds: number[] = [];
+    const steps: TwigStep[] = [];
+    let finishReason: TwigGenerateResult["finishReason"] = "length";
+    let prefillMs: number | undefined;
 
-    /** Full path (mid → top → head) over tokens whose lower states are `hK`. */
-    const fullPath = async (hK: Float32Array, positions: number[]) => {
-      const m = await this.mid.run(hK, positions, midCaches);
-      const h = this.top ? (await this.top.run(m.hidden, positions, topCaches)).hidden : m.hidden;
-      return rt.logits(h);
-    };
-
-    // emit: returns true when generation must stop
+    /** Appends verified tokens to the output; true when generation is over (EOS, max tokens or the callback). */
     const emit = (ids: number[], acceptedDraft: number): boolean => {
-      const out: number[] = [];
-      for (const id of ids) {
-        if (id === eos) {
-          finishReason = "stop";
-          break;
-        }
-        out.push(id);
-        if (outputIds.length + out.length >= limit) break;
+      let out = ids.slice(0, limit - outputIds.length);
+      const eos = out.indexOf(cfg.eosTokenId);
+      if (eos >= 0) {
+        out = out.slice(0, eos);
+        finishReason = "stop";
       }
       outputIds.push(...out);
       if (out.length > 0 && o.onTokens?.(out, Math.min(acceptedDraft, out.length)) === false) {
@@ -250,61 +226,48 @@ export class TwigDecoder {
       return finishReason === "stop" || outputIds.length >= limit;
     };
 
+    const drafting = { sampling: o.sampling, theta, rng };
     while (limit > 0) {
       o.signal?.throwIfAborted();
-      // `next` is the full model's token: emit it, then extend the caches with it
-      if (emit([next], 0)) break;
-      if (!speculative) {
-        const hK = (await this.lower.run(rt.embed([next]), [position], lowerCaches)).hidden;
-        const logits = await fullPath(hK, [position]);
-        position++;
-        next = chooseToken(logits, o.sampling, rng);
-        continue;
-      }
-      // draft: up to delta tokens through lower -> twig -> twig head
-      const base = position;
-      const inputs = [next];
-      const hKs: Float32Array[] = [];
-      const drafted: number[] = [];
-      const q: Float64Array[] = [];
-      for (let j = 0; j < delta; j++) {
-        const hK = (await this.lower.run(rt.embed([inputs[j]]), [base + j], lowerCaches)).hidden;
-        hKs.push(hK);
-        const twigOut = await this.twigLayers.run(hK, [base + j], twigCaches);
-        const logits = await this.twigLogits(twigOut.hidden);
-        const dist = distribution(logits, o.sampling);
-        const d = o.sampling.temperature > 0 ? sample(dist, rng) : argmax(logits);
-        drafted.push(d);
-        q.push(dist);
-        inputs.push(d);
-        // stop at EOS, or after a token the twig itself doubts (p < theta)
-        const pd = o.sampling.temperature > 0 ? dist[d] : distribution(logits, { temperature: 1, topP: 1 })[d];
-        if (d === eos || pd < theta) break;
-      }
-      const n = drafted.length;
-      // lower layers for the last draft, then ONE verification pass over [next, d_1..d_n]
-      hKs.push((await this.lower.run(rt.embed([drafted[n - 1]]), [base + n], lowerCaches)).hidden);
-      const hK = new Float32Array((n + 1) * H);
-      hKs.forEach((h, j) => {
-        hK.set(h, j * H);
-      });
-      const positions = Array.from({ length: n + 1 }, (_, j) => base + j);
-      const logits = await fullPath(hK, positions);
-      const V = cfg.vocabSize;
-      const logitRows = positions.map((_, j) => logits.subarray(j * V, (j + 1) * V));
-      const v =
+      // draft (SSD modes): up to delta tokens from the twig, never past the token limit
+      const room = limit - outputIds.length;
+      const draft = plan.speculative
+        ? await this.draft(caches, twigHidden as Float32Array, position, Math.min(delta, room), drafting)
+        : NO_DRAFT;
+      const n = draft.tokens.length;
+      // verify: one pass of the full path over the pending rows and the drafts → n+1 logit rows
+      const logits = await this.fullPath(caches, concatRows(pending, draft.rows, H), wiped, n + 1);
+      prefillMs ??= performance.now() - t0;
+      // accept the longest prefix the full model agrees with, plus its own next token (n = 0: just that token)
+      const v: Verdict =
         o.sampling.temperature > 0
-          ? verifySampled(drafted, q, logitRows, o.sampling, rng)
-          : verifyGreedy(drafted, logitRows);
-      steps.push({ drafted, accepted: v.accepted });
-      // roll every cache back to [..., next, d_1..d_accepted]; lower/mid/top ran n+1 tokens, the twig n
-      for (const c of [...lowerCaches, ...midCaches, ...topCaches]) c.truncate(c.length - n + v.accepted);
-      for (const c of twigCaches) c.truncate(c.length - n + 1 + v.accepted);
-      if (v.accepted === n) await this.twigLayers.run(hKs[n], [base + n], twigCaches); // the twig never saw d_n
-      position = base + 1 + v.accepted;
-      next = v.bonus;
-      if (v.accepted > 0 && emit(drafted.slice(0, v.accepted), v.accepted)) break;
+          ? verifySampled(draft.tokens, draft.q, logits, o.sampling, rng)
+          : verifyGreedy(draft.tokens, logits);
+      if (plan.speculative) steps.push({ drafted: draft.tokens, accepted: v.accepted });
+      // roll back: lower, mid and top ran on every draft, the twig on all but the last
+      for (const c of [...caches.lower, ...caches.mid, ...caches.top]) c.truncate(c.length - n + v.accepted);
+      if (v.accepted < n) for (const c of caches.twig) c.truncate(c.length - (n - 1) + v.accepted);
+
+      if (emit([...draft.tokens.slice(0, v.accepted), v.bonus], v.accepted)) break;
+      position += v.accepted + 1;
+      // extend: the bonus token through lower is the next pending row; the twig catches up (with d_n if accepted)
+      const bonusHidden = (await this.parts.lower.run(rt.embed([v.bonus]), [position - 1], caches.lower)).hidden;
+      pending = { hidden: bonusHidden, positions: [position - 1] };
+      if (plan.speculative) {
+        const x = concatRows(v.accepted === n ? lastRows(draft.rows, 1, H) : NO_DRAFT.rows, pending, H);
+        twigHidden = (await this.parts.twig.run(x.hidden, x.positions, caches.twig)).hidden;
+      }
     }
+
+    // lower and the layers above K now hold the same generated tokens: what remains is the prompt's rows
+    const generated = caches.lower[0].length - S;
+    const layout = {
+      lower: S,
+      twig: tw ? S : 0,
+      mid: limit > 0 ? caches.mid[0].length - generated : 0,
+      top: limit > 0 ? (caches.top[0]?.length ?? generated) - generated : 0,
+    };
+    prefillMs ??= performance.now() - t0;
     return {
       outputIds,
       finishReason,
@@ -312,6 +275,7 @@ export class TwigDecoder {
       visualTokens: N,
       keptVisualIndices: kept,
       r,
+      retainBudget,
       prefillMs,
       decodeMs: performance.now() - t0 - prefillMs,
       steps,
@@ -319,64 +283,122 @@ export class TwigDecoder {
     };
   }
 
-  /**
-   * Median times (ms) of the pieces of decoding after a prefill of the given prompt:
-   * a full step (1 token through every layer), a draft step (lower + twig + twig head),
-   * and verification of n drafts (mid + top + head over n+1 tokens). For benchmarks.
-   */
-  async stepCosts(inputIds: number[], pixelValues: Float32Array, reps: number): Promise<Record<string, number>> {
-    const rt = this.runtime;
-    const prompt = rt.embedPrompt(inputIds, await rt.encodeImage(pixelValues));
-    const lower = this.lower.newCaches();
-    const twig = this.twigLayers.newCaches();
-    const mid = this.mid.newCaches();
-    const top = this.top?.newCaches() ?? [];
-    const low = await this.lower.run(prompt.hidden, prompt.positions, lower);
-    await this.twigLayers.run(low.hidden, prompt.positions, twig);
-    const m = await this.mid.run(low.hidden, prompt.positions, mid);
-    if (this.top) await this.top.run(m.hidden, prompt.positions, top);
-    const S = prompt.positions.length;
-    const time = async (f: () => Promise<unknown>) => {
-      const xs: number[] = [];
-      for (let r = 0; r < reps + 1; r++) {
-        const t0 = performance.now();
-        await f();
-        xs.push(performance.now() - t0);
-        for (const c of [...lower, ...twig, ...mid, ...top]) c.truncate(S);
+  /** Per visual token, the score the mode prunes by (higher = keep). */
+  private scores(
+    pruning: Pruning,
+    a: {
+      tw?: { attentionProbs?: Float32Array };
+      low: { attentionProbs?: Float32Array };
+      image: { clsAttention: Float32Array };
+      shape: { heads: number; queries: number; keys: number };
+      prompt: { positions: number[]; visualStart: number; numVisual: number };
+      source: ScoreSource;
+      seed: number;
+    },
+  ): ArrayLike<number> {
+    const { positions, visualStart, numVisual } = a.prompt;
+    const attention = (probs: Float32Array | undefined) => {
+      if (!probs) throw new Error("attention probabilities were not produced");
+      return visualScores(probs, a.shape, positions, visualStart, numVisual, a.source);
+    };
+    switch (pruning) {
+      case "twig": // TTP: the twig's last layer
+        return attention(a.tw?.attentionProbs);
+      case "fastv": // base layer K
+        return attention(a.low.attentionProbs);
+      case "visionzip": // the vision tower's CLS token in its feature layer
+        return a.image.clsAttention;
+      case "random": {
+        const rng = new Rng(a.seed ^ 0x5eed);
+        return Array.from({ length: numVisual }, () => rng.next());
       }
-      xs.shift();
-      return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    };
-    const H = rt.textConfig.hiddenSize;
-    const tokens = (n: number) => rt.embed(Array.from({ length: n }, (_, i) => 10 + i));
-    const positions = (n: number) => Array.from({ length: n }, (_, i) => S + i);
-    const upper = async (h: Float32Array, n: number) => {
-      const mm = await this.mid.run(h, positions(n), mid);
-      const hh = this.top ? (await this.top.run(mm.hidden, positions(n), top)).hidden : mm.hidden;
-      return rt.logits(hh);
-    };
-    const out: Record<string, number> = {};
-    out["full step (1 token)"] = await time(async () =>
-      upper((await this.lower.run(tokens(1), positions(1), lower)).hidden, 1),
-    );
-    out["draft step (lower+twig)"] = await time(async () => {
-      const h = (await this.lower.run(tokens(1), positions(1), lower)).hidden;
-      return this.twigLogits((await this.twigLayers.run(h, positions(1), twig)).hidden);
-    });
-    for (const n of [1, 3, 5]) {
-      const h = new Float32Array((n + 1) * H);
-      out[`verify ${n} drafts (upper)`] = await time(() => upper(h, n + 1));
+      case "none":
+        return new Float64Array(numVisual).fill(1);
     }
-    return out;
+  }
+
+  /**
+   * The draft path: up to n tokens from the twig, starting from its hidden state for the
+   * last token. Greedy: the twig's argmax; sampling: a draw from q (same temperature and
+   * top-p as the target). Stops at EOS, or after a token whose draft probability is < theta.
+   */
+  private async draft(
+    caches: Caches,
+    twigHidden: Float32Array,
+    position: number,
+    n: number,
+    o: { sampling: SamplingOptions; theta: number; rng: Rng },
+  ): Promise<Draft> {
+    const rt = this.runtime;
+    const H = rt.textConfig.hiddenSize;
+    const tokens: number[] = [];
+    const q: Float64Array[] = [];
+    const hidden = new Float32Array(n * H);
+    const sampled = o.sampling.temperature > 0;
+    let h = twigHidden;
+    for (let j = 0; j < n; j++) {
+      const logits = await this.twigLogits(h);
+      // greedy: the twig's argmax; sampling: a draw from q (the twig's distribution, same temperature and top-p)
+      const qj = sampled ? distribution(logits, o.sampling) : undefined;
+      const d = qj ? sample(qj, o.rng) : argmax(logits);
+      // the twig's own confidence in d, checked against theta
+      const p = qj ? qj[d] : softmaxAt(logits, d);
+      tokens.push(d);
+      if (qj) q.push(qj);
+      // layer-K state of d (the verification pass starts from it)
+      const hK = (await this.parts.lower.run(rt.embed([d]), [position + j], caches.lower)).hidden;
+      hidden.set(hK, j * H);
+      if (d === rt.textConfig.eosTokenId || p < o.theta || j === n - 1) break;
+      h = (await this.parts.twig.run(hK, [position + j], caches.twig)).hidden;
+    }
+    const positions = tokens.map((_, j) => position + j);
+    return { tokens, q, rows: { hidden: hidden.subarray(0, tokens.length * H), positions } };
+  }
+
+  /** The full path above K: mid over the rows, top over those not wiped, head on the last `count` rows. */
+  private async fullPath(
+    caches: Caches,
+    x: Rows,
+    wiped: (position: number) => boolean,
+    count: number,
+  ): Promise<Float32Array[]> {
+    const rt = this.runtime;
+    const { hiddenSize: H, vocabSize: V } = rt.textConfig;
+    let h = (await this.parts.mid.run(x.hidden, x.positions, caches.mid)).hidden;
+    if (this.parts.top) {
+      const keep = x.positions.flatMap((p, i) => (wiped(p) ? [] : [i]));
+      const rows = keep.length === x.positions.length ? h : selectRows(h, keep, H);
+      const positions = keep.map((i) => x.positions[i]);
+      h = (await this.parts.top.run(rows, positions, caches.top)).hidden;
+    }
+    const logits = await rt.logits(h.subarray(h.length - count * H));
+    return Array.from({ length: count }, (_, i) => logits.subarray(i * V, (i + 1) * V));
   }
 
   async release(): Promise<void> {
-    await Promise.all([
-      this.lower.release(),
-      this.twigLayers.release(),
-      this.mid.release(),
-      this.top?.release(),
-      this.twigHead.release(),
-    ]);
+    const p = this.parts;
+    await Promise.all([p.lower.release(), p.twig.release(), p.mid.release(), p.top?.release(), p.twigHead.release()]);
   }
+}
+
+/** Rows `idx` of a row-major [S, H] matrix. */
+function selectRows(h: Float32Array, idx: readonly number[], H: number): Float32Array {
+  const out = new Float32Array(idx.length * H);
+  idx.forEach((r, j) => {
+    out.set(h.subarray(r * H, (r + 1) * H), j * H);
+  });
+  return out;
+}
+
+function concatRows(a: Rows, b: Rows, H: number): Rows {
+  if (b.positions.length === 0) return a;
+  if (a.positions.length === 0) return b;
+  const hidden = new Float32Array((a.positions.length + b.positions.length) * H);
+  hidden.set(a.hidden, 0);
+  hidden.set(b.hidden, a.hidden.length);
+  return { hidden, positions: [...a.positions, ...b.positions] };
+}
+
+function lastRows(x: Rows, n: number, H: number): Rows {
+  return { hidden: x.hidden.subarray(x.hidden.length - n * H), positions: x.positions.slice(-n) };
 }

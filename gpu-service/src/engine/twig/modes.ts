@@ -1,0 +1,41 @@
+/**
+ * What each decoding mode does, in two independent choices:
+ *  - pruning: whose scores pick the R visual tokens that layers K+1..K_f keep
+ *    (after K_f none, FinalWipe): the twig's last-layer attention (TTP), base
+ *    layer K's attention (FastV), a seeded draw (random floor), the vision
+ *    tower's CLS attention in its feature layer (VisionZip), or no pruning;
+ *  - speculative: whether the twig drafts and the full model verifies (SSD).
+ *
+ * | mode      | pruning   | speculative |
+ * |-----------|-----------|-------------|
+ * | twig      | twig      | yes         |
+ * | ttp-only  | twig      | no          |
+ * | ssd-only  | none      | yes         |
+ * | base      | none      | no          |
+ * | fastv     | fastv     | no          |
+ * | random    | random    | no          |
+ * | visionzip | visionzip | no          |
+ */
+import type { Mode } from "../types.js";
+
+export type Pruning = "twig" | "fastv" | "random" | "visionzip" | "none";
+
+export interface ModePlan {
+  pruning: Pruning;
+  speculative: boolean;
+}
+
+export const MODE_PLANS: Record<Mode, ModePlan> = {
+  twig: { pruning: "twig", speculative: true },
+  "ttp-only": { pruning: "twig", speculative: false },
+  "ssd-only": { pruning: "none", speculative: true },
+  base: { pruning: "none", speculative: false },
+  fastv: { pruning: "fastv", speculative: false },
+  random: { pruning: "random", speculative: false },
+  visionzip: { pruning: "visionzip", speculative: false },
+};
+
+/** Whether the mode runs the twig at all (to score the visual tokens, or to draft). */
+export function usesTwig(plan: ModePlan): boolean {
+  return plan.pruning === "twig" || plan.speculative;
+}
