@@ -8,8 +8,9 @@ export interface SessionOptions {
   threads?: number;
 }
 
-export function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(bytes, {
+/** A session from model bytes, or from a model file (whose external data files sit beside it). */
+export function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  const options: ort.InferenceSession.SessionOptions = {
     executionProviders: [opts.provider ?? "cpu"],
     intraOpNumThreads: opts.threads ?? 0,
     interOpNumThreads: 1,
@@ -17,7 +18,10 @@ export function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Pro
     // A model is several sessions (segments) that run one after another on few cores:
     // spinning thread pools would steal the cores from the session that is running.
     extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-  });
+  };
+  return typeof model === "string"
+    ? ort.InferenceSession.create(model, options)
+    : ort.InferenceSession.create(model, options);
 }
 
 export { ort };
