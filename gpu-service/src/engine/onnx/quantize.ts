@@ -6,7 +6,8 @@
  * K in) is cut along K into blocks of `block` values. Each block b of row n has
  * one float scale d = m / -8, where m is the block's value of largest magnitude
  * (sign kept), and codes q = clamp(round(w / d) + 8, 0, 15), so w ≈ (q - 8) * d
- * and m itself is exact (q = 0). Codes are packed two per byte, the even k in
+ * and m itself is exact (q = 0); values of the other sign beyond 7|d| clip to code 15
+ * (error at most |d|, elsewhere at most |d| / 2). Codes are packed two per byte, the even k in
  * the low nibble: B is uint8 [N, ceil(K / block), block / 2], scales are
  * [N * ceil(K / block)]. A K that is not a multiple of the block is padded with
  * code 8 (zero).
@@ -50,7 +51,7 @@ export function quantizeInt4(w: Float32Array, n: number, k: number, block = INT4
       const end = Math.min(start + block, k);
       let m = 0;
       for (let i = start; i < end; i++) if (Math.abs(w[row + i]) > Math.abs(m)) m = w[row + i];
-      const d = m / -8;
+      const d = m === 0 ? 0 : m / -8;
       scales[r * nb + b] = d;
       const inv = d === 0 ? 0 : 1 / d;
       codes.fill(8);
