@@ -75,7 +75,10 @@ describe("decoder segment (ONNX) vs reference", () => {
       const [a, b] = [await contrib.run(hidden, positions, cc), await plain.run(hidden, positions, pc)];
       expect(maxRelError(b.hidden, a.hidden)).toBeLessThan(1e-5);
       expect(maxRelError(b.attentionProbs as Float32Array, a.attentionProbs as Float32Array)).toBeLessThan(1e-5);
-      cc.forEach((c, i) => expect(maxRelError(pc[i].key, c.key)).toBeLessThan(1e-5));
+      for (const [i, c] of cc.entries()) {
+        expect(maxRelError(pc[i].key, c.key)).toBeLessThan(1e-5);
+        expect(maxRelError(pc[i].value, c.value)).toBeLessThan(1e-5);
+      }
     }
     await Promise.all([contrib.release(), plain.release()]);
   });
