@@ -3,6 +3,7 @@
  * Every variable is listed, with its default, in the README.
  */
 import { resolve } from "node:path";
+import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -16,6 +17,10 @@ export interface ServiceConfig {
   workersPerModel: number;
   /** ONNX Runtime intra-op threads per worker; 0 lets it choose. */
   engineThreads: number;
+  /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
+  precision: Precision;
+  /** Where decoder graphs too large for one protobuf message are cached as external data. */
+  graphCacheDir?: string;
   /** Requests that may wait per model before RESOURCE_EXHAUSTED. */
   maxQueue: number;
   /** On SIGTERM, how long in-flight streams may run before the process exits. */
@@ -36,6 +41,14 @@ function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): num
   return value;
 }
 
+function precisionFromEnv(env: NodeJS.ProcessEnv): Precision {
+  const raw = env.TWIG_PRECISION || "fp32";
+  if (!PRECISIONS.includes(raw as Precision)) {
+    throw new Error(`TWIG_PRECISION must be one of ${PRECISIONS.join(", ")}, got "${raw}"`);
+  }
+  return raw as Precision;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
   return {
     host: env.TWIG_GPU_HOST || "127.0.0.1",
@@ -44,6 +57,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
+    precision: precisionFromEnv(env),
+    graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
     serviceToken: env.TWIG_SERVICE_TOKEN || undefined,

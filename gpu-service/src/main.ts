@@ -104,7 +104,12 @@ for (const m of served) {
     const t0 = performance.now();
     const engines = await Promise.all(
       Array.from({ length: config.workersPerModel }, () =>
-        WorkerEngine.start(m.entry.dir, { threads: config.engineThreads, name: m.entry.name }),
+        WorkerEngine.start(m.entry.dir, {
+          threads: config.engineThreads,
+          name: m.entry.name,
+          precision: config.precision,
+          graphCacheDir: config.graphCacheDir,
+        }),
       ),
     );
     await Promise.all(engines.map(warmUp));

@@ -2,7 +2,7 @@
  * The TwigServe command line (`npm run twig -- <command>`):
  *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random]
  *            [--twig DIR] [--retain R-BAR] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
- *            [--stop TEXT]... [--trace FILE]
+ *            [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -10,6 +10,7 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
+import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
 import type { Mode } from "../engine/types.js";
 
@@ -38,6 +39,7 @@ async function generate(argv: string[]): Promise<void> {
       stop: { type: "string", multiple: true },
       trace: { type: "string" },
       threads: { type: "string", default: "0" },
+      precision: { type: "string", default: "fp32" },
     },
   });
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
@@ -58,9 +60,12 @@ async function generate(argv: string[]): Promise<void> {
     if (!Number.isFinite(n)) fail(`--${name} must be a number, got "${v}"`);
     return n;
   };
+  const precision = values.precision as Precision;
+  if (!PRECISIONS.includes(precision)) fail(`unknown --precision ${values.precision}; one of ${PRECISIONS.join(", ")}`);
   const engine = await LocalEngine.load(modelDir, {
     twigDir: values.twig ? resolve(values.twig) : undefined,
     threads: num("threads", values.threads),
+    precision,
   });
   let text = "";
   try {
@@ -159,5 +164,5 @@ if (command === "generate") await generate(rest);
 else if (command === "make-tiny") makeTiny(rest);
 else
   fail(
-    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
+    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
   );

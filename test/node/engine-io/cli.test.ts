@@ -95,4 +95,13 @@ describe("npm run twig -- generate", () => {
     expect(err.code).toBe(2);
     expect(err.stderr).toMatch(/twig: the image is not a PNG, JPEG or WebP file/);
   });
+
+  it("runs int4 weights with --precision and refuses an unknown precision", async () => {
+    const args = ["generate", "--model", join(dir, "tiny"), "--image", join(dir, "a.png"), "--prompt", "describe"];
+    const { stdout } = await cli(...args, "--mode", "base", "--max-tokens", "4", "--precision", "int4");
+    expect(stdout).toMatch(/\[base\] \d+ tokens/);
+    const err = await cli(...args, "--precision", "int8").catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/unknown --precision int8; one of fp32, fp16, int4/);
+  });
 });
