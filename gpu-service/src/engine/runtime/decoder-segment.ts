@@ -95,6 +95,11 @@ export class DecoderSegment {
     };
   }
 
+  /** Writes ONNX Runtime's profile (only for segments created with `profileFilePrefix`). */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   release(): Promise<void> {
     return this.session.release();
   }

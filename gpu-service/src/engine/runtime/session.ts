@@ -6,6 +6,8 @@ export interface SessionOptions {
   provider?: ExecutionProvider;
   /** Intra-op threads; 0 lets ONNX Runtime choose. */
   threads?: number;
+  /** When set, ONNX Runtime profiles every node and writes `<prefix>_<time>.json` on endProfiling (benchmarks). */
+  profileFilePrefix?: string;
 }
 
 /** A session from model bytes, or from a model file (whose external data files sit beside it). */
@@ -15,6 +17,7 @@ export function createSession(model: Uint8Array | string, opts: SessionOptions =
     intraOpNumThreads: opts.threads ?? 0,
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
+    ...(opts.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profileFilePrefix } : {}),
     // A model is several sessions (segments) that run one after another on few cores:
     // spinning thread pools would steal the cores from the session that is running.
     extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
