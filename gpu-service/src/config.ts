@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
+import type { ExecutionProvider } from "./engine/types.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -17,6 +18,8 @@ export interface ServiceConfig {
   workersPerModel: number;
   /** ONNX Runtime intra-op threads per worker; 0 lets it choose. */
   engineThreads: number;
+  /** ONNX Runtime execution provider: cpu (default) or cuda (GPU hosts). */
+  provider: ExecutionProvider;
   /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
   precision: Precision;
   /** Where decoder graphs too large for one protobuf message are cached as external data. */
@@ -41,12 +44,10 @@ function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): num
   return value;
 }
 
-function precisionFromEnv(env: NodeJS.ProcessEnv): Precision {
-  const raw = env.TWIG_PRECISION || "fp32";
-  if (!PRECISIONS.includes(raw as Precision)) {
-    throw new Error(`TWIG_PRECISION must be one of ${PRECISIONS.join(", ")}, got "${raw}"`);
-  }
-  return raw as Precision;
+function choiceFromEnv<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[]): T {
+  const raw = env[name] || choices[0];
+  if (!choices.includes(raw as T)) throw new Error(`${name} must be one of ${choices.join(", ")}, got "${raw}"`);
+  return raw as T;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
@@ -57,7 +58,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
-    precision: precisionFromEnv(env),
+    provider: choiceFromEnv<ExecutionProvider>(env, "TWIG_EXECUTION_PROVIDER", ["cpu", "cuda"]),
+    precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
     graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),

@@ -108,6 +108,7 @@ for (const m of served) {
           threads: config.engineThreads,
           name: m.entry.name,
           precision: config.precision,
+          provider: config.provider,
           graphCacheDir: config.graphCacheDir,
         }),
       ),

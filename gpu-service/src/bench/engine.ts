@@ -85,6 +85,8 @@ interface PrecisionResult {
   precision: Precision;
   prefillMs: number;
   decodeMs: number;
+  /** CPU time of the process per decode step (all threads): less sensitive than wall time to other load on the machine. */
+  decodeCpuMs: number;
   verifyMs: number[];
   weightBytes: number;
   /** Mean ms per decode step by operator type, from ONNX Runtime's profile. */
@@ -120,26 +122,31 @@ async function benchPrecision(
 
   const prefillTimes: number[] = [];
   let caches = segment.newCaches();
-  for (let r = 0; r < Math.max(2, Math.floor(args.reps / 3)); r++) {
+  for (let r = 0; r < Math.max(1, Math.floor(args.reps / 5)); r++) {
     caches = segment.newCaches();
     const h = hiddenFor(args.context);
     const t = performance.now();
     await segment.run(h, positions(0, args.context), caches);
     prefillTimes.push(performance.now() - t);
   }
+  const cpuTimes: number[] = [];
   const stepTimes = async (n: number, reps = args.reps) => {
     const times: number[] = [];
     for (let r = 0; r < reps; r++) {
       const h = hiddenFor(n);
+      const cpu = process.cpuUsage();
       const t = performance.now();
       await segment.run(h, positions(args.context, n), caches);
       times.push(performance.now() - t);
+      const used = process.cpuUsage(cpu);
+      if (n === 1) cpuTimes.push((used.user + used.system) / 1000);
       for (const c of caches) c.truncate(args.context);
     }
     return times;
   };
   const stepTime = async (n: number) => median(await stepTimes(n));
   await stepTimes(1, 2); // warm
+  cpuTimes.length = 0;
   const decodeMs = await stepTime(1);
   const verifyMs: number[] = [];
   for (const n of VERIFY) verifyMs.push(await stepTime(n));
@@ -152,6 +159,7 @@ async function benchPrecision(
     precision,
     prefillMs: median(prefillTimes),
     decodeMs,
+    decodeCpuMs: median(cpuTimes),
     verifyMs,
     weightBytes: weightBytes(cfg, precision),
     ops,
@@ -221,6 +229,7 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   console.log(
     `\n  bandwidth measured: copy ${(bw.copy / 1e9).toFixed(2)} GB/s (one thread, read + write), ONNX Runtime sum ${(bw.read / 1e9).toFixed(2)} GB/s (reads); floor uses ${(bandwidth / 1e9).toFixed(2)} GB/s`,
   );
+  const threads = args.threads || 2;
   const floor = (r: PrecisionResult) => ((r.weightBytes + kvBytes) / bandwidth) * 1000;
   const cols = (f: (r: PrecisionResult) => string) => results.map(f);
   printTable(
@@ -232,6 +241,8 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
       ["KV read per step (MB)", ...cols(() => (kvBytes / 1e6).toFixed(0))],
       ["bandwidth floor (ms)", ...cols((r) => floor(r).toFixed(1))],
       ["decode / floor", ...cols((r) => (r.decodeMs / floor(r)).toFixed(2))],
+      [`decode CPU time / ${threads} threads (ms)`, ...cols((r) => (r.decodeCpuMs / threads).toFixed(1))],
+      ["  the same / floor", ...cols((r) => (r.decodeCpuMs / threads / floor(r)).toFixed(2))],
       ...VERIFY.map((n, i) => [
         `verify ${n} tokens / 1 token`,
         ...cols((r) => (r.verifyMs[i] / r.decodeMs).toFixed(2)),

@@ -2,7 +2,7 @@
  * The TwigServe command line (`npm run twig -- <command>`):
  *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random]
  *            [--twig DIR] [--retain R-BAR] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
- *            [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
+ *            [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -12,7 +12,7 @@ import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
-import type { Mode } from "../engine/types.js";
+import type { ExecutionProvider, Mode } from "../engine/types.js";
 
 const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const repoRoot = resolve(dirname(new URL(import.meta.url).pathname), "../../..");
@@ -40,6 +40,7 @@ async function generate(argv: string[]): Promise<void> {
       trace: { type: "string" },
       threads: { type: "string", default: "0" },
       precision: { type: "string", default: "fp32" },
+      provider: { type: "string", default: "cpu" },
     },
   });
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
@@ -62,7 +63,10 @@ async function generate(argv: string[]): Promise<void> {
   };
   const precision = values.precision as Precision;
   if (!PRECISIONS.includes(precision)) fail(`unknown --precision ${values.precision}; one of ${PRECISIONS.join(", ")}`);
+  const provider = values.provider as ExecutionProvider;
+  if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${values.provider}; one of cpu, cuda`);
   const engine = await LocalEngine.load(modelDir, {
+    provider,
     twigDir: values.twig ? resolve(values.twig) : undefined,
     threads: num("threads", values.threads),
     precision,
@@ -164,5 +168,5 @@ if (command === "generate") await generate(rest);
 else if (command === "make-tiny") makeTiny(rest);
 else
   fail(
-    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
+    `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]\n       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`,
   );
