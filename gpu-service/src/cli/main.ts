@@ -70,7 +70,7 @@ async function generate(argv: string[]): Promise<void> {
     twigDir: values.twig ? resolve(values.twig) : undefined,
     threads: num("threads", values.threads),
     precision,
-  });
+  }).catch((err: Error) => fail(`cannot load ${modelDir}: ${err.message}`));
   let text = "";
   try {
     await engine.generate(

@@ -22,9 +22,18 @@ export function createSession(model: Uint8Array | string, opts: SessionOptions =
     // spinning thread pools would steal the cores from the session that is running.
     extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
   };
-  return typeof model === "string"
-    ? ort.InferenceSession.create(model, options)
-    : ort.InferenceSession.create(model, options);
+  const session =
+    typeof model === "string"
+      ? ort.InferenceSession.create(model, options)
+      : ort.InferenceSession.create(model, options);
+  return session.catch((err: Error) => {
+    if (opts.provider === "cuda" && /cuda|shared librar/i.test(err.message)) {
+      throw new Error(
+        `the CUDA execution provider is not available (${err.message}); install onnxruntime-node's CUDA binaries on a GPU host with ONNXRUNTIME_NODE_INSTALL=cuda12 npm install`,
+      );
+    }
+    throw err;
+  });
 }
 
 export { ort };
