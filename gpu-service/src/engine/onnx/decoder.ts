@@ -4,10 +4,8 @@
  * Inputs:  hidden [1, S, H] (the residual stream entering layer a), position_ids
  *          int64 [1, S] (explicit: pruned tokens keep their original positions),
  *          seqlens_k int32 [1] (= past + S - 1) and total_sequence_length int32 []
- *          (= past + S), and past_key_i / past_value_i [1, kvHeads, past, hd] per layer
- *          (with kvOutput "new": [1, kvHeads, capacity, hd], of which the first past rows count).
- * Outputs: hidden_out [1, S, H], present_key_i / present_value_i [1, kvHeads, past+S, hd]
- *          (with kvOutput "new": new_key_i / new_value_i [1, S, kvHeads*hd] instead),
+ *          (= past + S), and past_key_i / past_value_i [1, kvHeads, past, hd] per layer.
+ * Outputs: hidden_out [1, S, H], present_key_i / present_value_i [1, kvHeads, past+S, hd],
  *          and, when asked, attn_probs [1, heads, S, past+S] of one layer (for TTP).
  *
  * All layers of a segment hold the same tokens, so one past length serves them all;
