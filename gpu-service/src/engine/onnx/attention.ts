@@ -9,11 +9,8 @@
  *   lets new token i (cache index P + i) see cache indices 0..P+i; softmax; probs v.
  *
  * Both take q [1, S, heads*hd], k and v [1, S, kvHeads*hd] and past [1, kvHeads, P, hd],
- * and give out [1, S, heads*hd], present [1, kvHeads, P+S, hd] (contrib: also the new
- * tokens' rotated keys and values [1, S, kvHeads*hd]) and, if asked, the attention probabilities
- * [1, heads, S, P+S]. The contrib path also takes a past buffer longer than P (a cache
- * with spare capacity): GroupQueryAttention reads only the first total - S rows of each
- * head, so the cache need not be cut to size or sent back whole every step.
+ * and give out [1, S, heads*hd], present [1, kvHeads, P+S, hd] and, if asked, the
+ * attention probabilities [1, heads, S, P+S].
  */
 import { float, type GraphBuilder } from "./graph.js";
 import { rotary } from "./layers.js";
@@ -31,9 +28,6 @@ export interface AttentionResult {
   out: string;
   presentKey: string;
   presentValue: string;
-  /** The new tokens' keys (rotary applied) and values, [1, S, kvHeads*hd] (contrib path). */
-  newKey?: string;
-  newValue?: string;
   probs?: string;
 }
 
@@ -116,14 +110,7 @@ function contribAttention(
     },
     { domain: "com.microsoft", outputs: wantProbs ? 4 : 3 },
   );
-  return {
-    out: outs[0],
-    presentKey: outs[1],
-    presentValue: outs[2],
-    newKey: kr,
-    newValue: v,
-    probs: wantProbs ? outs[3] : undefined,
-  };
+  return { out: outs[0], presentKey: outs[1], presentValue: outs[2], probs: wantProbs ? outs[3] : undefined };
 }
 
 /** [1, S, n*hd] → [1, n, S, hd] */

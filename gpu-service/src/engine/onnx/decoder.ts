@@ -38,13 +38,6 @@ export interface DecoderGraphOptions {
   attention?: AttentionImpl;
   /** q/k/v and gate/up as one MatMul each (default true). */
   fuseProjections?: boolean;
-  /**
-   * What the graph returns of the KV caches: `present` (default) the whole caches
-   * [1, kvHeads, P+S, hd]; `new` only the new tokens' keys and values [1, S, kvHeads*hd]
-   * as new_key_i / new_value_i, the caller appending them to caches it keeps (contrib
-   * attention only: then past may carry spare capacity beyond P).
-   */
-  kvOutput?: "present" | "new";
 }
 
 export interface DecoderSegmentSpec extends DecoderGraphOptions {
@@ -69,7 +62,6 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const format = weightFormat(spec);
   const fuse = spec.fuseProjections ?? true;
   const impl = spec.attention ?? "contrib";
-  if (spec.kvOutput === "new" && impl !== "contrib") throw new RangeError('kvOutput "new" needs contrib attention');
   const eps = config.rmsNormEps;
   const hd = config.hiddenSize / config.numHeads;
   let h = g.input("hidden", "float32", [1, "S", config.hiddenSize]);
@@ -101,13 +93,8 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       : [linear(g, x, w.q, "q", format), linear(g, x, w.k, "k", format), linear(g, x, w.v, "v", format)];
     const wantProbs = spec.attentionProbsLayer === i;
     const att = attention(g, ctx, q, k, v, past[i].key, past[i].value, wantProbs);
-    if (spec.kvOutput === "new" && att.newKey && att.newValue) {
-      g.output(att.newKey, `new_key_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
-      g.output(att.newValue, `new_value_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
-    } else {
-      g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
-      g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
-    }
+    g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+    g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
     if (att.probs) g.output(att.probs, "attn_probs", "float32", [1, config.numHeads, "S", "T"]);
     const o = linear(g, att.out, w.o, "o", format);
     let m: string;

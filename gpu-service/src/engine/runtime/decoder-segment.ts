@@ -42,7 +42,6 @@ export class DecoderSegment {
     readonly config: TextConfig,
     readonly numLayers: number,
     readonly hasAttentionProbs: boolean,
-    private readonly kvOutput: "present" | "new" = "present",
   ) {}
 
   static async create(
@@ -80,18 +79,15 @@ export class DecoderSegment {
       seqlens_k: new ort.Tensor("int32", Int32Array.of(past + s - 1), [1]),
       total_sequence_length: new ort.Tensor("int32", Int32Array.of(past + s), []),
     };
-    const whole = this.kvOutput === "new";
     caches.forEach((c, i) => {
       if (c.length !== past)
         throw new RangeError(`layer caches of one segment differ in length (${c.length} vs ${past})`);
-      const rows = whole ? c.capacity : past;
-      feeds[`past_key_${i}`] = new ort.Tensor("float32", whole ? c.keyBuffer : c.key, [1, numKvHeads, rows, hd]);
-      feeds[`past_value_${i}`] = new ort.Tensor("float32", whole ? c.valueBuffer : c.value, [1, numKvHeads, rows, hd]);
+      feeds[`past_key_${i}`] = new ort.Tensor("float32", c.key, [1, numKvHeads, past, hd]);
+      feeds[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, numKvHeads, past, hd]);
     });
     const out = await this.session.run(feeds);
     caches.forEach((c, i) => {
-      if (whole) c.append(out[`new_key_${i}`].data as Float32Array, out[`new_value_${i}`].data as Float32Array, s);
-      else c.set(out[`present_key_${i}`].data as Float32Array, out[`present_value_${i}`].data as Float32Array);
+      c.set(out[`present_key_${i}`].data as Float32Array, out[`present_value_${i}`].data as Float32Array);
     });
     return {
       hidden: out.hidden_out.data as Float32Array,
