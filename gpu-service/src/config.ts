@@ -4,6 +4,8 @@
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
+import type { ExecutionProvider } from "./engine/types.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -17,6 +19,12 @@ export interface ServiceConfig {
   workersPerModel: number;
   /** ONNX Runtime intra-op threads per worker; 0 lets it choose. */
   engineThreads: number;
+  /** ONNX Runtime execution provider: cpu (default) or cuda (GPU hosts). */
+  provider: ExecutionProvider;
+  /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
+  precision: Precision;
+  /** Where decoder graphs too large for one protobuf message are cached as external data. */
+  graphCacheDir?: string;
   /** Requests that may wait per model before RESOURCE_EXHAUSTED. */
   maxQueue: number;
   /** On SIGTERM, how long in-flight streams may run before the process exits. */
@@ -63,6 +71,12 @@ function logLevel(raw: string): string {
   return raw;
 }
 
+function choiceFromEnv<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[]): T {
+  const raw = env[name] || choices[0];
+  if (!choices.includes(raw as T)) throw new Error(`${name} must be one of ${choices.join(", ")}, got "${raw}"`);
+  return raw as T;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
   return {
     host: env.TWIG_GPU_HOST || "127.0.0.1",
@@ -71,6 +85,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
+    provider: choiceFromEnv<ExecutionProvider>(env, "TWIG_EXECUTION_PROVIDER", ["cpu", "cuda"]),
+    precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
+    graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
     serviceToken: env.TWIG_SERVICE_TOKEN || undefined,

@@ -119,7 +119,14 @@ for (const m of served) {
     const t0 = performance.now();
     const engines = await Promise.all(
       Array.from({ length: config.workersPerModel }, () =>
-        WorkerEngine.start(m.entry.dir, { threads: config.engineThreads, name: m.entry.name, imageLimits }),
+        WorkerEngine.start(m.entry.dir, {
+          threads: config.engineThreads,
+          name: m.entry.name,
+          imageLimits,
+          precision: config.precision,
+          provider: config.provider,
+          graphCacheDir: config.graphCacheDir,
+        }),
       ),
     );
     await Promise.all(engines.map(warmUp));

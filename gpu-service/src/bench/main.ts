@@ -1,5 +1,7 @@
 /** `npm run bench -- <name> [--key value]...`: benchmarks that print tables. */
 import { parseArgs } from "node:util";
+import { ATTENTION_IMPLS, type AttentionImpl } from "../engine/onnx/attention.js";
+import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { benchEngine } from "./engine.js";
 import { benchService } from "./service.js";
 import { benchTwig } from "./twig.js";
@@ -8,8 +10,10 @@ const [name, ...rest] = process.argv.slice(2);
 const { values } = parseArgs({
   args: rest,
   options: {
-    hidden: { type: "string", default: "1024" },
-    layers: { type: "string", default: "8" },
+    hidden: { type: "string", default: "2048" },
+    layers: { type: "string", default: "16" },
+    precision: { type: "string", default: "fp32,int4" },
+    attention: { type: "string", default: "contrib" },
     context: { type: "string", default: "600" },
     threads: { type: "string", default: "2" },
     reps: { type: "string", default: "9" },
@@ -24,7 +28,17 @@ const { values } = parseArgs({
   },
 });
 if (name === "engine") {
+  const precisions = (values.precision ?? "").split(",") as Precision[];
+  const attention = values.attention as AttentionImpl;
+  if (!precisions.every((p) => PRECISIONS.includes(p)) || !ATTENTION_IMPLS.includes(attention)) {
+    console.error(
+      `--precision takes ${PRECISIONS.join(", ")} (comma-separated); --attention ${ATTENTION_IMPLS.join(" or ")}`,
+    );
+    process.exit(2);
+  }
   await benchEngine({
+    precisions,
+    attention,
     hidden: Number(values.hidden),
     layers: Number(values.layers),
     context: Number(values.context),
@@ -52,7 +66,7 @@ if (name === "engine") {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 1024] [--layers 8] [--context 600] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib|plain] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

@@ -2,7 +2,7 @@
  * The TwigServe command line (`npm run twig -- <command>`):
  *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random|visionzip]
  *            [--twig DIR (default: the model's own twig/)] [--retain R-BAR] [--max-tokens N] [--temperature T]
- *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE]
+ *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
  * Each command is a function in COMMANDS at the end of this file.
  */
@@ -11,8 +11,9 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
+import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
-import type { Mode } from "../engine/types.js";
+import type { ExecutionProvider, Mode } from "../engine/types.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
 
@@ -41,6 +42,8 @@ async function generate(argv: string[]): Promise<void> {
       stop: { type: "string", multiple: true },
       trace: { type: "string" },
       threads: { type: "string", default: "0" },
+      precision: { type: "string", default: "fp32" },
+      provider: { type: "string", default: "cpu" },
     },
   });
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
@@ -61,10 +64,16 @@ async function generate(argv: string[]): Promise<void> {
     if (!Number.isFinite(n)) fail(`--${name} must be a number, got "${v}"`);
     return n;
   };
+  const precision = values.precision as Precision;
+  if (!PRECISIONS.includes(precision)) fail(`unknown --precision ${values.precision}; one of ${PRECISIONS.join(", ")}`);
+  const provider = values.provider as ExecutionProvider;
+  if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${values.provider}; one of cpu, cuda`);
   const engine = await LocalEngine.load(modelDir, {
+    provider,
     twigDir: values.twig ? resolve(values.twig) : undefined,
     threads: num("threads", values.threads),
-  });
+    precision,
+  }).catch((err: Error) => fail(`cannot load ${modelDir}: ${err.message}`));
   let text = "";
   try {
     await engine.generate(
@@ -158,7 +167,7 @@ function makeTiny(argv: string[]): void {
   );
 }
 
-const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE]
+const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]
        npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`;
 
 /** Command name → its function (argv after the name). */

@@ -161,4 +161,23 @@ describe("npm run twig -- generate", () => {
     expect(err.code).toBe(2);
     expect(err.stderr).toMatch(/usage: npm run twig -- generate/);
   });
+
+  it("runs int4 weights with --precision and refuses an unknown precision", async () => {
+    const args = ["generate", "--model", join(dir, "tiny"), "--image", join(dir, "a.png"), "--prompt", "describe"];
+    const { stdout } = await cli(...args, "--mode", "base", "--max-tokens", "4", "--precision", "int4");
+    expect(stdout).toMatch(/\[base\] \d+ tokens/);
+    const err = await cli(...args, "--precision", "int8").catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/unknown --precision int8; one of fp32, fp16, int4/);
+  });
+
+  it("says how to install CUDA when --provider cuda has no CUDA binaries (or runs, where they exist)", async () => {
+    const args = ["generate", "--model", join(dir, "tiny"), "--image", join(dir, "a.png"), "--prompt", "describe"];
+    const result = await cli(...args, "--mode", "base", "--max-tokens", "2", "--provider", "cuda").catch((e) => e);
+    if (result.code === undefined) expect(result.stdout).toMatch(/\[base\] \d+ tokens/);
+    else {
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/CUDA execution provider is not available.*ONNXRUNTIME_NODE_INSTALL=cuda12/);
+    }
+  });
 });

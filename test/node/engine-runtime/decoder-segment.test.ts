@@ -1,12 +1,15 @@
 /**
- * The ONNX decoder segment (contrib ops: RotaryEmbedding + GroupQueryAttention)
- * against the float64 reference: prefill at non-contiguous positions (as after
- * pruning), a multi-token step, rollback, and another multi-token step.
+ * The ONNX decoder segment against the float64 reference: prefill at non-contiguous
+ * positions (as after pruning), a multi-token step, rollback, and another multi-token
+ * step; for the contrib attention path (RotaryEmbedding + GroupQueryAttention, fused
+ * projections and SkipSimplifiedLayerNormalization), the same without fused projections,
+ * and the plain-ops path (MatMul/Softmax with an explicit mask, Gather rotary); and the
+ * two paths against each other.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { decoderLayersRef, type RefLayerCache } from "../../../gpu-service/src/engine/reference/llama.js";
-import { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
+import { DecoderSegment, type SegmentOptions } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { randomDecoderLayers, randomTensor, tinyTextConfig } from "../../support/random-weights.js";
 import { maxRelError } from "../../support/tolerance.js";
 
@@ -18,8 +21,15 @@ describe("decoder segment (ONNX) vs reference", () => {
   const rng = new Rng(42);
   const layers = randomDecoderLayers(rng, config);
 
-  it("matches on prefill, a multi-token step, and a step after rollback, with attention probabilities", async () => {
-    const segment = await DecoderSegment.create(config, layers, { attentionProbsLayer: 2, threads: 1 });
+  const variants: [string, SegmentOptions][] = [
+    ["contrib", { attention: "contrib" }],
+    ["contrib, unfused projections", { attention: "contrib", fuseProjections: false }],
+    ["plain", { attention: "plain" }],
+  ];
+  it.each(
+    variants,
+  )("%s: matches on prefill, a multi-token step, and a step after rollback, with attention probabilities", async (_, variant) => {
+    const segment = await DecoderSegment.create(config, layers, { ...variant, attentionProbsLayer: 2, threads: 1 });
     const caches = segment.newCaches();
     const refCaches: RefLayerCache[] = layers.map(() => ({ keys: [], values: [] }));
     const H = config.hiddenSize;
@@ -50,5 +60,26 @@ describe("decoder segment (ONNX) vs reference", () => {
       expect(caches.every((c) => c.length === refCaches[0].keys.length)).toBe(true);
     }
     await segment.release();
+  });
+
+  it("contrib and plain attention agree with each other step by step", async () => {
+    const [contrib, plain] = await Promise.all(
+      (["contrib", "plain"] as const).map((attention) =>
+        DecoderSegment.create(config, layers, { attention, attentionProbsLayer: 1, threads: 1 }),
+      ),
+    );
+    const [cc, pc] = [contrib.newCaches(), plain.newCaches()];
+    const r = new Rng(7);
+    for (const positions of [[0, 1, 4, 6, 7], [8], [9, 10, 11, 12]]) {
+      const hidden = randomTensor(r, [positions.length, config.hiddenSize], 1).data;
+      const [a, b] = [await contrib.run(hidden, positions, cc), await plain.run(hidden, positions, pc)];
+      expect(maxRelError(b.hidden, a.hidden)).toBeLessThan(1e-5);
+      expect(maxRelError(b.attentionProbs as Float32Array, a.attentionProbs as Float32Array)).toBeLessThan(1e-5);
+      for (const [i, c] of cc.entries()) {
+        expect(maxRelError(pc[i].key, c.key)).toBeLessThan(1e-5);
+        expect(maxRelError(pc[i].value, c.value)).toBeLessThan(1e-5);
+      }
+    }
+    await Promise.all([contrib.release(), plain.release()]);
   });
 });

@@ -10,14 +10,37 @@
  *
  * All layers of a segment hold the same tokens, so one past length serves them all;
  * layers that hold different tokens (TTP's three layouts) are different segments.
- * Attention: com.microsoft RotaryEmbedding on q and k at the explicit positions,
- * then GroupQueryAttention with do_rotary=0 (causal over past + new tokens).
+ * Attention is onnx/attention.ts's `contrib` path (RotaryEmbedding + GroupQueryAttention)
+ * or its `plain` path (standard ops, kept for checking). The contrib path also fuses each
+ * residual add with the next RMSNorm (SkipSimplifiedLayerNormalization); q/k/v and gate/up
+ * are one matrix product each unless `fuseProjections` is false. Linear weights are fp32,
+ * fp16 or int4 (onnx/layers.ts).
  */
 import type { DecoderLayerWeights, TextConfig } from "../types.js";
-import { float, GraphBuilder } from "./graph.js";
-import { linear, rmsNorm, rotary, rotaryCaches, swiglu } from "./layers.js";
+import { type AttentionContext, type AttentionImpl, attention, plainContext } from "./attention.js";
+import { GraphBuilder } from "./graph.js";
+import {
+  fusedLinear,
+  linear,
+  type Precision,
+  rmsNorm,
+  rotaryCaches,
+  skipRmsNorm,
+  swiglu,
+  type WeightFormat,
+} from "./layers.js";
 
-export interface DecoderSegmentSpec {
+/** How a decoder graph is built (all optional; the defaults are the fast path in fp32). */
+export interface DecoderGraphOptions {
+  precision?: Precision;
+  /** MatMulNBits accuracy_level for int4 (default 4). */
+  int4AccuracyLevel?: number;
+  attention?: AttentionImpl;
+  /** q/k/v and gate/up as one MatMul each (default true). */
+  fuseProjections?: boolean;
+}
+
+export interface DecoderSegmentSpec extends DecoderGraphOptions {
   config: TextConfig;
   layers: DecoderLayerWeights[];
   /** Index (within `layers`) whose attention probabilities are output as attn_probs. */
@@ -25,9 +48,21 @@ export interface DecoderSegmentSpec {
   name?: string;
 }
 
+export function weightFormat(o: DecoderGraphOptions): WeightFormat {
+  return { precision: o.precision ?? "fp32", int4AccuracyLevel: o.int4AccuracyLevel };
+}
+
 export function decoderSegmentGraph(spec: DecoderSegmentSpec): Uint8Array {
+  return decoderSegmentBuilder(spec).toBytes();
+}
+
+export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const { config, layers } = spec;
   const g = new GraphBuilder(spec.name ?? "decoder_segment");
+  const format = weightFormat(spec);
+  const fuse = spec.fuseProjections ?? true;
+  const impl = spec.attention ?? "contrib";
+  const eps = config.rmsNormEps;
   const hd = config.hiddenSize / config.numHeads;
   let h = g.input("hidden", "float32", [1, "S", config.hiddenSize]);
   const positions = g.input("position_ids", "int64", [1, "S"]);
@@ -36,36 +71,48 @@ export function decoderSegmentGraph(spec: DecoderSegmentSpec): Uint8Array {
   const caches = rotaryCaches(hd, config.maxPositionEmbeddings, config.ropeTheta);
   const cos = g.weight("rope_cos", [config.maxPositionEmbeddings, hd / 2], caches.cos);
   const sin = g.weight("rope_sin", [config.maxPositionEmbeddings, hd / 2], caches.sin);
+  const past = layers.map((_, i) => ({
+    key: g.input(`past_key_${i}`, "float32", [1, config.numKvHeads, "P", hd]),
+    value: g.input(`past_value_${i}`, "float32", [1, config.numKvHeads, "P", hd]),
+  }));
+  let ctx: AttentionContext = {
+    impl,
+    shape: { heads: config.numHeads, kvHeads: config.numKvHeads, headDim: hd },
+    positions,
+    seqlens,
+    total,
+    cos,
+    sin,
+  };
+  if (impl === "plain" && layers.length > 0) ctx = plainContext(g, ctx, h, past[0].key);
 
+  let x = layers.length > 0 ? rmsNorm(g, h, layers[0].inputNorm, eps) : h;
   layers.forEach((w, i) => {
-    const pastK = g.input(`past_key_${i}`, "float32", [1, config.numKvHeads, "P", hd]);
-    const pastV = g.input(`past_value_${i}`, "float32", [1, config.numKvHeads, "P", hd]);
-    const x = rmsNorm(g, h, w.inputNorm, config.rmsNormEps);
-    const q = rotary(g, linear(g, x, w.q, "q"), positions, cos, sin, config.numHeads);
-    const k = rotary(g, linear(g, x, w.k, "k"), positions, cos, sin, config.numKvHeads);
-    const v = linear(g, x, w.v, "v");
+    const [q, k, v] = fuse
+      ? fusedLinear(g, x, [w.q, w.k, w.v], "qkv", format)
+      : [linear(g, x, w.q, "q", format), linear(g, x, w.k, "k", format), linear(g, x, w.v, "v", format)];
     const wantProbs = spec.attentionProbsLayer === i;
-    const outs = g.op(
-      "GroupQueryAttention",
-      [q, k, v, pastK, pastV, seqlens, total],
-      {
-        num_heads: config.numHeads,
-        kv_num_heads: config.numKvHeads,
-        do_rotary: 0,
-        scale: float(1 / Math.sqrt(hd)),
-        ...(wantProbs ? { qk_output: 2 } : {}),
-      },
-      { domain: "com.microsoft", outputs: wantProbs ? 4 : 3 },
-    );
-    g.output(outs[1], `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
-    g.output(outs[2], `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
-    if (wantProbs) g.output(outs[3], "attn_probs", "float32", [1, config.numHeads, "S", "T"]);
-    [h] = g.op("Add", [h, linear(g, outs[0], w.o, "o")]);
-    const m = rmsNorm(g, h, w.postAttentionNorm, config.rmsNormEps);
-    [h] = g.op("Add", [h, swiglu(g, m, w.gate, w.up, w.down)]);
+    const att = attention(g, ctx, q, k, v, past[i].key, past[i].value, wantProbs);
+    g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+    g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+    if (att.probs) g.output(att.probs, "attn_probs", "float32", [1, config.numHeads, "S", "T"]);
+    const o = linear(g, att.out, w.o, "o", format);
+    let m: string;
+    if (impl === "contrib") ({ normed: m, sum: h } = skipRmsNorm(g, o, h, w.postAttentionNorm, eps));
+    else {
+      [h] = g.op("Add", [h, o]);
+      m = rmsNorm(g, h, w.postAttentionNorm, eps);
+    }
+    const mlp = swiglu(g, m, w.gate, w.up, w.down, format, fuse);
+    const next = layers[i + 1];
+    if (next && impl === "contrib") ({ normed: x, sum: h } = skipRmsNorm(g, mlp, h, next.inputNorm, eps));
+    else {
+      [h] = g.op("Add", [h, mlp]);
+      if (next) x = rmsNorm(g, h, next.inputNorm, eps);
+    }
   });
   g.output(h, "hidden_out", "float32", [1, "S", config.hiddenSize]);
-  return g.toBytes();
+  return g;
 }
 
 /** Final RMSNorm + LM head: hidden [1, S, H] → logits [1, S, V]. */
@@ -73,11 +120,21 @@ export function headGraph(
   config: TextConfig,
   norm: DecoderLayerWeights["inputNorm"],
   lmHead: { shape: number[]; data: Float32Array },
+  options: DecoderGraphOptions = {},
 ): Uint8Array {
+  return headBuilder(config, norm, lmHead, options).toBytes();
+}
+
+export function headBuilder(
+  config: TextConfig,
+  norm: DecoderLayerWeights["inputNorm"],
+  lmHead: { shape: number[]; data: Float32Array },
+  options: DecoderGraphOptions = {},
+): GraphBuilder {
   const g = new GraphBuilder("lm_head");
   const h = g.input("hidden", "float32", [1, "S", config.hiddenSize]);
   const x = rmsNorm(g, h, norm, config.rmsNormEps);
-  const logits = linear(g, x, { weight: { shape: lmHead.shape, data: lmHead.data } }, "lm_head");
+  const logits = linear(g, x, { weight: { shape: lmHead.shape, data: lmHead.data } }, "lm_head", weightFormat(options));
   g.output(logits, "logits", "float32", [1, "S", lmHead.shape[0]]);
-  return g.toBytes();
+  return g;
 }

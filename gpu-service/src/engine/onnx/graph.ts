@@ -9,6 +9,7 @@
  * g.output(g.op("Add", [x, x])[0], "y", "float32", [1, "n"]);
  * const session = await InferenceSession.create(g.toBytes());
  */
+import { closeSync, openSync, writeSync } from "node:fs";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type AttributeProto,
@@ -19,7 +20,9 @@ import {
   type NodeProto,
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
+  StringStringEntryProtoSchema,
   type TensorProto,
+  TensorProto_DataLocation,
   TensorProto_DataType,
   TensorProtoSchema,
   TensorShapeProto_DimensionSchema,
@@ -85,6 +88,10 @@ function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
       },
     }),
   });
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }
 
 export type WeightData = Float32Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array;
@@ -159,8 +166,59 @@ export class GraphBuilder {
     return outs;
   }
 
+  /** Bytes of all initializers (the weights). */
+  get weightBytes(): number {
+    return this.initializers.reduce((a, t) => a + t.rawData.byteLength, 0);
+  }
+
   toBytes(opset = 21): Uint8Array {
-    const model = create(ModelProtoSchema, {
+    return toBinary(ModelProtoSchema, this.model(this.initializers, opset));
+  }
+
+  /**
+   * Writes the model as `modelPath` plus one external data file `dataFile` beside it
+   * (protobuf cannot hold a message over 2 GB). Initializers of at least `minBytes`
+   * go to the data file, 64-byte aligned; smaller ones stay inline.
+   */
+  saveWithExternalData(modelPath: string, dataPath: string, dataFile: string, minBytes = 1024, opset = 21): void {
+    const fd = openSync(dataPath, "w");
+    let offset = 0;
+    try {
+      const tensors = this.initializers.map((t) => {
+        if (t.rawData.byteLength < minBytes) return t;
+        const pad = (64 - (offset % 64)) % 64;
+        if (pad) writeAll(fd, new Uint8Array(pad));
+        offset += pad;
+        writeAll(fd, t.rawData);
+        const entry = (key: string, value: string) => create(StringStringEntryProtoSchema, { key, value });
+        const external = create(TensorProtoSchema, {
+          name: t.name,
+          dims: t.dims,
+          dataType: t.dataType,
+          dataLocation: TensorProto_DataLocation.EXTERNAL,
+          externalData: [
+            entry("location", dataFile),
+            entry("offset", String(offset)),
+            entry("length", String(t.rawData.byteLength)),
+          ],
+        });
+        offset += t.rawData.byteLength;
+        return external;
+      });
+      const bytes = toBinary(ModelProtoSchema, this.model(tensors, opset));
+      const modelFd = openSync(modelPath, "w");
+      try {
+        writeAll(modelFd, bytes);
+      } finally {
+        closeSync(modelFd);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private model(initializers: TensorProto[], opset: number) {
+    return create(ModelProtoSchema, {
       irVersion: 10n,
       producerName: "twigserve",
       opsetImport: [
@@ -170,11 +228,10 @@ export class GraphBuilder {
       graph: create(GraphProtoSchema, {
         name: this.name,
         node: this.nodes,
-        initializer: this.initializers,
+        initializer: initializers,
         input: this.inputs,
         output: this.outputs,
       }),
     });
-    return toBinary(ModelProtoSchema, model);
   }
 }

@@ -2,10 +2,32 @@
  * Runs a decoder segment (layers [a, b)) on new tokens against its KV caches.
  * The caller owns the caches: this appends the new tokens to them.
  */
-import { decoderSegmentGraph } from "../onnx/decoder.js";
-import type { DecoderLayerWeights, TextConfig } from "../types.js";
+import { type DecoderGraphOptions, decoderSegmentBuilder } from "../onnx/decoder.js";
+import type { DecoderLayerWeights, Tensor, TextConfig } from "../types.js";
+import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import { KvCache } from "./kv-cache.js";
-import { createSession, ort, type SessionOptions } from "./session.js";
+import { ort, type SessionOptions } from "./session.js";
+
+/** Everything that decides how a segment is built and run. */
+export type SegmentOptions = SessionOptions & DecoderGraphOptions & ExternalDataOptions;
+
+/** The graph options of a runtime's options (only these change the graph). */
+export function graphOptions(o: DecoderGraphOptions): DecoderGraphOptions {
+  return {
+    precision: o.precision ?? "fp32",
+    int4AccuracyLevel: o.int4AccuracyLevel,
+    attention: o.attention ?? "contrib",
+    fuseProjections: o.fuseProjections ?? true,
+  };
+}
+
+export function layerTensors(layers: readonly DecoderLayerWeights[]): Tensor[] {
+  return layers.flatMap((w) =>
+    [w.inputNorm, w.q, w.k, w.v, w.o, w.postAttentionNorm, w.gate, w.up, w.down].flatMap((p) =>
+      p.bias ? [p.weight, p.bias] : [p.weight],
+    ),
+  );
+}
 
 export interface SegmentResult {
   /** [S, H] row-major. */
@@ -25,15 +47,19 @@ export class DecoderSegment {
   static async create(
     config: TextConfig,
     layers: DecoderLayerWeights[],
-    opts: SessionOptions & { attentionProbsLayer?: number } = {},
+    opts: SegmentOptions & { attentionProbsLayer?: number } = {},
   ): Promise<DecoderSegment> {
-    const bytes = decoderSegmentGraph({ config, layers, attentionProbsLayer: opts.attentionProbsLayer });
-    return new DecoderSegment(
-      await createSession(bytes, opts),
-      config,
-      layers.length,
-      opts.attentionProbsLayer !== undefined,
+    const graph = graphOptions(opts);
+    const session = await createGraphSession(
+      {
+        name: "decoder",
+        options: { config, attentionProbsLayer: opts.attentionProbsLayer ?? null, ...graph },
+        weights: layerTensors(layers),
+        build: () => decoderSegmentBuilder({ config, layers, attentionProbsLayer: opts.attentionProbsLayer, ...graph }),
+      },
+      opts,
     );
+    return new DecoderSegment(session, config, layers.length, opts.attentionProbsLayer !== undefined);
   }
 
   newCaches(): KvCache[] {
@@ -67,6 +93,11 @@ export class DecoderSegment {
       hidden: out.hidden_out.data as Float32Array,
       attentionProbs: this.hasAttentionProbs ? (out.attn_probs.data as Float32Array) : undefined,
     };
+  }
+
+  /** Writes ONNX Runtime's profile (only for segments created with `profileFilePrefix`). */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   release(): Promise<void> {

@@ -7,16 +7,42 @@
  */
 
 import { chooseToken, Rng, type SamplingOptions } from "../decoding/sampling.js";
-import { headGraph } from "../onnx/decoder.js";
+import { type DecoderGraphOptions, headBuilder } from "../onnx/decoder.js";
 import { visionGraph } from "../onnx/vision.js";
-import type { ExecutionProvider, LlavaWeights, TextConfig } from "../types.js";
-import { DecoderSegment } from "./decoder-segment.js";
+import type { ExecutionProvider, LlavaWeights, NormWeights, Tensor, TextConfig } from "../types.js";
+import { DecoderSegment, graphOptions } from "./decoder-segment.js";
+import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import type { KvCache } from "./kv-cache.js";
 import { createSession, ort } from "./session.js";
 
-export interface RuntimeOptions {
+/**
+ * How the model runs: provider and threads, the decoder's weight precision
+ * (`precision`: fp32 default, fp16, int4; the vision tower stays fp32), the attention
+ * path (`attention`: contrib default, plain for checking) and where graphs above the
+ * external-data threshold are cached.
+ */
+export interface RuntimeOptions extends DecoderGraphOptions, ExternalDataOptions {
   provider?: ExecutionProvider;
   threads?: number;
+}
+
+/** A session for final norm + LM head in the runtime's precision (cached as external data when large). */
+export function createHeadSession(
+  config: TextConfig,
+  norm: NormWeights,
+  lmHead: Tensor,
+  options: RuntimeOptions = {},
+): Promise<ort.InferenceSession> {
+  const graph = graphOptions(options);
+  return createGraphSession(
+    {
+      name: "lm_head",
+      options: { config, precision: graph.precision, int4AccuracyLevel: graph.int4AccuracyLevel ?? null },
+      weights: [norm.weight, lmHead],
+      build: () => headBuilder(config, norm, lmHead, graph),
+    },
+    options,
+  );
 }
 
 /** The prompt as the decoder sees it: hidden rows with their positions and where the image sits. */
@@ -66,7 +92,7 @@ export class LlavaRuntime {
     const config = weights.config.text;
     const [vision, head, full] = await Promise.all([
       createSession(visionGraph(weights, { clsAttention: true }), options),
-      createSession(headGraph(config, text.norm, text.lmHead), options),
+      createHeadSession(config, text.norm, text.lmHead, options),
       DecoderSegment.create(config, text.layers, options),
     ]);
     return new LlavaRuntime(weights, vision, head, full, options);
