@@ -16,6 +16,7 @@ import {
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
@@ -32,6 +33,10 @@ const connect = createClient(
   createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
 );
 
+/** The served model's default R-bar and visual tokens (from ListModels, in beforeAll). */
+let defaultBudget = 0;
+let visualTokens = 0;
+
 type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
 const request = (over: RequestInit = {}) =>
   create(GenerateRequestSchema, {
@@ -40,7 +45,7 @@ const request = (over: RequestInit = {}) =>
     image: { source: { case: "data", value: png } },
     input: { case: "conversation", value: { messages: [{ role: "user", content: PROMPT }] } },
     sampling: { maxTokens: 16 },
-    acceleration: { mode: Mode.TWIG, retainBudget: 6 },
+    acceleration: { mode: Mode.TWIG, retainBudget: defaultBudget },
     ...over,
   } as MessageInitShape<typeof GenerateRequestSchema>);
 
@@ -63,6 +68,9 @@ beforeAll(async () => {
     .png()
     .toBuffer();
   service = await startTinyModelService(PORT, 4);
+  const info = (await connect.listModels({})).models[0];
+  defaultBudget = info.defaultRetainBudget;
+  visualTokens = info.visualTokens;
   const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
     includeDirs: [join(repoRoot, "proto")],
     enums: String,
@@ -198,10 +206,19 @@ describe("Generate over the real service", () => {
 
   it("serves every wire mode, visionzip included, each keeping the visual tokens it promises", async () => {
     const keepsAll = [Mode.BASE, Mode.SSD_ONLY];
+    const info = (await connect.listModels({})).models[0];
     for (const mode of [Mode.TWIG, Mode.BASE, Mode.FASTV, Mode.RANDOM, Mode.SSD_ONLY, Mode.TTP_ONLY, Mode.VISIONZIP]) {
-      const got = await connectText(request({ acceleration: { mode, retainBudget: 6 }, sampling: { maxTokens: 3 } }));
+      const got = await connectText(
+        request({ acceleration: { mode, retainBudget: defaultBudget }, sampling: { maxTokens: 3 } }),
+      );
       expect(got.kinds.at(-1), Mode[mode]).toBe("finished");
-      expect(got.kept, Mode[mode]).toHaveLength(keepsAll.includes(mode) ? 16 : 4);
+      const r = keptTokensForBudget(defaultBudget, {
+        visualTokens,
+        numLayers: info.numLayers,
+        k: info.twigK,
+        finalWipeLayer: info.finalWipeLayer,
+      });
+      expect(got.kept, Mode[mode]).toHaveLength(keepsAll.includes(mode) ? visualTokens : r);
     }
   });
 

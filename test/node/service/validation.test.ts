@@ -171,7 +171,7 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       () => ({
         input: {
           case: "conversation",
-          value: { messages: [{ role: "user", content: Array.from({ length: 300 }, () => "blue").join(" ") }] },
+          value: { messages: [{ role: "user", content: Array.from({ length: 1000 }, () => "blue").join(" ") }] },
         },
       }),
     ];
