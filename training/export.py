@@ -99,19 +99,32 @@ def load_run(run):
     return model, info
 
 
+def base_tensors(model):
+    """Checkpoint name -> parameter of the base model, in the HF LlavaForConditionalGeneration layout."""
+    t = {"language_model.model.embed_tokens.weight": model.embed_tokens.weight,
+         "language_model.model.norm.weight": model.norm.weight,
+         "language_model.lm_head.weight": model.lm_head.weight}
+    for i in (1, 2):
+        lin = getattr(model.projector, f"linear_{i}")
+        t[f"multi_modal_projector.linear_{i}.weight"], t[f"multi_modal_projector.linear_{i}.bias"] = lin.weight, lin.bias
+    t.update(decoder_tensors("language_model.model.", model.layers))
+    t.update(vision_tensors("vision_tower.vision_model.", model.vision))
+    return t
+
+
+def twig_tensors(twig):
+    """Checkpoint name -> parameter of the twig, in the released TwigVLM twig layout."""
+    t = decoder_tensors("model.", twig.layers)
+    t["model.norm.weight"] = twig.norm.weight
+    t["lm_head.weight"] = twig.lm_head.weight
+    return t
+
+
 def export(model, out):
     c = model.c
     vocab = data.Vocab()
     os.makedirs(os.path.join(out, "twig"), exist_ok=True)
-    t = {"language_model.model.embed_tokens.weight": model.embed_tokens.weight,
-         "language_model.model.norm.weight": model.norm.weight,
-         "language_model.lm_head.weight": model.lm_head.weight,
-         "multi_modal_projector.linear_1.weight": model.projector.linear_1.weight,
-         "multi_modal_projector.linear_1.bias": model.projector.linear_1.bias,
-         "multi_modal_projector.linear_2.weight": model.projector.linear_2.weight,
-         "multi_modal_projector.linear_2.bias": model.projector.linear_2.bias}
-    t.update(decoder_tensors("language_model.model.", model.layers))
-    t.update(vision_tensors("vision_tower.vision_model.", model.vision))
+    t = base_tensors(model)
     write_safetensors(os.path.join(out, "model.safetensors"), t)
     config = {
         "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
@@ -135,9 +148,7 @@ def export(model, out):
     json.dump({"image_mean": data.MEAN.tolist(), "image_std": data.STD.tolist(),
                "size": {"shortest_edge": c.image_size}, "crop_size": c.image_size},
               open(os.path.join(out, "preprocessor_config.json"), "w"), indent=2)
-    tw = decoder_tensors("model.", model.twig.layers)
-    tw["model.norm.weight"] = model.twig.norm.weight
-    tw["lm_head.weight"] = model.twig.lm_head.weight
+    tw = twig_tensors(model.twig)
     write_safetensors(os.path.join(out, "twig", "model.safetensors"), tw)
     json.dump({"twig_K": c.twig_k, "twig_T": c.twig_t, "final_wipe_layer": c.final_wipe_layer},
               open(os.path.join(out, "twig", "config.json"), "w"), indent=2)

@@ -61,18 +61,7 @@ def load_exported(model_dir):
     model = Llava(c)
     model.grow_twig()
     # the exporter's own name -> parameter maps, read backwards
-    names = {"language_model.model.embed_tokens.weight": model.embed_tokens.weight,
-             "language_model.model.norm.weight": model.norm.weight,
-             "language_model.lm_head.weight": model.lm_head.weight,
-             "multi_modal_projector.linear_1.weight": model.projector.linear_1.weight,
-             "multi_modal_projector.linear_1.bias": model.projector.linear_1.bias,
-             "multi_modal_projector.linear_2.weight": model.projector.linear_2.weight,
-             "multi_modal_projector.linear_2.bias": model.projector.linear_2.bias}
-    names.update(export.decoder_tensors("language_model.model.", model.layers))
-    names.update(export.vision_tensors("vision_tower.vision_model.", model.vision))
-    twig_names = export.decoder_tensors("model.", model.twig.layers)
-    twig_names["model.norm.weight"] = model.twig.norm.weight
-    twig_names["lm_head.weight"] = model.twig.lm_head.weight
+    names, twig_names = export.base_tensors(model), export.twig_tensors(model.twig)
     with torch.no_grad():
         for file, table in ((os.path.join(model_dir, "model.safetensors"), names),
                             (os.path.join(model_dir, "twig", "model.safetensors"), twig_names)):
