@@ -40,6 +40,7 @@ export function configOnlyModelsDir(): string {
   return dir;
 }
 
+/** Starts the service on `port` (0: a free port the system picks, read back from the service's log). */
 export async function startGpuService(port: number, env: Record<string, string> = {}): Promise<GpuServiceProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/src/main.ts")], {
     cwd: repoRoot,
@@ -73,9 +74,11 @@ export async function startGpuService(port: number, env: Record<string, string> 
     });
   });
   const metricsPort = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(output)?.[1];
+  // port 0: the system picks a free one, and the service says which
+  const actual = port || Number(/gpu-service listening on [^:\s]+:(\d+)/.exec(output)?.[1]);
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
+    url: `http://127.0.0.1:${actual}`,
+    port: actual,
     metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     child,
     output: () => output,

@@ -31,7 +31,8 @@ import { devApiKey, type EdgeDevProcess, startEdgeDev } from "../../support/edge
 import { demoModelDir, type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
 import { type ScriptedGpuService, startScriptedGpuService } from "../../support/scripted-gpu-service.js";
 
-const GPU_PORT = 47140;
+/** 0: the system picks a free port (a fixed one inside the ephemeral range once collided). */
+const GPU_PORT = 0;
 const EDGE_PORT = 47150;
 const SCRIPTED_PORT = 47145;
 const SERVICE_TOKEN = "e2e-service-token";
