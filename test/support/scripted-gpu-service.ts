@@ -103,18 +103,20 @@ const finished = (completionTokens: number): GenerateEvent =>
     },
   });
 
+const freshState = (): ScriptedState => ({
+  calls: 0,
+  cancelled: 0,
+  lastAuthorization: null,
+  lastRequest: null,
+  lastImageBytes: 0,
+  lastImageSha256: "",
+});
+
 export async function startScriptedGpuService(
   port: number,
   opts: { unavailable?: boolean; pacedIntervalMs?: number } = {},
 ): Promise<ScriptedGpuService> {
-  const state: ScriptedState = {
-    calls: 0,
-    cancelled: 0,
-    lastAuthorization: null,
-    lastRequest: null,
-    lastImageBytes: 0,
-    lastImageSha256: "",
-  };
+  const state = freshState();
   const routes = (router: ConnectRouter) =>
     router.service(InferenceService, {
       listModels: () => ({ models: [{ name: "scripted", isDefault: true }] }),
@@ -176,14 +178,7 @@ export async function startScriptedGpuService(
     if (req.url === "/_test/state") {
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(state));
     } else if (req.url === "/_test/reset") {
-      Object.assign(state, {
-        calls: 0,
-        cancelled: 0,
-        lastAuthorization: null,
-        lastRequest: null,
-        lastImageBytes: 0,
-        lastImageSha256: "",
-      });
+      Object.assign(state, freshState());
       res.writeHead(204).end();
     } else handler(req, res);
   });

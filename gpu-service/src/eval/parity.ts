@@ -9,8 +9,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadLlava, loadTwig } from "../engine/checkpoint/llava-loader.js";
+import { argmax } from "../engine/decoding/sampling.js";
 import { preprocessImage } from "../engine/image.js";
-import { LocalEngine } from "../engine/local-engine.js";
 import { headGraph } from "../engine/onnx/decoder.js";
 import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../engine/runtime/llava-runtime.js";
@@ -51,12 +51,6 @@ export interface ParityResult {
   expectedGreedyIds: number[];
 }
 
-const argmax = (xs: ArrayLike<number>) => {
-  let best = 0;
-  for (let i = 1; i < xs.length; i++) if (xs[i] > xs[best]) best = i;
-  return best;
-};
-
 export function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let scale = 1;
   let err = 0;
@@ -76,7 +70,6 @@ export async function checkParity(modelDir: string, fixture: ParityFixture, data
   ]);
   const twigLayers = await DecoderSegment.create(cfg, twig.layers, runtime.options);
   const codec = TextCodec.load(modelDir);
-  const engine = await LocalEngine.load(modelDir, {});
   const vision = weights.config.vision;
   const results: ParityResult[] = [];
   try {
@@ -99,20 +92,13 @@ export async function checkParity(modelDir: string, fixture: ParityFixture, data
       const last = tw.hidden.subarray(tw.hidden.length - H);
       const twigLogits = (await twigHead.run({ hidden: new ort.Tensor("float32", last, [1, 1, H]) })).logits
         .data as Float32Array;
-      let greedyIds: number[] = [];
-      await engine.generate(
-        {
-          image: bytes,
-          messages: [{ role: "user", content: c.question }],
-          maxTokens: fixture.maxTokens,
-          temperature: 0,
-          topP: 1,
-          stop: [],
-          mode: "base",
-        },
-        () => {},
-      );
-      greedyIds = engine.lastTrace?.result.outputIds ?? [];
+      // greedy with KV caches, on the same runtime (the fixture's is without caches)
+      const { outputIds: greedyIds } = await runtime.generateBase({
+        inputIds,
+        pixelValues: pixels,
+        maxTokens: fixture.maxTokens,
+        sampling: { temperature: 0, topP: 1 },
+      });
       // the fixture keeps EOS in its greedy ids; the engine stops at EOS without emitting it
       const expected = c.greedyIds.filter((id) => id !== cfg.eosTokenId);
       results.push({
@@ -131,7 +117,7 @@ export async function checkParity(modelDir: string, fixture: ParityFixture, data
       });
     }
   } finally {
-    await Promise.all([engine.close(), runtime.release(), lower.release?.(), twigLayers.release?.()]);
+    await Promise.all([runtime.release(), lower.release?.(), twigLayers.release?.()]);
   }
   return results;
 }
