@@ -76,11 +76,12 @@ def encode_turns(vocab, turns):
     return ids, mask
 
 
-def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False):
+def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
+          max_objects=None):
     """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes); S' = S - 1 + N."""
     seqs, px, metas = [], [], []
     for i in indices:
-        s = scenes.make_scene(split, i, exclude=exclude)
+        s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
         turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p)
         seqs.append(encode_turns(vocab, turns))
         px.append(pixels(s["image"]))

@@ -48,8 +48,9 @@ def scene_key(objects):
     return ";".join(f"{o['cell']}:{o['size']}:{o['colour']}:{o['kind']}" for o in sorted(objects, key=lambda o: o["cell"]))
 
 
-def sample_objects(rng):
-    n = rng.choice([1, 2, 2, 3, 3, 3, 4, 4])
+def sample_objects(rng, max_objects=None):
+    counts = [1, 2, 2, 3, 3, 3, 4, 4]
+    n = rng.choice(counts if max_objects is None else [c for c in counts if c <= max_objects])
     cells = rng.sample(range(9), n)
     return [
         {"cell": c, "kind": rng.choice(KINDS), "colour": rng.choice(COLOUR_NAMES), "size": rng.choice(SIZE_NAMES)}
@@ -109,7 +110,8 @@ def _shape_polygon(kind, cx, cy, r):
 
 
 def render(objects, rng):
-    """Returns (image, labels): labels per patch = (colour+1, kind+1, size+1, is_centre), 0 = background."""
+    """Returns (image, labels): labels per patch = (colour+1, kind+1, size+1, is_centre, cell), 0 = background
+    (the cell, 0-8, is where the patch lies, so that the features carry the position a question names)."""
     img = _background(rng)
     mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
     dm = ImageDraw.Draw(mask)
@@ -150,6 +152,7 @@ def render(objects, rng):
                 labels.append((COLOUR_NAMES.index(o["colour"]) + 1, KINDS.index(o["kind"]) + 1, SIZE_NAMES.index(o["size"]) + 1, is_centre))
             else:
                 labels.append((0, 0, 0, 0))
+            labels[-1] += ((py * PATCH // CELL) * 3 + px * PATCH // CELL,)
     return img, labels
 
 
@@ -254,11 +257,12 @@ def sample_seed(split, index, base_seed=0):
     return int.from_bytes(h[:8], "little")
 
 
-def make_scene(split, index, base_seed=0, exclude=None):
-    """One scene of a split; train scenes whose key is in `exclude` are redrawn."""
+def make_scene(split, index, base_seed=0, exclude=None, max_objects=None):
+    """One scene of a split; train scenes whose key is in `exclude` are redrawn. `max_objects` (a training
+    curriculum) draws from the scenes with at most that many objects."""
     rng = random.Random(sample_seed(split, index, base_seed))
     while True:
-        objects = sample_objects(rng)
+        objects = sample_objects(rng, max_objects)
         if exclude is None or scene_key(objects) not in exclude:
             break
     img, labels = render(objects, rng)

@@ -31,10 +31,14 @@ PRESETS = {
     # the shipped demo model
     "demo": dict(
         model=dict(hidden=96, intermediate=256, heads=3, kv_heads=3),
-        vision_steps=400, vision_batch=32, vision_lr=2e-3,
-        base_steps=800, base_batch=8, base_lr=1.5e-3,
+        vision_steps=450, vision_batch=32, vision_lr=2e-3,
+        base_steps=700, base_batch=16, base_lr=2e-3,
         twig_steps=500, twig_batch=8, twig_lr=5e-4,
-        eval_every=150,
+        # every question a scene supports in one sample; scenes of at most 1, 2, 3 objects over the
+        # first fractions of the base stage (a curriculum: binding words to patches is learnt on
+        # easy scenes first), then the full mix
+        max_questions=12, curriculum=((0.1, 1), (0.2, 2), (0.3, 3)),
+        eval_every=100,
     ),
     # CI's smoke test: a few steps of a tiny configuration
     "smoke": dict(
@@ -43,6 +47,7 @@ PRESETS = {
         vision_steps=4, vision_batch=4, vision_lr=1e-3,
         base_steps=4, base_batch=2, base_lr=1e-3,
         twig_steps=4, twig_batch=2, twig_lr=1e-3,
+        max_questions=12, curriculum=((0.5, 2),),
         eval_every=4,
     ),
 }
@@ -75,10 +80,11 @@ class VisionHeads(nn.Module):
         self.kind = nn.Linear(width, len(scenes.KINDS) + 1)
         self.size = nn.Linear(width, len(scenes.SIZES) + 1)
         self.centre = nn.Linear(width, 2)
+        self.cell = nn.Linear(width, 9)
 
     def forward(self, feats):
         h = self.norm(feats)
-        return self.colour(h), self.kind(h), self.size(h), self.centre(h)
+        return self.colour(h), self.kind(h), self.size(h), self.centre(h), self.cell(h)
 
 
 def vision_batch(split, indices, exclude=None):
@@ -87,22 +93,24 @@ def vision_batch(split, indices, exclude=None):
         s = scenes.make_scene(split, i, exclude=exclude)
         px.append(data.pixels(s["image"]))
         labels.append(torch.tensor(s["labels"]))
-    return torch.stack(px), torch.stack(labels)  # labels [B, N, 4]
+    return torch.stack(px), torch.stack(labels)  # labels [B, N, 5]
 
 
 def vision_loss(heads, feats, labels):
-    """Colour (background included) on every patch; shape and size on object patches; centre up-weighted.
-    Accuracies are on object patches, and for centre on the centre patches (recall)."""
-    colour, kind, size, centre = heads(feats)
+    """Colour (background included) and cell on every patch; shape and size on object patches; centre
+    up-weighted. Accuracies are on object patches, for centre on the centre patches (recall), for cell on all."""
+    colour, kind, size, centre, cell = heads(feats)
     obj = labels[..., 0] > 0
     is_centre = labels[..., 3] > 0
     loss = (F.cross_entropy(colour.flatten(0, 1), labels[..., 0].flatten())
             + F.cross_entropy(kind[obj], labels[..., 1][obj]) + F.cross_entropy(size[obj], labels[..., 2][obj])
-            + F.cross_entropy(centre.flatten(0, 1), labels[..., 3].flatten(), weight=torch.tensor([1.0, 5.0])))
+            + F.cross_entropy(centre.flatten(0, 1), labels[..., 3].flatten(), weight=torch.tensor([1.0, 5.0]))
+            + F.cross_entropy(cell.flatten(0, 1), labels[..., 4].flatten()))
     accs = [(colour.argmax(-1) == labels[..., 0])[obj].float().mean().item(),
             (kind.argmax(-1) == labels[..., 1])[obj].float().mean().item(),
             (size.argmax(-1) == labels[..., 2])[obj].float().mean().item(),
-            (centre.argmax(-1) == labels[..., 3])[is_centre].float().mean().item()]
+            (centre.argmax(-1) == labels[..., 3])[is_centre].float().mean().item(),
+            (cell.argmax(-1) == labels[..., 4]).float().mean().item()]
     return loss, accs
 
 
@@ -141,7 +149,7 @@ def train_vision(model, p, out, exclude):
             rate = 25 * bs / (time.time() - t0)
             t0 = time.time()
             log(f"vision step {step}/{total} loss {loss.item():.4f} {rate:.1f} img/s "
-                f"held-out object-patch acc colour {accs[0]:.3f} shape {accs[1]:.3f} size {accs[2]:.3f} centre {accs[3]:.3f}")
+                f"held-out object-patch acc colour {accs[0]:.3f} shape {accs[1]:.3f} size {accs[2]:.3f} centre {accs[3]:.3f} cell {accs[4]:.3f}")
         if step % 100 == 0 or step == total:
             save(ck, vision=model.vision.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
                  step=step, done=step >= total)
@@ -219,8 +227,9 @@ def train_lm(model, vocab, p, out, exclude, stage):
             g["lr"] = lr_at(step, total, p[f"{stage}_lr"], warmup)
         rng = random.Random(f"{stage}:{step}")
         offset = 10_000_000 if is_twig else 0  # the twig sees scenes the base stage did not
+        max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, _ = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
-                                     exclude=exclude)
+                                     exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
         logits = forward(ids, px)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
         opt.zero_grad()
