@@ -1,16 +1,19 @@
 /**
- * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]`:
- * runs the held-out split through every mode and budget, prints the table, and
- * writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into --out.
+ * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]
+ *  [--compare FILE]`: runs the held-out split through every mode and budget, prints the table, and
+ * writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into --out. With --compare (an earlier
+ * eval.json, such as the one committed beside a model card) it also prints both runs side by side and
+ * exits 1 if a number that greedy decoding makes deterministic differs.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { LocalEngine } from "../engine/local-engine.js";
 import type { Mode } from "../engine/types.js";
+import { compareEvals } from "./compare.js";
 import { curvesSvg, markdownTable } from "./report.js";
-import { readSplit, runEval } from "./run.js";
+import { type EvalResult, readSplit, runEval } from "./run.js";
 
 const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
 
@@ -25,6 +28,7 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
       out: { type: "string" },
       modes: { type: "string" },
       threads: { type: "string", default: "0" },
+      compare: { type: "string" },
     },
   });
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
@@ -42,6 +46,13 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   for (const m of modes) if (!ALL_MODES.includes(m)) fail(`unknown mode ${m}; one of ${ALL_MODES.join(", ")}`);
   if (!modes.includes("base")) fail("--modes must include base (every ratio is relative to it)");
   const outDir = resolve(values.out ?? join(modelDir, "eval"));
+  let committed: EvalResult | undefined;
+  if (values.compare) {
+    if (!existsSync(values.compare)) fail(`--compare: no such file ${values.compare}`);
+    committed = JSON.parse(readFileSync(values.compare, "utf8")) as EvalResult;
+    if (resolve(values.compare) === join(outDir, "eval.json"))
+      fail("--compare names the file this run would overwrite: give --out another directory");
+  }
   const scenes = readSplit(dataDir, split, limit);
   const engine = await LocalEngine.load(modelDir, { threads: Number(values.threads) });
   console.error(`eval: ${scenes.length} ${split} scenes, modes ${modes.join(", ")}, model ${modelDir}`);
@@ -68,4 +79,16 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   console.error(
     `eval: wrote eval.json, eval.md and accuracy-vs-budget.{svg,png} to ${outDir} in ${result.seconds.toFixed(0)} s`,
   );
+  if (committed) {
+    const c = compareEvals(committed, result);
+    console.log(`\nAgainst ${values.compare}:\n\n${c.table}`);
+    console.log(
+      c.accuracyMismatches.length
+        ? `NOT reproduced: deterministic numbers differ for ${c.accuracyMismatches.join(", ")}`
+        : "Reproduced: every accuracy, description score, acceptance rate and lossless check is equal.",
+    );
+    if (c.speedOutliers.length)
+      console.log(`RelSpd (long) moved by more than 25% for ${c.speedOutliers.join(", ")} (speed depends on load).`);
+    if (c.accuracyMismatches.length) process.exitCode = 1;
+  }
 }
