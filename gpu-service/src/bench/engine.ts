@@ -281,4 +281,23 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
       ["outside ONNX Runtime (Node in/out)", ...cols((r) => fmt(r.runMs - r.ortMs))],
     ],
   );
+  // The weight matrices alone: how fast ONNX Runtime's own matrix kernels stream the weights on
+  // this machine. If they alone take more than the target's share of the floor, no change to the
+  // graph or to the KV path can meet the target; only faster kernels (or a faster machine) can.
+  const matmulMs = (r: PrecisionResult) =>
+    [...r.ops.entries()].filter(([op]) => op.startsWith("MatMul")).reduce((a, [, ms]) => a + ms, 0);
+  console.log("\n  the weight matrices alone (MatMul / MatMulNBits kernels of the profile above)");
+  printTable(
+    ["", ...results.map((r) => r.precision)],
+    [
+      ["matrix kernels (ms per step)", ...cols((r) => fmt(matmulMs(r)))],
+      ["weights streamed by them (GB/s)", ...cols((r) => (r.weightBytes / 1e6 / matmulMs(r)).toFixed(2))],
+      [
+        "... as a share of the measured bandwidth",
+        ...cols((r) => ((r.weightBytes * 1000) / matmulMs(r) / bandwidth).toFixed(2)),
+      ],
+      ["matrix kernels / floor", ...cols((r) => (matmulMs(r) / floor(r)).toFixed(2))],
+      ["everything else / floor", ...cols((r) => ((r.decodeMs - matmulMs(r)) / floor(r)).toFixed(2))],
+    ],
+  );
 }
