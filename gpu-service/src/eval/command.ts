@@ -12,7 +12,7 @@ import sharp from "sharp";
 import { LocalEngine } from "../engine/local-engine.js";
 import type { Mode } from "../engine/types.js";
 import { compareEvals } from "./compare.js";
-import { curvesSvg, markdownTable } from "./report.js";
+import { curvesSvg, kindTable, markdownTable } from "./report.js";
 import { type EvalResult, readSplit, runEval } from "./run.js";
 
 const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
@@ -66,12 +66,13 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   await engine.close();
   result.split = split;
   const table = markdownTable(result);
-  console.log(table);
+  const byKind = kindTable(result);
+  console.log(`${table}\nShort-answer accuracy by question kind:\n\n${byKind}`);
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "eval.json"), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(
     join(outDir, "eval.md"),
-    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}`,
+    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}\n## Short-answer accuracy by question kind\n\n${byKind}`,
   );
   const svg = curvesSvg(result);
   writeFileSync(join(outDir, "accuracy-vs-budget.svg"), svg);

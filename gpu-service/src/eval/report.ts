@@ -13,6 +13,31 @@ export function markdownTable(r: EvalResult): string {
   return `${head}${r.rows.map(row).join("\n")}\n`;
 }
 
+/**
+ * Short-answer accuracy per question kind: `base` and every configuration of the
+ * given modes (by default twig and the baselines at the strongest pruning).
+ */
+export function kindTable(r: EvalResult, pick: (row: EvalRow) => boolean = defaultKindColumns): string {
+  const cols = r.rows.filter((row) => row.mode === "base" || pick(row));
+  const kinds = [...new Set(cols.flatMap((c) => Object.keys(c.shortByKind ?? {})))].sort();
+  if (!kinds.length) return "";
+  const cell = (c: EvalRow, k: string) => {
+    const x = c.shortByKind?.[k];
+    return x ? `${pct(x.correct / x.total)} (${x.correct}/${x.total})` : "–";
+  };
+  return [
+    `| question kind | ${cols.map((c) => c.label).join(" | ")} |`,
+    `|---|${cols.map(() => "---").join("|")}|`,
+    ...kinds.map((k) => `| ${k} | ${cols.map((c) => cell(c, k)).join(" | ")} |`),
+  ]
+    .join("\n")
+    .concat("\n");
+}
+
+function defaultKindColumns(row: EvalRow): boolean {
+  return row.mode === "twig" || (row.pruned !== undefined && row.pruned > 0.88);
+}
+
 const COLOURS: Record<string, string> = {
   twig: "#2e7d32",
   "ttp-only": "#81c784",

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { budgetForPrunedFraction } from "../engine/decoding/budget.js";
 import type { LocalEngine } from "../engine/local-engine.js";
 import { type GenerateStats, InvalidRequestError, type Mode } from "../engine/types.js";
-import { descriptionCounts, type SceneObject, sameAnswer } from "./scene-answers.js";
+import { descriptionCounts, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 
 export interface EvalScene {
   id: string;
@@ -36,6 +36,8 @@ export interface EvalRow extends EvalConfig {
   shortAccuracy: number;
   shortCorrect: number;
   shortTotal: number;
+  /** Short answers right / asked, per question kind (see questionKind). */
+  shortByKind?: Record<string, { correct: number; total: number }>;
   descriptionPrecision: number;
   descriptionRecall: number;
   relAcc: number;
@@ -166,8 +168,8 @@ export async function runEval(
     }
     onProgress(si + 1, scenes.length);
   }
-  const truth: { answer?: string; objects: SceneObject[] }[] = scenes.flatMap((s) => [
-    ...s.questions.map((q) => ({ answer: q.answer, objects: s.objects })),
+  const truth: { answer?: string; kind?: string; objects: SceneObject[] }[] = scenes.flatMap((s) => [
+    ...s.questions.map((q) => ({ answer: q.answer, kind: questionKind(q.question), objects: s.objects })),
     { objects: s.objects },
   ]);
   const baseIndex = configs.findIndex((c) => c.mode === "base");
@@ -207,8 +209,9 @@ function summarise(
   mine: Sample[],
   base: Sample[],
   isLong: boolean[],
-  truth: { answer?: string; objects: SceneObject[] }[],
+  truth: { answer?: string; kind?: string; objects: SceneObject[] }[],
 ): EvalRow {
+  const byKind: Record<string, { correct: number; total: number }> = {};
   let correct = 0;
   let total = 0;
   let dc = 0;
@@ -232,7 +235,13 @@ function summarise(
       longMs += s.stats.prefillMs + s.stats.decodeMs;
     } else {
       total++;
-      if (sameAnswer(s.text, t.answer ?? "")) correct++;
+      const right = sameAnswer(s.text, t.answer ?? "");
+      if (right) correct++;
+      const kind = t.kind ?? "?";
+      byKind[kind] ??= { correct: 0, total: 0 };
+      const k = byKind[kind];
+      k.total++;
+      if (right) k.correct++;
     }
     const b = speed(base[i]);
     if (b > 0) (isLong[i] ? rel.long : rel.short).push(speed(s) / b);
@@ -248,6 +257,7 @@ function summarise(
     shortAccuracy: total ? correct / total : 0,
     shortCorrect: correct,
     shortTotal: total,
+    shortByKind: byKind,
     descriptionPrecision: dm ? dc / dm : 0,
     descriptionRecall: dt ? dc / dt : 0,
     relAcc: 0,

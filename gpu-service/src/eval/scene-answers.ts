@@ -31,6 +31,20 @@ export function words(text: string): string[] {
   return text.match(/\w+|[^\w\s]+/g) ?? [];
 }
 
+/**
+ * The kind of a short question: its words, with each run of colours, shapes, sizes and places
+ * replaced by one "_" ("what colour is the _ ?", "how many _ objects are there ?").
+ */
+export function questionKind(question: string): string {
+  const named = new Set([...KINDS, ...COLOURS, ...SIZES, ...POSITIONS.flatMap((p) => p.split(" "))]);
+  const out: string[] = [];
+  for (const w of words(question)) {
+    const x = named.has(w) ? "_" : w;
+    if (!(x === "_" && out[out.length - 1] === "_")) out.push(x);
+  }
+  return out.join(" ");
+}
+
 export function sameAnswer(got: string, expected: string): boolean {
   return words(got).join(" ") === words(expected).join(" ");
 }

@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { kindTable } from "../../../gpu-service/src/eval/report.js";
+import type { EvalResult, EvalRow } from "../../../gpu-service/src/eval/run.js";
+import { questionKind } from "../../../gpu-service/src/eval/scene-answers.js";
+
+describe("questionKind", () => {
+  it("keeps a question's frame and folds what it names into one placeholder", () => {
+    expect(questionKind("what colour is the circle ?")).toBe("what colour is the _ ?");
+    expect(questionKind("where is the red cross ?")).toBe("where is the _ ?");
+    expect(questionKind("what is at the top left ?")).toBe("what is at the _ ?");
+    expect(questionKind("what is at the top ?")).toBe("what is at the _ ?");
+    expect(questionKind("how many objects are there ?")).toBe("how many objects are there ?");
+    expect(questionKind("how many blue objects are there ?")).toBe("how many _ objects are there ?");
+  });
+});
+
+describe("kindTable", () => {
+  const row = (label: string, mode: EvalRow["mode"], pruned: number | undefined, byKind: EvalRow["shortByKind"]) =>
+    ({ label, mode, pruned, shortByKind: byKind }) as EvalRow;
+  const result = {
+    rows: [
+      row("base", "base", undefined, { "where is the _ ?": { correct: 3, total: 4 } }),
+      row("random @ 66.7%", "random", 2 / 3, { "where is the _ ?": { correct: 1, total: 4 } }),
+      row("random @ 88.9%", "random", 8 / 9, { "where is the _ ?": { correct: 2, total: 4 } }),
+    ],
+  } as EvalResult;
+
+  it("has a row per kind and a column for base and each picked configuration", () => {
+    const t = kindTable(result);
+    expect(t).toContain("| question kind | base | random @ 88.9% |");
+    expect(t).toContain("| where is the _ ? | 75.0% (3/4) | 50.0% (2/4) |");
+    expect(t).not.toContain("66.7");
+  });
+
+  it("is empty for a run written before kinds were counted", () => {
+    expect(kindTable({ rows: [row("base", "base", undefined, undefined)] } as EvalResult)).toBe("");
+  });
+});
