@@ -4,6 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
 import type { ExecutionProvider } from "./engine/types.js";
 
@@ -23,6 +24,8 @@ export interface ServiceConfig {
   provider: ExecutionProvider;
   /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
   precision: Precision;
+  /** Decoder attention: auto (direct for wide models, contrib for small ones), contrib, direct or plain. */
+  attention: AttentionChoice;
   /** Where decoder graphs too large for one protobuf message are cached as external data. */
   graphCacheDir?: string;
   /** Requests that may wait per model before RESOURCE_EXHAUSTED. */
@@ -87,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
     provider: choiceFromEnv<ExecutionProvider>(env, "TWIG_EXECUTION_PROVIDER", ["cpu", "cuda"]),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
+    attention: choiceFromEnv(env, "TWIG_ATTENTION", ATTENTION_CHOICES),
     graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),

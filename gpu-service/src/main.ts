@@ -124,6 +124,7 @@ for (const m of served) {
           name: m.entry.name,
           imageLimits,
           precision: config.precision,
+          attention: config.attention,
           provider: config.provider,
           graphCacheDir: config.graphCacheDir,
         }),

@@ -2,7 +2,7 @@
  * `npm run bench -- engine`: decoder cost on a bench-size model with random weights
  * (generated in memory, never written but for the external-data cache of large graphs,
  * in a temporary directory removed at the end), batch 1, at a given context, for each
- * weight precision side by side: prefill time, decode step time against the
+ * weight precision and attention implementation side by side: prefill time, decode step time against the
  * memory-bandwidth floor (bytes of weights and KV read per step / bandwidth measured in
  * the same run), and the cost of verifying 2, 4 and 6 tokens in one pass relative to one.
  * Then where a decode step's time goes: ONNX Runtime's own per-node profile, grouped by
@@ -28,7 +28,7 @@ export interface EngineBenchArgs {
   threads: number;
   reps: number;
   precisions: Precision[];
-  attention: AttentionImpl;
+  attentions: AttentionImpl[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -91,6 +91,9 @@ function weightBytes(cfg: TextConfig, precision: Precision): number {
 
 interface PrecisionResult {
   precision: Precision;
+  attention: AttentionImpl;
+  /** Column label: precision and attention. */
+  label: string;
   prefillMs: number;
   decodeMs: number;
   /** CPU time of the process per decode step (all threads): less sensitive than wall time to other load on the machine. */
@@ -111,6 +114,7 @@ async function benchPrecision(
   cfg: TextConfig,
   layers: ReturnType<typeof randomDecoderLayers>,
   precision: Precision,
+  attention: AttentionImpl,
   scratch: string,
 ): Promise<PrecisionResult> {
   const t0 = performance.now();
@@ -118,11 +122,11 @@ async function benchPrecision(
   const segment = await DecoderSegment.create(cfg, layers, {
     threads: args.threads,
     precision,
-    attention: args.attention,
+    attention,
     graphCacheDir: join(scratch, "graphs"),
     profileFilePrefix: join(profileDir, "ort"),
   });
-  console.log(`  ${precision}: built and loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`  ${precision} ${attention}: built and loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const H = cfg.hiddenSize;
   const rng = new Rng(2);
   const hiddenFor = (n: number) => Float32Array.from({ length: n * H }, () => rng.next() - 0.5);
@@ -165,6 +169,8 @@ async function benchPrecision(
   const { ops, ortMs } = profileOfLastRuns(profileDir, args.reps);
   return {
     precision,
+    attention,
+    label: `${precision} ${attention}`,
     prefillMs: median(prefillTimes),
     decodeMs,
     decodeCpuMs: median(cpuTimes),
@@ -219,7 +225,7 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
     maxPositionEmbeddings: args.context + 64,
   });
   console.log(
-    `bench engine: hidden ${cfg.hiddenSize}, ${cfg.numLayers} layers, FFN ${cfg.intermediateSize}, ${cfg.numHeads} heads, context ${args.context}, batch 1, ${args.attention} attention, ${args.threads || "auto"} threads, random weights`,
+    `bench engine: hidden ${cfg.hiddenSize}, ${cfg.numLayers} layers, FFN ${cfg.intermediateSize}, ${cfg.numHeads} heads, context ${args.context}, batch 1, ${args.attentions.join(" and ")} attention, ${args.threads || "auto"} threads, random weights`,
   );
   const t0 = performance.now();
   const layers = randomDecoderLayers(new Rng(1), cfg);
@@ -227,7 +233,8 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   const scratch = mkdtempSync(join(tmpdir(), "twig-bench-engine-"));
   const results: PrecisionResult[] = [];
   try {
-    for (const p of args.precisions) results.push(await benchPrecision(args, cfg, layers, p, scratch));
+    for (const p of args.precisions)
+      for (const a of args.attentions) results.push(await benchPrecision(args, cfg, layers, p, a, scratch));
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -246,7 +253,7 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   const cpuFloor = (r: PrecisionResult) => ((r.weightBytes + kvBytes) / cpuBandwidth) * 1000;
   const cols = (f: (r: PrecisionResult) => string) => results.map(f);
   printTable(
-    ["", ...results.map((r) => r.precision)],
+    ["", ...results.map((r) => r.label)],
     [
       ["prefill (ms)", ...cols((r) => r.prefillMs.toFixed(0))],
       ["decode step (ms)", ...cols((r) => r.decodeMs.toFixed(1))],
@@ -272,7 +279,7 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   );
   const fmt = (ms: number | undefined) => (ms === undefined ? "-" : ms.toFixed(2));
   printTable(
-    ["", ...results.map((r) => r.precision)],
+    ["", ...results.map((r) => r.label)],
     [
       ...opNames.map((op) => [op, ...cols((r) => fmt(r.ops.get(op)))]),
       ["all nodes", ...cols((r) => fmt([...r.ops.values()].reduce((a, b) => a + b, 0)))],
@@ -284,17 +291,20 @@ export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   // The weight matrices alone: how fast ONNX Runtime's own matrix kernels stream the weights on
   // this machine. If they alone take more than the target's share of the floor, no change to the
   // graph or to the KV path can meet the target; only faster kernels (or a faster machine) can.
+  const streamed = (r: PrecisionResult) => r.weightBytes + (r.attention === "direct" ? kvBytes : 0);
   const matmulMs = (r: PrecisionResult) =>
-    [...r.ops.entries()].filter(([op]) => op.startsWith("MatMul")).reduce((a, [, ms]) => a + ms, 0);
-  console.log("\n  the weight matrices alone (MatMul / MatMulNBits kernels of the profile above)");
+    [...r.ops.entries()].filter(([op]) => /MatMul/.test(op)).reduce((a, [, ms]) => a + ms, 0);
+  console.log(
+    "\n  the matrix products alone (MatMul, FusedMatMul, MatMulNBits: the weights, and with direct attention its products over the cache)",
+  );
   printTable(
-    ["", ...results.map((r) => r.precision)],
+    ["", ...results.map((r) => r.label)],
     [
       ["matrix kernels (ms per step)", ...cols((r) => fmt(matmulMs(r)))],
-      ["weights streamed by them (GB/s)", ...cols((r) => (r.weightBytes / 1e6 / matmulMs(r)).toFixed(2))],
+      ["weights (and KV) streamed by them (GB/s)", ...cols((r) => (streamed(r) / 1e6 / matmulMs(r)).toFixed(2))],
       [
         "... as a share of the measured bandwidth",
-        ...cols((r) => ((r.weightBytes * 1000) / matmulMs(r) / bandwidth).toFixed(2)),
+        ...cols((r) => ((streamed(r) * 1000) / matmulMs(r) / bandwidth).toFixed(2)),
       ],
       ["matrix kernels / floor", ...cols((r) => (matmulMs(r) / floor(r)).toFixed(2))],
       ["everything else / floor", ...cols((r) => ((r.decodeMs - matmulMs(r)) / floor(r)).toFixed(2))],

@@ -13,7 +13,7 @@ const { values } = parseArgs({
     hidden: { type: "string", default: "2048" },
     layers: { type: "string", default: "16" },
     precision: { type: "string", default: "fp32,int4" },
-    attention: { type: "string", default: "contrib" },
+    attention: { type: "string", default: "contrib,direct" },
     context: { type: "string", default: "600" },
     threads: { type: "string", default: "2" },
     reps: { type: "string", default: "9" },
@@ -29,16 +29,16 @@ const { values } = parseArgs({
 });
 if (name === "engine") {
   const precisions = (values.precision ?? "").split(",") as Precision[];
-  const attention = values.attention as AttentionImpl;
-  if (!precisions.every((p) => PRECISIONS.includes(p)) || !ATTENTION_IMPLS.includes(attention)) {
+  const attentions = (values.attention ?? "").split(",") as AttentionImpl[];
+  if (!precisions.every((p) => PRECISIONS.includes(p)) || !attentions.every((a) => ATTENTION_IMPLS.includes(a))) {
     console.error(
-      `--precision takes ${PRECISIONS.join(", ")} (comma-separated); --attention ${ATTENTION_IMPLS.join(" or ")}`,
+      `--precision takes ${PRECISIONS.join(", ")} (comma-separated); --attention ${ATTENTION_IMPLS.join(", ")} (comma-separated)`,
     );
     process.exit(2);
   }
   await benchEngine({
     precisions,
-    attention,
+    attentions,
     hidden: Number(values.hidden),
     layers: Number(values.layers),
     context: Number(values.context),
@@ -66,7 +66,7 @@ if (name === "engine") {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib|plain] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

@@ -10,7 +10,7 @@
  * table shows SSD's overhead here, not its gain.
  */
 import { Rng } from "../engine/decoding/sampling.js";
-import type { KvCache } from "../engine/runtime/kv-cache.js";
+import type { LayerKv } from "../engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../engine/runtime/llava-runtime.js";
 import { randomLlavaWeights, randomTensor } from "../engine/tiny-model.js";
 import { growTwig } from "../engine/twig/grow.js";
@@ -36,7 +36,7 @@ async function stepCosts(d: TwigDecoder, inputIds: number[], pixels: Float32Arra
   await p.twig.run(low.hidden, prompt.positions, caches.twig);
   const m = await p.mid.run(low.hidden, prompt.positions, caches.mid);
   if (p.top) await p.top.run(m.hidden, prompt.positions, caches.top);
-  const all: KvCache[] = Object.values(caches).flat();
+  const all: LayerKv[] = Object.values(caches).flat();
   const time = async (f: () => Promise<unknown>) => {
     const xs: number[] = [];
     for (let r = 0; r <= reps; r++) {

@@ -2,7 +2,8 @@
  * The TwigServe command line (`npm run twig -- <command>`):
  *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random|visionzip]
  *            [--twig DIR (default: the model's own twig/)] [--retain R-BAR] [--max-tokens N] [--temperature T]
- *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]
+ *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
+ *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
  * Each command is a function in COMMANDS at the end of this file.
  */
@@ -11,6 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
+import { ATTENTION_CHOICES, type AttentionChoice } from "../engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
 import type { ExecutionProvider, Mode } from "../engine/types.js";
@@ -43,6 +45,7 @@ async function generate(argv: string[]): Promise<void> {
       trace: { type: "string" },
       threads: { type: "string", default: "0" },
       precision: { type: "string", default: "fp32" },
+      attention: { type: "string", default: "auto" },
       provider: { type: "string", default: "cpu" },
     },
   });
@@ -66,6 +69,9 @@ async function generate(argv: string[]): Promise<void> {
   };
   const precision = values.precision as Precision;
   if (!PRECISIONS.includes(precision)) fail(`unknown --precision ${values.precision}; one of ${PRECISIONS.join(", ")}`);
+  const attention = values.attention as AttentionChoice;
+  if (!ATTENTION_CHOICES.includes(attention))
+    fail(`unknown --attention ${values.attention}; one of ${ATTENTION_CHOICES.join(", ")}`);
   const provider = values.provider as ExecutionProvider;
   if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${values.provider}; one of cpu, cuda`);
   const engine = await LocalEngine.load(modelDir, {
@@ -73,6 +79,7 @@ async function generate(argv: string[]): Promise<void> {
     twigDir: values.twig ? resolve(values.twig) : undefined,
     threads: num("threads", values.threads),
     precision,
+    attention,
   }).catch((err: Error) => fail(`cannot load ${modelDir}: ${err.message}`));
   let text = "";
   try {
@@ -167,7 +174,7 @@ function makeTiny(argv: string[]): void {
   );
 }
 
-const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--provider cpu|cuda]
+const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
        npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`;
 
 /** Command name → its function (argv after the name). */

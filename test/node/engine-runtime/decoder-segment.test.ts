@@ -3,8 +3,9 @@
  * positions (as after pruning), a multi-token step, rollback, and another multi-token
  * step; for the contrib attention path (RotaryEmbedding + GroupQueryAttention, fused
  * projections and SkipSimplifiedLayerNormalization), the same without fused projections,
- * and the plain-ops path (MatMul/Softmax with an explicit mask, Gather rotary); and the
- * two paths against each other.
+ * the plain-ops path (MatMul/Softmax with an explicit mask, Gather rotary) and the direct
+ * path (caches read in place from slot buffers); the paths against each other; and the slot
+ * caches across buffer growth, rollback and selection.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
@@ -25,6 +26,8 @@ describe("decoder segment (ONNX) vs reference", () => {
     ["contrib", { attention: "contrib" }],
     ["contrib, unfused projections", { attention: "contrib", fuseProjections: false }],
     ["plain", { attention: "plain" }],
+    ["direct", { attention: "direct" }],
+    ["direct, unfused projections", { attention: "direct", fuseProjections: false }],
   ];
   it.each(
     variants,
@@ -62,9 +65,12 @@ describe("decoder segment (ONNX) vs reference", () => {
     await segment.release();
   });
 
-  it("contrib and plain attention agree with each other step by step", async () => {
+  it.each([
+    "plain",
+    "direct",
+  ] as const)("contrib and %s attention agree with each other step by step, caches included", async (other) => {
     const [contrib, plain] = await Promise.all(
-      (["contrib", "plain"] as const).map((attention) =>
+      (["contrib", other] as const).map((attention) =>
         DecoderSegment.create(config, layers, { attention, attentionProbsLayer: 1, threads: 1 }),
       ),
     );
@@ -76,10 +82,38 @@ describe("decoder segment (ONNX) vs reference", () => {
       expect(maxRelError(b.hidden, a.hidden)).toBeLessThan(1e-5);
       expect(maxRelError(b.attentionProbs as Float32Array, a.attentionProbs as Float32Array)).toBeLessThan(1e-5);
       for (const [i, c] of cc.entries()) {
-        expect(maxRelError(pc[i].key, c.key)).toBeLessThan(1e-5);
-        expect(maxRelError(pc[i].value, c.value)).toBeLessThan(1e-5);
+        expect(maxRelError(pc[i].keys(), c.keys())).toBeLessThan(1e-5);
+        expect(maxRelError(pc[i].values(), c.values())).toBeLessThan(1e-5);
       }
     }
     await Promise.all([contrib.release(), plain.release()]);
+  });
+
+  it("direct attention's slot caches grow, roll back and select like exact caches", async () => {
+    const long = tinyTextConfig({ maxPositionEmbeddings: 512 });
+    const [contrib, direct] = await Promise.all(
+      (["contrib", "direct"] as const).map((attention) =>
+        DecoderSegment.create(long, layers, { attention, attentionProbsLayer: 0, threads: 1 }),
+      ),
+    );
+    const [cc, dc] = [contrib.newCaches(), direct.newCaches()];
+    const r = new Rng(9);
+    const step = async (positions: number[]) => {
+      const hidden = randomTensor(r, [positions.length, long.hiddenSize], 1).data;
+      const [a, b] = [await contrib.run(hidden, positions, cc), await direct.run(hidden, positions, dc)];
+      expect(maxRelError(b.hidden, a.hidden)).toBeLessThan(1e-5);
+      expect(maxRelError(b.attentionProbs as Float32Array, a.attentionProbs as Float32Array)).toBeLessThan(1e-5);
+      for (const [i, c] of cc.entries()) expect(maxRelError(dc[i].keys(), c.keys())).toBeLessThan(1e-5);
+    };
+    const range = (a: number, n: number) => Array.from({ length: n }, (_, i) => a + i);
+    await step(range(0, 100)); // past the first chunk of slots in one prefill
+    for (let t = 100; t < 140; t += 5) await step(range(t, 5)); // across the next chunk boundary
+    for (const c of [...cc, ...dc]) c.truncate(120);
+    await step(range(120, 3));
+    const keep = [0, 3, 7, 50, 99, 110, 122];
+    for (const c of [...cc, ...dc]) c.select(keep);
+    await step(range(200, 4));
+    expect(dc.every((c) => c.length === keep.length + 4)).toBe(true);
+    await Promise.all([contrib.release(), direct.release()]);
   });
 });

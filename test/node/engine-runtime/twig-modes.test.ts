@@ -146,4 +146,20 @@ describe("TwigDecoder on a tiny random model", () => {
     const base = await run(partial, "base", { ...input, inputIds: [1, 5, img] });
     expect(base.outputIds).toHaveLength(2);
   });
+  it("decodes every mode to the same tokens and kept visual tokens with direct attention as with contrib", async () => {
+    const directRuntime = await LlavaRuntime.create(weights, { threads: 1, attention: "direct" });
+    const directTwig = await TwigDecoder.create(directRuntime, growTwig(weights, 2, 2, 6));
+    try {
+      for (const mode of ["base", "twig", "ssd-only", "ttp-only", "fastv", "random"] as Mode[])
+        for (const [i, inputIds] of prompts.entries()) {
+          const o = { inputIds, pixelValues: images[i], seed: 3 };
+          const [a, b] = [await run(partial, mode, o), await run(directTwig, mode, o)];
+          expect(b.outputIds, `${mode} prompt ${i}`).toEqual(a.outputIds);
+          expect(b.keptVisualIndices, `${mode} prompt ${i}`).toEqual(a.keptVisualIndices);
+        }
+    } finally {
+      await directTwig.release();
+      await directRuntime.release();
+    }
+  });
 });

@@ -1,5 +1,5 @@
 /**
- * Decoder self-attention over past KV plus S new tokens, in two interchangeable forms:
+ * Decoder self-attention over past KV plus S new tokens, in three interchangeable forms:
  *
  * - `contrib` (fast): com.microsoft RotaryEmbedding on q and k at explicit position ids,
  *   then GroupQueryAttention with do_rotary=0 (GQA's own rotary would take positions from
@@ -11,12 +11,41 @@
  * Both take q [1, S, heads*hd], k and v [1, S, kvHeads*hd] and past [1, kvHeads, P, hd],
  * and give out [1, S, heads*hd], present [1, kvHeads, P+S, hd] and, if asked, the
  * attention probabilities [1, heads, S, P+S].
+ *
+ * - `direct`: the caches stay where the caller keeps them and are only read, never copied.
+ *   The past comes as buffers with spare room, keys transposed [1, kvHeads, hd, C] and values
+ *   [1, kvHeads, C, hd] with C >= P, and a mask kv_mask [C] (0 for the P filled slots, -inf
+ *   for the spare ones); the new tokens' rotated keys and values go out as new_key / new_value
+ *   [1, S, kvHeads*hd], which the caller writes into its buffers. Scores are two products,
+ *   q K_past^T (+ kv_mask) and q k_new^T (+ new_mask, causal), softmaxed together; the output
+ *   is probs_past V_past + probs_new v_new. ONNX Runtime's GroupQueryAttention copies the
+ *   whole past into its present output every step, and the Node binding copies every output
+ *   again into a fresh ArrayBuffer: for a long context that traffic costs more than the
+ *   attention itself. Rotary is com.microsoft RotaryEmbedding at the explicit positions.
+ *   The probabilities come out as [1, heads, S, C + S] (spare columns included, at 0).
  */
 import { float, type GraphBuilder } from "./graph.js";
 import { rotary } from "./layers.js";
 
-export type AttentionImpl = "contrib" | "plain";
-export const ATTENTION_IMPLS: readonly AttentionImpl[] = ["contrib", "plain"];
+export type AttentionImpl = "contrib" | "plain" | "direct";
+export const ATTENTION_IMPLS: readonly AttentionImpl[] = ["contrib", "plain", "direct"];
+
+/** What a runtime may be configured with: an implementation, or `auto`. */
+export type AttentionChoice = AttentionImpl | "auto";
+export const ATTENTION_CHOICES: readonly AttentionChoice[] = ["auto", ...ATTENTION_IMPLS];
+
+/**
+ * `auto` picks `direct` for models of this width and more, where the cache is big and the
+ * copies GroupQueryAttention and the Node binding make of it every step cost more than the
+ * attention (`npm run bench -- engine`), and `contrib` below it, where the cache is small
+ * and direct attention's twenty-odd extra nodes per layer cost more than the copies.
+ */
+export const DIRECT_ATTENTION_MIN_WIDTH = 1024;
+
+export function resolveAttention(choice: AttentionChoice | undefined, hiddenSize: number): AttentionImpl {
+  if (choice && choice !== "auto") return choice;
+  return hiddenSize >= DIRECT_ATTENTION_MIN_WIDTH ? "direct" : "contrib";
+}
 
 export interface AttentionShape {
   heads: number;
@@ -26,8 +55,12 @@ export interface AttentionShape {
 
 export interface AttentionResult {
   out: string;
-  presentKey: string;
-  presentValue: string;
+  /** contrib and plain: the whole cache after this step. */
+  presentKey?: string;
+  presentValue?: string;
+  /** direct: only the new tokens' keys (rotated) and values [1, S, kvHeads*hd]. */
+  newKey?: string;
+  newValue?: string;
   probs?: string;
 }
 
@@ -45,6 +78,12 @@ export interface AttentionContext {
   cosAt?: string;
   sinAt?: string;
   mask?: string;
+  /** direct: kv_mask [C] over the past buffers' slots, new_mask [groups*S, S] (causal: query row g*S + s sees new token j <= s). */
+  kvMask?: string;
+  newMask?: string;
+  /** direct: q's rotary tables, scaled by 1/sqrt(hd) (scaledRotaryTables). */
+  cosQ?: string;
+  sinQ?: string;
 }
 
 /** Builds the per-segment values of the plain path (gathered cos/sin, the causal + past mask). */
@@ -80,9 +119,65 @@ export function attention(
   pastValue: string,
   wantProbs: boolean,
 ): AttentionResult {
-  return ctx.impl === "plain"
-    ? plainAttention(g, ctx, q, k, v, pastKey, pastValue, wantProbs)
-    : contribAttention(g, ctx, q, k, v, pastKey, pastValue, wantProbs);
+  if (ctx.impl === "plain") return plainAttention(g, ctx, q, k, v, pastKey, pastValue, wantProbs);
+  if (ctx.impl === "direct") return directAttention(g, ctx, q, k, v, pastKey, pastValue, wantProbs);
+  return contribAttention(g, ctx, q, k, v, pastKey, pastValue, wantProbs);
+}
+
+/**
+ * `direct` attention; pastKeyT [1, kv, hd, C], pastValue [1, kv, C, hd]. Query heads are grouped
+ * under their kv head (head j uses kv head floor(j / groups)) as rows g*S + s of q
+ * [1, kv, groups*S, hd]. For a single new token both big products, q K^T and probs V, are one
+ * row times a cache matrix: the CPU kernels' matrix-vector path, which streams the cache once.
+ * The 1/sqrt(hd) scale rides in q's rotary tables (`cosQ`, `sinQ`): a scale multiplied onto a
+ * product would be fused into it and take it off that path.
+ */
+function directAttention(
+  g: GraphBuilder,
+  ctx: AttentionContext,
+  q: string,
+  k: string,
+  v: string,
+  pastKeyT: string,
+  pastValue: string,
+  wantProbs: boolean,
+): AttentionResult {
+  const { heads, kvHeads, headDim: hd } = ctx.shape;
+  if (!ctx.kvMask || !ctx.newMask || !ctx.cosQ || !ctx.sinQ) throw new Error("direct attention needs its context");
+  const groups = heads / kvHeads;
+  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
+  const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
+  const qr = rotary(g, q, ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
+  const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
+  const qg = op1("Transpose", [reshape(qr, [1, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] });
+  const qh = reshape(qg, [1, kvHeads, -1, hd]); // [1, kv, G*S, hd]
+  const kNewT = op1("Transpose", [reshape(kr, [1, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
+  const vNew = op1("Transpose", [reshape(v, [1, -1, kvHeads, hd])], { perm: [0, 2, 1, 3] }); // [1, kv, S, hd]
+  const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
+  const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
+  const probs = op1("Softmax", [op1("Concat", [scoresPast, scoresNew], { axis: -1 })], { axis: -1 });
+  const c = g.op("Shape", [pastKeyT], { start: 3, end: 4 })[0]; // [C]
+  const last = g.ints("last_axis", [-1]);
+  const pPast = op1("Slice", [probs, g.ints("zero", [0]), c, last]);
+  const pNew = op1("Slice", [probs, c, g.ints("to_end", [2 ** 40]), last]);
+  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [1, kv, G*S, hd]
+  const back = op1("Transpose", [reshape(out, [1, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
+  return {
+    out: reshape(back, [1, -1, heads * hd]),
+    newKey: kr,
+    newValue: v,
+    probs: wantProbs ? reshape(probs, [1, heads, -1, 0]) : undefined, // [1, heads, S, C+S]
+  };
+}
+
+/** q's rotary tables for `direct` attention: cos and sin times 1/sqrt(hd). */
+export function scaledRotaryTables(
+  cos: Float32Array,
+  sin: Float32Array,
+  headDim: number,
+): { cos: Float32Array; sin: Float32Array } {
+  const s = 1 / Math.sqrt(headDim);
+  return { cos: cos.map((x) => x * s), sin: sin.map((x) => x * s) };
 }
 
 function contribAttention(

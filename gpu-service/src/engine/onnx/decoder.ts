@@ -7,6 +7,11 @@
  *          (= past + S), and past_key_i / past_value_i [1, kvHeads, past, hd] per layer.
  * Outputs: hidden_out [1, S, H], present_key_i / present_value_i [1, kvHeads, past+S, hd],
  *          and, when asked, attn_probs [1, heads, S, past+S] of one layer (for TTP).
+ * With `direct` attention the past is read in place from the caller's buffers instead:
+ *          past_key_i [1, kvHeads, hd, C] (transposed) and past_value_i [1, kvHeads, C, hd],
+ *          kv_mask [C] and new_mask [groups*S, S] replace seqlens_k and total_sequence_length;
+ *          the outputs are new_key_i / new_value_i [1, S, kvHeads*hd] (the caller appends
+ *          them) and attn_probs [1, heads, S, C+S] (onnx/attention.ts).
  *
  * All layers of a segment hold the same tokens, so one past length serves them all;
  * layers that hold different tokens (TTP's three layouts) are different segments.
@@ -17,7 +22,14 @@
  * fp16 or int4 (onnx/layers.ts).
  */
 import type { DecoderLayerWeights, TextConfig } from "../types.js";
-import { type AttentionContext, type AttentionImpl, attention, plainContext } from "./attention.js";
+import {
+  type AttentionChoice,
+  type AttentionContext,
+  attention,
+  plainContext,
+  resolveAttention,
+  scaledRotaryTables,
+} from "./attention.js";
 import { GraphBuilder } from "./graph.js";
 import {
   fusedLinear,
@@ -35,7 +47,8 @@ export interface DecoderGraphOptions {
   precision?: Precision;
   /** MatMulNBits accuracy_level for int4 (default 4). */
   int4AccuracyLevel?: number;
-  attention?: AttentionImpl;
+  /** The attention implementation, or `auto` (resolveAttention; the default). */
+  attention?: AttentionChoice;
   /** q/k/v and gate/up as one MatMul each (default true). */
   fuseProjections?: boolean;
 }
@@ -61,19 +74,24 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const g = new GraphBuilder(spec.name ?? "decoder_segment");
   const format = weightFormat(spec);
   const fuse = spec.fuseProjections ?? true;
-  const impl = spec.attention ?? "contrib";
+  const impl = resolveAttention(spec.attention, config.hiddenSize);
   const eps = config.rmsNormEps;
   const hd = config.hiddenSize / config.numHeads;
   let h = g.input("hidden", "float32", [1, "S", config.hiddenSize]);
   const positions = g.input("position_ids", "int64", [1, "S"]);
-  const seqlens = g.input("seqlens_k", "int32", [1]);
-  const total = g.input("total_sequence_length", "int32", []);
+  const direct = impl === "direct";
+  const seqlens = direct ? "" : g.input("seqlens_k", "int32", [1]);
+  const total = direct ? "" : g.input("total_sequence_length", "int32", []);
   const caches = rotaryCaches(hd, config.maxPositionEmbeddings, config.ropeTheta);
   const cos = g.weight("rope_cos", [config.maxPositionEmbeddings, hd / 2], caches.cos);
   const sin = g.weight("rope_sin", [config.maxPositionEmbeddings, hd / 2], caches.sin);
   const past = layers.map((_, i) => ({
-    key: g.input(`past_key_${i}`, "float32", [1, config.numKvHeads, "P", hd]),
-    value: g.input(`past_value_${i}`, "float32", [1, config.numKvHeads, "P", hd]),
+    key: g.input(
+      `past_key_${i}`,
+      "float32",
+      direct ? [1, config.numKvHeads, hd, "C"] : [1, config.numKvHeads, "P", hd],
+    ),
+    value: g.input(`past_value_${i}`, "float32", [1, config.numKvHeads, direct ? "C" : "P", hd]),
   }));
   let ctx: AttentionContext = {
     impl,
@@ -85,6 +103,16 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     sin,
   };
   if (impl === "plain" && layers.length > 0) ctx = plainContext(g, ctx, h, past[0].key);
+  if (direct) {
+    const scaled = scaledRotaryTables(caches.cos, caches.sin, hd);
+    ctx = {
+      ...ctx,
+      kvMask: g.input("kv_mask", "float32", ["C"]),
+      newMask: g.input("new_mask", "float32", ["R", "S"]),
+      cosQ: g.weight("rope_cos_q", [config.maxPositionEmbeddings, hd / 2], scaled.cos),
+      sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
+    };
+  }
 
   let x = layers.length > 0 ? rmsNorm(g, h, layers[0].inputNorm, eps) : h;
   layers.forEach((w, i) => {
@@ -93,19 +121,25 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       : [linear(g, x, w.q, "q", format), linear(g, x, w.k, "k", format), linear(g, x, w.v, "v", format)];
     const wantProbs = spec.attentionProbsLayer === i;
     const att = attention(g, ctx, q, k, v, past[i].key, past[i].value, wantProbs);
-    g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
-    g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+    if (att.presentKey && att.presentValue) {
+      g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+      g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
+    }
+    if (att.newKey && att.newValue) {
+      g.output(att.newKey, `new_key_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
+      g.output(att.newValue, `new_value_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
+    }
     if (att.probs) g.output(att.probs, "attn_probs", "float32", [1, config.numHeads, "S", "T"]);
     const o = linear(g, att.out, w.o, "o", format);
     let m: string;
-    if (impl === "contrib") ({ normed: m, sum: h } = skipRmsNorm(g, o, h, w.postAttentionNorm, eps));
+    if (impl !== "plain") ({ normed: m, sum: h } = skipRmsNorm(g, o, h, w.postAttentionNorm, eps));
     else {
       [h] = g.op("Add", [h, o]);
       m = rmsNorm(g, h, w.postAttentionNorm, eps);
     }
     const mlp = swiglu(g, m, w.gate, w.up, w.down, format, fuse);
     const next = layers[i + 1];
-    if (next && impl === "contrib") ({ normed: x, sum: h } = skipRmsNorm(g, mlp, h, next.inputNorm, eps));
+    if (next && impl !== "plain") ({ normed: x, sum: h } = skipRmsNorm(g, mlp, h, next.inputNorm, eps));
     else {
       [h] = g.op("Add", [h, mlp]);
       if (next) x = rmsNorm(g, h, next.inputNorm, eps);

@@ -1,11 +1,13 @@
 /**
  * Runs a decoder segment (layers [a, b)) on new tokens against its KV caches.
- * The caller owns the caches: this appends the new tokens to them.
+ * The caller owns the caches (made by `newCaches`, in the layout the segment's attention
+ * reads): this appends the new tokens to them.
  */
+import { type AttentionImpl, resolveAttention } from "../onnx/attention.js";
 import { type DecoderGraphOptions, decoderSegmentBuilder } from "../onnx/decoder.js";
 import type { DecoderLayerWeights, Tensor, TextConfig } from "../types.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
-import { KvCache } from "./kv-cache.js";
+import { KvCache, type LayerKv, SlotKvCache } from "./kv-cache.js";
 import { ort, type SessionOptions } from "./session.js";
 
 /** Everything that decides how a segment is built and run. */
@@ -16,7 +18,7 @@ export function graphOptions(o: DecoderGraphOptions): DecoderGraphOptions {
   return {
     precision: o.precision ?? "fp32",
     int4AccuracyLevel: o.int4AccuracyLevel,
-    attention: o.attention ?? "contrib",
+    attention: o.attention ?? "auto",
     fuseProjections: o.fuseProjections ?? true,
   };
 }
@@ -42,6 +44,7 @@ export class DecoderSegment {
     readonly config: TextConfig,
     readonly numLayers: number,
     readonly hasAttentionProbs: boolean,
+    readonly attention: AttentionImpl,
   ) {}
 
   static async create(
@@ -49,7 +52,7 @@ export class DecoderSegment {
     layers: DecoderLayerWeights[],
     opts: SegmentOptions & { attentionProbsLayer?: number } = {},
   ): Promise<DecoderSegment> {
-    const graph = graphOptions(opts);
+    const graph = { ...graphOptions(opts), attention: resolveAttention(opts.attention, config.hiddenSize) };
     const session = await createGraphSession(
       {
         name: "decoder",
@@ -59,19 +62,41 @@ export class DecoderSegment {
       },
       opts,
     );
-    return new DecoderSegment(session, config, layers.length, opts.attentionProbsLayer !== undefined);
+    return new DecoderSegment(session, config, layers.length, opts.attentionProbsLayer !== undefined, graph.attention);
   }
 
-  newCaches(): KvCache[] {
+  newCaches(): LayerKv[] {
     const hd = this.config.hiddenSize / this.config.numHeads;
-    return Array.from({ length: this.numLayers }, () => new KvCache(this.config.numKvHeads, hd));
+    const kv = this.config.numKvHeads;
+    return Array.from({ length: this.numLayers }, () =>
+      this.attention === "direct" ? new SlotKvCache(kv, hd) : new KvCache(kv, hd),
+    );
   }
 
-  async run(hidden: Float32Array, positions: readonly number[], caches: KvCache[]): Promise<SegmentResult> {
+  async run(hidden: Float32Array, positions: readonly number[], caches: LayerKv[]): Promise<SegmentResult> {
+    const s = positions.length;
+    const { hiddenSize } = this.config;
+    if (hidden.length !== s * hiddenSize) throw new RangeError(`hidden has ${hidden.length} values for ${s} tokens`);
+    const past = caches[0].length;
+    for (const c of caches)
+      if (c.length !== past)
+        throw new RangeError(`layer caches of one segment differ in length (${c.length} vs ${past})`);
+    if (this.attention === "direct") return this.runDirect(hidden, positions, caches);
+    return this.runExact(hidden, positions, caches);
+  }
+
+  private async runExact(
+    hidden: Float32Array,
+    positions: readonly number[],
+    layerCaches: LayerKv[],
+  ): Promise<SegmentResult> {
+    const caches = layerCaches.map((c) => {
+      if (!(c instanceof KvCache)) throw new TypeError("this segment's caches come from its own newCaches()");
+      return c;
+    });
     const s = positions.length;
     const { hiddenSize, numKvHeads } = this.config;
     const hd = hiddenSize / this.config.numHeads;
-    if (hidden.length !== s * hiddenSize) throw new RangeError(`hidden has ${hidden.length} values for ${s} tokens`);
     const past = caches[0].length;
     const feeds: Record<string, ort.Tensor> = {
       hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
@@ -80,8 +105,6 @@ export class DecoderSegment {
       total_sequence_length: new ort.Tensor("int32", Int32Array.of(past + s), []),
     };
     caches.forEach((c, i) => {
-      if (c.length !== past)
-        throw new RangeError(`layer caches of one segment differ in length (${c.length} vs ${past})`);
       feeds[`past_key_${i}`] = new ort.Tensor("float32", c.key, [1, numKvHeads, past, hd]);
       feeds[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, numKvHeads, past, hd]);
     });
@@ -93,6 +116,57 @@ export class DecoderSegment {
       hidden: out.hidden_out.data as Float32Array,
       attentionProbs: this.hasAttentionProbs ? (out.attn_probs.data as Float32Array) : undefined,
     };
+  }
+
+  /** Direct attention: the graph reads the slot buffers in place; the new tokens' keys and values are written after. */
+  private async runDirect(
+    hidden: Float32Array,
+    positions: readonly number[],
+    layerCaches: LayerKv[],
+  ): Promise<SegmentResult> {
+    const caches = layerCaches.map((c) => {
+      if (!(c instanceof SlotKvCache)) throw new TypeError("this segment's caches come from its own newCaches()");
+      return c;
+    });
+    const s = positions.length;
+    const { hiddenSize, numKvHeads: kv, numHeads } = this.config;
+    const hd = hiddenSize / numHeads;
+    const groups = numHeads / kv;
+    const past = caches[0].length;
+    // every layer's buffers must have one capacity (the graph's C)
+    const cap = Math.max(...caches.map((c) => c.capacity));
+    for (const c of caches) c.reserve(cap);
+    // query row g*S + i sees new token j when j <= i
+    const newMask = new Float32Array(groups * s * s);
+    for (let g = 0; g < groups; g++)
+      for (let i = 0; i < s; i++) newMask.fill(Number.NEGATIVE_INFINITY, (g * s + i) * s + i + 1, (g * s + i + 1) * s);
+    const feeds: Record<string, ort.Tensor> = {
+      hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
+      position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
+      kv_mask: new ort.Tensor("float32", caches[0].mask(), [cap]),
+      new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
+    };
+    caches.forEach((c, i) => {
+      feeds[`past_key_${i}`] = new ort.Tensor("float32", c.keyT, [1, kv, hd, cap]);
+      feeds[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, kv, cap, hd]);
+    });
+    const out = await this.session.run(feeds);
+    caches.forEach((c, i) => {
+      c.append(out[`new_key_${i}`].data as Float32Array, out[`new_value_${i}`].data as Float32Array);
+    });
+    let attentionProbs: Float32Array | undefined;
+    if (this.hasAttentionProbs) {
+      // [heads, S, cap + S] -> [heads, S, past + S]: drop the spare slots
+      const full = out.attn_probs.data as Float32Array;
+      const width = cap + s;
+      const total = past + s;
+      attentionProbs = new Float32Array(numHeads * s * total);
+      for (let r = 0; r < numHeads * s; r++) {
+        attentionProbs.set(full.subarray(r * width, r * width + past), r * total);
+        attentionProbs.set(full.subarray(r * width + cap, r * width + width), r * total + past);
+      }
+    }
+    return { hidden: out.hidden_out.data as Float32Array, attentionProbs };
   }
 
   /** Writes ONNX Runtime's profile (only for segments created with `profileFilePrefix`). */

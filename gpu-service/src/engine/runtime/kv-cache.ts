@@ -1,10 +1,32 @@
 /**
- * One layer's KV cache: keys and values [kvHeads, length, headDim], kept at
- * their exact length (on CPU, slicing to roll back beat binding present onto
- * past buffers). The segment's `present` output becomes the new cache; rollback
- * (`truncate`) and pruning (`select`) copy once per head.
+ * A decoder layer's KV cache, in one of two layouts (a segment's attention decides which):
+ *
+ * - `KvCache` (contrib and plain attention): keys and values [kvHeads, length, headDim] at
+ *   their exact length. The segment's `present` output becomes the new cache; rollback
+ *   (`truncate`) and pruning (`select`) copy once per head.
+ * - `SlotKvCache` (direct attention): buffers with spare slots, keys transposed
+ *   [kvHeads, headDim, capacity] and values [kvHeads, capacity, headDim], that the graph reads
+ *   in place. A step writes only its new tokens (`append`); rollback just forgets slots; the
+ *   buffers grow by whole chunks, so most steps allocate nothing.
  */
-export class KvCache {
+
+/** What decoding code needs of a layer's cache, whatever its layout. */
+export interface LayerKv {
+  readonly kvHeads: number;
+  readonly headDim: number;
+  /** Positions held. */
+  readonly length: number;
+  /** Keeps the first `length` positions (rollback after verification). */
+  truncate(length: number): void;
+  /** Keeps the given positions, in the given order (TTP pruning). */
+  select(indices: readonly number[]): void;
+  /** Keys as [kvHeads, length, headDim] (a copy for the slot layout). */
+  keys(): Float32Array;
+  /** Values as [kvHeads, length, headDim] (a copy for the slot layout). */
+  values(): Float32Array;
+}
+
+export class KvCache implements LayerKv {
   constructor(
     readonly kvHeads: number,
     readonly headDim: number,
@@ -22,13 +44,11 @@ export class KvCache {
     this.value = value;
   }
 
-  /** Keeps the first `length` positions (rollback after verification). */
   truncate(length: number): void {
     if (length >= this.length) return;
     this.select(Array.from({ length }, (_, i) => i));
   }
 
-  /** Keeps the given positions, in the given order (TTP pruning). */
   select(indices: readonly number[]): void {
     const { kvHeads, headDim } = this;
     const old = this.length;
@@ -47,7 +67,120 @@ export class KvCache {
     this.value = value;
   }
 
+  keys(): Float32Array {
+    return this.key;
+  }
+
+  values(): Float32Array {
+    return this.value;
+  }
+
   clone(): KvCache {
     return new KvCache(this.kvHeads, this.headDim, this.key.slice(), this.value.slice());
+  }
+}
+
+/** Slots are added in chunks of this many positions. */
+export const SLOT_CHUNK = 64;
+
+export class SlotKvCache implements LayerKv {
+  /** [kvHeads, headDim, capacity] */
+  keyT: Float32Array;
+  /** [kvHeads, capacity, headDim] */
+  value: Float32Array;
+  length = 0;
+  capacity: number;
+
+  constructor(
+    readonly kvHeads: number,
+    readonly headDim: number,
+    capacity = SLOT_CHUNK,
+  ) {
+    this.capacity = capacity;
+    this.keyT = new Float32Array(kvHeads * headDim * capacity);
+    this.value = new Float32Array(kvHeads * capacity * headDim);
+  }
+
+  /** Makes room for `total` positions, keeping what is held (grows to whole chunks, with half a chunk spare). */
+  reserve(total: number): void {
+    if (total <= this.capacity) return;
+    this.resize(Math.ceil((total + SLOT_CHUNK / 2) / SLOT_CHUNK) * SLOT_CHUNK);
+  }
+
+  private resize(capacity: number): void {
+    const { kvHeads: kv, headDim: hd, length: n, capacity: old } = this;
+    const keyT = new Float32Array(kv * hd * capacity);
+    for (let r = 0; r < kv * hd; r++) keyT.set(this.keyT.subarray(r * old, r * old + n), r * capacity);
+    const value = new Float32Array(kv * capacity * hd);
+    for (let h = 0; h < kv; h++) value.set(this.value.subarray(h * old * hd, (h * old + n) * hd), h * capacity * hd);
+    this.keyT = keyT;
+    this.value = value;
+    this.capacity = capacity;
+  }
+
+  /** Writes S new tokens' keys and values ([S, kvHeads * headDim] each, as the graph outputs them) after the held ones. */
+  append(newKey: Float32Array, newValue: Float32Array): void {
+    const { kvHeads: kv, headDim: hd } = this;
+    const s = newKey.length / (kv * hd);
+    if (!Number.isInteger(s) || newValue.length !== newKey.length)
+      throw new RangeError(`new keys/values of ${newKey.length}/${newValue.length} values for ${kv} x ${hd}`);
+    this.reserve(this.length + s);
+    const { capacity: cap, length: p, keyT, value } = this;
+    for (let h = 0; h < kv; h++) {
+      for (let t = 0; t < s; t++) {
+        const src = (t * kv + h) * hd;
+        value.set(newValue.subarray(src, src + hd), (h * cap + p + t) * hd);
+      }
+      for (let d = 0; d < hd; d++) {
+        const row = (h * hd + d) * cap + p;
+        for (let t = 0; t < s; t++) keyT[row + t] = newKey[(t * kv + h) * hd + d];
+      }
+    }
+    this.length = p + s;
+  }
+
+  /** The additive mask over the slots: 0 for held positions, -inf for spare ones. */
+  mask(): Float32Array {
+    const m = new Float32Array(this.capacity).fill(Number.NEGATIVE_INFINITY);
+    m.fill(0, 0, this.length);
+    return m;
+  }
+
+  truncate(length: number): void {
+    if (length < this.length) this.length = Math.max(0, length);
+  }
+
+  select(indices: readonly number[]): void {
+    const { kvHeads: kv, headDim: hd, capacity: cap } = this;
+    for (const i of indices)
+      if (!(Number.isInteger(i) && i >= 0 && i < this.length)) throw new RangeError(`no position ${i} in the cache`);
+    const keyT = new Float32Array(kv * hd * cap);
+    const value = new Float32Array(kv * cap * hd);
+    for (let r = 0; r < kv * hd; r++)
+      for (let j = 0; j < indices.length; j++) keyT[r * cap + j] = this.keyT[r * cap + indices[j]];
+    for (let h = 0; h < kv; h++)
+      for (let j = 0; j < indices.length; j++) {
+        const src = (h * cap + indices[j]) * hd;
+        value.set(this.value.subarray(src, src + hd), (h * cap + j) * hd);
+      }
+    this.keyT = keyT;
+    this.value = value;
+    this.length = indices.length;
+  }
+
+  keys(): Float32Array {
+    const { kvHeads: kv, headDim: hd, capacity: cap, length: n } = this;
+    const out = new Float32Array(kv * n * hd);
+    for (let h = 0; h < kv; h++)
+      for (let d = 0; d < hd; d++)
+        for (let j = 0; j < n; j++) out[(h * n + j) * hd + d] = this.keyT[(h * hd + d) * cap + j];
+    return out;
+  }
+
+  values(): Float32Array {
+    const { kvHeads: kv, headDim: hd, capacity: cap, length: n } = this;
+    const out = new Float32Array(kv * n * hd);
+    for (let h = 0; h < kv; h++) out.set(this.value.subarray(h * cap * hd, (h * cap + n) * hd), h * n * hd);
+    return out;
   }
 }

@@ -12,7 +12,7 @@ import { visionGraph } from "../onnx/vision.js";
 import type { ExecutionProvider, LlavaWeights, NormWeights, Tensor, TextConfig } from "../types.js";
 import { DecoderSegment, graphOptions } from "./decoder-segment.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
-import type { KvCache } from "./kv-cache.js";
+import type { LayerKv } from "./kv-cache.js";
 import { createSession, ort } from "./session.js";
 
 /**
@@ -185,7 +185,7 @@ export class LlavaRuntime {
   async generateBase(o: BaseGenerateOptions): Promise<BaseGenerateResult> {
     const t0 = performance.now();
     const prompt = this.embedPrompt(o.inputIds, await this.encodeImage(o.pixelValues));
-    const caches: KvCache[] = this.full.newCaches();
+    const caches: LayerKv[] = this.full.newCaches();
     const rng = new Rng(o.seed ?? 0);
     const prefill = await this.full.run(prompt.hidden, prompt.positions, caches);
     let logits = await this.lastLogits(prefill.hidden);

@@ -30,7 +30,7 @@ import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculati
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { headGraph } from "../onnx/decoder.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
-import type { KvCache } from "../runtime/kv-cache.js";
+import type { LayerKv } from "../runtime/kv-cache.js";
 import type { LlavaRuntime } from "../runtime/llava-runtime.js";
 import { createSession, ort } from "../runtime/session.js";
 import type { Mode, TwigWeights } from "../types.js";
@@ -86,10 +86,10 @@ export interface TwigParts {
 }
 
 interface Caches {
-  lower: KvCache[];
-  twig: KvCache[];
-  mid: KvCache[];
-  top: KvCache[];
+  lower: LayerKv[];
+  twig: LayerKv[];
+  mid: LayerKv[];
+  top: LayerKv[];
 }
 
 /** Rows entering the layers above K: their layer-K hidden states [n, H] at their positions. */
