@@ -28,11 +28,10 @@ import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js"
 import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
-import { headGraph } from "../onnx/decoder.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
-import type { LlavaRuntime } from "../runtime/llava-runtime.js";
-import { createSession, ort } from "../runtime/session.js";
+import { createHeadSession, type LlavaRuntime } from "../runtime/llava-runtime.js";
+import { ort } from "../runtime/session.js";
 import type { Mode, TwigWeights } from "../types.js";
 import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
 
@@ -124,7 +123,7 @@ export class TwigDecoder {
       runtime.segment(0, k, k - 1),
       runtime.segment(k, kf),
       kf < L ? runtime.segment(kf, L) : Promise.resolve(undefined),
-      createSession(headGraph(config, twig.norm, twig.lmHead), runtime.options),
+      createHeadSession(config, twig.norm, twig.lmHead, runtime.options), // the runtime's precision, like the LM head
       DecoderSegment.create(config, twig.layers, { ...runtime.options, attentionProbsLayer: twig.layers.length - 1 }),
     ]);
     return new TwigDecoder(runtime, twig, { lower, twig: twigLayers, mid, top, twigHead });
