@@ -32,7 +32,7 @@ PRESETS = {
     "demo": dict(
         model=dict(hidden=96, intermediate=256, heads=3, kv_heads=3),
         vision_steps=450, vision_batch=32, vision_lr=2e-3,
-        base_steps=700, base_batch=16, base_lr=2e-3,
+        base_steps=600, base_batch=16, base_lr=2e-3,
         twig_steps=500, twig_batch=8, twig_lr=5e-4,
         # every question a scene supports in one sample; scenes of at most 1, 2, 3 objects over the
         # first fractions of the base stage (a curriculum: binding words to patches is learnt on
