@@ -37,9 +37,9 @@ const { values: args } = parseArgs({
     paced: { type: "string" },
   },
 });
-const GPU_PORT = 47160;
-const PROXY_PORT = 47165;
-const EDGE_PORT = 47170;
+const GPU_PORT = 27160;
+const PROXY_PORT = 27165;
+const EDGE_PORT = 27170;
 const requests = Number(args.requests);
 const maxTokens = Number(args["max-tokens"]);
 

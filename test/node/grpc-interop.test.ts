@@ -8,7 +8,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configOnlyModelsDir, type GpuServiceProcess, repoRoot, startGpuService } from "../support/gpu-service.js";
 
-const PORT = 47211;
+const PORT = 27211;
 
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
 type AnyClient = any;

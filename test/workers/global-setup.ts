@@ -12,10 +12,10 @@ import type { TestProject } from "vitest/node";
 import { configOnlyModelsDir, startGpuService } from "../support/gpu-service.js";
 import { startScriptedGpuService } from "../support/scripted-gpu-service.js";
 
-export const GPU_PORT = 47321;
-export const SCRIPTED_PORT = 47110;
-export const DRAINING_PORT = 47111;
-export const DEAD_URLS = ["http://127.0.0.1:47118", "http://127.0.0.1:47119"];
+export const GPU_PORT = 27321;
+export const SCRIPTED_PORT = 27110;
+export const DRAINING_PORT = 27111;
+export const DEAD_URLS = ["http://127.0.0.1:27118", "http://127.0.0.1:27119"];
 
 export default async function setup(project: TestProject) {
   const service = await startGpuService(GPU_PORT, {

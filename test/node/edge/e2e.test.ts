@@ -33,8 +33,8 @@ import { type ScriptedGpuService, startScriptedGpuService } from "../../support/
 
 /** 0: the system picks a free port (a fixed one inside the ephemeral range once collided). */
 const GPU_PORT = 0;
-const EDGE_PORT = 47150;
-const SCRIPTED_PORT = 47145;
+const EDGE_PORT = 27150;
+const SCRIPTED_PORT = 27145;
 const SERVICE_TOKEN = "e2e-service-token";
 const QUESTION = "what colour is the circle ?";
 const MAX_TOKENS = 40;

@@ -5,7 +5,7 @@ import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 47241;
+const PORT = 27241;
 let service: GpuServiceProcess & { modelDir: string };
 const bearer =
   (token: string): Interceptor =>

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 import { percentile, readMetric, serviceClient } from "../../support/service-client.js";
 
-const PORT = 47281;
+const PORT = 27281;
 const WARM_UP = 10;
 const ROUNDS = 60;
 let service: GpuServiceProcess & { modelDir: string };

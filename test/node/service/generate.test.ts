@@ -23,7 +23,7 @@ import { requestLogLines } from "../../support/service-logs.js";
 const run = promisify(execFile);
 const PROMPT = "what colour is the circle ?";
 
-const PORT = 47221;
+const PORT = 27221;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time

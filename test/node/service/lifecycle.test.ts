@@ -6,7 +6,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 47231;
+const PORT = 27231;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" });

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
 import { type CallResult, readMetric, serviceClient, waitForMetric } from "../../support/service-client.js";
 
-const PORT = 47261;
+const PORT = 27261;
 const MAX_QUEUE = 8;
 const DEPTH = 'twig_queue_depth{model="tiny"}';
 let service: GpuServiceProcess & { modelDir: string };

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
-const PORT = 47251;
+const PORT = 27251;
 const PROMPT = "what colour is the square ?";
 let service: GpuServiceProcess & { modelDir: string };
 let certDir: string;

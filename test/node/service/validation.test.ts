@@ -15,7 +15,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 47271;
+const PORT = 27271;
 const MAX_IMAGE_BYTES = 60_000;
 const MAX_IMAGE_PIXELS = 300 * 300;
 let service: GpuServiceProcess & { modelDir: string };
