@@ -38,6 +38,14 @@ export interface SegmentResult {
   attentionProbs?: Float32Array;
 }
 
+/** The caches, checked to be of the layout this segment made (`newCaches`). */
+function ownCaches<T extends LayerKv>(caches: LayerKv[], layout: new (kvHeads: number, headDim: number) => T): T[] {
+  return caches.map((c) => {
+    if (!(c instanceof layout)) throw new TypeError("this segment's caches come from its own newCaches()");
+    return c;
+  });
+}
+
 export class DecoderSegment {
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -90,10 +98,7 @@ export class DecoderSegment {
     positions: readonly number[],
     layerCaches: LayerKv[],
   ): Promise<SegmentResult> {
-    const caches = layerCaches.map((c) => {
-      if (!(c instanceof KvCache)) throw new TypeError("this segment's caches come from its own newCaches()");
-      return c;
-    });
+    const caches = ownCaches(layerCaches, KvCache);
     const s = positions.length;
     const { hiddenSize, numKvHeads } = this.config;
     const hd = hiddenSize / this.config.numHeads;
@@ -124,10 +129,7 @@ export class DecoderSegment {
     positions: readonly number[],
     layerCaches: LayerKv[],
   ): Promise<SegmentResult> {
-    const caches = layerCaches.map((c) => {
-      if (!(c instanceof SlotKvCache)) throw new TypeError("this segment's caches come from its own newCaches()");
-      return c;
-    });
+    const caches = ownCaches(layerCaches, SlotKvCache);
     const s = positions.length;
     const { hiddenSize, numKvHeads: kv, numHeads } = this.config;
     const hd = hiddenSize / numHeads;
