@@ -11,6 +11,7 @@ import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { decoderLayersRef, type RefLayerCache } from "../../../gpu-service/src/engine/reference/llama.js";
 import { DecoderSegment, type SegmentOptions } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
+import type { SlotKvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
 import { randomDecoderLayers, randomTensor, tinyTextConfig } from "../../support/random-weights.js";
 import { maxRelError } from "../../support/tolerance.js";
 
@@ -114,6 +115,11 @@ describe("decoder segment (ONNX) vs reference", () => {
     for (const c of [...cc, ...dc]) c.select(keep);
     await step(range(200, 4));
     expect(dc.every((c) => c.length === keep.length + 4)).toBe(true);
+    // one layer's buffers larger than the others': the segment brings them all to one size
+    const slots = dc as SlotKvCache[];
+    slots[1].resize(slots[1].capacity + 3 * 64);
+    await step(range(210, 2));
+    expect(new Set(slots.map((c) => c.capacity)).size).toBe(1);
     await Promise.all([contrib.release(), direct.release()]);
   });
 });

@@ -152,7 +152,7 @@ function directAttention(
   const qg = op1("Transpose", [reshape(qr, [1, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] });
   const qh = reshape(qg, [1, kvHeads, -1, hd]); // [1, kv, G*S, hd]
   const kNewT = op1("Transpose", [reshape(kr, [1, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
-  const vNew = op1("Transpose", [reshape(v, [1, -1, kvHeads, hd])], { perm: [0, 2, 1, 3] }); // [1, kv, S, hd]
+  const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
   const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
   const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
   const probs = op1("Softmax", [op1("Concat", [scoresPast, scoresNew], { axis: -1 })], { axis: -1 });

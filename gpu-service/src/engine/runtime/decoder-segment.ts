@@ -137,7 +137,7 @@ export class DecoderSegment {
     const past = caches[0].length;
     // every layer's buffers must have one capacity (the graph's C)
     const cap = Math.max(...caches.map((c) => c.capacity));
-    for (const c of caches) c.reserve(cap);
+    for (const c of caches) if (c.capacity !== cap) c.resize(cap);
     // query row g*S + i sees new token j when j <= i
     const newMask = new Float32Array(groups * s * s);
     for (let g = 0; g < groups; g++)

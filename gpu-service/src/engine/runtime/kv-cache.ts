@@ -107,8 +107,10 @@ export class SlotKvCache implements LayerKv {
     this.resize(Math.ceil((total + SLOT_CHUNK / 2) / SLOT_CHUNK) * SLOT_CHUNK);
   }
 
-  private resize(capacity: number): void {
+  /** Gives the buffers exactly `capacity` slots (at least the positions held), keeping what is held. */
+  resize(capacity: number): void {
     const { kvHeads: kv, headDim: hd, length: n, capacity: old } = this;
+    if (capacity < n) throw new RangeError(`${capacity} slots cannot hold ${n} positions`);
     const keyT = new Float32Array(kv * hd * capacity);
     for (let r = 0; r < kv * hd; r++) keyT.set(this.keyT.subarray(r * old, r * old + n), r * capacity);
     const value = new Float32Array(kv * capacity * hd);

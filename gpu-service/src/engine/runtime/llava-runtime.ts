@@ -18,7 +18,8 @@ import { createSession, ort } from "./session.js";
 /**
  * How the model runs: provider and threads, the decoder's weight precision
  * (`precision`: fp32 default, fp16, int4; the vision tower stays fp32), the attention
- * path (`attention`: contrib default, plain for checking) and where graphs above the
+ * path (`attention`: auto by default, which is direct for wide models and contrib for small
+ * ones; plain for checking; see onnx/attention.ts) and where graphs above the
  * external-data threshold are cached.
  */
 export interface RuntimeOptions extends DecoderGraphOptions, ExternalDataOptions {
