@@ -2,9 +2,16 @@
 Token sequences for training: the demo model's prompt format (its chat template,
 shipped in tokenizer_config.json) is
     <s>USER: <image>\n{question} ASSISTANT: {answer}</s>USER: {question} ASSISTANT: {answer}</s>...
-A training sample is one scene with several turns (a description first, when
-there is one, then short questions), so the 144 visual tokens are paid once for
-several supervised answers. Loss falls on answer tokens and their </s>.
+A training sample is one scene with several answers (a description, when there
+is one, and short questions), so the 144 visual tokens are paid once for several
+supervised answers. The answers are packed as independent turns: each turn
+    {question} ASSISTANT: {answer}</s>
+sees the shared prefix <s>USER: <image> and itself only (an attention mask), and
+its positions restart right after the image, so every turn is exactly the
+single-question prompt the model serves. (Turns that saw each other let the model
+answer from earlier answers: a description names every object's colour and shape,
+and a model trained so copied text instead of binding words to patches.) Loss
+falls on answer tokens and their </s>.
 """
 import random
 
@@ -66,19 +73,23 @@ def turns_for(scene, rng, max_questions, description_p):
 
 
 def encode_turns(vocab, turns):
-    """ids and a loss mask (1 on answer tokens and their </s>)."""
-    ids, mask = [vocab.bos], [0]
-    for i, (q, a) in enumerate(turns):
-        user = vocab.encode("USER:") + ([vocab.image] if i == 0 else []) + vocab.encode(q) + vocab.encode("ASSISTANT:")
+    """ids, a loss mask (1 on answer tokens and their </s>) and each token's turn (0 = the shared prefix
+    <s>USER: <image>, k = turn k)."""
+    ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image]
+    mask, turn = [0] * len(ids), [0] * len(ids)
+    for k, (q, a) in enumerate(turns, 1):
+        user = vocab.encode(q) + vocab.encode("ASSISTANT:")
         ans = vocab.encode(a) + [vocab.eos]
         ids += user + ans
         mask += [0] * len(user) + [1] * len(ans)
-    return ids, mask
+        turn += [k] * (len(user) + len(ans))
+    return ids, mask, turn
 
 
 def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
           max_objects=None):
-    """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes); S' = S - 1 + N."""
+    """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes, layout); S' = S - 1 + N;
+    layout = (positions [B,S'], additive attention mask [B,1,S',S']) of the packed turns."""
     seqs, px, metas = [], [], []
     for i in indices:
         s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
@@ -86,14 +97,15 @@ def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description
         seqs.append(encode_turns(vocab, turns))
         px.append(pixels(s["image"]))
         metas.append((s, turns))
-    return collate(vocab, seqs, torch.stack(px)) + (metas,)
+    ids, tgt, px = collate(vocab, seqs, torch.stack(px))
+    return ids, tgt, px, metas, packed_layout(seqs)
 
 
 def collate(vocab, seqs, px, num_visual=scenes.GRID * scenes.GRID):
-    width = max(len(ids) for ids, _ in seqs)
+    width = max(len(ids) for ids, *_ in seqs)
     ids_t = torch.full((len(seqs), width), vocab.pad, dtype=torch.long)
     tgt = torch.full((len(seqs), width - 1 + num_visual), -100, dtype=torch.long)
-    for b, (ids, mask) in enumerate(seqs):
+    for b, (ids, mask, *_) in enumerate(seqs):
         ids_t[b, : len(ids)] = torch.tensor(ids)
         at = ids.index(vocab.image)
         # position j of the spliced sequence predicts token j+1
@@ -102,3 +114,32 @@ def collate(vocab, seqs, px, num_visual=scenes.GRID * scenes.GRID):
                 sj = j - 1 + (num_visual - 1 if j > at else 0)
                 tgt[b, sj] = ids[j]
     return ids_t, tgt, px
+
+
+def packed_layout(seqs, num_visual=scenes.GRID * scenes.GRID):
+    """Positions and attention mask of the spliced sequences (the image token expanded to N): a token sees
+    the earlier tokens of the shared prefix and of its own turn; each turn's positions start where the prefix
+    ends. Padding is a turn of its own."""
+    width = max(len(ids) for ids, *_ in seqs) - 1 + num_visual
+    positions = torch.zeros(len(seqs), width, dtype=torch.long)
+    turns = torch.full((len(seqs), width), -1, dtype=torch.long)
+    for b, (ids, _, turn) in enumerate(seqs):
+        at = turn.count(0) - 1  # the prefix ends with the image token
+        spliced = turn[:at] + [0] * num_visual + turn[at + 1 :]
+        prefix = at + num_visual
+        turns[b, : len(spliced)] = torch.tensor(spliced)
+        pos, last = [], {}
+        for j, t in enumerate(spliced):
+            if t == 0:
+                pos.append(j)
+            else:
+                last[t] = last.get(t, prefix - 1) + 1
+                pos.append(last[t])
+        positions[b, : len(pos)] = torch.tensor(pos)
+        positions[b, len(pos):] = torch.arange(prefix, prefix + width - len(pos))
+    turns[turns < 0] = 1 << 20
+    same = (turns[:, :, None] == turns[:, None, :]) | (turns[:, None, :] == 0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = same & causal
+    mask = torch.zeros(len(seqs), 1, width, width).masked_fill_(~allowed[:, None], float("-inf"))
+    return positions, mask

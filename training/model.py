@@ -123,10 +123,12 @@ class RMSNorm(nn.Module):
 
 
 def rotary_tables(positions, head_dim, theta):
-    """cos and sin of HF rotary angles for positions [S]: each [1, 1, S, head_dim] (rotate_half layout)."""
+    """cos and sin of HF rotary angles for positions [S] or [B, S]: each [1 or B, 1, S, head_dim] (rotate_half
+    layout)."""
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    ang = positions.float()[:, None] * inv
-    ang = torch.cat([ang, ang], -1)[None, None]
+    ang = positions.float()[..., None] * inv
+    ang = torch.cat([ang, ang], -1)
+    ang = ang[None, None] if positions.dim() == 1 else ang[:, None]
     return torch.cos(ang), torch.sin(ang)
 
 
@@ -226,24 +228,25 @@ class Llava(nn.Module):
             rows.append(torch.cat([emb[b, :at], feats[b], emb[b, at + 1 :]], 0))
         return torch.stack(rows)
 
-    def forward(self, input_ids, pixels, upto=None):
+    def layout(self, s, layout):
+        """Rotary tables and attention mask: one causal sequence, or packed turns (data.packed_layout)."""
+        positions, mask = layout if layout is not None else (torch.arange(s), causal_mask(s))
+        return rotary_tables(positions, self.c.hidden // self.c.heads, self.c.rope_theta), mask
+
+    def forward(self, input_ids, pixels, upto=None, layout=None):
         """Logits of the full path, or (with upto=K) the hidden state leaving base layer K."""
         x = self.embed(input_ids, pixels)
-        s = x.shape[1]
-        tables = rotary_tables(torch.arange(s), self.c.hidden // self.c.heads, self.c.rope_theta)
-        mask = causal_mask(s)
+        tables, mask = self.layout(x.shape[1], layout)
         for layer in self.layers[: upto if upto is not None else len(self.layers)]:
             x = layer(x, tables, mask)
         if upto is not None:
             return x
         return self.lm_head(self.norm(x))
 
-    def twig_forward(self, input_ids, pixels):
+    def twig_forward(self, input_ids, pixels, layout=None):
         with torch.no_grad():
-            x = self.forward(input_ids, pixels, upto=self.c.twig_k)
-        s = x.shape[1]
-        tables = rotary_tables(torch.arange(s), self.c.hidden // self.c.heads, self.c.rope_theta)
-        mask = causal_mask(s)
+            x = self.forward(input_ids, pixels, upto=self.c.twig_k, layout=layout)
+        tables, mask = self.layout(x.shape[1], layout)
         for layer in self.twig.layers:
             x = layer(x, tables, mask)
         return self.twig.lm_head(self.twig.norm(x))

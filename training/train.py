@@ -190,11 +190,12 @@ def held_out(model, vocab, forward, n=96):
     with torch.no_grad():
         for desc_p in (0.0, 1.0):
             rng = random.Random(1234)
-            ids, tgt, px, metas = data.batch(vocab, "val", range(n), rng, single_turn=True, description_p=desc_p)
+            ids, tgt, px, metas, layout = data.batch(vocab, "val", range(n), rng, single_turn=True,
+                                                     description_p=desc_p)
             if desc_p:
                 # keep only the description turn
                 metas = [(s, t[:1]) for s, t in metas]
-            accs.append(answer_accuracy(forward(ids, px), tgt, metas))
+            accs.append(answer_accuracy(forward(ids, px, layout=layout), tgt, metas))
     model.train()
     return accs[0][0], accs[1][1], accs[1][2]
 
@@ -228,9 +229,9 @@ def train_lm(model, vocab, p, out, exclude, stage):
         rng = random.Random(f"{stage}:{step}")
         offset = 10_000_000 if is_twig else 0  # the twig sees scenes the base stage did not
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
-        ids, tgt, px, _ = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
+        ids, tgt, px, _, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
-        logits = forward(ids, px)
+        logits = forward(ids, px, layout=layout)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
         opt.zero_grad()
         loss.backward()

@@ -1,0 +1,59 @@
+"""
+Checks that packed training samples (several answers about one picture in one
+sequence, data.packed_layout) give each answer exactly the logits of the
+single-question prompt the model serves, so no answer sees another. Exits 1 if not.
+
+  /usr/bin/python3 training/test_packing.py
+"""
+import os
+import random
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+from model import Config, Llava  # noqa: E402
+
+
+def answer_runs(targets):
+    """Target positions of one row split into consecutive runs, one per answer."""
+    runs = []
+    for j in (targets >= 0).nonzero().flatten().tolist():
+        if runs and j == runs[-1][-1] + 1:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
+
+
+def main():
+    torch.manual_seed(0)
+    vocab = data.Vocab()
+    cfg = Config(vocab=len(vocab), image_token=vocab.image, hidden=32, intermediate=48, layers=4, heads=2,
+                 kv_heads=2, vision_width=32, vision_layers=2, vision_heads=2, vision_mlp=64, final_wipe_layer=3)
+    model = Llava(cfg).eval()
+    ids, tgt, px, metas, layout = data.batch(vocab, "train", range(4), random.Random(5), max_questions=5,
+                                             description_p=1.0)
+    n = cfg.num_patches
+    worst, answers = 0.0, 0
+    with torch.no_grad():
+        packed = model(ids, px, layout=layout)
+        for b, (_, turns) in enumerate(metas):
+            runs = answer_runs(tgt[b])
+            assert len(runs) == len(turns), f"row {b}: {len(runs)} answer runs for {len(turns)} turns"
+            for turn, run in zip(turns, runs):
+                single_ids, mask, _ = data.encode_turns(vocab, [turn])
+                single = model(torch.tensor([single_ids]), px[b : b + 1])[0]
+                at = [j - 1 + n - 1 for j in range(len(single_ids)) if mask[j]]
+                assert tgt[b, run].tolist() == [single_ids[j + 1 - n + 1] for j in at], "targets differ"
+                worst = max(worst, (single[at] - packed[b, run]).abs().max().item())
+                answers += 1
+    print(f"{answers} packed answers against their single-question prompts: largest logit difference {worst:.2e}")
+    if worst > 1e-5:
+        print("packed turns see each other", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
