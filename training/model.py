@@ -230,15 +230,24 @@ class Llava(nn.Module):
 
     def layout(self, s, layout):
         """Rotary tables and attention mask: one causal sequence, or packed turns (data.packed_layout)."""
-        positions, mask = layout if layout is not None else (torch.arange(s), causal_mask(s))
+        positions, mask = layout[:2] if layout is not None else (torch.arange(s), causal_mask(s))
         return rotary_tables(positions, self.c.hidden // self.c.heads, self.c.rope_theta), mask
 
     def forward(self, input_ids, pixels, upto=None, layout=None):
-        """Logits of the full path, or (with upto=K) the hidden state leaving base layer K."""
+        """Logits of the full path, or (with upto=K) the hidden state leaving base layer K. A layout may carry
+        two more masks (train.drop_masks): one for base layers K+1..K_f and one for the layers after K_f, where
+        TTP's pruning and FinalWipe take visual tokens away."""
         x = self.embed(input_ids, pixels)
         tables, mask = self.layout(x.shape[1], layout)
-        for layer in self.layers[: upto if upto is not None else len(self.layers)]:
-            x = layer(x, tables, mask)
+        mid, late = layout[2:] if layout is not None and len(layout) > 2 else (None, None)
+        for i, layer in enumerate(self.layers[: upto if upto is not None else len(self.layers)]):
+            if late is not None and i >= self.c.final_wipe_layer:
+                layer_mask = late
+            elif mid is not None and i >= self.c.twig_k:
+                layer_mask = mid
+            else:
+                layer_mask = mask
+            x = layer(x, tables, layer_mask)
         if upto is not None:
             return x
         return self.lm_head(self.norm(x))

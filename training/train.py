@@ -38,6 +38,8 @@ PRESETS = {
         # first fractions of the base stage (a curriculum: binding words to patches is learnt on
         # easy scenes first), then the full mix
         max_questions=12, curriculum=((0.1, 1), (0.2, 2), (0.3, 3)),
+        # half the samples see no visual token after K_f, a quarter also only R random ones in K+1..K_f
+        wipe_p=0.5, prune_p=0.5,
         eval_every=100,
     ),
     # CI's smoke test: a few steps of a tiny configuration
@@ -48,6 +50,7 @@ PRESETS = {
         base_steps=4, base_batch=2, base_lr=1e-3,
         twig_steps=4, twig_batch=2, twig_lr=1e-3,
         max_questions=12, curriculum=((0.5, 2),),
+        wipe_p=0.5, prune_p=0.5,
         eval_every=4,
     ),
 }
@@ -200,6 +203,35 @@ def held_out(model, vocab, forward, n=96):
     return accs[0][0], accs[1][1], accs[1][2]
 
 
+def retained(c, pruned):
+    """R, the visual tokens kept in base layers K+1..K_f when a fraction `pruned` of them goes (TWIGVLM.md)."""
+    n = c.num_patches
+    r_bar = round(n * (1 - pruned))
+    return min(n, max(1, math.ceil((c.layers * r_bar - n * c.twig_k) / (c.final_wipe_layer - c.twig_k))))
+
+
+def drop_masks(c, mask, rng, wipe_p, prune_p):
+    """Masks for base layers K+1..K_f and after K_f that take visual tokens away from some samples, as TTP
+    does at inference: with probability wipe_p a sample's layers after K_f see no visual token (FinalWipe);
+    with probability prune_p of those, layers K+1..K_f also see only R random ones, R of one of the three
+    budgets. So the base model learns to carry what it saw into the text tokens early, as a model must
+    that is served pruned (LayerSkip, whose code TwigVLM's builds on, likewise trains its base model with
+    the layer dropout its inference uses). Returns (mid, late) or (None, None)."""
+    n, start = c.num_patches, 2  # the prefix is <s> USER: <image>: visual tokens are columns 2..2+N
+    mid, late = mask.clone(), mask.clone()
+    any_drop = False
+    for b in range(mask.shape[0]):
+        if rng.random() >= wipe_p:
+            continue
+        any_drop = True
+        late[b, :, :, start : start + n] = float("-inf")
+        if rng.random() < prune_p:
+            keep = set(rng.sample(range(n), retained(c, rng.choice((2 / 3, 7 / 9, 8 / 9)))))
+            gone = torch.tensor([start + j for j in range(n) if j not in keep])
+            mid[b, :, :, gone] = float("-inf")
+    return (mid, late) if any_drop else (None, None)
+
+
 def train_lm(model, vocab, p, out, exclude, stage):
     ck = os.path.join(out, f"{stage}.pt")
     is_twig = stage == "twig"
@@ -231,6 +263,9 @@ def train_lm(model, vocab, p, out, exclude, stage):
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, _, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
+        if not is_twig and p.get("wipe_p"):
+            layout = layout + drop_masks(model.c, layout[1], random.Random(f"{stage}:{step}:drop"), p["wipe_p"],
+                                         p["prune_p"])
         logits = forward(ids, px, layout=layout)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
         opt.zero_grad()
