@@ -1,7 +1,10 @@
 """
 Checks that packed training samples (several answers about one picture in one
 sequence, data.packed_layout) give each answer exactly the logits of the
-single-question prompt the model serves, so no answer sees another. Exits 1 if not.
+single-question prompt the model serves, so no answer sees another; and that the
+base stage's FinalWipe and token-drop masks (train.drop_masks) take away exactly
+visual tokens, found here by where the embedding holds the projector's rows.
+Exits 1 if not.
 
   /usr/bin/python3 training/test_packing.py
 """
@@ -13,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import train  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
 
@@ -53,6 +57,28 @@ def main():
     if worst > 1e-5:
         print("packed turns see each other", file=sys.stderr)
         sys.exit(1)
+    check_drop_masks(model, vocab, ids, px, layout)
+
+
+def check_drop_masks(model, vocab, ids, px, layout):
+    c = model.c
+    with torch.no_grad():
+        feats = model.projector(model.vision(px))
+        emb = model.embed(ids, px)
+    start = int((ids[0] == vocab.image).nonzero()[0, 0])
+    mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0)
+    r_values = {train.retained(c, f) for f in (2 / 3, 7 / 9, 8 / 9)}
+    for b in range(ids.shape[0]):
+        visual = {j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
+        assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
+        base = torch.isinf(layout[1][b, 0, -1])  # the last row: causal and turn masking only
+        wiped = {int(j) for j in (torch.isinf(late[b, 0, -1]) & ~base).nonzero().flatten()}
+        pruned = {int(j) for j in (torch.isinf(mid[b, 0, -1]) & ~base).nonzero().flatten()}
+        if wiped != visual or not pruned <= visual or c.num_patches - len(pruned) not in r_values:
+            print(f"row {b}: the drop masks take away other columns than the visual tokens", file=sys.stderr)
+            sys.exit(1)
+    print(f"drop masks: FinalWipe takes away exactly the {c.num_patches} visual tokens of each row, pruning "
+          f"keeps R of them ({sorted(r_values)})")
 
 
 if __name__ == "__main__":

@@ -210,14 +210,15 @@ def retained(c, pruned):
     return min(n, max(1, math.ceil((c.layers * r_bar - n * c.twig_k) / (c.final_wipe_layer - c.twig_k))))
 
 
-def drop_masks(c, mask, rng, wipe_p, prune_p):
+def drop_masks(c, mask, start, rng, wipe_p, prune_p):
     """Masks for base layers K+1..K_f and after K_f that take visual tokens away from some samples, as TTP
     does at inference: with probability wipe_p a sample's layers after K_f see no visual token (FinalWipe);
     with probability prune_p of those, layers K+1..K_f also see only R random ones, R of one of the three
     budgets. So the base model learns to carry what it saw into the text tokens early, as a model must
     that is served pruned (LayerSkip, whose code TwigVLM's builds on, likewise trains its base model with
-    the layer dropout its inference uses). Returns (mid, late) or (None, None)."""
-    n, start = c.num_patches, 2  # the prefix is <s> USER: <image>: visual tokens are columns 2..2+N
+    the layer dropout its inference uses). `start` is the first visual token's column (every row's prefix
+    is the same). Returns (mid, late) or (None, None)."""
+    n = c.num_patches
     mid, late = mask.clone(), mask.clone()
     any_drop = False
     for b in range(mask.shape[0]):
@@ -264,8 +265,9 @@ def train_lm(model, vocab, p, out, exclude, stage):
         ids, tgt, px, _, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
         if not is_twig and p.get("wipe_p"):
-            layout = layout + drop_masks(model.c, layout[1], random.Random(f"{stage}:{step}:drop"), p["wipe_p"],
-                                         p["prune_p"])
+            start = int((ids[0] == vocab.image).nonzero()[0, 0])
+            layout = layout + drop_masks(model.c, layout[1], start, random.Random(f"{stage}:{step}:drop"),
+                                         p["wipe_p"], p["prune_p"])
         logits = forward(ids, px, layout=layout)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
         opt.zero_grad()
