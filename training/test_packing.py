@@ -20,17 +20,6 @@ import train  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
 
-def answer_runs(targets):
-    """Target positions of one row split into consecutive runs, one per answer."""
-    runs = []
-    for j in (targets >= 0).nonzero().flatten().tolist():
-        if runs and j == runs[-1][-1] + 1:
-            runs[-1].append(j)
-        else:
-            runs.append([j])
-    return runs
-
-
 def main():
     torch.manual_seed(0)
     vocab = data.Vocab()
@@ -44,7 +33,7 @@ def main():
     with torch.no_grad():
         packed = model(ids, px, layout=layout)
         for b, (_, turns) in enumerate(metas):
-            runs = answer_runs(tgt[b])
+            runs = train.answer_runs(tgt[b])
             assert len(runs) == len(turns), f"row {b}: {len(runs)} answer runs for {len(turns)} turns"
             for turn, run in zip(turns, runs):
                 single_ids, mask, _ = data.encode_turns(vocab, [turn])
@@ -67,7 +56,7 @@ def check_drop_masks(model, vocab, ids, px, layout):
         emb = model.embed(ids, px)
     start = int((ids[0] == vocab.image).nonzero()[0, 0])
     mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0)
-    r_values = {train.retained(c, f) for f in (2 / 3, 7 / 9, 8 / 9)}
+    r_values = {train.retained(c, f) for f in train.PRUNED_FRACTIONS}
     for b in range(ids.shape[0]):
         visual = {j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
         assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"

@@ -158,23 +158,24 @@ def train_vision(model, p, out, exclude):
                  step=step, done=step >= total)
 
 
+def answer_runs(targets):
+    """The target positions of one row split into consecutive runs, one per answer, in turn order."""
+    runs = []
+    for j in (targets >= 0).nonzero().flatten().tolist():
+        if runs and j == runs[-1][-1] + 1:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
+
+
 def answer_accuracy(logits, tgt, metas):
     """Teacher-forced exact match per answer: all its tokens (and </s>) argmax-right <=> greedy gives it."""
     pred = logits.argmax(-1)
     right = short = desc_right = desc = 0
     tok_right = tok_total = 0
     for b, (_, turns) in enumerate(metas):
-        pos = (tgt[b] >= 0).nonzero().flatten().tolist()
-        # split positions into answers: consecutive runs
-        runs, cur = [], []
-        for j in pos:
-            if cur and j != cur[-1] + 1:
-                runs.append(cur)
-                cur = []
-            cur.append(j)
-        if cur:
-            runs.append(cur)
-        for (q, _), run in zip(turns, runs):
+        for (q, _), run in zip(turns, answer_runs(tgt[b])):
             ok = all(pred[b, j] == tgt[b, j] for j in run)
             if q in scenes.DESCRIBE_PROMPTS:
                 desc += 1
@@ -203,6 +204,10 @@ def held_out(model, vocab, forward, n=96):
     return accs[0][0], accs[1][1], accs[1][2]
 
 
+# the paper's three budgets: fractions of the visual tokens pruned
+PRUNED_FRACTIONS = (2 / 3, 7 / 9, 8 / 9)
+
+
 def retained(c, pruned):
     """R, the visual tokens kept in base layers K+1..K_f when a fraction `pruned` of them goes (TWIGVLM.md)."""
     n = c.num_patches
@@ -227,7 +232,7 @@ def drop_masks(c, mask, start, rng, wipe_p, prune_p):
         any_drop = True
         late[b, :, :, start : start + n] = float("-inf")
         if rng.random() < prune_p:
-            keep = set(rng.sample(range(n), retained(c, rng.choice((2 / 3, 7 / 9, 8 / 9)))))
+            keep = set(rng.sample(range(n), retained(c, rng.choice(PRUNED_FRACTIONS))))
             gone = torch.tensor([start + j for j in range(n) if j not in keep])
             mid[b, :, :, gone] = float("-inf")
     return (mid, late) if any_drop else (None, None)
