@@ -167,10 +167,11 @@ class DecoderLayer(nn.Module):
             v = v.repeat_interleave(c.heads // c.kv_heads, 1)
         scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + mask
         p = torch.softmax(scores, -1)
-        x = x + self.o_proj((p @ v).transpose(1, 2).reshape(b, s, c.heads * hd))
+        heads_out = p @ v
+        x = x + self.o_proj(heads_out.transpose(1, 2).reshape(b, s, c.heads * hd))
         h = self.post_attention_layernorm(x)
         x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-        return (x, p) if want_probs else x
+        return (x, p, heads_out) if want_probs else x
 
 
 def causal_mask(s, device=None):
@@ -233,10 +234,12 @@ class Llava(nn.Module):
         positions, mask = layout[:2] if layout is not None else (torch.arange(s), causal_mask(s))
         return rotary_tables(positions, self.c.hidden // self.c.heads, self.c.rope_theta), mask
 
-    def forward(self, input_ids, pixels, upto=None, layout=None):
+    def forward(self, input_ids, pixels, upto=None, layout=None, probs_layer=None):
         """Logits of the full path, or (with upto=K) the hidden state leaving base layer K. A layout may carry
         two more masks (train.drop_masks): one for base layers K+1..K_f and one for the layers after K_f, where
-        TTP's pruning and FinalWipe take visual tokens away."""
+        TTP's pruning and FinalWipe take visual tokens away. With probs_layer, also that layer's attention
+        probabilities [B, heads, S, S] and its heads' outputs before o_proj [B, heads, S, head_dim]:
+        (logits, probs, heads_out)."""
         x = self.embed(input_ids, pixels)
         tables, mask = self.layout(x.shape[1], layout)
         mid, late = layout[2:] if layout is not None and len(layout) > 2 else (None, None)
@@ -247,10 +250,14 @@ class Llava(nn.Module):
                 layer_mask = mid
             else:
                 layer_mask = mask
-            x = layer(x, tables, layer_mask)
+            if i == probs_layer:
+                x, probs, heads_out = layer(x, tables, layer_mask, want_probs=True)
+            else:
+                x = layer(x, tables, layer_mask)
         if upto is not None:
             return x
-        return self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x))
+        return (logits, probs, heads_out) if probs_layer is not None else logits
 
     def twig_forward(self, input_ids, pixels, layout=None):
         with torch.no_grad():

@@ -252,6 +252,26 @@ def questions(objects, rng):
     return qa
 
 
+def question_objects(question, objects):
+    """The objects a short question is about (what its answer is read from), [] when there is none: a "no"
+    to "is there", a colour no object has, an empty cell, a description."""
+    w = question.rstrip(" ?").split()
+    if question.startswith("what colour is the "):
+        return [o for o in objects if o["kind"] == w[-1]]
+    if question.startswith("what shape is the "):
+        return [o for o in objects if o["colour"] == w[-2]]
+    if question.startswith(("where is the ", "what size is the ", "is there a ")):
+        return [o for o in objects if (o["colour"], o["kind"]) == (w[-2], w[-1])]
+    if question == "how many objects are there ?":
+        return list(objects)
+    if question.startswith("how many "):
+        return [o for o in objects if o["colour"] == w[2]]
+    if question.startswith("what is at the "):
+        cell = POSITIONS.index(" ".join(w[4:]))
+        return [o for o in objects if o["cell"] == cell]
+    return []
+
+
 def sample_seed(split, index, base_seed=0):
     h = hashlib.sha256(f"{base_seed}:{split}:{index}".encode()).digest()
     return int.from_bytes(h[:8], "little")

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import scenes  # noqa: E402
 import train  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
@@ -47,6 +48,49 @@ def main():
         print("packed turns see each other", file=sys.stderr)
         sys.exit(1)
     check_drop_masks(model, vocab, ids, px, layout)
+    check_attention_targets(vocab)
+
+
+def check_attention_targets(vocab):
+    """The base stage's attention supervision (train.attention_targets): each target is the row that predicts
+    the answer's first token, and its columns are the visual tokens of exactly the objects the answer is
+    read from, which must agree with the answer itself."""
+    ids, tgt, px, metas, _ = data.batch(vocab, "train", range(32), random.Random(7), max_questions=12,
+                                        description_p=0.5)
+    start = int((ids[0] == vocab.image).nonzero()[0, 0])
+    n = scenes.GRID * scenes.GRID
+    targets = {(b, row): cols for b, row, cols, _ in train.attention_targets(metas, tgt, start)}
+    checked = 0
+    for b, (s, turns) in enumerate(metas):
+        objs_all = s["objects"]
+        for (q, a), run in zip(turns, train.answer_runs(tgt[b])):
+            objs = scenes.question_objects(q, objs_all)
+            w = q.rstrip(" ?").split()
+            expect = {
+                "colour": lambda: [o["colour"] for o in objs] == [a],
+                "shape": lambda: [o["kind"] for o in objs] == [a],
+                "where": lambda: [scenes.POSITIONS[o["cell"]] for o in objs] == [a],
+                "size": lambda: [o["size"] for o in objs] == [a],
+                "is": lambda: bool(objs) == (a == "yes"),
+                "how": lambda: scenes.NUMBERS[len(objs)] == a,
+                "at": lambda: (a == "nothing") == (not objs)
+                and all(f"{o['size']} {o['colour']} {o['kind']}" in a for o in objs),
+            }
+            key = "at" if q.startswith("what is at") else w[1] if w[0] == "what" else w[0]
+            if q in scenes.DESCRIBE_PROMPTS:
+                assert (b, run[0]) not in targets, "a description got an attention target"
+                continue
+            assert expect[key](), f"question_objects({q!r}) gave {objs} for the answer {a!r}"
+            cols = targets.get((b, run[0]), [])
+            # the row predicts the answer's first token, so it is the last prompt token
+            assert int(tgt[b, run[0]]) == vocab.encode(a)[0], f"{q!r}: the target row does not predict the answer"
+            want = sorted(start + j for j, lab in enumerate(s["labels"])
+                          if lab[0] and (scenes.COLOUR_NAMES[lab[0] - 1], scenes.KINDS[lab[1] - 1])
+                          in {(o["colour"], o["kind"]) for o in objs} and lab[4] in {o["cell"] for o in objs})
+            assert cols == want and all(start <= c < start + n for c in cols), f"{q!r}: columns {cols} != {want}"
+            checked += 1
+    print(f"attention targets: {checked} short answers, each aimed at the visual tokens of the objects it is read "
+          "from, which agree with the answer")
 
 
 def check_drop_masks(model, vocab, ids, px, layout):

@@ -40,6 +40,10 @@ PRESETS = {
         max_questions=12, curriculum=((0.1, 1), (0.2, 2), (0.3, 3)),
         # half the samples see no visual token after K_f, a quarter also only R random ones in K+1..K_f
         wipe_p=0.5, prune_p=0.5,
+        # attention_supervision (off here; see the smoke preset and the model card, which says what it did):
+        # dict(layer, head, weight, readout_weight, from_step) teaches the answer's query row in one base layer
+        # where the asked objects are (-log of one head's attention mass on their patches) and what they are
+        # (a linear readout of their colour, shape, size and cell from that head's output), each weighted
         eval_every=100,
     ),
     # CI's smoke test: a few steps of a tiny configuration
@@ -51,6 +55,7 @@ PRESETS = {
         twig_steps=4, twig_batch=2, twig_lr=1e-3,
         max_questions=12, curriculum=((0.5, 2),),
         wipe_p=0.5, prune_p=0.5,
+        attention_supervision=dict(layer=1, head=0, weight=0.1, readout_weight=0.1),
         eval_every=4,
     ),
 }
@@ -188,6 +193,80 @@ def answer_accuracy(logits, tgt, metas):
     return right / max(1, short), desc_right / max(1, desc), tok_right / max(1, tok_total)
 
 
+def question_kind(q):
+    """A question with its colour, shape and position words replaced by _ ("what colour is the _ ?")."""
+    named = set(scenes.KINDS) | set(scenes.COLOUR_NAMES) | {w for p in scenes.POSITIONS for w in p.split()}
+    out = []
+    for w in q.split():
+        if w in named:
+            if out[-1:] != ["_"]:
+                out.append("_")
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+def accuracy_by_kind(model, vocab, forward, n=150):
+    """Held-out short-answer accuracy per question kind: every question of n validation scenes, packed as
+    independent turns (so each is its single-question prompt). {kind: (right, asked)}."""
+    model.eval()
+    by = {}
+    with torch.no_grad():
+        for lo in range(0, n, 16):
+            ids, tgt, px, metas, layout = data.batch(vocab, "val", range(lo, min(n, lo + 16)), random.Random(lo),
+                                                     max_questions=12, description_p=0.0)
+            pred = forward(ids, px, layout=layout).argmax(-1)
+            for b, (_, turns) in enumerate(metas):
+                for (q, _), run in zip(turns, answer_runs(tgt[b])):
+                    k = question_kind(q)
+                    right, asked = by.get(k, (0, 0))
+                    by[k] = (right + all(pred[b, j] == tgt[b, j] for j in run), asked + 1)
+    model.train()
+    return dict(sorted(by.items()))
+
+
+def attention_targets(metas, tgt, start):
+    """For each short answer about objects, (row, query row, columns, objects): the row that predicts the
+    answer's first token, the visual columns of the patches of the objects the question is about (data gives
+    every patch's object for free), and those objects."""
+    out = []
+    for b, (s, turns) in enumerate(metas):
+        for (q, _), run in zip(turns, answer_runs(tgt[b])):
+            objs = scenes.question_objects(q, s["objects"])
+            cells = {o["cell"] for o in objs}
+            cols = [start + j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] in cells]
+            if cols:
+                out.append((b, run[0], cols, objs))
+    return out
+
+
+class ObjectReadout(nn.Module):
+    """The attributes of the one asked object read linearly from the supervised head's output at the answer's
+    query row (training only, not exported): what that head gathers must describe the object."""
+
+    def __init__(self, head_dim):
+        super().__init__()
+        self.sizes = [len(scenes.COLOUR_NAMES), len(scenes.KINDS), len(scenes.SIZE_NAMES), 9]
+        self.linear = nn.Linear(head_dim, sum(self.sizes))
+
+    def forward(self, heads_out, targets, head):
+        one = [(b, row, objs[0]) for b, row, _, objs in targets if len(objs) == 1]
+        if not one:
+            return heads_out.sum() * 0.0
+        logits = self.linear(torch.stack([heads_out[b, head, row] for b, row, _ in one]))
+        labels = torch.tensor([[scenes.COLOUR_NAMES.index(o["colour"]), scenes.KINDS.index(o["kind"]),
+                                scenes.SIZE_NAMES.index(o["size"]), o["cell"]] for _, _, o in one])
+        parts = logits.split(self.sizes, -1)
+        return sum(F.cross_entropy(x, labels[:, i]) for i, x in enumerate(parts))
+
+
+def attention_loss(probs, targets, head):
+    """-log of the attention mass one head's query row puts on the asked objects' patches, averaged, and the
+    mean mass."""
+    mass = torch.stack([probs[b, head, row, cols].sum() for b, row, cols, _ in targets])
+    return -torch.log(mass + 1e-6).mean(), mass.mean().item()
+
+
 def held_out(model, vocab, forward, n=96):
     model.eval()
     accs = []
@@ -248,17 +327,23 @@ def train_lm(model, vocab, p, out, exclude, stage):
         + list(model.norm.parameters()) + list(model.lm_head.parameters()))
     module = model.twig if is_twig else model
     opt = torch.optim.AdamW(params, lr=p[f"{stage}_lr"], betas=(0.9, 0.98), weight_decay=0.0)
+    sup = None if is_twig else p.get("attention_supervision")
+    readout = ObjectReadout(model.c.hidden // model.c.heads) if sup and sup.get("readout_weight") else None
+    readout_opt = torch.optim.AdamW(readout.parameters(), lr=p[f"{stage}_lr"]) if readout else None
     step = 0
     if os.path.exists(ck):
         st = torch.load(ck)
         module.load_state_dict(st["weights"], strict=False)
         opt.load_state_dict(st["opt"])
+        if readout and "readout" in st:
+            readout.load_state_dict(st["readout"])
+            readout_opt.load_state_dict(st["readout_opt"])
         step = st["step"]
         log(f"{stage}: resumed at step {step}")
     forward = model.twig_forward if is_twig else model.forward
     total, bs = p[f"{stage}_steps"], p[f"{stage}_batch"]
     warmup = max(1, int(0.03 * total)) if is_twig else max(1, min(150, total // 10))
-    t0, seen = time.time(), 0
+    t0, seen, attn_mass, read_loss = time.time(), 0, float("nan"), torch.tensor(float("nan"))
     model.train()
     model.vision.eval()
     while step < total:
@@ -267,29 +352,56 @@ def train_lm(model, vocab, p, out, exclude, stage):
         rng = random.Random(f"{stage}:{step}")
         offset = 10_000_000 if is_twig else 0  # the twig sees scenes the base stage did not
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
-        ids, tgt, px, _, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
+        ids, tgt, px, metas, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
         if not is_twig and p.get("wipe_p"):
             start = int((ids[0] == vocab.image).nonzero()[0, 0])
             layout = layout + drop_masks(model.c, layout[1], start, random.Random(f"{stage}:{step}:drop"),
                                          p["wipe_p"], p["prune_p"])
-        logits = forward(ids, px, layout=layout)
+        supervise = sup is not None and step >= sup.get("from_step", 0)
+        if supervise:
+            logits, probs, heads_out = forward(ids, px, layout=layout, probs_layer=sup["layer"])
+        else:
+            logits = forward(ids, px, layout=layout)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        if supervise:
+            start = int((ids[0] == vocab.image).nonzero()[0, 0])
+            targets = attention_targets(metas, tgt, start)
+            if sup["layer"] >= model.c.twig_k and len(layout) > 2 and layout[2] is not None:
+                # a layer past K in a sample whose visual tokens were thinned there: the asked objects may be gone
+                base = torch.isinf(layout[1][:, 0, -1]).sum(-1)
+                thinned = (torch.isinf(layout[2][:, 0, -1]).sum(-1) != base).tolist()
+                targets = [t for t in targets if not thinned[t[0]]]
+            if targets:
+                attn, attn_mass = attention_loss(probs, targets, sup["head"])
+                loss = loss + sup["weight"] * attn
+                if readout:
+                    read_loss = readout(heads_out, targets, sup["head"])
+                    loss = loss + sup["readout_weight"] * read_loss
         opt.zero_grad()
+        if readout:
+            readout_opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if readout:
+            readout_opt.step()
         step += 1
         seen += bs
         if step % 10 == 0:
             log(f"{stage} step {step}/{total} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                f"{seen / (time.time() - t0):.2f} samples/s")
+                f"{seen / (time.time() - t0):.2f} samples/s" + (f" attention on the asked objects {attn_mass:.3f}"
+                                                                 if supervise else "")
+                + (f" object readout loss {read_loss.item():.3f}" if readout and supervise else ""))
             t0, seen = time.time(), 0
         if step % p["eval_every"] == 0 or step == total:
             short, desc_exact, desc_tok = held_out(model, vocab, forward)
             log(f"{stage} held-out at step {step}: short answers {short:.3f}, descriptions exact {desc_exact:.3f}, "
                 f"description tokens {desc_tok:.3f}")
-            save(ck, weights=module.state_dict(), opt=opt.state_dict(), step=step)
+            by = accuracy_by_kind(model, vocab, forward, 64)
+            log(f"{stage} held-out by question kind: " + ", ".join(f"{k} {r}/{a}" for k, (r, a) in by.items()))
+            save(ck, weights=module.state_dict(), opt=opt.state_dict(), step=step,
+                 **({"readout": readout.state_dict(), "readout_opt": readout_opt.state_dict()} if readout else {}))
     return model
 
 

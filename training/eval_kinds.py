@@ -1,0 +1,49 @@
+"""
+Held-out short-answer accuracy by question kind of a training run's base checkpoint
+(or its twig's draft path), from PyTorch: a quick check while training runs, before
+an export and the engine's eval.
+
+  /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import train  # noqa: E402
+from model import Config, Llava  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--stage", default="base", choices=["base", "twig"])
+    ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own base.pt")
+    ap.add_argument("--scenes", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(args.run, "config.json")) as f:
+        cfg = Config(**json.load(f)["model"])
+    model = Llava(cfg)
+    model.vision.load_state_dict(torch.load(os.path.join(args.run, "vision.pt"))["vision"])
+    base = torch.load(args.checkpoint or os.path.join(args.run, "base.pt"))
+    model.load_state_dict(base["weights"], strict=False)
+    forward = model.forward
+    if args.stage == "twig":
+        model.grow_twig()
+        model.twig.load_state_dict(torch.load(os.path.join(args.run, "twig.pt"))["weights"])
+        forward = model.twig_forward
+    by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
+    right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
+    print(f"{args.stage} at step {base['step']}: {right}/{asked} = {right / asked:.1%} of short answers right")
+    for k, (r, a) in by.items():
+        print(f"  {k:32s} {r:4d}/{a:<4d} {r / a:6.1%}")
+
+
+if __name__ == "__main__":
+    main()
