@@ -6,7 +6,6 @@ an export and the engine's eval.
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
 """
 import argparse
-import json
 import os
 import sys
 
@@ -14,8 +13,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import export  # noqa: E402
 import train  # noqa: E402
-from model import Config, Llava  # noqa: E402
 
 
 def main():
@@ -27,17 +26,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    with open(os.path.join(args.run, "config.json")) as f:
-        cfg = Config(**json.load(f)["model"])
-    model = Llava(cfg)
-    model.vision.load_state_dict(torch.load(os.path.join(args.run, "vision.pt"))["vision"])
+    if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
+        sys.exit(f"{args.run} has no twig.pt")
+    model, _ = export.load_run(args.run)
     base = torch.load(args.checkpoint or os.path.join(args.run, "base.pt"))
-    model.load_state_dict(base["weights"], strict=False)
-    forward = model.forward
-    if args.stage == "twig":
-        model.grow_twig()
-        model.twig.load_state_dict(torch.load(os.path.join(args.run, "twig.pt"))["weights"])
-        forward = model.twig_forward
+    if args.checkpoint:
+        model.load_state_dict(base["weights"], strict=False)
+    forward = model.twig_forward if args.stage == "twig" else model.forward
     by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
     right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
     print(f"{args.stage} at step {base['step']}: {right}/{asked} = {right / asked:.1%} of short answers right")

@@ -354,8 +354,8 @@ def train_lm(model, vocab, p, out, exclude, stage):
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, metas, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
+        start = int((ids[0] == vocab.image).nonzero()[0, 0])  # the first visual column (every row's prefix is the same)
         if not is_twig and p.get("wipe_p"):
-            start = int((ids[0] == vocab.image).nonzero()[0, 0])
             layout = layout + drop_masks(model.c, layout[1], start, random.Random(f"{stage}:{step}:drop"),
                                          p["wipe_p"], p["prune_p"])
         supervise = sup is not None and step >= sup.get("from_step", 0)
@@ -365,7 +365,6 @@ def train_lm(model, vocab, p, out, exclude, stage):
             logits = forward(ids, px, layout=layout)
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
         if supervise:
-            start = int((ids[0] == vocab.image).nonzero()[0, 0])
             targets = attention_targets(metas, tgt, start)
             if sup["layer"] >= model.c.twig_k and len(layout) > 2 and layout[2] is not None:
                 # a layer past K in a sample whose visual tokens were thinned there: the asked objects may be gone
