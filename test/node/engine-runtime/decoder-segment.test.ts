@@ -7,11 +7,15 @@
  * path (caches read in place from slot buffers); the paths against each other; and the slot
  * caches across buffer growth, rollback and selection.
  */
+import { fromBinary } from "@bufbuild/protobuf";
+import { ModelProtoSchema } from "@twigserve/proto/onnx/onnx_pb.js";
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import { decoderSegmentGraph } from "../../../gpu-service/src/engine/onnx/decoder.js";
 import { decoderLayersRef, type RefLayerCache } from "../../../gpu-service/src/engine/reference/llama.js";
 import { DecoderSegment, type SegmentOptions } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import type { SlotKvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
+import type { DecoderLayerWeights, TextConfig } from "../../../gpu-service/src/engine/types.js";
 import { randomDecoderLayers, randomTensor, tinyTextConfig } from "../../support/random-weights.js";
 import { maxRelError } from "../../support/tolerance.js";
 
@@ -33,37 +37,27 @@ describe("decoder segment (ONNX) vs reference", () => {
   it.each(
     variants,
   )("%s: matches on prefill, a multi-token step, and a step after rollback, with attention probabilities", async (_, variant) => {
-    const segment = await DecoderSegment.create(config, layers, { ...variant, attentionProbsLayer: 2, threads: 1 });
-    const caches = segment.newCaches();
-    const refCaches: RefLayerCache[] = layers.map(() => ({ keys: [], values: [] }));
-    const H = config.hiddenSize;
+    await matchesReference(config, layers, variant, rng);
+  });
 
-    const steps: { tokens: number; positions: number[]; rollbackTo?: number }[] = [
-      { tokens: 7, positions: [0, 1, 2, 5, 8, 9, 10] },
-      { tokens: 3, positions: [11, 12, 13] },
-      { tokens: 2, positions: [12, 13], rollbackTo: 8 },
-    ];
-    for (const step of steps) {
-      if (step.rollbackTo !== undefined) {
-        for (const c of caches) c.truncate(step.rollbackTo);
-        for (const c of refCaches) {
-          c.keys.length = step.rollbackTo;
-          c.values.length = step.rollbackTo;
-        }
-      }
-      const hidden = randomTensor(rng, [step.tokens, H], 1).data;
-      const out = await segment.run(hidden, step.positions, caches);
-      const ref = decoderLayersRef(config, layers, rows(hidden, H), step.positions, refCaches);
-      const expected = Float64Array.from(ref.hidden.flatMap((r) => Array.from(r)));
-      expect(maxRelError(out.hidden, expected)).toBeLessThan(1e-4);
-      // attention probabilities of layer 2: [heads, S, total]
-      const total = caches[2].length;
-      const probs = ref.probs[2].flatMap((head) => head.flatMap((row) => row.slice(0, total)));
-      expect(out.attentionProbs).toBeDefined();
-      expect(maxRelError(out.attentionProbs as Float32Array, probs)).toBeLessThan(1e-4);
-      expect(caches.every((c) => c.length === refCaches[0].keys.length)).toBe(true);
-    }
-    await segment.release();
+  it("direct, one query head per kv head (no grouping reshapes): matches the reference likewise", async () => {
+    const mha = tinyTextConfig({ numKvHeads: 4 });
+    await matchesReference(mha, randomDecoderLayers(rng, mha), { attention: "direct" }, rng);
+  });
+
+  it.each([
+    ["direct", tinyTextConfig()],
+    ["direct", tinyTextConfig({ numKvHeads: 4 })],
+    ["contrib", tinyTextConfig()],
+  ] as const)("%s graph (kv heads %#): its outputs come straight from the nodes that make them, no Identity nodes", (attention, c) => {
+    const graph = fromBinary(
+      ModelProtoSchema,
+      decoderSegmentGraph({ config: c, layers: randomDecoderLayers(new Rng(3), c), attention, attentionProbsLayer: 1 }),
+    ).graph;
+    const nodes = graph?.node ?? [];
+    expect(nodes.filter((n) => n.opType === "Identity")).toEqual([]);
+    const made = new Set(nodes.flatMap((n) => n.output));
+    for (const o of graph?.output ?? []) expect(made.has(o.name)).toBe(true);
   });
 
   it.each([
@@ -123,3 +117,37 @@ describe("decoder segment (ONNX) vs reference", () => {
     await Promise.all([contrib.release(), direct.release()]);
   });
 });
+
+async function matchesReference(config: TextConfig, layers: DecoderLayerWeights[], variant: SegmentOptions, rng: Rng) {
+  const segment = await DecoderSegment.create(config, layers, { ...variant, attentionProbsLayer: 2, threads: 1 });
+  const caches = segment.newCaches();
+  const refCaches: RefLayerCache[] = layers.map(() => ({ keys: [], values: [] }));
+  const H = config.hiddenSize;
+
+  const steps: { tokens: number; positions: number[]; rollbackTo?: number }[] = [
+    { tokens: 7, positions: [0, 1, 2, 5, 8, 9, 10] },
+    { tokens: 3, positions: [11, 12, 13] },
+    { tokens: 2, positions: [12, 13], rollbackTo: 8 },
+  ];
+  for (const step of steps) {
+    if (step.rollbackTo !== undefined) {
+      for (const c of caches) c.truncate(step.rollbackTo);
+      for (const c of refCaches) {
+        c.keys.length = step.rollbackTo;
+        c.values.length = step.rollbackTo;
+      }
+    }
+    const hidden = randomTensor(rng, [step.tokens, H], 1).data;
+    const out = await segment.run(hidden, step.positions, caches);
+    const ref = decoderLayersRef(config, layers, rows(hidden, H), step.positions, refCaches);
+    const expected = Float64Array.from(ref.hidden.flatMap((r) => Array.from(r)));
+    expect(maxRelError(out.hidden, expected)).toBeLessThan(1e-4);
+    // attention probabilities of layer 2: [heads, S, total]
+    const total = caches[2].length;
+    const probs = ref.probs[2].flatMap((head) => head.flatMap((row) => row.slice(0, total)));
+    expect(out.attentionProbs).toBeDefined();
+    expect(maxRelError(out.attentionProbs as Float32Array, probs)).toBeLessThan(1e-4);
+    expect(caches.every((c) => c.length === refCaches[0].keys.length)).toBe(true);
+  }
+  await segment.release();
+}

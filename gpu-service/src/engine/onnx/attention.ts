@@ -84,6 +84,8 @@ export interface AttentionContext {
   /** direct: q's rotary tables, scaled by 1/sqrt(hd) (scaledRotaryTables). */
   cosQ?: string;
   sinQ?: string;
+  /** direct: the past buffers' slot count C as a [1] int64 tensor, computed once for the segment. */
+  pastSlots?: string;
 }
 
 /** Builds the per-segment values of the plain path (gathered cos/sin, the causal + past mask). */
@@ -149,19 +151,30 @@ function directAttention(
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
   const qr = rotary(g, q, ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
   const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
-  const qg = op1("Transpose", [reshape(qr, [1, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] });
-  const qh = reshape(qg, [1, kvHeads, -1, hd]); // [1, kv, G*S, hd]
+  // [1, kv, G*S, hd] (with one query head per kv head, the plain [1, heads, S, hd]: two nodes fewer)
+  const qh =
+    groups === 1
+      ? toHeads(g, qr, heads, hd)
+      : reshape(op1("Transpose", [reshape(qr, [1, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] }), [
+          1,
+          kvHeads,
+          -1,
+          hd,
+        ]);
   const kNewT = op1("Transpose", [reshape(kr, [1, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
   const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
   const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
   const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
   const probs = op1("Softmax", [op1("Concat", [scoresPast, scoresNew], { axis: -1 })], { axis: -1 });
-  const c = g.op("Shape", [pastKeyT], { start: 3, end: 4 })[0]; // [C]
+  const c = ctx.pastSlots ?? g.op("Shape", [pastKeyT], { start: 3, end: 4 })[0]; // [C]
   const last = g.ints("last_axis", [-1]);
   const pPast = op1("Slice", [probs, g.ints("zero", [0]), c, last]);
   const pNew = op1("Slice", [probs, c, g.ints("to_end", [2 ** 40]), last]);
   const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [1, kv, G*S, hd]
-  const back = op1("Transpose", [reshape(out, [1, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
+  const back =
+    groups === 1
+      ? op1("Transpose", [out], { perm: [0, 2, 1, 3] })
+      : op1("Transpose", [reshape(out, [1, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
   return {
     out: reshape(back, [1, -1, heads * hd]),
     newKey: kr,

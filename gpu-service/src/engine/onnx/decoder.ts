@@ -111,6 +111,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       newMask: g.input("new_mask", "float32", ["R", "S"]),
       cosQ: g.weight("rope_cos_q", [config.maxPositionEmbeddings, hd / 2], scaled.cos),
       sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
+      pastSlots: layers.length > 0 ? g.op("Shape", [past[0].key], { start: 3, end: 4 })[0] : undefined,
     };
   }
 

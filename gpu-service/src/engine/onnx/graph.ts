@@ -102,6 +102,9 @@ export class GraphBuilder {
   private readonly inputs: ValueInfoProto[] = [];
   private readonly outputs: ValueInfoProto[] = [];
   private counter = 0;
+  /** Values renamed to the graph output they became (output()), and the names taken by outputs. */
+  private readonly aliases = new Map<string, string>();
+  private readonly names = new Set<string>();
 
   constructor(readonly name: string) {}
 
@@ -115,9 +118,26 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Exposes `value` as a graph output called `name` (an Identity node when the names differ). */
+  /**
+   * Exposes `value` as a graph output called `name`. A value that a node made is renamed where it is
+   * made and used (later uses of the old name are translated), so no Identity node sits behind the
+   * output: a node costs a few microseconds per run whatever it does. Graph inputs, weights and values
+   * already exposed under another name go through an Identity node.
+   */
   output(value: string, name: string, type: ElemType, dims: Dim[]): void {
-    if (value !== name) this.op("Identity", [value], {}, { outputs: [name] });
+    const current = this.aliases.get(value) ?? value;
+    if (current !== name) {
+      const producer = this.nodes.find((n) => n.output.includes(current));
+      const exposed = this.outputs.some((o) => o.name === current);
+      if (producer && !exposed && !this.names.has(name)) {
+        producer.output = producer.output.map((o) => (o === current ? name : o));
+        for (const n of this.nodes) n.input = n.input.map((i) => (i === current ? name : i));
+        this.aliases.set(value, name);
+      } else {
+        this.op("Identity", [current], {}, { outputs: [name] });
+      }
+    }
+    this.names.add(name);
     this.outputs.push(valueInfo(name, type, dims));
   }
 
@@ -157,7 +177,7 @@ export class GraphBuilder {
       create(NodeProtoSchema, {
         opType,
         domain: opts.domain ?? "",
-        input: inputs,
+        input: inputs.map((i) => this.aliases.get(i) ?? i),
         output: outs,
         name: this.fresh(`n_${opType}`),
         attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),

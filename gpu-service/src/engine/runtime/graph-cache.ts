@@ -4,8 +4,9 @@
  * (external data) and loaded from there; later loads of the same weights with the same
  * graph options find the files and skip building the graph at all.
  *
- * The cache key is a SHA-256 of the graph's name, its build options and every source
- * weight (shape and bytes), so a changed checkpoint or option gets a new entry. Below the
+ * The cache key is a SHA-256 of the graph's name, its build options, every source weight
+ * (shape and bytes) and GRAPH_FORMAT, so a changed checkpoint or option, or a change in how
+ * graphs are built, gets a new entry. Below the
  * threshold nothing touches the disk: the graph is built and handed over as bytes.
  */
 import { createHash } from "node:crypto";
@@ -39,9 +40,17 @@ export interface GraphSource {
   build: () => GraphBuilder;
 }
 
-/** The cache key: SHA-256 over name, options and every weight's shape and bytes. */
+/**
+ * Bump when the graph builders (onnx/) change what they build for the same weights and options, so
+ * that graphs cached by older code are not reused. 2: graph outputs without Identity nodes, fewer
+ * reshapes in direct attention.
+ */
+export const GRAPH_FORMAT = 2;
+
+/** The cache key: SHA-256 over GRAPH_FORMAT, name, options and every weight's shape and bytes. */
 export function graphCacheKey(source: GraphSource): string {
   const hash = createHash("sha256");
+  hash.update(`graph format ${GRAPH_FORMAT}\n`);
   hash.update(source.name);
   hash.update(JSON.stringify(source.options ?? null));
   for (const t of source.weights) {
