@@ -47,7 +47,8 @@ def main():
     if worst > 1e-5:
         print("packed turns see each other", file=sys.stderr)
         sys.exit(1)
-    check_drop_masks(model, vocab, ids, px, layout)
+    check_drop_masks(model, vocab, ids, px, layout, metas)
+    check_label_codes(vocab)
     check_attention_targets(vocab)
 
 
@@ -93,25 +94,58 @@ def check_attention_targets(vocab):
           "from, which agree with the answer")
 
 
-def check_drop_masks(model, vocab, ids, px, layout):
-    c = model.c
+def check_drop_masks(model, vocab, ids, px, layout, metas):
+    """FinalWipe takes away exactly the visual tokens; pruning keeps R of them: at random, or (with the
+    samples' patch labels, the demo preset's prune_keep="objects") the objects' centre patches first, then
+    their other patches, then background."""
+    # the budgets R of the demo model's depth (57, 34, 11 of 144), so that R is both above and below an
+    # object count
+    c = Config(**{**model.c.to_dict(), "layers": 32, "final_wipe_layer": 24})
     with torch.no_grad():
         feats = model.projector(model.vision(px))
         emb = model.embed(ids, px)
     start = int((ids[0] == vocab.image).nonzero()[0, 0])
-    mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0)
     r_values = {train.retained(c, f) for f in train.PRUNED_FRACTIONS}
-    for b in range(ids.shape[0]):
-        visual = {j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
-        assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
-        base = torch.isinf(layout[1][b, 0, -1])  # the last row: causal and turn masking only
-        wiped = {int(j) for j in (torch.isinf(late[b, 0, -1]) & ~base).nonzero().flatten()}
-        pruned = {int(j) for j in (torch.isinf(mid[b, 0, -1]) & ~base).nonzero().flatten()}
-        if wiped != visual or not pruned <= visual or c.num_patches - len(pruned) not in r_values:
-            print(f"row {b}: the drop masks take away other columns than the visual tokens", file=sys.stderr)
-            sys.exit(1)
+    labels = [m["labels"] for m, _ in metas]
+    for keep_labels in (None, labels):
+        mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0,
+                                     labels=keep_labels)
+        for b in range(ids.shape[0]):
+            visual = {j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
+            assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
+            base = torch.isinf(layout[1][b, 0, -1])  # the last row: causal and turn masking only
+            wiped = {int(j) for j in (torch.isinf(late[b, 0, -1]) & ~base).nonzero().flatten()}
+            pruned = {int(j) for j in (torch.isinf(mid[b, 0, -1]) & ~base).nonzero().flatten()}
+            if wiped != visual or not pruned <= visual or c.num_patches - len(pruned) not in r_values:
+                print(f"row {b}: the drop masks take away other columns than the visual tokens", file=sys.stderr)
+                sys.exit(1)
+            if keep_labels is None:
+                continue
+            kept = {j - start for j in visual - pruned}
+            centres = {j for j, lab in enumerate(labels[b]) if lab[3]}
+            objects = {j for j, lab in enumerate(labels[b]) if lab[0]}
+            r = len(kept)
+            ok = (centres <= kept if r >= len(centres) else kept <= centres) and (
+                objects <= kept if r >= len(objects) else kept <= objects)
+            if not ok:
+                print(f"row {b}: pruning by objects kept {sorted(kept)}, not the objects' patches first",
+                      file=sys.stderr)
+                sys.exit(1)
     print(f"drop masks: FinalWipe takes away exactly the {c.num_patches} visual tokens of each row, pruning "
-          f"keeps R of them ({sorted(r_values)})")
+          f"keeps R of them ({sorted(r_values)}), the objects' centres and then their other patches first "
+          "when it prunes by objects")
+
+
+def check_label_codes(vocab):
+    """The align stage's targets (train.label_codes): each label is read back exactly from the sum of codes."""
+    _, labels = train.vision_batch("train", range(4))
+    cfg = Config(vocab=len(vocab), image_token=vocab.image, hidden=96)
+    codes = train.label_codes(cfg)
+    read = train.decode_labels(codes, train.code_targets(codes, labels))
+    if not torch.equal(read, labels):
+        print("label codes: the labels are not read back from their own codes", file=sys.stderr)
+        sys.exit(1)
+    print(f"label codes: all {labels.shape[0] * labels.shape[1]} patches' labels read back from their codes")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """
-Trains the demo model in three stages, each resumable from its checkpoint:
+Trains the demo model in four stages, each resumable from its checkpoint:
   vision  the ViT alone, on dense per-patch labels (colour, shape, size, centre)
           that synthetic scenes give for free; then frozen.
-  base    projector + LLaMA decoder on descriptions and short questions (the
-          vision tower frozen): the base VLM.
+  align   the projector alone (LLaVA's stage 1 trains only the projector too):
+          each patch's visual token is regressed onto a fixed code of its labels
+          (a sum of one random vector per colour, shape, size, centre and cell),
+          so the decoder starts from clean, well-scaled visual tokens; then frozen.
+  base    LLaMA decoder on descriptions and short questions (vision tower and
+          projector frozen): the base VLM.
   twig    TwigVLM's recipe: grow the twig from base layers K+1..K+T, the final
           norm and the LM head, freeze everything else, cross-entropy on answers.
 Progress lines: step, loss, samples/s, held-out accuracy.
@@ -32,14 +36,19 @@ PRESETS = {
     "demo": dict(
         model=dict(hidden=96, intermediate=256, heads=3, kv_heads=3),
         vision_steps=450, vision_batch=32, vision_lr=2e-3,
-        base_steps=600, base_batch=16, base_lr=2e-3,
+        align_steps=600, align_batch=32, align_lr=2e-3,
+        base_steps=900, base_batch=16, base_lr=2e-3,
         twig_steps=500, twig_batch=8, twig_lr=5e-4,
         # every question a scene supports in one sample; scenes of at most 1, 2, 3 objects over the
         # first fractions of the base stage (a curriculum: binding words to patches is learnt on
         # easy scenes first), then the full mix
         max_questions=12, curriculum=((0.1, 1), (0.2, 2), (0.3, 3)),
-        # half the samples see no visual token after K_f, a quarter also only R random ones in K+1..K_f
+        # half the samples see no visual token after K_f, a quarter also only R of them in K+1..K_f
         wipe_p=0.5, prune_p=0.5,
+        # the projector is trained by the align stage alone
+        freeze_projector=True,
+        # pruned samples keep the objects' patches first (what a pruner that finds them keeps), not random ones
+        prune_keep="objects",
         # attention_supervision (off here; see the smoke preset and the model card, which says what it did):
         # dict(layer, head, weight, readout_weight, from_step) teaches the answer's query row in one base layer
         # where the asked objects are (-log of one head's attention mass on their patches) and what they are
@@ -51,10 +60,12 @@ PRESETS = {
         model=dict(vision_width=32, vision_layers=2, vision_heads=2, vision_mlp=64, hidden=32, intermediate=48,
                    layers=8, heads=2, kv_heads=2, final_wipe_layer=6),
         vision_steps=4, vision_batch=4, vision_lr=1e-3,
+        align_steps=4, align_batch=4, align_lr=1e-3,
         base_steps=4, base_batch=2, base_lr=1e-3,
         twig_steps=4, twig_batch=2, twig_lr=1e-3,
         max_questions=12, curriculum=((0.5, 2),),
         wipe_p=0.5, prune_p=0.5,
+        freeze_projector=True, prune_keep="objects",
         attention_supervision=dict(layer=1, head=0, weight=0.1, readout_weight=0.1),
         eval_every=4,
     ),
@@ -161,6 +172,85 @@ def train_vision(model, p, out, exclude):
         if step % 100 == 0 or step == total:
             save(ck, vision=model.vision.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
                  step=step, done=step >= total)
+
+
+# the label values each patch has (scenes.render): colour+1, kind+1, size+1 (0 = background), centre, cell
+LABEL_VALUES = (len(scenes.COLOURS) + 1, len(scenes.KINDS) + 1, len(scenes.SIZES) + 1, 2, 9)
+
+
+def label_codes(c, seed=0):
+    """Fixed random codes, one [values, hidden] table per label, entries N(0, 1): the visual token the align
+    stage asks of the projector for a patch is the sum of its labels' rows, so colour, shape, size, centre
+    and cell are each a clean direction of it (the way a learned embedding of the true labels is, which a
+    small decoder binds to words at once, where it could not bind the vision tower's raw features through a
+    projector trained by the language loss alone)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, c.hidden, generator=g) for n in LABEL_VALUES]
+
+
+def code_targets(codes, labels):
+    """[B, N, hidden] targets for labels [B, N, 5]."""
+    return sum(table[labels[..., i]] for i, table in enumerate(codes))
+
+
+def decode_labels(codes, tokens):
+    """Each label read back from visual tokens [B, N, hidden] by the code row with the largest dot product
+    (after removing the other labels' mean rows): [B, N, 5]."""
+    out = []
+    for table in codes:
+        out.append((tokens @ table.T - (table @ table.T).diagonal() / 2).argmax(-1))
+    return torch.stack(out, -1)
+
+
+def train_align(model, p, out, exclude):
+    """The projector alone, regressed onto the label codes of each patch (mean squared error relative to the
+    targets' variance); the vision tower stays frozen. Progress: that relative error and how often each label
+    is read back from the projected tokens on held-out pictures."""
+    ck = os.path.join(out, "align.pt")
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        if st["step"] >= p["align_steps"]:
+            model.projector.load_state_dict(st["projector"])
+            log("align: done already, loaded")
+            return
+    codes = label_codes(model.c)
+    params = list(model.projector.parameters())
+    opt = torch.optim.AdamW(params, lr=p["align_lr"], weight_decay=0.0)
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        model.projector.load_state_dict(st["projector"]), opt.load_state_dict(st["opt"])
+        step = st["step"]
+        log(f"align: resumed at step {step}")
+    val_px, val_labels = vision_batch("val", range(64))
+    with torch.no_grad():
+        val_feats = model.vision(val_px)
+    val_target = code_targets(codes, val_labels)
+    total, bs, t0 = p["align_steps"], p["align_batch"], time.time()
+    while step < total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, p["align_lr"], max(1, total // 10))
+        px, labels = vision_batch("train", range(20_000_000 + step * bs, 20_000_000 + (step + 1) * bs), exclude)
+        with torch.no_grad():
+            feats = model.vision(px)
+        target = code_targets(codes, labels)
+        loss = F.mse_loss(model.projector(feats), target) / target.var()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == total:
+            with torch.no_grad():
+                tokens = model.projector(val_feats)
+                rel = (F.mse_loss(tokens, val_target) / val_target.var()).item()
+                read = (decode_labels(codes, tokens) == val_labels).float().mean((0, 1)).tolist()
+            rate = 25 * bs / (time.time() - t0)
+            t0 = time.time()
+            log(f"align step {step}/{total} loss {loss.item():.4f} {rate:.1f} img/s held-out relative error {rel:.4f}, "
+                f"labels read back: colour {read[0]:.3f} shape {read[1]:.3f} size {read[2]:.3f} "
+                f"centre {read[3]:.3f} cell {read[4]:.3f}")
+        if step % 100 == 0 or step == total:
+            save(ck, projector=model.projector.state_dict(), opt=opt.state_dict(), step=step)
 
 
 def answer_runs(targets):
@@ -294,14 +384,25 @@ def retained(c, pruned):
     return min(n, max(1, math.ceil((c.layers * r_bar - n * c.twig_k) / (c.final_wipe_layer - c.twig_k))))
 
 
-def drop_masks(c, mask, start, rng, wipe_p, prune_p):
+def keep_order(labels, rng):
+    """Patch indices in the order a pruner that finds the objects keeps them: the patches holding an object's
+    centre, then the objects' other patches, then background, each group shuffled."""
+    groups = ([j for j, lab in enumerate(labels) if lab[3]], [j for j, lab in enumerate(labels) if lab[0] and not lab[3]],
+              [j for j, lab in enumerate(labels) if not lab[0]])
+    for g in groups:
+        rng.shuffle(g)
+    return [j for g in groups for j in g]
+
+
+def drop_masks(c, mask, start, rng, wipe_p, prune_p, labels=None):
     """Masks for base layers K+1..K_f and after K_f that take visual tokens away from some samples, as TTP
     does at inference: with probability wipe_p a sample's layers after K_f see no visual token (FinalWipe);
-    with probability prune_p of those, layers K+1..K_f also see only R random ones, R of one of the three
-    budgets. So the base model learns to carry what it saw into the text tokens early, as a model must
-    that is served pruned (LayerSkip, whose code TwigVLM's builds on, likewise trains its base model with
-    the layer dropout its inference uses). `start` is the first visual token's column (every row's prefix
-    is the same). Returns (mid, late) or (None, None)."""
+    with probability prune_p of those, layers K+1..K_f also see only R of them, R of one of the three
+    budgets: the first R of keep_order (the objects first, as a pruner that finds them keeps them) when the
+    samples' patch labels are given, else R at random. So the base model learns to carry what it saw into
+    the text tokens early, as a model must that is served pruned (LayerSkip, whose code TwigVLM's builds on,
+    likewise trains its base model with the layer dropout its inference uses). `start` is the first visual
+    token's column (every row's prefix is the same). Returns (mid, late) or (None, None)."""
     n = c.num_patches
     mid, late = mask.clone(), mask.clone()
     any_drop = False
@@ -311,7 +412,8 @@ def drop_masks(c, mask, start, rng, wipe_p, prune_p):
         any_drop = True
         late[b, :, :, start : start + n] = float("-inf")
         if rng.random() < prune_p:
-            keep = set(rng.sample(range(n), retained(c, rng.choice(PRUNED_FRACTIONS))))
+            r = retained(c, rng.choice(PRUNED_FRACTIONS))
+            keep = set(keep_order(labels[b], rng)[:r] if labels is not None else rng.sample(range(n), r))
             gone = torch.tensor([start + j for j in range(n) if j not in keep])
             mid[b, :, :, gone] = float("-inf")
     return (mid, late) if any_drop else (None, None)
@@ -323,7 +425,8 @@ def train_lm(model, vocab, p, out, exclude, stage):
     if is_twig and model.twig is None:
         model.grow_twig()
     params = list(model.twig.parameters()) if is_twig else (
-        list(model.projector.parameters()) + list(model.embed_tokens.parameters()) + list(model.layers.parameters())
+        ([] if p.get("freeze_projector") else list(model.projector.parameters()))
+        + list(model.embed_tokens.parameters()) + list(model.layers.parameters())
         + list(model.norm.parameters()) + list(model.lm_head.parameters()))
     module = model.twig if is_twig else model
     opt = torch.optim.AdamW(params, lr=p[f"{stage}_lr"], betas=(0.9, 0.98), weight_decay=0.0)
@@ -356,8 +459,9 @@ def train_lm(model, vocab, p, out, exclude, stage):
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
         start = int((ids[0] == vocab.image).nonzero()[0, 0])  # the first visual column (every row's prefix is the same)
         if not is_twig and p.get("wipe_p"):
+            labels = [m["labels"] for m, _ in metas] if p.get("prune_keep") == "objects" else None
             layout = layout + drop_masks(model.c, layout[1], start, random.Random(f"{stage}:{step}:drop"),
-                                         p["wipe_p"], p["prune_p"])
+                                         p["wipe_p"], p["prune_p"], labels)
         supervise = sup is not None and step >= sup.get("from_step", 0)
         if supervise:
             logits, probs, heads_out = forward(ids, px, layout=layout, probs_layer=sup["layer"])
@@ -408,13 +512,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="demo", choices=list(PRESETS))
-    ap.add_argument("--stage", default="all", choices=["all", "vision", "base", "twig"])
+    ap.add_argument("--stage", default="all", choices=["all", "vision", "align", "base", "twig"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base-steps", type=int)
     ap.add_argument("--twig-steps", type=int)
     ap.add_argument("--init-from", help="an exported model directory to start from (continues its training in "
                     "a fresh run; the vision tower is taken from it and counts as trained)")
+    ap.add_argument("--vision-from", help="an exported model directory whose vision tower this run takes as its "
+                    "trained vision stage (everything else starts afresh)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -430,26 +536,36 @@ def main():
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump({"preset": args.preset, "seed": args.seed, "model": cfg.to_dict(), "schedule": p}, f, indent=2)
     model = Llava(cfg)
-    if args.init_from:
+    if args.init_from or args.vision_from:
         from parity import load_exported
 
-        start = load_exported(args.init_from)
-        model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")}, strict=False)
-        torch.save({"vision": model.vision.state_dict(), "step": p["vision_steps"]}, os.path.join(args.out, "vision.pt"))
-        log(f"starting from the exported model {args.init_from}")
+        start = load_exported(args.init_from or args.vision_from)
+        if args.init_from:
+            model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")},
+                                  strict=False)
+            save(os.path.join(args.out, "align.pt"), projector=model.projector.state_dict(), step=p["align_steps"])
+        else:
+            model.vision.load_state_dict(start.vision.state_dict())
+        save(os.path.join(args.out, "vision.pt"), vision=model.vision.state_dict(), step=p["vision_steps"])
+        log(f"starting from the exported model {args.init_from or args.vision_from}"
+            + (" (its vision tower only)" if args.vision_from else ""))
     exclude = data.held_out_keys()
     log(f"model: {sum(x.numel() for x in model.parameters())} parameters; {cfg.num_patches} visual tokens; "
         f"{cfg.layers} layers, K={cfg.twig_k}, T={cfg.twig_t}, K_f={cfg.final_wipe_layer}; vocab {len(vocab)}")
-    stages = ["vision", "base", "twig"] if args.stage == "all" else [args.stage]
+    stages = ["vision", "align", "base", "twig"] if args.stage == "all" else [args.stage]
     if "vision" in stages:
         train_vision(model, p, args.out, exclude)
     else:
         model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
     for p_ in model.vision.parameters():
         p_.requires_grad_(False)
+    if "align" in stages:
+        train_align(model, p, args.out, exclude)
+    elif "base" in stages:
+        model.projector.load_state_dict(torch.load(os.path.join(args.out, "align.pt"))["projector"])
     if "base" in stages:
         train_lm(model, vocab, p, args.out, exclude, "base")
-    else:
+    elif "twig" in stages:
         model.load_state_dict(torch.load(os.path.join(args.out, "base.pt"))["weights"], strict=False)
         model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
     if "twig" in stages:
