@@ -95,8 +95,8 @@ async function ask(): Promise<void> {
       stream: true,
       stream_options: { include_usage: true },
       max_tokens: 64,
-      // 66.7% of visual tokens pruned: the under-trained demo model degenerates at its default 88.9%
-      twigvlm: { mode: "twig", retain_budget: 48 },
+      // TwigVLM with the model's default budget (88.9% of the visual tokens pruned)
+      twigvlm: { mode: "twig" },
       temperature: 0,
       messages: [
         {
