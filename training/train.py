@@ -133,14 +133,23 @@ def vision_loss(heads, feats, labels):
     return loss, accs
 
 
+def finished(ck, steps, module, key, stage=None):
+    """True (with the module's weights loaded from the checkpoint) when a stage's checkpoint has all its
+    steps."""
+    if not os.path.exists(ck):
+        return False
+    st = torch.load(ck)
+    if st["step"] < steps:
+        return False
+    module.load_state_dict(st[key])
+    log(f"{stage or key}: done already, loaded")
+    return True
+
+
 def train_vision(model, p, out, exclude):
     ck = os.path.join(out, "vision.pt")
-    if os.path.exists(ck):
-        st = torch.load(ck)
-        if st["step"] >= p["vision_steps"]:
-            model.vision.load_state_dict(st["vision"])
-            log("vision: done already, loaded")
-            return
+    if finished(ck, p["vision_steps"], model.vision, "vision"):
+        return
     heads = VisionHeads(model.c.vision_width)
     params = list(model.vision.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=p["vision_lr"], weight_decay=0.01)
@@ -207,12 +216,8 @@ def train_align(model, p, out, exclude):
     targets' variance); the vision tower stays frozen. Progress: that relative error and how often each label
     is read back from the projected tokens on held-out pictures."""
     ck = os.path.join(out, "align.pt")
-    if os.path.exists(ck):
-        st = torch.load(ck)
-        if st["step"] >= p["align_steps"]:
-            model.projector.load_state_dict(st["projector"])
-            log("align: done already, loaded")
-            return
+    if finished(ck, p["align_steps"], model.projector, "projector", "align"):
+        return
     codes = label_codes(model.c)
     params = list(model.projector.parameters())
     opt = torch.optim.AdamW(params, lr=p["align_lr"], weight_decay=0.0)
