@@ -145,7 +145,8 @@ function directAttention(
   wantProbs: boolean,
 ): AttentionResult {
   const { heads, kvHeads, headDim: hd } = ctx.shape;
-  if (!ctx.kvMask || !ctx.newMask || !ctx.cosQ || !ctx.sinQ) throw new Error("direct attention needs its context");
+  if (!ctx.kvMask || !ctx.newMask || !ctx.cosQ || !ctx.sinQ || !ctx.pastSlots)
+    throw new Error("direct attention needs its context");
   const groups = heads / kvHeads;
   const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
@@ -166,7 +167,7 @@ function directAttention(
   const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
   const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
   const probs = op1("Softmax", [op1("Concat", [scoresPast, scoresNew], { axis: -1 })], { axis: -1 });
-  const c = ctx.pastSlots ?? g.op("Shape", [pastKeyT], { start: 3, end: 4 })[0]; // [C]
+  const c = ctx.pastSlots; // [C]
   const last = g.ints("last_axis", [-1]);
   const pPast = op1("Slice", [probs, g.ints("zero", [0]), c, last]);
   const pNew = op1("Slice", [probs, c, g.ints("to_end", [2 ** 40]), last]);

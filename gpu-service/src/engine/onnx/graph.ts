@@ -102,9 +102,8 @@ export class GraphBuilder {
   private readonly inputs: ValueInfoProto[] = [];
   private readonly outputs: ValueInfoProto[] = [];
   private counter = 0;
-  /** Values renamed to the graph output they became (output()), and the names taken by outputs. */
+  /** Values renamed to the graph output they became (output()). */
   private readonly aliases = new Map<string, string>();
-  private readonly names = new Set<string>();
 
   constructor(readonly name: string) {}
 
@@ -128,8 +127,8 @@ export class GraphBuilder {
     const current = this.aliases.get(value) ?? value;
     if (current !== name) {
       const producer = this.nodes.find((n) => n.output.includes(current));
-      const exposed = this.outputs.some((o) => o.name === current);
-      if (producer && !exposed && !this.names.has(name)) {
+      const taken = (n: string) => this.outputs.some((o) => o.name === n);
+      if (producer && !taken(current) && !taken(name)) {
         producer.output = producer.output.map((o) => (o === current ? name : o));
         for (const n of this.nodes) n.input = n.input.map((i) => (i === current ? name : i));
         this.aliases.set(value, name);
@@ -137,7 +136,6 @@ export class GraphBuilder {
         this.op("Identity", [current], {}, { outputs: [name] });
       }
     }
-    this.names.add(name);
     this.outputs.push(valueInfo(name, type, dims));
   }
 
