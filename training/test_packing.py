@@ -107,12 +107,14 @@ def check_drop_masks(model, vocab, ids, px, layout, metas):
     start = int((ids[0] == vocab.image).nonzero()[0, 0])
     r_values = {train.retained(c, f) for f in train.PRUNED_FRACTIONS}
     labels = [m["labels"] for m, _ in metas]
+    visuals = [{j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
+               for b in range(ids.shape[0])]
+    for b, visual in enumerate(visuals):
+        assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
     for keep_labels in (None, labels):
         mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0,
                                      labels=keep_labels)
-        for b in range(ids.shape[0]):
-            visual = {j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
-            assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
+        for b, visual in enumerate(visuals):
             base = torch.isinf(layout[1][b, 0, -1])  # the last row: causal and turn masking only
             wiped = {int(j) for j in (torch.isinf(late[b, 0, -1]) & ~base).nonzero().flatten()}
             pruned = {int(j) for j in (torch.isinf(mid[b, 0, -1]) & ~base).nonzero().flatten()}

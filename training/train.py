@@ -133,13 +133,14 @@ def vision_loss(heads, feats, labels):
     return loss, accs
 
 
-def finished(ck, steps, module, key, stage=None):
-    """True (with the module's weights loaded from the checkpoint) when a stage's checkpoint has all its
-    steps."""
-    if not os.path.exists(ck):
-        return False
-    st = torch.load(ck)
-    if st["step"] < steps:
+def checkpoint(ck):
+    """A stage's saved state, or None before its first save."""
+    return torch.load(ck) if os.path.exists(ck) else None
+
+
+def finished(st, steps, module, key, stage=None):
+    """True (with the module's weights loaded from it) when a stage's saved state has all its steps."""
+    if st is None or st["step"] < steps:
         return False
     module.load_state_dict(st[key])
     log(f"{stage or key}: done already, loaded")
@@ -148,14 +149,14 @@ def finished(ck, steps, module, key, stage=None):
 
 def train_vision(model, p, out, exclude):
     ck = os.path.join(out, "vision.pt")
-    if finished(ck, p["vision_steps"], model.vision, "vision"):
+    st = checkpoint(ck)
+    if finished(st, p["vision_steps"], model.vision, "vision"):
         return
     heads = VisionHeads(model.c.vision_width)
     params = list(model.vision.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=p["vision_lr"], weight_decay=0.01)
     step = 0
-    if os.path.exists(ck):
-        st = torch.load(ck)
+    if st is not None:
         model.vision.load_state_dict(st["vision"]), heads.load_state_dict(st["heads"]), opt.load_state_dict(st["opt"])
         step = st["step"]
         log(f"vision: resumed at step {step}")
@@ -203,8 +204,8 @@ def code_targets(codes, labels):
 
 
 def decode_labels(codes, tokens):
-    """Each label read back from visual tokens [B, N, hidden] by the code row with the largest dot product
-    (after removing the other labels' mean rows): [B, N, 5]."""
+    """Each label read back from visual tokens [B, N, hidden] as its table's nearest row (the largest dot
+    product less half the row's squared norm); the other labels' rows count as noise: [B, N, 5]."""
     out = []
     for table in codes:
         out.append((tokens @ table.T - (table @ table.T).diagonal() / 2).argmax(-1))
@@ -216,14 +217,14 @@ def train_align(model, p, out, exclude):
     targets' variance); the vision tower stays frozen. Progress: that relative error and how often each label
     is read back from the projected tokens on held-out pictures."""
     ck = os.path.join(out, "align.pt")
-    if finished(ck, p["align_steps"], model.projector, "projector", "align"):
+    st = checkpoint(ck)
+    if finished(st, p["align_steps"], model.projector, "projector", "align"):
         return
     codes = label_codes(model.c)
     params = list(model.projector.parameters())
     opt = torch.optim.AdamW(params, lr=p["align_lr"], weight_decay=0.0)
     step = 0
-    if os.path.exists(ck):
-        st = torch.load(ck)
+    if st is not None:
         model.projector.load_state_dict(st["projector"]), opt.load_state_dict(st["opt"])
         step = st["step"]
         log(f"align: resumed at step {step}")
