@@ -4,6 +4,10 @@ Held-out short-answer accuracy by question kind of a training run's base checkpo
 an export and the engine's eval.
 
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
+                                          [--descriptions 40]
+
+With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
+attribute precision and recall (scenes.description_score, as the engine's eval scores them).
 """
 import argparse
 import os
@@ -13,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import scenes  # noqa: E402
 import export  # noqa: E402
 import train  # noqa: E402
 
@@ -23,6 +28,7 @@ def main():
     ap.add_argument("--stage", default="base", choices=["base", "twig"])
     ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own base.pt")
     ap.add_argument("--scenes", type=int, default=150)
+    ap.add_argument("--descriptions", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -33,11 +39,37 @@ def main():
     if args.checkpoint:
         model.load_state_dict(base["weights"], strict=False)
     forward = model.twig_forward if args.stage == "twig" else model.forward
-    by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
-    right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
-    print(f"{args.stage} at step {base['step']}: {right}/{asked} = {right / asked:.1%} of short answers right")
-    for k, (r, a) in by.items():
-        print(f"  {k:32s} {r:4d}/{a:<4d} {r / a:6.1%}")
+    print(f"{args.stage} at step {base['step']}")
+    if args.scenes:
+        by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
+        right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
+        print(f"{right}/{asked} = {right / asked:.1%} of short answers right")
+        for k, (r, a) in by.items():
+            print(f"  {k:32s} {r:4d}/{a:<4d} {r / a:6.1%}")
+    if args.descriptions:
+        describe(model, forward, args.descriptions)
+
+
+def describe(model, forward, n, max_tokens=90):
+    """Greedy descriptions of n validation pictures (no KV cache: each step runs the whole prompt again)."""
+    vocab = data.Vocab()
+    model.eval()
+    correct = mentioned = truth = 0
+    with torch.no_grad():
+        for i in range(n):
+            s = scenes.make_scene("val", i)
+            ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image] + vocab.encode(scenes.DESCRIBE_PROMPTS[i % 3])
+            ids += vocab.encode("ASSISTANT:")
+            px, out = data.pixels(s["image"])[None], []
+            for _ in range(max_tokens):
+                t = int(forward(torch.tensor([ids + out]), px)[0, -1].argmax())
+                if t == vocab.eos:
+                    break
+                out.append(t)
+            c, m, t = scenes.description_score(vocab.decode(out), s["objects"])
+            correct, mentioned, truth = correct + c, mentioned + m, truth + t
+    print(f"descriptions of {n} pictures: precision {correct / max(1, mentioned):.1%}, recall "
+          f"{correct / max(1, truth):.1%}")
 
 
 if __name__ == "__main__":

@@ -252,6 +252,31 @@ def questions(objects, rng):
     return qa
 
 
+def contrast_questions(objects, rng):
+    """Extra training questions (never asked of held-out scenes) that put each answer of the kinds whose answer
+    hinges on whether something is there next to its opposite about the same picture: "is there" both of an
+    object it has and of a pair it lacks, "how many" of a colour it has and of one it lacks, "what is at" an
+    occupied and an empty cell (when it has one). A model that answers these from the question alone is
+    wrong half the time within one sample."""
+    qa = []
+    o = rng.choice(objects)
+    present = {(x["colour"], x["kind"]) for x in objects}
+    absent = [(c, k) for c in COLOUR_NAMES for k in KINDS if (c, k) not in present]
+    pair = rng.choice(absent)
+    qa.append((f"is there a {o['colour']} {o['kind']} ?", "yes"))
+    qa.append((f"is there a {pair[0]} {pair[1]} ?", "no"))
+    colours = [x["colour"] for x in objects]
+    have = rng.choice(colours)
+    lack = rng.choice([c for c in COLOUR_NAMES if c not in colours])
+    qa.append((f"how many {have} objects are there ?", NUMBERS[colours.count(have)]))
+    qa.append((f"how many {lack} objects are there ?", "zero"))
+    empty = [c for c in range(9) if c not in {x["cell"] for x in objects}]
+    qa.append((f"what is at the {POSITIONS[o['cell']]} ?", f"a {o['size']} {o['colour']} {o['kind']}"))
+    if empty:
+        qa.append((f"what is at the {POSITIONS[rng.choice(empty)]} ?", "nothing"))
+    return qa
+
+
 def question_objects(question, objects):
     """The objects a short question is about (what its answer is read from), [] when there is none: a "no"
     to "is there", a colour no object has, an empty cell, a description."""

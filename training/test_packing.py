@@ -50,6 +50,46 @@ def main():
     check_drop_masks(model, vocab, ids, px, layout, metas)
     check_label_codes(vocab)
     check_attention_targets(vocab)
+    check_contrast_questions(vocab)
+
+
+def check_contrast_questions(vocab):
+    """The training-only contrast questions (scenes.contrast_questions) have the answers their pictures give
+    (read through scenes.question_objects, as the evaluation reads them), each sample asks "is there" both
+    ways, and the base stage's per-answer loss weights (train.answer_weights) give each short answer a total
+    of 1 and each description its weight, on answer tokens only."""
+    rng = random.Random(11)
+    for i in range(200):
+        objects = scenes.make_scene("train", i)["objects"]
+        qa = scenes.contrast_questions(objects, rng)
+        for q, a in qa:
+            about = scenes.question_objects(q, objects)
+            if q.startswith("is there"):
+                want = "yes" if about else "no"
+            elif q.startswith("how many"):
+                want = scenes.NUMBERS[len(about)]
+            else:
+                o = about[0] if about else None
+                want = f"a {o['size']} {o['colour']} {o['kind']}" if o else "nothing"
+            if a != want:
+                print(f"contrast question {q!r} of scene {i}: answer {a!r}, the picture says {want!r}",
+                      file=sys.stderr)
+                sys.exit(1)
+        if sorted(a for q, a in qa if q.startswith("is there")) != ["no", "yes"]:
+            print(f"scene {i}: the contrast questions do not ask 'is there' both ways", file=sys.stderr)
+            sys.exit(1)
+    ids, tgt, px, metas, _ = data.batch(vocab, "train", range(8), random.Random(3), max_questions=12,
+                                        description_p=0.5, contrast=True)
+    w = train.answer_weights(tgt, metas, 6.0)
+    for b, (_, turns) in enumerate(metas):
+        runs = train.answer_runs(tgt[b])
+        sums = [round(w[b, run].sum().item(), 5) for run in runs]
+        want = [6.0 if q in scenes.DESCRIBE_PROMPTS else 1.0 for q, _ in turns]
+        if sums != want or (w[b][tgt[b] < 0] != 0).any():
+            print(f"row {b}: answer weights {sums}, expected {want} and none off the answers", file=sys.stderr)
+            sys.exit(1)
+    print("contrast questions: 200 scenes' answers agree with their pictures, 'is there' asked both ways; "
+          "per-answer loss weights sum to 1 per short answer and 6 per description")
 
 
 def check_attention_targets(vocab):
@@ -90,8 +130,28 @@ def check_attention_targets(vocab):
                           in {(o["colour"], o["kind"]) for o in objs} and lab[4] in {o["cell"] for o in objs})
             assert cols == want and all(start <= c < start + n for c in cols), f"{q!r}: columns {cols} != {want}"
             checked += 1
+    # with descriptions: the rows of each phrase predict exactly that phrase's words, which name the object
+    # the rows are aimed at, and every object of the scene gets its phrase
+    phrases = {}
+    for b, row, cols, (o,) in (t for t in train.attention_targets(metas, tgt, start, descriptions=True)
+                               if (t[0], t[1]) not in targets):
+        want = sorted(start + j for j, lab in enumerate(metas[b][0]["labels"]) if lab[0] and lab[4] == o["cell"])
+        assert cols == want, f"row {b}: description target columns {cols} != {want}"
+        phrases.setdefault((b, o["cell"]), (o, []))[1].append(vocab.itos[int(tgt[b, row])])
+    described = 0
+    for b, (s, turns) in enumerate(metas):
+        if turns[0][0] not in scenes.DESCRIBE_PROMPTS:
+            continue
+        described += 1
+        for o in s["objects"]:
+            _, words = phrases.pop((b, o["cell"]))
+            named = " ".join(words)
+            assert all(f" {w} " in f" {named} " for w in (o["size"], o["colour"], o["kind"], scenes.POSITIONS[o["cell"]])) \
+                and "." not in words, f"row {b}: the rows aimed at {o} predict {named!r}"
+    assert not phrases, f"description targets for objects not in their scenes: {list(phrases)}"
     print(f"attention targets: {checked} short answers, each aimed at the visual tokens of the objects it is read "
-          "from, which agree with the answer")
+          f"from, which agree with the answer; with descriptions, every object of {described} descriptions has the "
+          "rows that name it aimed at it")
 
 
 def check_drop_masks(model, vocab, ids, px, layout, metas):

@@ -66,10 +66,20 @@ PRESETS = {
         max_questions=12, curriculum=((0.5, 2),),
         wipe_p=0.5, prune_p=0.5,
         freeze_projector=True, prune_keep="objects",
-        attention_supervision=dict(layer=1, head=0, weight=0.1, readout_weight=0.1),
+        attention_supervision=dict(layer=1, head=0, weight=0.1, readout_weight=0.1, descriptions=True),
+        contrast_questions=True, description_weight=4.0,
         eval_every=4,
     ),
 }
+# the demo preset's run continued from its export (`--init-from models/demo`): no curriculum, a lower peak,
+# every short answer weighted alike, and contrast questions (scenes.contrast_questions) for the kinds that the
+# demo preset's base stage never learnt ("is there a _", "how many _ objects"); the twig grown afresh
+PRESETS["continue"] = dict(PRESETS["demo"], base_steps=400, base_lr=1e-3, curriculum=(), contrast_questions=True,
+                           description_weight=6.0, twig_steps=800, eval_every=50)
+# the continue preset's run continued from its export in turn: one head of base layer 9 is taught where the
+# object each description phrase names is (and a readout of that head what it is), as for the short answers
+PRESETS["describe"] = dict(PRESETS["continue"], base_steps=300, base_lr=8e-4, attention_supervision=dict(
+    layer=8, head=0, weight=0.1, readout_weight=0.1, descriptions=True))
 
 
 def log(msg):
@@ -270,6 +280,18 @@ def answer_runs(targets):
     return runs
 
 
+def answer_weights(tgt, metas, description_weight):
+    """Per-position loss weights [B, S'] that give every short answer the same total weight, 1, spread over its
+    tokens, and every description `description_weight` (a plain token mean lets the tens of tokens of a
+    description outweigh the one word that answers "is there a _", so the kinds whose answer is one hard word
+    learn last or never)."""
+    w = torch.zeros(tgt.shape)
+    for b, (_, turns) in enumerate(metas):
+        for (q, _), run in zip(turns, answer_runs(tgt[b])):
+            w[b, run] = (description_weight if q in scenes.DESCRIBE_PROMPTS else 1.0) / len(run)
+    return w
+
+
 def answer_accuracy(logits, tgt, metas):
     """Teacher-forced exact match per answer: all its tokens (and </s>) argmax-right <=> greedy gives it."""
     pred = logits.argmax(-1)
@@ -321,19 +343,38 @@ def accuracy_by_kind(model, vocab, forward, n=150):
     return dict(sorted(by.items()))
 
 
-def attention_targets(metas, tgt, start):
+def attention_targets(metas, tgt, start, descriptions=False):
     """For each short answer about objects, (row, query row, columns, objects): the row that predicts the
     answer's first token, the visual columns of the patches of the objects the question is about (data gives
-    every patch's object for free), and those objects."""
+    every patch's object for free), and those objects. With `descriptions`, also every row that predicts a
+    word of a description's phrase about one object (the row that picks the next object, then those that
+    name it), aimed at that object (description_objects)."""
     out = []
     for b, (s, turns) in enumerate(metas):
-        for (q, _), run in zip(turns, answer_runs(tgt[b])):
+        for (q, a), run in zip(turns, answer_runs(tgt[b])):
+            if q in scenes.DESCRIBE_PROMPTS:
+                if descriptions:
+                    for (lo, hi), o in description_objects(a, s["objects"]):
+                        cols = [start + j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] == o["cell"]]
+                        out += [(b, run[i], cols, [o]) for i in range(lo, hi)] if cols else []
+                continue
             objs = scenes.question_objects(q, s["objects"])
             cells = {o["cell"] for o in objs}
             cols = [start + j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] in cells]
             if cols:
                 out.append((b, run[0], cols, objs))
     return out
+
+
+def description_objects(text, objects):
+    """The phrases of a description (scenes.describe) as ((first, end) word indices of the phrase in the
+    tokenized text, the object it names): the first phrase follows the ":" of "from the top :", each
+    later one the "." before it, and "from the bottom" names the objects in reverse."""
+    words = scenes.tokenize_words(text)
+    dots = [i for i, w in enumerate(words) if w == "."]
+    starts = [words.index(":") + 1] + [d + 1 for d in dots[1:-1]]
+    order = list(reversed(objects)) if words[words.index(":") - 1] == "bottom" else list(objects)
+    return list(zip(zip(starts, dots[1:]), order))
 
 
 class ObjectReadout(nn.Module):
@@ -462,7 +503,8 @@ def train_lm(model, vocab, p, out, exclude, stage):
         offset = 10_000_000 if is_twig else 0  # the twig sees scenes the base stage did not
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, metas, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
-                                     exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects)
+                                     exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects,
+                                     contrast=not is_twig and p.get("contrast_questions", False))
         start = int((ids[0] == vocab.image).nonzero()[0, 0])  # the first visual column (every row's prefix is the same)
         if not is_twig and p.get("wipe_p"):
             labels = [m["labels"] for m, _ in metas] if p.get("prune_keep") == "objects" else None
@@ -473,9 +515,14 @@ def train_lm(model, vocab, p, out, exclude, stage):
             logits, probs, heads_out = forward(ids, px, layout=layout, probs_layer=sup["layer"])
         else:
             logits = forward(ids, px, layout=layout)
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        if is_twig or p.get("description_weight") is None:
+            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        else:
+            w = answer_weights(tgt, metas, p["description_weight"])
+            ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="none")
+            loss = (ce * w.flatten()).sum() / w.sum()
         if supervise:
-            targets = attention_targets(metas, tgt, start)
+            targets = attention_targets(metas, tgt, start, sup.get("descriptions", False))
             if sup["layer"] >= model.c.twig_k and len(layout) > 2 and layout[2] is not None:
                 # a layer past K in a sample whose visual tokens were thinned there: the asked objects may be gone
                 base = torch.isinf(layout[1][:, 0, -1]).sum(-1)
