@@ -26,7 +26,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--stage", default="base", choices=["base", "twig"])
-    ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own base.pt")
+    ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own last base phase")
     ap.add_argument("--scenes", type=int, default=150)
     ap.add_argument("--descriptions", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -35,7 +35,7 @@ def main():
     if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
         sys.exit(f"{args.run} has no twig.pt")
     model, _ = export.load_run(args.run)
-    base = torch.load(args.checkpoint or os.path.join(args.run, "base.pt"))
+    base = torch.load(args.checkpoint or train.base_checkpoint(args.run))
     if args.checkpoint:
         model.load_state_dict(base["weights"], strict=False)
     forward = model.twig_forward if args.stage == "twig" else model.forward

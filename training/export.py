@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
+import train  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def load_run(run):
     cfg = Config(**info["model"])
     model = Llava(cfg)
     model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
-    model.load_state_dict(torch.load(os.path.join(run, "base.pt"))["weights"], strict=False)
+    model.load_state_dict(torch.load(train.base_checkpoint(run))["weights"], strict=False)
     model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
     model.grow_twig()
     twig_ck = os.path.join(run, "twig.pt")

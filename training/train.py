@@ -38,7 +38,7 @@ PRESETS = {
         vision_steps=450, vision_batch=32, vision_lr=2e-3,
         align_steps=600, align_batch=32, align_lr=2e-3,
         base_steps=900, base_batch=16, base_lr=2e-3,
-        twig_steps=500, twig_batch=8, twig_lr=5e-4,
+        twig_steps=800, twig_batch=8, twig_lr=5e-4,
         # every question a scene supports in one sample; scenes of at most 1, 2, 3 objects over the
         # first fractions of the base stage (a curriculum: binding words to patches is learnt on
         # easy scenes first), then the full mix
@@ -71,15 +71,26 @@ PRESETS = {
         eval_every=4,
     ),
 }
-# the demo preset's run continued from its export (`--init-from models/demo`): no curriculum, a lower peak,
-# every short answer weighted alike, and contrast questions (scenes.contrast_questions) for the kinds that the
-# demo preset's base stage never learnt ("is there a _", "how many _ objects"); the twig grown afresh
+# Later phases of the base stage (a preset's `then`), each with its own schedule, fresh optimizer and checkpoint
+# (base-NAME.pt); each is also a preset of its own, to continue an exported model (`--init-from DIR`).
+# continue: no curriculum, a lower peak, every short answer weighted alike, and contrast questions
+# (scenes.contrast_questions) for the kinds the first phase never learnt ("is there a _", "how many _ objects")
 PRESETS["continue"] = dict(PRESETS["demo"], base_steps=400, base_lr=1e-3, curriculum=(), contrast_questions=True,
-                           description_weight=6.0, twig_steps=800, eval_every=50)
-# the continue preset's run continued from its export in turn: one head of base layer 9 is taught where the
-# object each description phrase names is (and a readout of that head what it is), as for the short answers
+                           description_weight=6.0, eval_every=50)
+# describe: one head of base layer 9 is also taught where the object each description phrase names is (and a
+# readout of that head what it is), as for the short answers
 PRESETS["describe"] = dict(PRESETS["continue"], base_steps=300, base_lr=8e-4, attention_supervision=dict(
     layer=8, head=0, weight=0.1, readout_weight=0.1, descriptions=True))
+PRESETS["demo"]["then"] = ("continue", "describe")
+PRESETS["smoke-more"] = dict(PRESETS["smoke"], base_steps=2)
+PRESETS["smoke"]["then"] = ("smoke-more",)
+
+
+def base_checkpoint(run):
+    """The checkpoint of a run's trained base model: its last base phase's."""
+    with open(os.path.join(run, "config.json")) as f:
+        then = json.load(f)["schedule"].get("then", [])
+    return os.path.join(run, ("base-" + then[-1] if then else "base") + ".pt")
 
 
 def log(msg):
@@ -466,8 +477,11 @@ def drop_masks(c, mask, start, rng, wipe_p, prune_p, labels=None):
     return (mid, late) if any_drop else (None, None)
 
 
-def train_lm(model, vocab, p, out, exclude, stage):
-    ck = os.path.join(out, f"{stage}.pt")
+def train_lm(model, vocab, p, out, exclude, stage, phase=None):
+    """Trains the base model or the twig (`stage`); a later base phase (`phase`, see PRESETS) has its own
+    checkpoint and log name, and draws the same scenes as the first."""
+    name = f"{stage}-{phase}" if phase else stage
+    ck = os.path.join(out, f"{name}.pt")
     is_twig = stage == "twig"
     if is_twig and model.twig is None:
         model.grow_twig()
@@ -489,7 +503,7 @@ def train_lm(model, vocab, p, out, exclude, stage):
             readout.load_state_dict(st["readout"])
             readout_opt.load_state_dict(st["readout_opt"])
         step = st["step"]
-        log(f"{stage}: resumed at step {step}")
+        log(f"{name}: resumed at step {step}")
     forward = model.twig_forward if is_twig else model.forward
     total, bs = p[f"{stage}_steps"], p[f"{stage}_batch"]
     warmup = max(1, int(0.03 * total)) if is_twig else max(1, min(150, total // 10))
@@ -545,17 +559,17 @@ def train_lm(model, vocab, p, out, exclude, stage):
         step += 1
         seen += bs
         if step % 10 == 0:
-            log(f"{stage} step {step}/{total} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            log(f"{name} step {step}/{total} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"{seen / (time.time() - t0):.2f} samples/s" + (f" attention on the asked objects {attn_mass:.3f}"
                                                                  if supervise else "")
                 + (f" object readout loss {read_loss.item():.3f}" if readout and supervise else ""))
             t0, seen = time.time(), 0
         if step % p["eval_every"] == 0 or step == total:
             short, desc_exact, desc_tok = held_out(model, vocab, forward)
-            log(f"{stage} held-out at step {step}: short answers {short:.3f}, descriptions exact {desc_exact:.3f}, "
+            log(f"{name} held-out at step {step}: short answers {short:.3f}, descriptions exact {desc_exact:.3f}, "
                 f"description tokens {desc_tok:.3f}")
             by = accuracy_by_kind(model, vocab, forward, 64)
-            log(f"{stage} held-out by question kind: " + ", ".join(f"{k} {r}/{a}" for k, (r, a) in by.items()))
+            log(f"{name} held-out by question kind: " + ", ".join(f"{k} {r}/{a}" for k, (r, a) in by.items()))
             save(ck, weights=module.state_dict(), opt=opt.state_dict(), step=step,
                  **({"readout": readout.state_dict(), "readout_opt": readout_opt.state_dict()} if readout else {}))
     return model
@@ -618,8 +632,10 @@ def main():
         model.projector.load_state_dict(torch.load(os.path.join(args.out, "align.pt"))["projector"])
     if "base" in stages:
         train_lm(model, vocab, p, args.out, exclude, "base")
+        for phase in p.get("then", ()):
+            train_lm(model, vocab, PRESETS[phase], args.out, exclude, "base", phase)
     elif "twig" in stages:
-        model.load_state_dict(torch.load(os.path.join(args.out, "base.pt"))["weights"], strict=False)
+        model.load_state_dict(torch.load(base_checkpoint(args.out))["weights"], strict=False)
         model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
     if "twig" in stages:
         for p_ in model.parameters():
