@@ -1,9 +1,11 @@
 /**
  * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]
- *  [--compare FILE]`: runs the held-out split through every mode and budget, prints the table, and
+ *  [--compare FILE] [--score-source last-token|all-text]`: runs the held-out split through every mode and budget, prints the table, and
  * writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into --out. With --compare (an earlier
  * eval.json, such as the one committed beside a model card) it also prints both runs side by side and
- * exits 1 if a number that greedy decoding makes deterministic differs.
+ * exits 1 if a number that greedy decoding makes deterministic differs. --score-source picks how the
+ * pruning modes score visual tokens: attention from the last prompt token (the released code, the
+ * default) or summed over all text tokens (the paper's formula).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -29,6 +31,7 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
       modes: { type: "string" },
       threads: { type: "string", default: "0" },
       compare: { type: "string" },
+      "score-source": { type: "string" },
     },
   });
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
@@ -45,6 +48,9 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   const modes = (values.modes?.split(",") ?? ALL_MODES) as Mode[];
   for (const m of modes) if (!ALL_MODES.includes(m)) fail(`unknown mode ${m}; one of ${ALL_MODES.join(", ")}`);
   if (!modes.includes("base")) fail("--modes must include base (every ratio is relative to it)");
+  const scoreSource = values["score-source"];
+  if (scoreSource !== undefined && scoreSource !== "last-token" && scoreSource !== "all-text")
+    fail(`--score-source must be last-token or all-text, got ${scoreSource}`);
   const outDir = resolve(values.out ?? join(modelDir, "eval"));
   let committed: EvalResult | undefined;
   if (values.compare) {
@@ -57,12 +63,19 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   const engine = await LocalEngine.load(modelDir, { threads: Number(values.threads) });
   console.error(`eval: ${scenes.length} ${split} scenes, modes ${modes.join(", ")}, model ${modelDir}`);
   const started = Date.now();
-  const result = await runEval(engine, scenes, dataDir, modes, (done, total) => {
-    if (done % 10 === 0 || done === total) {
-      const eta = ((Date.now() - started) / done) * (total - done);
-      console.error(`eval: ${done}/${total} scenes, about ${Math.round(eta / 1000)} s left`);
-    }
-  });
+  const result = await runEval(
+    engine,
+    scenes,
+    dataDir,
+    modes,
+    (done, total) => {
+      if (done % 10 === 0 || done === total) {
+        const eta = ((Date.now() - started) / done) * (total - done);
+        console.error(`eval: ${done}/${total} scenes, about ${Math.round(eta / 1000)} s left`);
+      }
+    },
+    scoreSource,
+  );
   await engine.close();
   result.split = split;
   const table = markdownTable(result);

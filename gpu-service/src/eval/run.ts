@@ -29,6 +29,8 @@ export interface EvalConfig {
   /** Fraction of visual tokens pruned (R-bar = N * (1 - fraction)); undefined for unpruned modes. */
   pruned?: number;
   retainBudget?: number;
+  /** How the pruning modes score visual tokens (TWIGVLM.md's TTP step 2); undefined = the engine's default. */
+  scoreSource?: "last-token" | "all-text";
 }
 
 export interface EvalRow extends EvalConfig {
@@ -111,6 +113,7 @@ async function ask(
       stop: [],
       mode: c.mode,
       retainBudget: c.retainBudget,
+      scoreSource: c.scoreSource,
     },
     (e) => {
       if (e.type === "delta") text += e.text;
@@ -132,6 +135,7 @@ export async function runEval(
   dataDir: string,
   modes: Mode[],
   onProgress: (done: number, total: number) => void = () => {},
+  scoreSource?: "last-token" | "all-text",
 ): Promise<EvalResult> {
   const t0 = performance.now();
   const n = engine.info.visualTokens;
@@ -152,7 +156,9 @@ export async function runEval(
       console.error(`eval: skipping mode ${m}: ${err.message}`);
     }
   }
-  const configs = configsFor(n, available);
+  const configs = configsFor(n, available).map((c) =>
+    c.pruned === undefined || !scoreSource ? c : { ...c, scoreSource },
+  );
   // samples[config][sample]: short questions first, then the description, per scene
   const samples: Sample[][] = configs.map(() => []);
   const isLong: boolean[] = [];

@@ -12,7 +12,7 @@ import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
 import { checkParity, type ParityFixture } from "../../../gpu-service/src/eval/parity.js";
 import { parityFailures } from "../../../gpu-service/src/eval/parity-command.js";
-import { readSplit } from "../../../gpu-service/src/eval/run.js";
+import { readSplit, runEval } from "../../../gpu-service/src/eval/run.js";
 import { sameAnswer } from "../../../gpu-service/src/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
@@ -93,5 +93,40 @@ describe("demo model: answers and TwigVLM", () => {
     }
     // a trained twig agrees with the model far more often than a random one (near zero)
     expect(accepted / drafted).toBeGreaterThan(0.3);
+  });
+
+  it("eval's --score-source reaches the engine's pruning: all-text keeps other tokens than last-token", async () => {
+    const kept = async (scene: (typeof scenes)[number], scoreSource: "last-token" | "all-text") => {
+      let indices: number[] = [];
+      await engine.generate(
+        {
+          image: readFileSync(join(dataDir, scene.image)),
+          messages: [{ role: "user", content: scene.questions[0].question }],
+          maxTokens: 1,
+          temperature: 0,
+          topP: 1,
+          stop: [],
+          mode: "ttp-only",
+          retainBudget: engine.info.visualTokens / 9,
+          scoreSource,
+        },
+        (e) => {
+          if (e.type === "started") indices = e.keptVisualIndices;
+        },
+      );
+      return indices;
+    };
+    const differ = [];
+    for (const scene of scenes.slice(0, 3)) {
+      const [last, all] = [await kept(scene, "last-token"), await kept(scene, "all-text")];
+      expect(last.length).toBe(all.length);
+      differ.push(last.join() !== all.join());
+    }
+    expect(differ).toContain(true);
+    const result = await runEval(engine, scenes.slice(0, 1), dataDir, ["base", "ttp-only"], undefined, "all-text");
+    expect(result.rows.map((r) => [r.label, r.scoreSource])).toEqual([
+      ["base", undefined],
+      ...["66.7", "77.8", "88.9"].map((p) => [`ttp-only @ ${p}%`, "all-text"]),
+    ]);
   });
 });
