@@ -75,7 +75,7 @@ async function waitFor(url: string, what: string, timeoutMs = 120_000): Promise<
  * One question about a picture, streamed through the edge's OpenAI-compatible API with the dev key:
  * a held-out scene of the demo model's synthetic world (what is in it is printed beside the question).
  */
-async function ask(): Promise<void> {
+async function ask(retainBudget?: number): Promise<void> {
   const scene = readFileSync(join(root, "training", "data", "test.jsonl"), "utf8").split("\n")[0];
   const { image: file, objects } = JSON.parse(scene) as {
     image: string;
@@ -95,8 +95,9 @@ async function ask(): Promise<void> {
       stream: true,
       stream_options: { include_usage: true },
       max_tokens: 64,
-      // TwigVLM with the model's default budget (88.9% of the visual tokens pruned)
-      twigvlm: { mode: "twig" },
+      // TwigVLM with 77.8% of the visual tokens pruned (R-bar = 2/9 of them), where the demo model's evaluation
+      // keeps 97.6% of the base model's accuracy (its default budget, 88.9% pruned, keeps 90.8%)
+      twigvlm: { mode: "twig", ...(retainBudget ? { retain_budget: retainBudget } : {}) },
       temperature: 0,
       messages: [
         {
@@ -174,8 +175,10 @@ try {
     headers: { "content-type": "application/json" },
     body: "{}",
   });
-  console.log(`ListModels -> ${await models.text()}`);
-  await ask();
+  const listed = (await models.json()) as { models: { name: string; visualTokens: number }[] };
+  console.log(`ListModels -> ${JSON.stringify(listed)}`);
+  const served = listed.models.find((m) => m.name === model);
+  await ask(served ? Math.round((served.visualTokens * 2) / 9) : undefined);
   if (checkOnly) stop(0);
   else console.log("\nPress Ctrl-C to stop.");
 } catch (err) {
