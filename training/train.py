@@ -49,7 +49,8 @@ PRESETS = {
         freeze_projector=True,
         # pruned samples keep the objects' patches first (what a pruner that finds them keeps), not random ones
         prune_keep="objects",
-        # attention_supervision (off here; see the smoke preset and the model card, which says what it did):
+        # attention_supervision (off in this first phase, on in the describe phase below; the model card says what
+        # it did):
         # dict(layer, head, weight, readout_weight, from_step) teaches the answer's query row in one base layer
         # where the asked objects are (-log of one head's attention mass on their patches) and what they are
         # (a linear readout of their colour, shape, size and cell from that head's output), each weighted
