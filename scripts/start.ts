@@ -7,6 +7,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { budgetForPrunedFraction } from "../gpu-service/src/engine/decoding/budget.js";
 import { writeTinyModel } from "../gpu-service/src/engine/tiny-model.js";
 
 process.env.WRANGLER_SEND_METRICS ??= "false";
@@ -178,7 +179,7 @@ try {
   const listed = (await models.json()) as { models: { name: string; visualTokens: number }[] };
   console.log(`ListModels -> ${JSON.stringify(listed)}`);
   const served = listed.models.find((m) => m.name === model);
-  await ask(served ? Math.round((served.visualTokens * 2) / 9) : undefined);
+  await ask(served ? budgetForPrunedFraction(7 / 9, served.visualTokens) : undefined);
   if (checkOnly) stop(0);
   else console.log("\nPress Ctrl-C to stop.");
 } catch (err) {

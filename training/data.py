@@ -78,6 +78,11 @@ def turns_for(scene, rng, max_questions, description_p, contrast=False):
     return qa
 
 
+def prompt_ids(vocab, question):
+    """The ids of the single-question prompt the model serves: <s>USER: <image>{question} ASSISTANT:"""
+    return [vocab.bos] + vocab.encode("USER:") + [vocab.image] + vocab.encode(question) + vocab.encode("ASSISTANT:")
+
+
 def encode_turns(vocab, turns):
     """ids, a loss mask (1 on answer tokens and their </s>) and each token's turn (0 = the shared prefix
     <s>USER: <image>, k = turn k)."""

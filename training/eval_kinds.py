@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import scenes  # noqa: E402
 import export  # noqa: E402
+import parity  # noqa: E402
 import train  # noqa: E402
 
 
@@ -51,21 +52,15 @@ def main():
 
 
 def describe(model, forward, n, max_tokens=90):
-    """Greedy descriptions of n validation pictures (no KV cache: each step runs the whole prompt again)."""
+    """Greedy descriptions of n validation pictures (vocab.decode drops the </s>)."""
     vocab = data.Vocab()
     model.eval()
     correct = mentioned = truth = 0
     with torch.no_grad():
         for i in range(n):
             s = scenes.make_scene("val", i)
-            ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image] + vocab.encode(scenes.DESCRIBE_PROMPTS[i % 3])
-            ids += vocab.encode("ASSISTANT:")
-            px, out = data.pixels(s["image"])[None], []
-            for _ in range(max_tokens):
-                t = int(forward(torch.tensor([ids + out]), px)[0, -1].argmax())
-                if t == vocab.eos:
-                    break
-                out.append(t)
+            ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
+            out = parity.greedy(forward, ids, data.pixels(s["image"])[None], vocab.eos, max_tokens)
             c, m, t = scenes.description_score(vocab.decode(out), s["objects"])
             correct, mentioned, truth = correct + c, mentioned + m, truth + t
     print(f"descriptions of {n} pictures: precision {correct / max(1, mentioned):.1%}, recall "

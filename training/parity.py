@@ -74,6 +74,18 @@ def load_exported(model_dir):
     return model
 
 
+def greedy(forward, ids, px, eos, max_tokens):
+    """Greedy continuation of prompt ids (with </s> when it comes within max_tokens); no KV cache: each step
+    runs the whole sequence again."""
+    out = []
+    for _ in range(max_tokens):
+        nxt = int(forward(torch.tensor([ids + out]), px)[0, -1].argmax())
+        out.append(nxt)
+        if nxt == eos:
+            break
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -88,17 +100,10 @@ def main():
     with torch.no_grad():
         for image, question in CASES:
             px = data.pixels(Image.open(os.path.join(args.data, image)).convert("RGB"))[None]
-            ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image] + vocab.encode(question) + vocab.encode("ASSISTANT:")
+            ids = data.prompt_ids(vocab, question)
             full = model(torch.tensor([ids]), px)[0, -1]
             twig = model.twig_forward(torch.tensor([ids]), px)[0, -1]
-            out = []
-            seq = list(ids)
-            for _ in range(args.max_tokens):
-                nxt = int(model(torch.tensor([seq]), px)[0, -1].argmax())
-                out.append(nxt)
-                if nxt == vocab.eos:
-                    break
-                seq.append(nxt)
+            out = greedy(model.forward, ids, px, vocab.eos, args.max_tokens)
             flat = px.flatten()
             cases.append({
                 "image": image, "question": question, "inputIds": ids,

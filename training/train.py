@@ -367,15 +367,20 @@ def attention_targets(metas, tgt, start, descriptions=False):
             if q in scenes.DESCRIBE_PROMPTS:
                 if descriptions:
                     for (lo, hi), o in description_objects(a, s["objects"]):
-                        cols = [start + j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] == o["cell"]]
+                        cols = object_columns(s["labels"], [o], start)
                         out += [(b, run[i], cols, [o]) for i in range(lo, hi)] if cols else []
                 continue
             objs = scenes.question_objects(q, s["objects"])
-            cells = {o["cell"] for o in objs}
-            cols = [start + j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] in cells]
+            cols = object_columns(s["labels"], objs, start)
             if cols:
                 out.append((b, run[0], cols, objs))
     return out
+
+
+def object_columns(labels, objects, start):
+    """The visual columns of the object patches that lie in the given objects' cells."""
+    cells = {o["cell"] for o in objects}
+    return [start + j for j, lab in enumerate(labels) if lab[0] and lab[4] in cells]
 
 
 def description_objects(text, objects):

@@ -1,11 +1,11 @@
 /**
  * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]
- *  [--compare FILE] [--score-source last-token|all-text]`: runs the held-out split through every mode and budget, prints the table, and
- * writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into --out. With --compare (an earlier
- * eval.json, such as the one committed beside a model card) it also prints both runs side by side and
- * exits 1 if a number that greedy decoding makes deterministic differs. --score-source picks how the
- * pruning modes score visual tokens: attention from the last prompt token (the released code, the
- * default) or summed over all text tokens (the paper's formula).
+ *  [--compare FILE] [--score-source last-token|all-text]`: runs the held-out split through every mode
+ * and budget, prints the table, and writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into
+ * --out. With --compare (an earlier eval.json, such as the one committed beside a model card) it also
+ * prints both runs side by side and exits 1 if a number that greedy decoding makes deterministic
+ * differs. --score-source picks how the pruning modes score visual tokens: attention from the last
+ * prompt token (the released code, the default) or summed over all text tokens (the paper's formula).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
