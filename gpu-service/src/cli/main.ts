@@ -5,6 +5,7 @@
  *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
  *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
+ *   eval and parity: see gpu-service/src/eval/command.ts and parity-command.ts
  * Each command is a function in COMMANDS at the end of this file.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -175,7 +176,9 @@ function makeTiny(argv: string[]): void {
 }
 
 const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
-       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]`;
+       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]
+       npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source last-token|all-text]
+       npm run twig -- parity [--model DIR] [--fixture FILE] [--data DIR]`;
 
 /** Command name → its function (argv after the name). */
 const COMMANDS: Record<string, (argv: string[]) => void | Promise<void>> = {
@@ -186,5 +189,13 @@ const COMMANDS: Record<string, (argv: string[]) => void | Promise<void>> = {
 };
 
 const [command, ...rest] = process.argv.slice(2);
-if (command === undefined || !Object.hasOwn(COMMANDS, command)) fail(USAGE);
-await COMMANDS[command](rest);
+if (command === undefined || !Object.hasOwn(COMMANDS, command) || rest.includes("--help") || rest.includes("-h"))
+  fail(USAGE);
+try {
+  await COMMANDS[command](rest);
+} catch (e) {
+  // parseArgs' own errors (an unknown option, a value missing) are the user's: say so without a stack
+  const code = (e as { code?: string }).code;
+  if (code?.startsWith("ERR_PARSE_ARGS_")) fail(`${(e as Error).message}\n${USAGE}`);
+  throw e;
+}

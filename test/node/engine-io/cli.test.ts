@@ -162,6 +162,17 @@ describe("npm run twig -- generate", () => {
     expect(err.stderr).toMatch(/usage: npm run twig -- generate/);
   });
 
+  it("answers --help and an unknown option with the usage and exit 2, not a stack trace", async () => {
+    const help = await cli("eval", "--help").catch((e) => e);
+    expect(help.code).toBe(2);
+    expect(help.stderr).toMatch(/npm run twig -- eval \[--model DIR\]/);
+    const err = await cli("eval", "--limt", "5").catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/twig: Unknown option '--limt'/);
+    expect(err.stderr).toMatch(/npm run twig -- parity/);
+    expect(err.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it("runs int4 weights with --precision and refuses an unknown precision", async () => {
     const args = ["generate", "--model", join(dir, "tiny"), "--image", join(dir, "a.png"), "--prompt", "describe"];
     const { stdout } = await cli(...args, "--mode", "base", "--max-tokens", "4", "--precision", "int4");
