@@ -8,6 +8,7 @@ Exits 1 if not.
 
   /usr/bin/python3 training/test_packing.py
 """
+import math
 import os
 import random
 import sys
@@ -149,9 +150,46 @@ def check_attention_targets(vocab):
             assert all(f" {w} " in f" {named} " for w in (o["size"], o["colour"], o["kind"], scenes.POSITIONS[o["cell"]])) \
                 and "." not in words, f"row {b}: the rows aimed at {o} predict {named!r}"
     assert not phrases, f"description targets for objects not in their scenes: {list(phrases)}"
+    # with descriptions="opening": the short answers' targets as before, and each description's one target is
+    # the row that predicts its first word (the last prompt token, TTP's query), aimed at every object's patches
+    opening = {(b, row): (cols, objs) for b, row, cols, objs in
+               train.attention_targets(metas, tgt, start, descriptions="opening")}
+    assert {k: v[0] for k, v in opening.items() if k in targets} == targets, "short-answer targets changed"
+    extra = {k: v for k, v in opening.items() if k not in targets}
+    for b, (s, turns) in enumerate(metas):
+        if turns[0][0] not in scenes.DESCRIBE_PROMPTS:
+            continue
+        run = train.answer_runs(tgt[b])[0]
+        cols, objs = extra.pop((b, run[0]))
+        assert int(tgt[b, run[0]]) == vocab.encode(turns[0][1])[0], f"row {b}: not the description's first word"
+        assert objs == s["objects"] and cols == sorted(start + j for j, lab in enumerate(s["labels"]) if lab[0]), \
+            f"row {b}: the opening target is not every object"
+    assert not extra, f"opening targets on rows that open no description: {list(extra)}"
+    check_attention_loss()
     print(f"attention targets: {checked} short answers, each aimed at the visual tokens of the objects it is read "
           f"from, which agree with the answer; with descriptions, every object of {described} descriptions has the "
           "rows that name it aimed at it")
+
+
+def check_attention_loss():
+    """train.attention_loss: the heads' mean (head None) is what it scores, and with the patch labels each asked
+    object counts apart, so attention on one of two objects costs more than the same mass shared by both."""
+    labels = [[(0, 0, 0, 0, 9)] * 4 + [(1, 1, 1, 1, 0)] * 2 + [(2, 2, 1, 1, 8)] * 2]
+    objs = [{"cell": 0}, {"cell": 8}]
+    probs = torch.zeros(1, 2, 1, 8)
+    one, both = probs.clone(), probs.clone()
+    one[0, :, 0, 4:6] = 0.3
+    both[0, :, 0, [4, 6]] = 0.3
+    target = [(0, 0, [4, 5, 6, 7], objs)]
+    for p in (one, both):
+        loss, mass = train.attention_loss(p, target, None)
+        assert abs(mass - 0.6) < 1e-6 and abs(loss.item() + math.log(0.6)) < 1e-4, (loss, mass)
+    split = [train.attention_loss(p, target, None, labels)[0].item() for p in (one, both)]
+    assert split[0] > split[1] + 5 and abs(split[1] + math.log(0.3)) < 1e-4, split
+    mixed = both.clone()
+    mixed[0, 1] = 0.0  # one head looks away: the mean halves
+    assert abs(train.attention_loss(mixed, target, None)[1] - 0.3) < 1e-6
+    assert abs(train.attention_loss(mixed, target, 0)[1] - 0.6) < 1e-6
 
 
 def check_drop_masks(model, vocab, ids, px, layout, metas):
