@@ -4,10 +4,14 @@ Held-out short-answer accuracy by question kind of a training run's base checkpo
 an export and the engine's eval.
 
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
-                                          [--descriptions 40]
+                                          [--descriptions 40] [--selection 30]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them).
+With --selection N it shows what TTP would keep on N test pictures: for three prompts, the share of the
+last prompt token's attention (heads' mean) on visual tokens that falls on object patches, and how many of
+the pictures' objects have a patch among the top R (the three budgets' R), scored by the twig's last layer
+(TTP), by base layer K (FastV) and by base layer K+T (the twig's last layer before its training).
 """
 import argparse
 import os
@@ -30,6 +34,7 @@ def main():
     ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own last base phase")
     ap.add_argument("--scenes", type=int, default=150)
     ap.add_argument("--descriptions", type=int, default=0)
+    ap.add_argument("--selection", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,6 +54,8 @@ def main():
             print(f"  {k:32s} {r:4d}/{a:<4d} {r / a:6.1%}")
     if args.descriptions:
         describe(model, forward, args.descriptions)
+    if args.selection:
+        selection(model, args.selection)
 
 
 def describe(model, forward, n, max_tokens=90):
@@ -65,6 +72,59 @@ def describe(model, forward, n, max_tokens=90):
             correct, mentioned, truth = correct + c, mentioned + m, truth + t
     print(f"descriptions of {n} pictures: precision {correct / max(1, mentioned):.1%}, recall "
           f"{correct / max(1, truth):.1%}")
+
+
+def last_attention(layers, x, tables, mask):
+    """The heads' mean attention probabilities of the last of `layers` [S, S], after running them all."""
+    for layer in layers[:-1]:
+        x = layer(x, tables, mask)
+    return layers[-1](x, tables, mask, want_probs=True)[1][0].mean(0)
+
+
+SELECTION_PROMPTS = ("how many objects are there ?", "describe the picture .", "what colour is the circle ?",
+                     "how many red objects are there ?")
+
+
+def selection(model, n):
+    """What each scorer's top R visual tokens hold on n test pictures (see the module's doc)."""
+    c, vocab = model.c, data.Vocab()
+    k, t = c.twig_k, c.twig_t
+    scorers = {"twig (TTP)": list(model.layers[:k]) + list(model.twig.layers), f"base layer {k} (FastV)":
+               list(model.layers[:k]), f"base layer {k + t}": list(model.layers[: k + t])}
+    rs = [train.retained(c, f) for f in train.PRUNED_FRACTIONS]
+    print(f"selection on {n} test pictures: the share of the visual attention on the patches of the objects the "
+          f"answer needs; of those objects, how many keep a patch in the top R; and how many of the top R are their "
+          f"patches (R = {', '.join(map(str, rs))})")
+    with torch.no_grad():
+        for q in SELECTION_PROMPTS:
+            ids = data.prompt_ids(vocab, q)
+            start = ids.index(vocab.image)
+            tally = {name: [0.0, 0] + [0] * (2 * len(rs)) for name in scorers}
+            pictures = 0
+            for i in range(n):
+                s = scenes.make_scene("test", i)
+                needed = s["objects"] if q in scenes.DESCRIBE_PROMPTS else scenes.question_objects(q, s["objects"])
+                if not needed:
+                    continue
+                pictures += 1
+                x = model.embed(torch.tensor([ids]), data.pixels(s["image"])[None])
+                tables, mask = model.layout(x.shape[1], None)
+                for name, layers in scorers.items():
+                    score = last_attention(layers, x, tables, mask)[-1, start : start + c.num_patches]
+                    on = train.object_columns(s["labels"], needed, 0)
+                    tally[name][0] += float(score[on].sum() / score.sum())
+                    tally[name][1] += len(needed)
+                    for m, r in enumerate(rs):
+                        top = set(score.topk(r).indices.tolist())
+                        tally[name][2 + m] += sum(1 for o in needed if any(
+                            j in top for j in train.object_columns(s["labels"], [o], 0)))
+                        tally[name][2 + len(rs) + m] += len(top & set(on))
+            print(f"  {q} ({pictures} pictures)")
+            for name, (share, objects, *counts) in tally.items():
+                covered, patches = counts[: len(rs)], counts[len(rs) :]
+                print(f"    {name:22s} attention {share / max(1, pictures):5.1%}   objects kept " + "  ".join(
+                    f"{m}/{objects}" for m in covered) + "   top R on them " + "  ".join(
+                    f"{k / (r * max(1, pictures)):5.1%}" for r, k in zip(rs, patches)))
 
 
 if __name__ == "__main__":
