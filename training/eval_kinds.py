@@ -8,10 +8,12 @@ an export and the engine's eval.
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them).
-With --selection N it shows what TTP would keep on N test pictures: for three prompts, the share of the
-last prompt token's attention (heads' mean) on visual tokens that falls on object patches, and how many of
-the pictures' objects have a patch among the top R (the three budgets' R), scored by the twig's last layer
-(TTP), by base layer K (FastV) and by base layer K+T (the twig's last layer before its training).
+With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
+the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
+the answer needs (every object for a description), how many of those objects keep a patch among the top R,
+and how many of the top R are their patches (R of each of the three budgets), scored by the twig's last
+layer (TTP), by base layer K (FastV) and by base layer K+T (the twig's last layer before its training; a run
+with no twig.pt yet scores its twig as that untrained copy too).
 """
 import argparse
 import os
@@ -124,7 +126,7 @@ def selection(model, n):
                 covered, patches = counts[: len(rs)], counts[len(rs) :]
                 print(f"    {name:22s} attention {share / max(1, pictures):5.1%}   objects kept " + "  ".join(
                     f"{m}/{objects}" for m in covered) + "   top R on them " + "  ".join(
-                    f"{k / (r * max(1, pictures)):5.1%}" for r, k in zip(rs, patches)))
+                    f"{kept / (r * max(1, pictures)):5.1%}" for r, kept in zip(rs, patches)))
 
 
 if __name__ == "__main__":
