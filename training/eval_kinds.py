@@ -111,16 +111,16 @@ def selection(model, n):
                 pictures += 1
                 x = model.embed(torch.tensor([ids]), data.pixels(s["image"])[None])
                 tables, mask = model.layout(x.shape[1], None)
+                each = [set(train.object_columns(s["labels"], [o], 0)) for o in needed]
+                on = set().union(*each)
                 for name, layers in scorers.items():
                     score = last_attention(layers, x, tables, mask)[-1, start : start + c.num_patches]
-                    on = train.object_columns(s["labels"], needed, 0)
-                    tally[name][0] += float(score[on].sum() / score.sum())
+                    tally[name][0] += float(score[sorted(on)].sum() / score.sum())
                     tally[name][1] += len(needed)
                     for m, r in enumerate(rs):
                         top = set(score.topk(r).indices.tolist())
-                        tally[name][2 + m] += sum(1 for o in needed if any(
-                            j in top for j in train.object_columns(s["labels"], [o], 0)))
-                        tally[name][2 + len(rs) + m] += len(top & set(on))
+                        tally[name][2 + m] += sum(1 for cols in each if cols & top)
+                        tally[name][2 + len(rs) + m] += len(top & on)
             print(f"  {q} ({pictures} pictures)")
             for name, (share, objects, *counts) in tally.items():
                 covered, patches = counts[: len(rs)], counts[len(rs) :]
