@@ -648,6 +648,11 @@ def main():
         else:
             model.vision.load_state_dict(start.vision.state_dict())
         save(os.path.join(args.out, "vision.pt"), vision=model.vision.state_dict(), step=p["vision_steps"])
+        if args.init_from and args.stage not in ("all", "base"):
+            # a run that does not train the base model takes the exported one as its trained base checkpoint
+            # (so `--stage twig` grows a twig on it, and export.py finds it)
+            save(base_checkpoint(args.out), step=p["base_steps"],
+                 weights={k: v for k, v in model.state_dict().items() if not k.startswith("twig.")})
         log(f"starting from the exported model {args.init_from or args.vision_from}"
             + (" (its vision tower only)" if args.vision_from else ""))
     exclude = data.held_out_keys()
