@@ -645,14 +645,13 @@ def main():
             model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")},
                                   strict=False)
             save(os.path.join(args.out, "align.pt"), projector=model.projector.state_dict(), step=p["align_steps"])
+            if args.stage not in ("all", "base"):
+                # a run that does not train the base model takes the exported one (no twig yet) as its trained
+                # base checkpoint (so `--stage twig` grows a twig on it, and export.py finds it)
+                save(base_checkpoint(args.out), weights=model.state_dict(), step=p["base_steps"])
         else:
             model.vision.load_state_dict(start.vision.state_dict())
         save(os.path.join(args.out, "vision.pt"), vision=model.vision.state_dict(), step=p["vision_steps"])
-        if args.init_from and args.stage not in ("all", "base"):
-            # a run that does not train the base model takes the exported one as its trained base checkpoint
-            # (so `--stage twig` grows a twig on it, and export.py finds it)
-            save(base_checkpoint(args.out), step=p["base_steps"],
-                 weights={k: v for k, v in model.state_dict().items() if not k.startswith("twig.")})
         log(f"starting from the exported model {args.init_from or args.vision_from}"
             + (" (its vision tower only)" if args.vision_from else ""))
     exclude = data.held_out_keys()
