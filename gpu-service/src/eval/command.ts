@@ -14,7 +14,7 @@ import sharp from "sharp";
 import { LocalEngine } from "../engine/local-engine.js";
 import type { Mode } from "../engine/types.js";
 import { compareEvals } from "./compare.js";
-import { curvesSvg, kindTable, markdownTable } from "./report.js";
+import { curvesSvg, descriptionTable, kindTable, markdownTable } from "./report.js";
 import { type EvalResult, readSplit, runEval } from "./run.js";
 
 const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
@@ -80,12 +80,15 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   result.split = split;
   const table = markdownTable(result);
   const byKind = kindTable(result);
-  console.log(`${table}\nShort-answer accuracy by question kind:\n\n${byKind}`);
+  const descriptions = descriptionTable(result);
+  console.log(
+    `${table}\nShort-answer accuracy by question kind:\n\n${byKind}\nDescriptions scored three ways:\n\n${descriptions}`,
+  );
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "eval.json"), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(
     join(outDir, "eval.md"),
-    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}\n## Short-answer accuracy by question kind\n\n${byKind}`,
+    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}\n## Short-answer accuracy by question kind\n\n${byKind}\n## Descriptions scored three ways\n\nAttributes keyed by the place each named object is put at (the table above), attributes under the best one-to-one pairing of named and true objects (a place is then one attribute among four), and objects named with all four attributes right.\n\n${descriptions}`,
   );
   const svg = curvesSvg(result);
   writeFileSync(join(outDir, "accuracy-vs-budget.svg"), svg);

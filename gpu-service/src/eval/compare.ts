@@ -23,12 +23,21 @@ function same(a: number, b: number): boolean {
   return Math.abs(a - b) <= 1e-9;
 }
 
+/** A score that one of the runs may predate: compared only when both have it. */
+function optionalEqual(a: number | undefined, b: number | undefined): boolean {
+  return a === undefined || b === undefined || same(a, b);
+}
+
 function deterministicEqual(a: EvalRow, b: EvalRow): boolean {
   return (
     a.shortCorrect === b.shortCorrect &&
     a.shortTotal === b.shortTotal &&
     same(a.descriptionPrecision, b.descriptionPrecision) &&
     same(a.descriptionRecall, b.descriptionRecall) &&
+    optionalEqual(a.descriptionMatchedPrecision, b.descriptionMatchedPrecision) &&
+    optionalEqual(a.descriptionMatchedRecall, b.descriptionMatchedRecall) &&
+    optionalEqual(a.descriptionObjectsPrecision, b.descriptionObjectsPrecision) &&
+    optionalEqual(a.descriptionObjectsRecall, b.descriptionObjectsRecall) &&
     same(a.acceptanceRate, b.acceptanceRate) &&
     same(a.meanAcceptedLength, b.meanAcceptedLength) &&
     (a.losslessMismatches ?? 0) === (b.losslessMismatches ?? 0)

@@ -14,6 +14,28 @@ export function markdownTable(r: EvalResult): string {
 }
 
 /**
+ * Descriptions scored three ways, one row per configuration: attributes keyed by the place each
+ * named object is put at (the headline score), attributes under the best pairing of named and true
+ * objects (places counted as one attribute), and whole objects named with every attribute right.
+ * Empty for a run written before the last two were measured.
+ */
+export function descriptionTable(r: EvalResult): string {
+  const rows = r.rows.filter((x) => x.descriptionMatchedPrecision !== undefined);
+  if (!rows.length) return "";
+  const pr = (p = 0, q = 0) => `${pct(p)} / ${pct(q)}`;
+  return [
+    "| mode | attributes, keyed by place (P / R) | attributes, best pairing of objects (P / R) | whole objects right (P / R) |",
+    "|---|---|---|---|",
+    ...rows.map(
+      (x) =>
+        `| ${x.label} | ${pr(x.descriptionPrecision, x.descriptionRecall)} | ${pr(x.descriptionMatchedPrecision, x.descriptionMatchedRecall)} | ${pr(x.descriptionObjectsPrecision, x.descriptionObjectsRecall)} |`,
+    ),
+  ]
+    .join("\n")
+    .concat("\n");
+}
+
+/**
  * Short-answer accuracy per question kind: `base` and every configuration of the
  * given modes (by default twig and the baselines at the strongest pruning).
  */

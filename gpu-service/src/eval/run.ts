@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { budgetForPrunedFraction } from "../engine/decoding/budget.js";
 import type { LocalEngine } from "../engine/local-engine.js";
 import { type GenerateStats, InvalidRequestError, type Mode } from "../engine/types.js";
-import { descriptionCounts, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
+import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 
 export interface EvalScene {
   id: string;
@@ -42,6 +42,12 @@ export interface EvalRow extends EvalConfig {
   shortByKind?: Record<string, { correct: number; total: number }>;
   descriptionPrecision: number;
   descriptionRecall: number;
+  /** Attribute precision and recall under the best pairing of named and true objects (descriptionMatch); absent in runs before it. */
+  descriptionMatchedPrecision?: number;
+  descriptionMatchedRecall?: number;
+  /** Objects named with all four attributes right, over objects named and over the scenes' objects. */
+  descriptionObjectsPrecision?: number;
+  descriptionObjectsRecall?: number;
   relAcc: number;
   relAccDescription: number;
   relSpdShort: number;
@@ -223,6 +229,10 @@ function summarise(
   let dc = 0;
   let dm = 0;
   let dt = 0;
+  let dMatched = 0;
+  let dExact = 0;
+  let dNamed = 0;
+  let dObjects = 0;
   const rel = { short: [] as number[], long: [] as number[] };
   let longTokens = 0;
   let longMs = 0;
@@ -237,6 +247,11 @@ function summarise(
       dc += d.correct;
       dm += d.mentioned;
       dt += d.truth;
+      const m = descriptionMatch(s.text, t.objects);
+      dMatched += m.matched;
+      dExact += m.exact;
+      dNamed += m.named;
+      dObjects += t.objects.length;
       longTokens += s.tokens;
       longMs += s.stats.prefillMs + s.stats.decodeMs;
     } else {
@@ -266,6 +281,10 @@ function summarise(
     shortByKind: byKind,
     descriptionPrecision: dm ? dc / dm : 0,
     descriptionRecall: dt ? dc / dt : 0,
+    descriptionMatchedPrecision: dm ? dMatched / dm : 0,
+    descriptionMatchedRecall: dt ? dMatched / dt : 0,
+    descriptionObjectsPrecision: dNamed ? dExact / dNamed : 0,
+    descriptionObjectsRecall: dObjects ? dExact / dObjects : 0,
     relAcc: 0,
     relAccDescription: 0,
     relSpdShort: mean(rel.short),

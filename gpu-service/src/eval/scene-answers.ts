@@ -89,3 +89,36 @@ export function descriptionCounts(
   }
   return { correct, mentioned, truth: 4 * objects.length };
 }
+
+/**
+ * The same description scored two more ways, to tell wrong places from wrong attributes
+ * (descriptionCounts keys each named object by its place, so an object named right but put at
+ * another object's place scores that other object's attributes):
+ * - `matched`: attributes right under the best one-to-one pairing of named objects with the
+ *   scene's objects, places counted like any other attribute (so a swap of two places costs two
+ *   attributes, not six);
+ * - `exact`: the scene's objects named with all four attributes right (size, colour, kind, place),
+ *   out of `named` objects named and `objects.length` in the scene.
+ */
+export function descriptionMatch(
+  text: string,
+  objects: SceneObject[],
+): { matched: number; exact: number; named: number } {
+  const named = parseDescription(text);
+  const right = (o: Partial<SceneObject>, t: SceneObject) =>
+    (Object.entries(o) as [keyof SceneObject, string | number][]).filter(([k, v]) => t[k] === v).length;
+  // At most four objects in a scene: try every pairing (each scene object takes a distinct named one, or none).
+  const best = (i: number, used: Set<number>): number => {
+    if (i === objects.length) return 0;
+    let top = best(i + 1, used);
+    named.forEach((o, j) => {
+      if (used.has(j)) return;
+      used.add(j);
+      top = Math.max(top, right(o, objects[i]) + best(i + 1, used));
+      used.delete(j);
+    });
+    return top;
+  };
+  const exact = objects.filter((t) => named.some((o) => Object.keys(o).length === 4 && right(o, t) === 4)).length;
+  return { matched: best(0, new Set()), exact, named: named.length };
+}

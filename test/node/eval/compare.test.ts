@@ -49,6 +49,20 @@ describe("compareEvals", () => {
     expect(compareEvals(committed, now).accuracyMismatches).toEqual(["a", "b", "c", "gone"]);
   });
 
+  it("compares the extra description scores only when both runs have them", () => {
+    const committed = result([
+      row("old"),
+      row("same", { descriptionObjectsRecall: 0.5 }),
+      row("moved", { descriptionMatchedPrecision: 0.8 }),
+    ]);
+    const now = result([
+      row("old", { descriptionObjectsRecall: 0.6 }),
+      row("same", { descriptionObjectsRecall: 0.5 }),
+      row("moved", { descriptionMatchedPrecision: 0.81 }),
+    ]);
+    expect(compareEvals(committed, now).accuracyMismatches).toEqual(["moved"]);
+  });
+
   it("refuses runs over different scenes", () => {
     expect(() => compareEvals(result([row("base")], 10), result([row("base")], 50))).toThrow(/--limit/);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { kindTable } from "../../../gpu-service/src/eval/report.js";
+import { descriptionTable, kindTable } from "../../../gpu-service/src/eval/report.js";
 import type { EvalResult, EvalRow } from "../../../gpu-service/src/eval/run.js";
 import { questionKind } from "../../../gpu-service/src/eval/scene-answers.js";
 
@@ -34,5 +34,28 @@ describe("kindTable", () => {
 
   it("is empty for a run written before kinds were counted", () => {
     expect(kindTable({ rows: [row("base", "base", undefined, undefined)] } as EvalResult)).toBe("");
+  });
+});
+
+describe("descriptionTable", () => {
+  const row = (label: string, over: Partial<EvalRow>) =>
+    ({ label, mode: "base", descriptionPrecision: 0.5, descriptionRecall: 0.25, ...over }) as EvalRow;
+
+  it("gives the three scores of each configuration", () => {
+    const t = descriptionTable({
+      rows: [
+        row("base", {
+          descriptionMatchedPrecision: 0.75,
+          descriptionMatchedRecall: 0.5,
+          descriptionObjectsPrecision: 0.2,
+          descriptionObjectsRecall: 0.1,
+        }),
+      ],
+    } as EvalResult);
+    expect(t).toContain("| base | 50.0% / 25.0% | 75.0% / 50.0% | 20.0% / 10.0% |");
+  });
+
+  it("is empty for a run written before they were measured", () => {
+    expect(descriptionTable({ rows: [row("base", {})] } as EvalResult)).toBe("");
   });
 });
