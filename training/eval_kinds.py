@@ -7,7 +7,9 @@ an export and the engine's eval.
                                           [--descriptions 40] [--selection 30]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
-attribute precision and recall (scenes.description_score, as the engine's eval scores them).
+attribute precision and recall (scenes.description_score, as the engine's eval scores them) and, keyed
+the same way by the place each object is named at, how many named sizes, colours and kinds are wrong
+and how many of those repeat the object named just before.
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
 the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
 the answer needs (every object for a description), how many of those objects keep a patch among the top R,
@@ -65,15 +67,38 @@ def describe(model, forward, n, max_tokens=90):
     vocab = data.Vocab()
     model.eval()
     correct = mentioned = truth = 0
+    named = empty = 0
+    wrong = {k: 0 for k in ("size", "colour", "kind")}
+    copied = dict(wrong)
     with torch.no_grad():
         for i in range(n):
             s = scenes.make_scene("val", i)
             ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
             out = parity.greedy(forward, ids, data.pixels(s["image"])[None], vocab.eos, max_tokens)
-            c, m, t = scenes.description_score(vocab.decode(out), s["objects"])
+            text = vocab.decode(out)
+            c, m, t = scenes.description_score(text, s["objects"])
             correct, mentioned, truth = correct + c, mentioned + m, truth + t
+            # Each named object against the scene's object at the place it names, as description_score
+            # keys them: which attributes are wrong, and whether a wrong one repeats the object named before.
+            at = {o["cell"]: o for o in s["objects"]}
+            before = None
+            for o in scenes.parse_description(text):
+                named += 1
+                t_o = at.get(o.get("cell"))
+                if t_o is None:
+                    empty += 1
+                else:
+                    for k in wrong:
+                        if o.get(k) != t_o[k]:
+                            wrong[k] += 1
+                            copied[k] += before is not None and o.get(k) == before.get(k)
+                before = o
     print(f"descriptions of {n} pictures: precision {correct / max(1, mentioned):.1%}, recall "
           f"{correct / max(1, truth):.1%}")
+    placed = named - empty
+    print(f"  {named} objects named, {empty} at a place with no object or none; of the other {placed}, wrong "
+          + ", ".join(f"{k} {wrong[k]} ({wrong[k] / max(1, placed):.0%}; {copied[k]} as the object named before)"
+                      for k in wrong))
 
 
 def last_attention(layers, x, tables, mask):
