@@ -4,12 +4,13 @@ Held-out short-answer accuracy by question kind of a training run's base checkpo
 an export and the engine's eval.
 
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
-                                          [--descriptions 40] [--selection 30]
+                                          [--descriptions 40] [--selection 30] [--binding 50]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them) and, keyed
 the same way by the place each object is named at, how many named sizes, colours and kinds are wrong
 and how many of those repeat the object named just before.
+With --binding N it checks whether a description binds a place to the object it has just named (binding()).
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
 the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
 the answer needs (every object for a description), how many of those objects keep a patch among the top R,
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--scenes", type=int, default=150)
     ap.add_argument("--descriptions", type=int, default=0)
     ap.add_argument("--selection", type=int, default=0)
+    ap.add_argument("--binding", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,6 +62,8 @@ def main():
         describe(model, forward, args.descriptions)
     if args.selection:
         selection(model, args.selection)
+    if args.binding:
+        binding(model, forward, args.binding)
 
 
 def describe(model, forward, n, max_tokens=90):
@@ -99,6 +103,41 @@ def describe(model, forward, n, max_tokens=90):
     print(f"  {named} objects named, {empty} at a place with no object or none; of the other {placed}, wrong "
           + ", ".join(f"{k} {wrong[k]} ({wrong[k] / max(1, placed):.0%}; {copied[k]} as the object named before)"
                       for k in wrong))
+
+
+def binding(model, forward, n):
+    """Does a description put the object it has just named at that object's place, or at the place that
+    comes next in its order? On the first n validation scenes of two or more objects, for each order, the
+    first object is forced (its size, colour and kind, then "at the") either in order or out of order (the
+    second in that order), and the greedy place that follows is compared with the two objects' places."""
+    vocab = data.Vocab()
+    model.eval()
+    counts = {}
+    i = done = 0
+    with torch.no_grad():
+        while done < n:
+            s = scenes.make_scene("val", i)
+            i += 1
+            objs = s["objects"]
+            if len(objs) < 2:
+                continue
+            done += 1
+            ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
+            px = data.pixels(s["image"])[None]
+            opener = f"there are {scenes.NUMBERS[len(objs)]} objects . "
+            for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
+                for which, o in (("in order", seq[0]), ("out of order", seq[1])):
+                    forced = vocab.encode(f"{opener}{lead} a {o['size']} {o['colour']} {o['kind']} at the")
+                    words = vocab.decode(parity.greedy(forward, ids + forced, px, vocab.eos, 2)).split()
+                    place = next((p for p in (" ".join(words[:2]), words[0] if words else "") if p in scenes.POSITIONS), None)
+                    cell = scenes.POSITIONS.index(place) if place else -1
+                    c = counts.setdefault((lead, which), [0, 0])
+                    c[0] += cell == o["cell"]
+                    c[1] += which == "out of order" and cell == seq[0]["cell"]
+    print(f"binding on {n} scenes of two or more objects: the place said after a forced first object")
+    for (lead, which), (own, first) in counts.items():
+        tail = f", the place of the object due first {first}" if which == "out of order" else ""
+        print(f"  {lead:18s} object named {which:12s}: its own place {own}/{n}{tail}")
 
 
 def last_attention(layers, x, tables, mask):
