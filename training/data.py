@@ -65,16 +65,18 @@ def pixels(img):
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
 
 
-def turns_for(scene, rng, max_questions, description_p, contrast=False):
+def turns_for(scene, rng, max_questions, description_p, contrast=False, unordered_p=0.0):
     """A scene's turns: up to max_questions of its short questions (with `contrast`, training only, the
-    scene's contrast questions join them first), and a description first with probability description_p."""
+    scene's contrast questions join them first), and a description first with probability description_p
+    (with probability unordered_p, training only, a description in a random order: scenes.describe)."""
     qa = scenes.questions(scene["objects"], rng)
     if contrast:
         qa = scenes.contrast_questions(scene["objects"], rng) + qa
         rng.shuffle(qa)
     qa = qa[:max_questions]
     if rng.random() < description_p:
-        qa.insert(0, (rng.choice(scenes.DESCRIBE_PROMPTS), scenes.describe(scene["objects"], rng)))
+        unordered = unordered_p > 0 and rng.random() < unordered_p
+        qa.insert(0, (rng.choice(scenes.DESCRIBE_PROMPTS), scenes.describe(scene["objects"], rng, unordered)))
     return qa
 
 
@@ -98,13 +100,13 @@ def encode_turns(vocab, turns):
 
 
 def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
-          max_objects=None, contrast=False):
+          max_objects=None, contrast=False, unordered_p=0.0):
     """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes, layout); S' = S - 1 + N;
     layout = (positions [B,S'], additive attention mask [B,1,S',S']) of the packed turns."""
     seqs, px, metas = [], [], []
     for i in indices:
         s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
-        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast)
+        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast, unordered_p)
         seqs.append(encode_turns(vocab, turns))
         px.append(pixels(s["image"]))
         metas.append((s, turns))

@@ -165,12 +165,20 @@ def phrase(o, style):
     return f"a {colour} {kind} , {size} , at the {pos}"
 
 
-def describe(objects, rng):
+def describe(objects, rng, unordered=False):
+    """A description of the scene: an opener, then every object in one of two orders (from the top, from the
+    bottom), each in the same one of three phrasings. With `unordered` (training only, off by default so that
+    the splits' texts do not change) the objects come in a random order with no lead, so that the place after
+    an object can only be read from that object and not from where the order is up to."""
     n = NUMBERS[len(objects)]
     noun = "object" if len(objects) == 1 else "objects"
     opener = rng.choice([f"there are {n} {noun} .", f"i see {n} {noun} .", f"the picture shows {n} {noun} ."])
     if len(objects) == 1:
         opener = opener.replace("there are", "there is")
+    if unordered:
+        objs = rng.sample(list(objects), len(objects))
+        style = rng.randrange(3)
+        return " ".join([opener] + [phrase(o, style) + " ." for o in objs])
     order = rng.randrange(2)
     objs = list(objects) if order == 0 else list(reversed(objects))
     lead = "from the top :" if order == 0 else "from the bottom :"

@@ -52,6 +52,37 @@ def main():
     check_label_codes(vocab)
     check_attention_targets(vocab)
     check_contrast_questions(vocab)
+    check_unordered_descriptions(vocab)
+
+
+def check_unordered_descriptions(vocab):
+    """The training-only unordered descriptions (scenes.describe(unordered=True)) name every object of their scene
+    right, in more than one order over the scenes, with no lead, and only words of the vocabulary; and the
+    batches use them only when asked (unordered_p), leaving the default descriptions' texts as they were."""
+    rng = random.Random(5)
+    orders = set()
+    for i in range(200):
+        objects = scenes.make_scene("train", i)["objects"]
+        text = scenes.describe(objects, rng, unordered=True)
+        if scenes.description_score(text, objects) != (4 * len(objects),) * 3 or "from the" in text:
+            print(f"scene {i}: unordered description {text!r} does not name its objects right", file=sys.stderr)
+            sys.exit(1)
+        if 0 in vocab.encode(text):  # <unk>
+            print(f"scene {i}: {text!r} has words the vocabulary lacks", file=sys.stderr)
+            sys.exit(1)
+        if len(objects) > 1:
+            orders.add(tuple(o["cell"] for o in scenes.parse_description(text)) == tuple(o["cell"] for o in objects))
+    if orders != {True, False}:
+        print("unordered descriptions always keep (or never keep) the scene's order", file=sys.stderr)
+        sys.exit(1)
+    plain = data.batch(vocab, "train", range(16), random.Random(7), description_p=1.0)[3]
+    again = data.batch(vocab, "train", range(16), random.Random(7), description_p=1.0, unordered_p=0.0)[3]
+    mixed = data.batch(vocab, "train", range(16), random.Random(7), description_p=1.0, unordered_p=0.5)[3]
+    leads = [t[0][1].split(" . ")[1].startswith("from the") for _, t in mixed]
+    if [t for _, t in plain] != [t for _, t in again] or all(leads) or not any(leads):
+        print("unordered_p does not switch unordered descriptions on and off", file=sys.stderr)
+        sys.exit(1)
+    print(f"unordered descriptions: 200 name their objects right; {leads.count(False)} of 16 descriptions unordered at 0.5")
 
 
 def check_contrast_questions(vocab):

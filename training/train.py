@@ -93,6 +93,11 @@ PRESETS["describe"] = dict(PRESETS["continue"], base_steps=300, base_lr=8e-4, at
 PRESETS["select"] = dict(PRESETS["describe"], base_steps=150, base_lr=5e-4, attention_supervision=dict(
     layer=4, head=None, weight=0.1, readout_weight=0, descriptions="opening", per_object=True))
 PRESETS["demo"]["then"] = ("continue", "describe", "select")
+# unbind (not part of the shipped model; to continue it with --init-from): the select phase's recipe, and half of
+# the training descriptions list the objects in a random order with no lead. The ordered descriptions let the
+# model predict each place from where the order is up to instead of reading it off the object it has just
+# named (eval_kinds.py --binding), so an object named out of turn got the place of the one due.
+PRESETS["unbind"] = dict(PRESETS["select"], base_steps=250, unordered_descriptions=0.5)
 PRESETS["smoke-more"] = dict(PRESETS["smoke"], base_steps=2, attention_supervision=dict(
     layer=1, head=None, weight=0.1, readout_weight=0, descriptions="opening", per_object=True))
 PRESETS["smoke"]["then"] = ("smoke-more",)
@@ -548,7 +553,8 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None):
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, metas, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects,
-                                     contrast=not is_twig and p.get("contrast_questions", False))
+                                     contrast=not is_twig and p.get("contrast_questions", False),
+                                     unordered_p=0.0 if is_twig else p.get("unordered_descriptions", 0.0))
         start = int((ids[0] == vocab.image).nonzero()[0, 0])  # the first visual column (every row's prefix is the same)
         if not is_twig and p.get("wipe_p"):
             labels = [m["labels"] for m, _ in metas] if p.get("prune_keep") == "objects" else None
