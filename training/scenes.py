@@ -214,14 +214,18 @@ def parse_description(text):
 
 
 def description_score(text, objects):
-    """Attribute-level precision and recall: (correct mentions, mentions, true attributes)."""
+    """Attribute-level precision and recall: (correct mentions, mentions, true attributes). A place named again
+    scores nothing the second time (as the engine's descriptionCounts), so repeats cannot add up."""
     truth = {o["cell"]: o for o in objects}
     correct = mentioned = 0
+    scored = set()
     for o in parse_description(text):
         mentioned += len(o)
-        t = truth.get(o.get("cell"))
+        t = None if o.get("cell") in scored else truth.get(o.get("cell"))
         if t is not None:
             correct += sum(1 for k, v in o.items() if t[k] == v)
+        if "cell" in o:
+            scored.add(o["cell"])
     return correct, mentioned, 4 * len(objects)
 
 

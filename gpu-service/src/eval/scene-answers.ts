@@ -73,19 +73,25 @@ export function parseDescription(text: string): Partial<SceneObject>[] {
   return found;
 }
 
-/** Attribute-level counts: correct mentions, all mentions, and the scene's true attributes (4 per object). */
+/**
+ * Attribute-level counts: correct mentions, all mentions, and the scene's true attributes (4 per object).
+ * Each named object is scored against the scene's object at the place it names; a place named again scores
+ * nothing the second time (its attributes count as mentioned, never as correct), so repeats cannot add up.
+ */
 export function descriptionCounts(
   text: string,
   objects: SceneObject[],
 ): { correct: number; mentioned: number; truth: number } {
   const byCell = new Map(objects.map((o) => [o.cell, o]));
+  const scored = new Set<number>();
   let correct = 0;
   let mentioned = 0;
   for (const o of parseDescription(text)) {
     const entries = Object.entries(o) as [keyof SceneObject, string | number][];
     mentioned += entries.length;
-    const t = o.cell === undefined ? undefined : byCell.get(o.cell);
+    const t = o.cell === undefined || scored.has(o.cell) ? undefined : byCell.get(o.cell);
     if (t) correct += entries.filter(([k, v]) => t[k] === v).length;
+    if (o.cell !== undefined) scored.add(o.cell);
   }
   return { correct, mentioned, truth: 4 * objects.length };
 }

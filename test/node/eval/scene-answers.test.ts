@@ -34,6 +34,8 @@ describe("description scores", () => {
     const text = "a yellow triangle , small , at the left . a yellow triangle , small , at the left .";
     // The repeat is paired with the red circle, whose size it gets right: 4 + 1, and one exact object.
     expect(descriptionMatch(text, scene)).toEqual({ matched: 5, exact: 1, named: 2 });
+    // Keyed by place, the place named again scores nothing the second time.
+    expect(descriptionCounts(text, scene)).toEqual({ correct: 4, mentioned: 8, truth: 8 });
     expect(descriptionMatch("there are no objects .", scene)).toEqual({ matched: 0, exact: 0, named: 0 });
   });
 
