@@ -128,9 +128,8 @@ def binding(model, forward, n):
             for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
                 for which, o in (("in order", seq[0]), ("out of order", seq[1])):
                     forced = vocab.encode(f"{opener}{lead} a {o['size']} {o['colour']} {o['kind']} at the")
-                    words = vocab.decode(parity.greedy(forward, ids + forced, px, vocab.eos, 2)).split()
-                    place = next((p for p in (" ".join(words[:2]), words[0] if words else "") if p in scenes.POSITIONS), None)
-                    cell = scenes.POSITIONS.index(place) if place else -1
+                    out = parity.greedy(forward, ids + forced, px, vocab.eos, 2)
+                    cell = scenes.parse_description(vocab.decode(forced + out))[0].get("cell", -1)
                     c = counts.setdefault((lead, which), [0, 0])
                     c[0] += cell == o["cell"]
                     c[1] += which == "out of order" and cell == seq[0]["cell"]

@@ -176,14 +176,13 @@ def describe(objects, rng, unordered=False):
     if len(objects) == 1:
         opener = opener.replace("there are", "there is")
     if unordered:
-        objs = rng.sample(list(objects), len(objects))
-        style = rng.randrange(3)
-        return " ".join([opener] + [phrase(o, style) + " ." for o in objs])
-    order = rng.randrange(2)
-    objs = list(objects) if order == 0 else list(reversed(objects))
-    lead = "from the top :" if order == 0 else "from the bottom :"
+        objs, lead = rng.sample(list(objects), len(objects)), []
+    else:
+        order = rng.randrange(2)
+        objs = list(objects) if order == 0 else list(reversed(objects))
+        lead = ["from the top :" if order == 0 else "from the bottom :"]
     style = rng.randrange(3)
-    return " ".join([opener, lead] + [phrase(o, style) + " ." for o in objs])
+    return " ".join([opener] + lead + [phrase(o, style) + " ." for o in objs])
 
 
 def parse_description(text):

@@ -73,6 +73,11 @@ export function parseDescription(text: string): Partial<SceneObject>[] {
   return found;
 }
 
+/** How many of the attributes a description names for one object are the true object's. */
+function attributesRight(named: Partial<SceneObject>, t: SceneObject): number {
+  return (Object.entries(named) as [keyof SceneObject, string | number][]).filter(([k, v]) => t[k] === v).length;
+}
+
 /**
  * Attribute-level counts: correct mentions, all mentions, and the scene's true attributes (4 per object).
  * Each named object is scored against the scene's object at the place it names; a place named again scores
@@ -87,10 +92,9 @@ export function descriptionCounts(
   let correct = 0;
   let mentioned = 0;
   for (const o of parseDescription(text)) {
-    const entries = Object.entries(o) as [keyof SceneObject, string | number][];
-    mentioned += entries.length;
+    mentioned += Object.keys(o).length;
     const t = o.cell === undefined || scored.has(o.cell) ? undefined : byCell.get(o.cell);
-    if (t) correct += entries.filter(([k, v]) => t[k] === v).length;
+    if (t) correct += attributesRight(o, t);
     if (o.cell !== undefined) scored.add(o.cell);
   }
   return { correct, mentioned, truth: 4 * objects.length };
@@ -111,8 +115,6 @@ export function descriptionMatch(
   objects: SceneObject[],
 ): { matched: number; exact: number; named: number } {
   const named = parseDescription(text);
-  const right = (o: Partial<SceneObject>, t: SceneObject) =>
-    (Object.entries(o) as [keyof SceneObject, string | number][]).filter(([k, v]) => t[k] === v).length;
   // At most four objects in a scene: try every pairing (each scene object takes a distinct named one, or none).
   const best = (i: number, used: Set<number>): number => {
     if (i === objects.length) return 0;
@@ -120,11 +122,13 @@ export function descriptionMatch(
     named.forEach((o, j) => {
       if (used.has(j)) return;
       used.add(j);
-      top = Math.max(top, right(o, objects[i]) + best(i + 1, used));
+      top = Math.max(top, attributesRight(o, objects[i]) + best(i + 1, used));
       used.delete(j);
     });
     return top;
   };
-  const exact = objects.filter((t) => named.some((o) => Object.keys(o).length === 4 && right(o, t) === 4)).length;
+  const exact = objects.filter((t) =>
+    named.some((o) => Object.keys(o).length === 4 && attributesRight(o, t) === 4),
+  ).length;
   return { matched: best(0, new Set()), exact, named: named.length };
 }
