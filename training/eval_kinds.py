@@ -47,11 +47,14 @@ def main():
     if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
         sys.exit(f"{args.run} has no twig.pt")
     model, _ = export.load_run(args.run)
-    base = torch.load(args.checkpoint or train.base_checkpoint(args.run))
+    path = args.checkpoint or train.base_checkpoint(args.run)
+    base = torch.load(path)
     if args.checkpoint:
         model.load_state_dict(base["weights"], strict=False)
     forward = model.twig_forward if args.stage == "twig" else model.forward
-    print(f"{args.stage} at step {base['step']}")
+    # a run started with --init-from and no base stage takes the exported model as its base checkpoint
+    print(f"{args.stage}, base model from {path}: " + (f"the exported {base['init_from']}" if base.get("init_from")
+                                                      else f"step {base['step']}"))
     if args.scenes:
         by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
         right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())

@@ -655,7 +655,8 @@ def main():
             if args.stage not in ("all", "base"):
                 # a run that does not train the base model takes the exported one (no twig yet) as its trained
                 # base checkpoint (so `--stage twig` grows a twig on it, and export.py finds it)
-                save(base_checkpoint(args.out), weights=model.state_dict(), step=p["base_steps"])
+                save(base_checkpoint(args.out), weights=model.state_dict(), step=p["base_steps"],
+                     init_from=args.init_from)
         else:
             model.vision.load_state_dict(start.vision.state_dict())
         save(os.path.join(args.out, "vision.pt"), vision=model.vision.state_dict(), step=p["vision_steps"])
