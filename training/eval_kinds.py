@@ -3,14 +3,18 @@ Held-out short-answer accuracy by question kind of a training run's base checkpo
 (or its twig's draft path), from PyTorch: a quick check while training runs, before
 an export and the engine's eval.
 
-  /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME [--stage twig] [--scenes 150]
-                                          [--descriptions 40] [--selection 30] [--binding 50]
+  /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME | --model DIR [--stage twig] [--scenes 150]
+                                          [--descriptions 40] [--selection 30] [--binding 50] [--pruned 30]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them) and, keyed
 the same way by the place each object is named at, how many named sizes, colours and kinds are wrong
 and how many of those repeat the object named just before.
 With --binding N it checks whether a description binds a place to the object it has just named (binding()).
+With --pruned N it answers every short question of N validation scenes greedily with 11 visual tokens
+(88.9% pruned) kept in base layers K+1..K_f, chosen by each scorer of --selection and by two oracles that read
+the scene's patch labels: the asked objects' patches first, or every object's (the order the base stage's pruned
+samples keep, train.keep_order); so it tells whether TTP loses accuracy to what it keeps or to the trunk.
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
 the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
 the answer needs (every object for a description), how many of those objects keep a patch among the top R,
@@ -20,6 +24,7 @@ with no twig.pt yet scores its twig as that untrained copy too).
 """
 import argparse
 import os
+import random
 import sys
 
 import torch
@@ -30,31 +35,40 @@ import scenes  # noqa: E402
 import export  # noqa: E402
 import parity  # noqa: E402
 import train  # noqa: E402
+from model import causal_mask  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run: its last base phase's checkpoint and (with --stage twig) its twig")
+    src.add_argument("--model", help="an exported model directory instead (its base model and twig), such as "
+                     "models/demo")
     ap.add_argument("--stage", default="base", choices=["base", "twig"])
     ap.add_argument("--checkpoint", help="a checkpoint file other than the run's own last base phase")
     ap.add_argument("--scenes", type=int, default=150)
     ap.add_argument("--descriptions", type=int, default=0)
     ap.add_argument("--selection", type=int, default=0)
     ap.add_argument("--binding", type=int, default=0)
+    ap.add_argument("--pruned", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
-        sys.exit(f"{args.run} has no twig.pt")
-    model, _ = export.load_run(args.run)
-    path = args.checkpoint or train.base_checkpoint(args.run)
-    base = torch.load(path)
-    if args.checkpoint:
-        model.load_state_dict(base["weights"], strict=False)
+    if args.model:
+        model = parity.load_exported(args.model)
+        print(f"{args.stage}, the exported model {args.model}")
+    else:
+        if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
+            sys.exit(f"{args.run} has no twig.pt")
+        model, _ = export.load_run(args.run)
+        path = args.checkpoint or train.base_checkpoint(args.run)
+        base = torch.load(path)
+        if args.checkpoint:
+            model.load_state_dict(base["weights"], strict=False)
+        # a run started with --init-from and no base stage takes the exported model as its base checkpoint
+        print(f"{args.stage}, base model from {path}: " + (f"the exported {base['init_from']}" if base.get("init_from")
+                                                          else f"step {base['step']}"))
     forward = model.twig_forward if args.stage == "twig" else model.forward
-    # a run started with --init-from and no base stage takes the exported model as its base checkpoint
-    print(f"{args.stage}, base model from {path}: " + (f"the exported {base['init_from']}" if base.get("init_from")
-                                                      else f"step {base['step']}"))
     if args.scenes:
         by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
         right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
@@ -65,6 +79,8 @@ def main():
         describe(model, forward, args.descriptions)
     if args.selection:
         selection(model, args.selection)
+    if args.pruned:
+        pruned(model, args.pruned)
     if args.binding:
         binding(model, forward, args.binding)
 
@@ -193,6 +209,77 @@ def selection(model, n):
                 print(f"    {name:22s} attention {share / max(1, pictures):5.1%}   objects kept " + "  ".join(
                     f"{m}/{objects}" for m in covered) + "   top R on them " + "  ".join(
                     f"{kept / (r * max(1, pictures)):5.1%}" for r, kept in zip(rs, patches)))
+
+
+def pruned(model, n):
+    """Short answers at 88.9% pruned with the visual tokens kept by each scorer and by two oracles (module doc)."""
+    c, vocab = model.c, data.Vocab()
+    k, t, num = c.twig_k, c.twig_t, c.num_patches
+    r = train.retained(c, train.PRUNED_FRACTIONS[-1])
+    scorers = {"twig (TTP)": list(model.layers[:k]) + list(model.twig.layers), f"base layer {k} (FastV)":
+               list(model.layers[:k]), f"base layer {k + t}": list(model.layers[: k + t])}
+    names = ["full"] + list(scorers) + ["oracle: asked objects first", "oracle: every object first"]
+    right, asked = dict.fromkeys(names, 0), 0
+    by = {}
+    rng = random.Random(0)
+
+    def answer(ids, px, start, keep, max_tokens):
+        """Greedy answer with only `keep` of the visual tokens in base layers K+1..K_f and none after (None: all)."""
+        def forward(x, p):
+            if keep is None:
+                return model.forward(x, p)
+            s = x.shape[1] - 1 + num
+            mask = causal_mask(s)
+            mid, late = mask.clone(), mask.clone()
+            late[:, start : start + num] = float("-inf")
+            mid[:, [start + j for j in range(num) if j not in keep]] = float("-inf")
+            return model.forward(x, p, layout=(torch.arange(s), mask, mid, late))
+
+        return parity.greedy(forward, ids, px, vocab.eos, max_tokens)
+
+    def oracle(labels, cells):
+        """Patch indices: the centres of the objects in `cells`, their other patches, the other objects' centres,
+        their other patches, then background, each group shuffled."""
+        groups = [[j for j, lab in enumerate(labels)
+                   if lab[0] and (lab[4] in cells) == first and bool(lab[3]) == centre]
+                  for first in (True, False) for centre in (True, False)]
+        groups.append([j for j, lab in enumerate(labels) if not lab[0]])
+        for g in groups:
+            rng.shuffle(g)
+        return [j for g in groups for j in g]
+
+    model.eval()
+    with torch.no_grad():
+        for i in range(n):
+            s = scenes.make_scene("val", i)
+            px = data.pixels(s["image"])[None]
+            for q, a in scenes.questions(s["objects"], random.Random(i)):
+                ids = data.prompt_ids(vocab, q)
+                start = ids.index(vocab.image)
+                want = vocab.encode(a) + [vocab.eos]
+                x = model.embed(torch.tensor([ids]), px)
+                tables, mask = model.layout(x.shape[1], None)
+                keeps = {"full": None}
+                for name, layers in scorers.items():
+                    score = last_attention(layers, x, tables, mask)[-1, start : start + num]
+                    keeps[name] = set(score.topk(r).indices.tolist())
+                cells = {o["cell"] for o in scenes.question_objects(q, s["objects"])}
+                keeps["oracle: asked objects first"] = set(oracle(s["labels"], cells)[:r])
+                keeps["oracle: every object first"] = set(oracle(s["labels"], set())[:r])
+                asked += 1
+                kind = by.setdefault(" ".join(q.split()[:2]), dict.fromkeys(names, 0) | {"asked": 0})
+                kind["asked"] += 1
+                for name in names:
+                    ok = answer(ids, px, start, keeps[name], len(want)) == want
+                    right[name] += ok
+                    kind[name] += ok
+    print(f"{asked} short questions of {n} validation scenes, {r} of {num} visual tokens kept in base layers "
+          f"{k + 1}-{c.final_wipe_layer} (none after), greedy exact answers (RelAcc against the full model):")
+    for name in names:
+        print(f"  {name:30s} {right[name]:4d}/{asked}  {right[name] / asked:6.1%}  "
+              f"RelAcc {right[name] / right['full']:6.1%}")
+    print("  by kind (in that order): " + "; ".join(
+        f"{kd} ({v['asked']}) " + " ".join(str(v[nm]) for nm in names) for kd, v in by.items()))
 
 
 if __name__ == "__main__":
