@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--pruned", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.model and args.checkpoint:
+        ap.error("--checkpoint replaces a run's base checkpoint; it does not go with --model")
     torch.set_num_threads(args.threads)
     if args.model:
         model = parity.load_exported(args.model)
@@ -165,6 +167,13 @@ def last_attention(layers, x, tables, mask):
     return layers[-1](x, tables, mask, want_probs=True)[1][0].mean(0)
 
 
+def scorer_layers(model):
+    """Each scorer's layers, by name: the last one's attention from the last prompt token ranks the visual tokens."""
+    k, t = model.c.twig_k, model.c.twig_t
+    return {"twig (TTP)": list(model.layers[:k]) + list(model.twig.layers), f"base layer {k} (FastV)":
+            list(model.layers[:k]), f"base layer {k + t}": list(model.layers[: k + t])}
+
+
 SELECTION_PROMPTS = ("how many objects are there ?", "describe the picture .", "what colour is the circle ?",
                      "how many red objects are there ?")
 
@@ -172,9 +181,7 @@ SELECTION_PROMPTS = ("how many objects are there ?", "describe the picture .", "
 def selection(model, n):
     """What each scorer's top R visual tokens hold on n test pictures (see the module's doc)."""
     c, vocab = model.c, data.Vocab()
-    k, t = c.twig_k, c.twig_t
-    scorers = {"twig (TTP)": list(model.layers[:k]) + list(model.twig.layers), f"base layer {k} (FastV)":
-               list(model.layers[:k]), f"base layer {k + t}": list(model.layers[: k + t])}
+    scorers = scorer_layers(model)
     rs = [train.retained(c, f) for f in train.PRUNED_FRACTIONS]
     print(f"selection on {n} test pictures: the share of the visual attention on the patches of the objects the "
           f"answer needs; of those objects, how many keep a patch in the top R; and how many of the top R are their "
@@ -214,10 +221,9 @@ def selection(model, n):
 def pruned(model, n):
     """Short answers at 88.9% pruned with the visual tokens kept by each scorer and by two oracles (module doc)."""
     c, vocab = model.c, data.Vocab()
-    k, t, num = c.twig_k, c.twig_t, c.num_patches
+    k, num = c.twig_k, c.num_patches
     r = train.retained(c, train.PRUNED_FRACTIONS[-1])
-    scorers = {"twig (TTP)": list(model.layers[:k]) + list(model.twig.layers), f"base layer {k} (FastV)":
-               list(model.layers[:k]), f"base layer {k + t}": list(model.layers[: k + t])}
+    scorers = scorer_layers(model)
     names = ["full"] + list(scorers) + ["oracle: asked objects first", "oracle: every object first"]
     right, asked = dict.fromkeys(names, 0), 0
     by = {}
@@ -237,17 +243,6 @@ def pruned(model, n):
 
         return parity.greedy(forward, ids, px, vocab.eos, max_tokens)
 
-    def oracle(labels, cells):
-        """Patch indices: the centres of the objects in `cells`, their other patches, the other objects' centres,
-        their other patches, then background, each group shuffled."""
-        groups = [[j for j, lab in enumerate(labels)
-                   if lab[0] and (lab[4] in cells) == first and bool(lab[3]) == centre]
-                  for first in (True, False) for centre in (True, False)]
-        groups.append([j for j, lab in enumerate(labels) if not lab[0]])
-        for g in groups:
-            rng.shuffle(g)
-        return [j for g in groups for j in g]
-
     model.eval()
     with torch.no_grad():
         for i in range(n):
@@ -264,8 +259,8 @@ def pruned(model, n):
                     score = last_attention(layers, x, tables, mask)[-1, start : start + num]
                     keeps[name] = set(score.topk(r).indices.tolist())
                 cells = {o["cell"] for o in scenes.question_objects(q, s["objects"])}
-                keeps["oracle: asked objects first"] = set(oracle(s["labels"], cells)[:r])
-                keeps["oracle: every object first"] = set(oracle(s["labels"], set())[:r])
+                keeps["oracle: asked objects first"] = set(train.keep_order(s["labels"], rng, cells)[:r])
+                keeps["oracle: every object first"] = set(train.keep_order(s["labels"], rng)[:r])
                 asked += 1
                 kind = by.setdefault(" ".join(q.split()[:2]), dict.fromkeys(names, 0) | {"asked": 0})
                 kind["asked"] += 1

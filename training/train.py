@@ -483,11 +483,16 @@ def retained(c, pruned):
     return min(n, max(1, math.ceil((c.layers * r_bar - n * c.twig_k) / (c.final_wipe_layer - c.twig_k))))
 
 
-def keep_order(labels, rng):
+def keep_order(labels, rng, first_cells=()):
     """Patch indices in the order a pruner that finds the objects keeps them: the patches holding an object's
-    centre, then the objects' other patches, then background, each group shuffled."""
-    groups = ([j for j, lab in enumerate(labels) if lab[3]], [j for j, lab in enumerate(labels) if lab[0] and not lab[3]],
-              [j for j, lab in enumerate(labels) if not lab[0]])
+    centre, then the objects' other patches, then background, each group shuffled. With first_cells, the
+    patches of the objects in those cells (centres, then the rest) come before the other objects' (an oracle
+    that knows which objects a question asks about, eval_kinds --pruned); shuffling an empty group draws
+    nothing, so without them the order and the draws are as before."""
+    groups = [[j for j, lab in enumerate(labels)
+               if lab[0] and (lab[4] in first_cells) == first and bool(lab[3]) == centre]
+              for first in (True, False) for centre in (True, False)]
+    groups.append([j for j, lab in enumerate(labels) if not lab[0]])
     for g in groups:
         rng.shuffle(g)
     return [j for g in groups for j in g]
