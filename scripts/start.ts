@@ -34,6 +34,9 @@ const model = gpuEnv.TWIG_DEFAULT_MODEL ?? process.env.TWIG_DEFAULT_MODEL ?? "de
 // The local dev tenant's key, seeded by the edge from edge/.dev.vars.
 const devKey = /^DEV_API_KEY=(.*)$/m.exec(readFileSync(join(root, "edge", ".dev.vars"), "utf8"))?.[1].trim() ?? "";
 const children: ChildProcess[] = [];
+/** The children's log lines held back while an answer streams, so that they do not break into it. */
+let held: [NodeJS.WriteStream, string][] | null = null;
+const write = (stream: NodeJS.WriteStream, text: string) => (held ? held.push([stream, text]) : stream.write(text));
 
 function run(name: string, cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): ChildProcess {
   const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -44,8 +47,8 @@ function run(name: string, cmd: string, args: string[], cwd: string, env: Record
       .filter((line) => line.trim() !== "")
       .map((line) => `[${name}] ${line}\n`)
       .join("");
-  child.stdout?.on("data", (d: Buffer) => process.stdout.write(prefix(d)));
-  child.stderr?.on("data", (d: Buffer) => process.stderr.write(prefix(d)));
+  child.stdout?.on("data", (d: Buffer) => write(process.stdout, prefix(d)));
+  child.stderr?.on("data", (d: Buffer) => write(process.stderr, prefix(d)));
   child.on("exit", (code, signal) => {
     if (!stopping) {
       console.error(`${name} exited (${signal ?? code}); stopping`);
@@ -88,6 +91,17 @@ async function ask(retainBudget?: number): Promise<void> {
   process.stdout.write(
     `\nPOST ${edgeUrl}/v1/chat/completions (stream)\nQ: ${question} (training/data/${file}: ${truth})\nA: `,
   );
+  held = [];
+  try {
+    await streamAnswer(question, image, retainBudget);
+  } finally {
+    const lines = held ?? [];
+    held = null;
+    for (const [stream, text] of lines) stream.write(text);
+  }
+}
+
+async function streamAnswer(question: string, image: Buffer, retainBudget?: number): Promise<void> {
   const res = await fetch(`${edgeUrl}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${devKey}`, "content-type": "application/json" },
