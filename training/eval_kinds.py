@@ -5,6 +5,7 @@ an export and the engine's eval.
 
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME | --model DIR [--stage twig] [--scenes 150]
                                           [--descriptions 40] [--selection 30] [--binding 50] [--pruned 30]
+                                          [--pruned-fraction 0.889]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them) and, keyed
@@ -12,9 +13,10 @@ the same way by the place each object is named at, how many named sizes, colours
 and how many of those repeat the object named just before.
 With --binding N it checks whether a description binds a place to the object it has just named (binding()).
 With --pruned N it answers every short question of N validation scenes greedily with 11 visual tokens
-(88.9% pruned) kept in base layers K+1..K_f, chosen by each scorer of --selection and by two oracles that read
-the scene's patch labels: the asked objects' patches first, or every object's (the order the base stage's pruned
-samples keep, train.keep_order); so it tells whether TTP loses accuracy to what it keeps or to the trunk.
+(88.9% pruned; --pruned-fraction 0.778 or 0.667 for 34 or 57) kept in base layers K+1..K_f, chosen by each
+scorer of --selection and by two oracles that read the scene's patch labels: the asked objects' patches first,
+or every object's (the order the base stage's pruned samples keep, train.keep_order); so it tells whether TTP
+loses accuracy to what it keeps or to the trunk.
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
 the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
 the answer needs (every object for a description), how many of those objects keep a patch among the top R,
@@ -51,8 +53,13 @@ def main():
     ap.add_argument("--selection", type=int, default=0)
     ap.add_argument("--binding", type=int, default=0)
     ap.add_argument("--pruned", type=int, default=0)
+    ap.add_argument("--pruned-fraction", type=float, default=train.PRUNED_FRACTIONS[-1],
+                    help="the share of visual tokens --pruned prunes: one of the three budgets (0.667, 0.778, 0.889)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if min(abs(f - args.pruned_fraction) for f in train.PRUNED_FRACTIONS) > 0.01:
+        ap.error(f"--pruned-fraction must be one of the three budgets (0.667, 0.778, 0.889), got "
+                 f"{args.pruned_fraction}")
     if args.model and args.checkpoint:
         ap.error("--checkpoint replaces a run's base checkpoint; it does not go with --model")
     torch.set_num_threads(args.threads)
@@ -82,7 +89,7 @@ def main():
     if args.selection:
         selection(model, args.selection)
     if args.pruned:
-        pruned(model, args.pruned)
+        pruned(model, args.pruned, args.pruned_fraction)
     if args.binding:
         binding(model, forward, args.binding)
 
@@ -218,11 +225,12 @@ def selection(model, n):
                     f"{kept / (r * max(1, pictures)):5.1%}" for r, kept in zip(rs, patches)))
 
 
-def pruned(model, n):
-    """Short answers at 88.9% pruned with the visual tokens kept by each scorer and by two oracles (module doc)."""
+def pruned(model, n, fraction=train.PRUNED_FRACTIONS[-1]):
+    """Short answers at a budget (88.9% pruned by default) with the visual tokens kept by each scorer and by two
+    oracles (module doc)."""
     c, vocab = model.c, data.Vocab()
     k, num = c.twig_k, c.num_patches
-    r = train.retained(c, train.PRUNED_FRACTIONS[-1])
+    r = train.retained(c, min(train.PRUNED_FRACTIONS, key=lambda f: abs(f - fraction)))
     scorers = scorer_layers(model)
     names = ["full"] + list(scorers) + ["oracle: asked objects first", "oracle: every object first"]
     right, asked = dict.fromkeys(names, 0), 0
