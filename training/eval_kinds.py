@@ -53,13 +53,15 @@ def main():
     ap.add_argument("--selection", type=int, default=0)
     ap.add_argument("--binding", type=int, default=0)
     ap.add_argument("--pruned", type=int, default=0)
+    budgets = ", ".join(f"{f:.3f}" for f in train.PRUNED_FRACTIONS)
     ap.add_argument("--pruned-fraction", type=float, default=train.PRUNED_FRACTIONS[-1],
-                    help="the share of visual tokens --pruned prunes: one of the three budgets (0.667, 0.778, 0.889)")
+                    help=f"the share of visual tokens --pruned prunes: one of the three budgets ({budgets})")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if min(abs(f - args.pruned_fraction) for f in train.PRUNED_FRACTIONS) > 0.01:
-        ap.error(f"--pruned-fraction must be one of the three budgets (0.667, 0.778, 0.889), got "
-                 f"{args.pruned_fraction}")
+    # the budget it names, exactly (0.778 is 7/9 to three places)
+    fraction = min(train.PRUNED_FRACTIONS, key=lambda f: abs(f - args.pruned_fraction))
+    if abs(fraction - args.pruned_fraction) > 0.01:
+        ap.error(f"--pruned-fraction must be one of the three budgets ({budgets}), got {args.pruned_fraction}")
     if args.model and args.checkpoint:
         ap.error("--checkpoint replaces a run's base checkpoint; it does not go with --model")
     torch.set_num_threads(args.threads)
@@ -89,7 +91,7 @@ def main():
     if args.selection:
         selection(model, args.selection)
     if args.pruned:
-        pruned(model, args.pruned, args.pruned_fraction)
+        pruned(model, args.pruned, fraction)
     if args.binding:
         binding(model, forward, args.binding)
 
@@ -230,7 +232,7 @@ def pruned(model, n, fraction=train.PRUNED_FRACTIONS[-1]):
     oracles (module doc)."""
     c, vocab = model.c, data.Vocab()
     k, num = c.twig_k, c.num_patches
-    r = train.retained(c, min(train.PRUNED_FRACTIONS, key=lambda f: abs(f - fraction)))
+    r = train.retained(c, fraction)
     scorers = scorer_layers(model)
     names = ["full"] + list(scorers) + ["oracle: asked objects first", "oracle: every object first"]
     right, asked = dict.fromkeys(names, 0), 0
