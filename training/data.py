@@ -65,15 +65,21 @@ def pixels(img):
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
 
 
-def turns_for(scene, rng, max_questions, description_p, contrast=False, unordered_p=0.0):
+def turns_for(scene, rng, max_questions, description_p, contrast=False, unordered_p=0.0, places=False):
     """A scene's turns: up to max_questions of its short questions (with `contrast`, training only, the
-    scene's contrast questions join them first), and a description first with probability description_p
-    (with probability unordered_p, training only, a description in a random order: scenes.describe)."""
+    scene's contrast questions join them first; with `places`, training only, "what is at" every occupied
+    cell joins them after the cut: scenes.place_questions), and a description first with probability
+    description_p (with probability unordered_p, training only, a description in a random order:
+    scenes.describe)."""
     qa = scenes.questions(scene["objects"], rng)
     if contrast:
         qa = scenes.contrast_questions(scene["objects"], rng) + qa
         rng.shuffle(qa)
     qa = qa[:max_questions]
+    if places:
+        asked = {q for q, _ in qa}
+        qa += [t for t in scenes.place_questions(scene["objects"]) if t[0] not in asked]
+        rng.shuffle(qa)
     if rng.random() < description_p:
         unordered = unordered_p > 0 and rng.random() < unordered_p
         qa.insert(0, (rng.choice(scenes.DESCRIBE_PROMPTS), scenes.describe(scene["objects"], rng, unordered)))
@@ -100,13 +106,14 @@ def encode_turns(vocab, turns):
 
 
 def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
-          max_objects=None, contrast=False, unordered_p=0.0):
+          max_objects=None, contrast=False, unordered_p=0.0, places=False):
     """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes, layout); S' = S - 1 + N;
     layout = (positions [B,S'], additive attention mask [B,1,S',S']) of the packed turns."""
     seqs, px, metas = [], [], []
     for i in indices:
         s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
-        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast, unordered_p)
+        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast, unordered_p,
+                          places)
         seqs.append(encode_turns(vocab, turns))
         px.append(pixels(s["image"]))
         metas.append((s, turns))

@@ -5,7 +5,7 @@ an export and the engine's eval.
 
   /usr/bin/python3 training/eval_kinds.py --run training/runs/NAME | --model DIR [--stage twig] [--scenes 150]
                                           [--descriptions 40] [--selection 30] [--binding 50] [--pruned 30]
-                                          [--pruned-fraction 0.889]
+                                          [--pruned-fraction 0.889] [--places 40]
 
 With --descriptions N it also describes N validation pictures greedily and prints the descriptions'
 attribute precision and recall (scenes.description_score, as the engine's eval scores them) and, keyed
@@ -17,6 +17,7 @@ With --pruned N it answers every short question of N validation scenes greedily 
 scorer of --selection and by two oracles that read the scene's patch labels: the asked objects' patches first,
 or every object's (the order the base stage's pruned samples keep, train.keep_order); so it tells whether TTP
 loses accuracy to what it keeps or to the trunk.
+With --places N it checks the lookup from a place to the object there (places()).
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
 the share of the last prompt token's visual attention (heads' mean) that falls on the patches of the objects
 the answer needs (every object for a description), how many of those objects keep a patch among the top R,
@@ -53,6 +54,7 @@ def main():
     ap.add_argument("--selection", type=int, default=0)
     ap.add_argument("--binding", type=int, default=0)
     ap.add_argument("--pruned", type=int, default=0)
+    ap.add_argument("--places", type=int, default=0)
     budgets = ", ".join(f"{f:.3f}" for f in train.PRUNED_FRACTIONS)
     ap.add_argument("--pruned-fraction", type=float, default=train.PRUNED_FRACTIONS[-1],
                     help=f"the share of visual tokens --pruned prunes: one of the three budgets ({budgets})")
@@ -94,6 +96,8 @@ def main():
         pruned(model, args.pruned, fraction)
     if args.binding:
         binding(model, forward, args.binding)
+    if args.places:
+        places(model, forward, args.places)
 
 
 def describe(model, forward, n, max_tokens=90):
@@ -167,6 +171,50 @@ def binding(model, forward, n):
     for (lead, which), (own, first) in counts.items():
         tail = f", the place of the object due first {first}" if which == "out of order" else ""
         print(f"  {lead:18s} object named {which:12s}: its own place {own}/{n}{tail}")
+
+
+def places(model, forward, n):
+    """The lookup from a place to the object there, twice, on the first n validation scenes: asked as a short
+    question of every occupied cell ("what is at the top left ?"), and inside a description of two or more
+    objects whose first phrase is forced to start with its place ("there are three objects . from the top :
+    at the"), in both orders. For the second it says whose attributes follow: the object due (the one at the
+    place named), another one, or a mix; and how often the place named is the one due."""
+    vocab = data.Vocab()
+    model.eval()
+    asked = right = 0
+    parts = {"size": 0, "colour": 0, "kind": 0}
+    forced = {}
+    with torch.no_grad():
+        for i in range(n):
+            s = scenes.make_scene("val", i)
+            objs, px = s["objects"], data.pixels(s["image"])[None]
+            for o in objs:
+                ids = data.prompt_ids(vocab, f"what is at the {scenes.POSITIONS[o['cell']]} ?")
+                got = vocab.decode(parity.greedy(forward, ids, px, vocab.eos, 5)).split()
+                want = f"a {o['size']} {o['colour']} {o['kind']}".split()
+                asked, right = asked + 1, right + (got == want)
+                for j, k in enumerate(parts, 1):
+                    parts[k] += len(got) > j and got[j] == want[j]
+            if len(objs) < 2:
+                continue
+            ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
+            for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
+                prefix = f"there are {scenes.NUMBERS[len(objs)]} objects . {lead} at the"
+                out = parity.greedy(forward, ids + vocab.encode(prefix), px, vocab.eos, 12)
+                named = scenes.parse_description("at the " + vocab.decode(out).split(".")[0] + " .")
+                g = named[0] if named else {}
+                whose = [o for o in objs if all(g.get(k) == o[k] for k in parts)]
+                c = ("the object due" if whose and whose[0] is seq[0] else "another object" if whose
+                     else "a mix or none")
+                c = ("the place due, " if g.get("cell") == seq[0]["cell"] else "another place, ") + c
+                forced[c] = forced.get(c, 0) + 1
+    print(f"what is at an occupied cell, {asked} asked on {n} validation scenes: {right} ({right / asked:.1%}) right; "
+          + ", ".join(f"{k} {v / asked:.0%}" for k, v in parts.items()))
+    total = sum(forced.values())
+    print(f"first phrase of a description forced to start with a place ({total}, both orders): the place named, "
+          "then whose attributes")
+    for c, v in sorted(forced.items(), key=lambda x: -x[1]):
+        print(f"  {c:40s} {v:4d} ({v / total:.0%})")
 
 
 def last_attention(layers, x, tables, mask):

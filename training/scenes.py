@@ -288,6 +288,13 @@ def contrast_questions(objects, rng):
     return qa
 
 
+def place_questions(objects):
+    """ "what is at" every occupied cell (training only): the lookup from a place to the object there, which a
+    description needs for every object it names, and which the random cell of questions() asks of an occupied
+    cell only about a third of the time."""
+    return [(f"what is at the {POSITIONS[o['cell']]} ?", f"a {o['size']} {o['colour']} {o['kind']}") for o in objects]
+
+
 def question_objects(question, objects):
     """The objects a short question is about (what its answer is read from), [] when there is none: a "no"
     to "is there", a colour no object has, an empty cell, a description."""

@@ -53,6 +53,7 @@ def main():
     check_attention_targets(vocab)
     check_contrast_questions(vocab)
     check_unordered_descriptions(vocab)
+    check_place_questions()
 
 
 def check_unordered_descriptions(vocab):
@@ -83,6 +84,25 @@ def check_unordered_descriptions(vocab):
         print("unordered_p does not switch unordered descriptions on and off", file=sys.stderr)
         sys.exit(1)
     print(f"unordered descriptions: 200 name their objects right; {leads.count(False)} of 16 descriptions unordered at 0.5")
+
+
+def check_place_questions():
+    """With `places` (training only) a sample asks "what is at" every occupied cell, with the
+    answer the picture gives (read through scenes.question_objects, as the evaluation reads them), on top of the
+    max_questions it keeps."""
+    for i in range(200):
+        objects = scenes.make_scene("train", i)["objects"]
+        turns = data.turns_for({"objects": objects}, random.Random(i), 12, 0.5, contrast=True, places=True)
+        plain = data.turns_for({"objects": objects}, random.Random(i), 12, 0.5, contrast=True)
+        at = [(q, a) for q, a in turns if q.startswith("what is at") and a != "nothing"]
+        cells = sorted({scenes.POSITIONS.index(q[len("what is at the "):-2]) for q, _ in at})
+        right = all(a == "a {size} {colour} {kind}".format(**scenes.question_objects(q, objects)[0]) for q, a in at)
+        short = [t for t in turns if t[0] not in scenes.DESCRIBE_PROMPTS]
+        extra = len(short) - sum(1 for t in plain if t[0] not in scenes.DESCRIBE_PROMPTS)
+        if cells != sorted(o["cell"] for o in objects) or not right or not 0 <= extra <= len(objects):
+            print(f"scene {i}: place questions {at} for objects {objects}", file=sys.stderr)
+            sys.exit(1)
+    print("place questions: 200 scenes ask 'what is at' every occupied cell, answered as the picture says")
 
 
 def check_contrast_questions(vocab):
