@@ -181,7 +181,7 @@ export async function runEval(
     onProgress(si + 1, scenes.length);
   }
   const truth: { answer?: string; kind?: string; objects: SceneObject[] }[] = scenes.flatMap((s) => [
-    ...s.questions.map((q) => ({ answer: q.answer, kind: questionKind(q.question), objects: s.objects })),
+    ...s.questions.map((q) => ({ answer: q.answer, kind: questionKind(q.question, q.answer), objects: s.objects })),
     { objects: s.objects },
   ]);
   const baseIndex = configs.findIndex((c) => c.mode === "base");

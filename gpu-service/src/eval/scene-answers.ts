@@ -33,16 +33,21 @@ export function words(text: string): string[] {
 
 /**
  * The kind of a short question: its words, with each run of colours, shapes, sizes and places
- * replaced by one "_" ("what colour is the _ ?", "how many _ objects are there ?").
+ * replaced by one "_" ("what colour is the _ ?", "how many _ objects are there ?"). Given the
+ * expected answer, "what is at the _ ?" is split in two, "(an object)" and "(nothing)": most of
+ * its cells are empty, and an empty cell is far easier than naming the object at an occupied one.
+ * @example questionKind("what is at the top left ?", "a small red circle") // "what is at the _ ? (an object)"
  */
-export function questionKind(question: string): string {
+export function questionKind(question: string, answer?: string): string {
   const named = new Set([...KINDS, ...COLOURS, ...SIZES, ...POSITIONS.flatMap((p) => p.split(" "))]);
   const out: string[] = [];
   for (const w of words(question)) {
     const x = named.has(w) ? "_" : w;
     if (!(x === "_" && out[out.length - 1] === "_")) out.push(x);
   }
-  return out.join(" ");
+  const kind = out.join(" ");
+  if (kind !== "what is at the _ ?" || answer === undefined) return kind;
+  return `${kind} ${sameAnswer(answer, "nothing") ? "(nothing)" : "(an object)"}`;
 }
 
 export function sameAnswer(got: string, expected: string): boolean {

@@ -12,6 +12,12 @@ describe("questionKind", () => {
     expect(questionKind("how many objects are there ?")).toBe("how many objects are there ?");
     expect(questionKind("how many blue objects are there ?")).toBe("how many _ objects are there ?");
   });
+
+  it("splits 'what is at' by whether its answer is an object or nothing, given the answer", () => {
+    expect(questionKind("what is at the top left ?", "a small red circle")).toBe("what is at the _ ? (an object)");
+    expect(questionKind("what is at the center ?", "nothing")).toBe("what is at the _ ? (nothing)");
+    expect(questionKind("where is the red cross ?", "left")).toBe("where is the _ ?");
+  });
 });
 
 describe("kindTable", () => {
