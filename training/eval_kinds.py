@@ -189,9 +189,9 @@ def places(model, forward, n):
             s = scenes.make_scene("val", i)
             objs, px = s["objects"], data.pixels(s["image"])[None]
             for o in objs:
-                ids = data.prompt_ids(vocab, f"what is at the {scenes.POSITIONS[o['cell']]} ?")
-                got = vocab.decode(parity.greedy(forward, ids, px, vocab.eos, 5)).split()
-                want = f"a {o['size']} {o['colour']} {o['kind']}".split()
+                question, answer = scenes.what_is_at(o)
+                got = vocab.decode(parity.greedy(forward, data.prompt_ids(vocab, question), px, vocab.eos, 5)).split()
+                want = answer.split()
                 asked, right = asked + 1, right + (got == want)
                 for j, k in enumerate(parts, 1):
                     parts[k] += len(got) > j and got[j] == want[j]

@@ -258,7 +258,7 @@ def questions(objects, rng):
         qa.append((f"is there a {pair[0]} {pair[1]} ?", "no"))
     cell = rng.randrange(9)
     at = [x for x in objects if x["cell"] == cell]
-    qa.append((f"what is at the {POSITIONS[cell]} ?", f"a {at[0]['size']} {at[0]['colour']} {at[0]['kind']}" if at else "nothing"))
+    qa.append(what_is_at(at[0]) if at else (f"what is at the {POSITIONS[cell]} ?", "nothing"))
     rng.shuffle(qa)
     return qa
 
@@ -282,17 +282,22 @@ def contrast_questions(objects, rng):
     qa.append((f"how many {have} objects are there ?", NUMBERS[colours.count(have)]))
     qa.append((f"how many {lack} objects are there ?", "zero"))
     empty = [c for c in range(9) if c not in {x["cell"] for x in objects}]
-    qa.append((f"what is at the {POSITIONS[o['cell']]} ?", f"a {o['size']} {o['colour']} {o['kind']}"))
+    qa.append(what_is_at(o))
     if empty:
         qa.append((f"what is at the {POSITIONS[rng.choice(empty)]} ?", "nothing"))
     return qa
+
+
+def what_is_at(o):
+    """ "what is at" the cell of object o, and its answer."""
+    return f"what is at the {POSITIONS[o['cell']]} ?", f"a {o['size']} {o['colour']} {o['kind']}"
 
 
 def place_questions(objects):
     """ "what is at" every occupied cell (training only): the lookup from a place to the object there, which a
     description needs for every object it names, and which the random cell of questions() asks of an occupied
     cell only about a third of the time."""
-    return [(f"what is at the {POSITIONS[o['cell']]} ?", f"a {o['size']} {o['colour']} {o['kind']}") for o in objects]
+    return [what_is_at(o) for o in objects]
 
 
 def question_objects(question, objects):
