@@ -5,7 +5,11 @@ Exports a trained run to the engine's checkpoint layout (Hugging Face
   (with the demo model's chat template), preprocessor_config.json
   OUT/twig/config.json, model.safetensors  (the released TwigVLM twig layout)
 
-  /usr/bin/python3 training/export.py --run training/runs/demo --out models/demo
+  /usr/bin/python3 training/export.py --run training/runs/demo --out models/demo --ttp-score-source all-text
+
+--ttp-score-source names how TTP scores visual tokens when a request names no scorer (the twig config's
+ttp_score_source): by the attention of the last prompt token (last-token, the released code's, the engine's default
+when the key is absent) or of all text tokens (all-text, the paper's formula).
 """
 import argparse
 import json
@@ -121,7 +125,7 @@ def twig_tensors(twig):
     return t
 
 
-def export(model, out):
+def export(model, out, ttp_score_source=None):
     c = model.c
     vocab = data.Vocab()
     os.makedirs(os.path.join(out, "twig"), exist_ok=True)
@@ -151,17 +155,21 @@ def export(model, out):
               open(os.path.join(out, "preprocessor_config.json"), "w"), indent=2)
     tw = twig_tensors(model.twig)
     write_safetensors(os.path.join(out, "twig", "model.safetensors"), tw)
-    json.dump({"twig_K": c.twig_k, "twig_T": c.twig_t, "final_wipe_layer": c.final_wipe_layer},
-              open(os.path.join(out, "twig", "config.json"), "w"), indent=2)
+    twig_config = {"twig_K": c.twig_k, "twig_T": c.twig_t, "final_wipe_layer": c.final_wipe_layer}
+    if ttp_score_source:
+        twig_config["ttp_score_source"] = ttp_score_source
+    json.dump(twig_config, open(os.path.join(out, "twig", "config.json"), "w"), indent=2)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--ttp-score-source", choices=["last-token", "all-text"],
+                    help="the twig's default TTP scorer (absent: the engine's default, last-token)")
     args = ap.parse_args()
     model, _ = load_run(args.run)
-    export(model, args.out)
+    export(model, args.out, args.ttp_score_source)
     print(f"exported {args.run} to {args.out}")
 
 

@@ -118,7 +118,15 @@ export function validateRequest(
   const draftThreshold = a?.draftThreshold || undefined;
   if (draftThreshold !== undefined && !(draftThreshold > 0 && draftThreshold <= 1))
     throw invalid(`draft_threshold must be in (0, 1], got ${draftThreshold}`);
-  const scoreSource = a?.scoreSource === ScoreSource.ALL_TEXT ? "all-text" : "last-token";
+  // unspecified: the model's default (its twig's ttp_score_source, else the last token)
+  const sources: Record<number, GenerateParams["scoreSource"]> = {
+    [ScoreSource.UNSPECIFIED]: undefined,
+    [ScoreSource.LAST_TOKEN]: "last-token",
+    [ScoreSource.ALL_TEXT]: "all-text",
+  };
+  const sourceCode = a?.scoreSource ?? ScoreSource.UNSPECIFIED;
+  if (!(sourceCode in sources)) throw invalid(`unknown score_source ${sourceCode}`);
+  const scoreSource = sources[sourceCode];
   const seed = s?.seed === undefined ? undefined : Number(s.seed % 4294967296n);
 
   return {

@@ -120,6 +120,11 @@ export interface TwigWeights {
   t: number;
   /** K_f (1-based): base layers after it see no visual tokens. */
   finalWipeLayer: number;
+  /**
+   * How TTP scores visual tokens when a request names no scorer (TWIGVLM.md's TTP step 2): the twig
+   * config's `ttp_score_source`, else "last-token" (the released code's).
+   */
+  scoreSource?: "last-token" | "all-text";
   layers: DecoderLayerWeights[];
   norm: NormWeights;
   lmHead: Tensor;
@@ -199,7 +204,14 @@ export interface Engine {
     visualTokens: number;
     numLayers: number;
     contextLength: number;
-    twig?: { k: number; t: number; finalWipeLayer: number; defaultRetainBudget: number };
+    twig?: {
+      k: number;
+      t: number;
+      finalWipeLayer: number;
+      defaultRetainBudget: number;
+      /** The scorer TTP (and `fastv`) use when a request names none. */
+      defaultScoreSource: "last-token" | "all-text";
+    };
   };
   /**
    * Runs one request, calling `onEvent` for "started", each "delta" and "finished" in order.

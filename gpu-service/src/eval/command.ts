@@ -88,7 +88,7 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   writeFileSync(join(outDir, "eval.json"), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(
     join(outDir, "eval.md"),
-    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${table}\n## Short-answer accuracy by question kind\n\n${byKind}\n## Descriptions scored three ways\n\nAttributes keyed by the place each named object is put at (the table above), attributes under the best one-to-one pairing of named and true objects (a place is then one attribute among four), and objects named with all four attributes right.\n\n${descriptions}`,
+    `# Evaluation of ${result.model} on ${split} (${result.scenes} scenes, ${result.shortQuestions} short questions, ${result.scenes} descriptions)\n\n${scoring(result)}${table}\n## Short-answer accuracy by question kind\n\n${byKind}\n## Descriptions scored three ways\n\nAttributes keyed by the place each named object is put at (the table above), attributes under the best one-to-one pairing of named and true objects (a place is then one attribute among four), and objects named with all four attributes right.\n\n${descriptions}`,
   );
   const svg = curvesSvg(result);
   writeFileSync(join(outDir, "accuracy-vs-budget.svg"), svg);
@@ -108,4 +108,14 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
       console.log(`RelSpd (long) moved by more than 25% for ${c.speedOutliers.join(", ")} (speed depends on load).`);
     if (c.accuracyMismatches.length) process.exitCode = 1;
   }
+}
+
+/** The markdown's line on how the pruning modes scored visual tokens (TWIGVLM.md's TTP step 2). */
+function scoring(r: EvalResult): string {
+  if (!r.scoreSource) return "";
+  const how =
+    r.scoreSource === "all-text"
+      ? "the attention all text tokens pay them (the paper's formula)"
+      : "the attention the last prompt token pays them (the released code's)";
+  return `The pruning modes (TTP in \`twig\` and \`ttp-only\`, and \`fastv\`) scored visual tokens by ${how}.\n\n`;
 }

@@ -57,6 +57,10 @@ export function compareEvals(committed: EvalResult, now: EvalResult, speedTolera
     throw new RangeError(
       `the runs cover different scenes (${committed.scenes} scenes / ${committed.shortQuestions} questions committed, ${now.scenes} / ${now.shortQuestions} now): run with the same --split and --limit`,
     );
+  if (committed.scoreSource && now.scoreSource && committed.scoreSource !== now.scoreSource)
+    throw new RangeError(
+      `the runs scored visual tokens differently (${committed.scoreSource} committed, ${now.scoreSource} now): run with --score-source ${committed.scoreSource}`,
+    );
   const accuracyMismatches: string[] = [];
   const speedOutliers: string[] = [];
   const lines = [

@@ -67,6 +67,8 @@ export interface EvalResult {
   shortQuestions: number;
   visualTokens: number;
   rows: EvalRow[];
+  /** How the pruning modes scored visual tokens: `--score-source`, else the model's default (absent: no twig). */
+  scoreSource?: "last-token" | "all-text";
   seconds: number;
 }
 
@@ -162,8 +164,9 @@ export async function runEval(
       console.error(`eval: skipping mode ${m}: ${err.message}`);
     }
   }
+  const source = scoreSource ?? engine.info.twig?.defaultScoreSource;
   const configs = configsFor(n, available).map((c) =>
-    c.pruned === undefined || !scoreSource ? c : { ...c, scoreSource },
+    c.pruned === undefined || !source ? c : { ...c, scoreSource: source },
   );
   // samples[config][sample]: short questions first, then the description, per scene
   const samples: Sample[][] = configs.map(() => []);
@@ -212,6 +215,7 @@ export async function runEval(
     shortQuestions: isLong.filter((l) => !l).length,
     visualTokens: n,
     rows,
+    scoreSource: source,
     seconds: (performance.now() - t0) / 1000,
   };
 }

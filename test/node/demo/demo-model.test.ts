@@ -38,6 +38,28 @@ describe("demo model: answers and TwigVLM", () => {
   });
   afterAll(() => engine?.close());
 
+  /** The visual tokens `ttp-only` keeps at 88.9% pruned for one question about one scene. */
+  async function keptAt88(scene: (typeof scenes)[number], question: string, scoreSource?: "last-token" | "all-text") {
+    let indices: number[] = [];
+    await engine.generate(
+      {
+        image: readFileSync(join(dataDir, scene.image)),
+        messages: [{ role: "user", content: question }],
+        maxTokens: 1,
+        temperature: 0,
+        topP: 1,
+        stop: [],
+        mode: "ttp-only",
+        retainBudget: engine.info.visualTokens / 9,
+        scoreSource,
+      },
+      (e) => {
+        if (e.type === "started") indices = e.keptVisualIndices;
+      },
+    );
+    return indices;
+  }
+
   async function ask(image: string | Buffer, question: string, mode: Mode, maxTokens: number) {
     let text = "";
     let stats: GenerateStats | undefined;
@@ -96,26 +118,8 @@ describe("demo model: answers and TwigVLM", () => {
   });
 
   it("eval's --score-source reaches the engine's pruning: all-text keeps other tokens than last-token", async () => {
-    const kept = async (scene: (typeof scenes)[number], scoreSource: "last-token" | "all-text") => {
-      let indices: number[] = [];
-      await engine.generate(
-        {
-          image: readFileSync(join(dataDir, scene.image)),
-          messages: [{ role: "user", content: scene.questions[0].question }],
-          maxTokens: 1,
-          temperature: 0,
-          topP: 1,
-          stop: [],
-          mode: "ttp-only",
-          retainBudget: engine.info.visualTokens / 9,
-          scoreSource,
-        },
-        (e) => {
-          if (e.type === "started") indices = e.keptVisualIndices;
-        },
-      );
-      return indices;
-    };
+    const kept = (scene: (typeof scenes)[number], scoreSource: "last-token" | "all-text") =>
+      keptAt88(scene, scene.questions[0].question, scoreSource);
     const differ = [];
     for (const scene of scenes.slice(0, 3)) {
       const [last, all] = [await kept(scene, "last-token"), await kept(scene, "all-text")];
@@ -128,5 +132,20 @@ describe("demo model: answers and TwigVLM", () => {
       ["base", undefined],
       ...["66.7", "77.8", "88.9"].map((p) => [`ttp-only @ ${p}%`, "all-text"]),
     ]);
+  });
+
+  it("scores by its twig config's ttp_score_source when a request names no scorer, as the eval reports", async () => {
+    const twigConfig = JSON.parse(readFileSync(join(modelDir, "twig", "config.json"), "utf8"));
+    const own = twigConfig.ttp_score_source ?? "last-token";
+    const other = own === "all-text" ? "last-token" : "all-text";
+    expect(engine.info.twig?.defaultScoreSource).toBe(own);
+    const kept = (scoreSource?: "last-token" | "all-text") =>
+      keptAt88(scenes[0], scenes[0].describe.prompt, scoreSource);
+    const [byDefault, byOwn, byOther] = [await kept(), await kept(own), await kept(other)];
+    expect(byDefault).toEqual(byOwn);
+    expect(byDefault).not.toEqual(byOther);
+    const result = await runEval(engine, scenes.slice(0, 1), dataDir, ["base", "fastv"]);
+    expect(result.scoreSource).toBe(own);
+    expect(result.rows.slice(1).map((r) => r.scoreSource)).toEqual([own, own, own]);
   });
 });

@@ -90,6 +90,21 @@ describe("checkpoint loading", () => {
     expect(() => loadLlava(join(root, "nowhere"))).toThrow(/no config\.json/);
   });
 
+  it("reads the twig's default TTP scorer from its config, and names a bad one", () => {
+    const base = loadLlava(join(root, "hf"));
+    const config = join(root, "hf", "twig", "config.json");
+    const written = JSON.parse(readFileSync(config, "utf8"));
+    try {
+      expect(loadTwig(join(root, "hf", "twig"), base).scoreSource).toBe("last-token"); // no key: the released code's
+      writeFileSync(config, JSON.stringify({ ...written, ttp_score_source: "all-text" }));
+      expect(loadTwig(join(root, "hf", "twig"), base).scoreSource).toBe("all-text");
+      writeFileSync(config, JSON.stringify({ ...written, ttp_score_source: "first-token" }));
+      expect(() => loadTwig(join(root, "hf", "twig"), base)).toThrow(/ttp_score_source must be .* got "first-token"/);
+    } finally {
+      writeFileSync(config, JSON.stringify(written));
+    }
+  });
+
   it("rejects a twig that does not fit the base model", () => {
     const base = loadLlava(join(root, "hf"));
     expect(() => growTwig(base, 6, 3)).toThrow(/exceeds the base model's 8 layers/);

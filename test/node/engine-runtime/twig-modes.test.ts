@@ -138,6 +138,22 @@ describe("TwigDecoder on a tiny random model", () => {
     }
   });
 
+  it("takes the twig's own default scorer when a request names none, and the request's when it does", async () => {
+    const allTextTwig = await TwigDecoder.create(runtime, { ...growTwig(weights, 2, 2, 6), scoreSource: "all-text" });
+    try {
+      const kept = async (d: TwigDecoder, scoreSource?: "last-token" | "all-text") =>
+        (await run(d, "ttp-only", { inputIds: prompts[0], pixelValues: images[0], maxTokens: 1, scoreSource }))
+          .keptVisualIndices;
+      const [allText, lastToken] = [await kept(partial, "all-text"), await kept(partial, "last-token")];
+      expect(allText).not.toEqual(lastToken);
+      expect(await kept(partial)).toEqual(lastToken); // a twig with no default: the released code's
+      expect(await kept(allTextTwig)).toEqual(allText);
+      expect(await kept(allTextTwig, "last-token")).toEqual(lastToken);
+    } finally {
+      await allTextTwig.release();
+    }
+  });
+
   it("refuses a budget outside what the shape allows, and pruning a prompt that ends with the image", async () => {
     const input = { inputIds: prompts[0], pixelValues: images[0], maxTokens: 2 };
     await expect(run(partial, "twig", { ...input, retainBudget: 3 })).rejects.toThrow(/retain budget 3 is outside/);

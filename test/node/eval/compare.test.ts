@@ -66,4 +66,11 @@ describe("compareEvals", () => {
   it("refuses runs over different scenes", () => {
     expect(() => compareEvals(result([row("base")], 10), result([row("base")], 50))).toThrow(/--limit/);
   });
+
+  it("refuses runs whose pruning scored visual tokens differently, and names the option that matches", () => {
+    const scored = (scoreSource?: "last-token" | "all-text") => ({ ...result([row("base")]), scoreSource });
+    expect(() => compareEvals(scored("all-text"), scored("last-token"))).toThrow(/--score-source all-text/);
+    expect(compareEvals(scored("all-text"), scored("all-text")).accuracyMismatches).toEqual([]);
+    expect(compareEvals(scored(), scored("all-text")).accuracyMismatches).toEqual([]); // a run that predates the field
+  });
 });

@@ -257,7 +257,10 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
   }
 }
 
-/** Loads a twig directory (model.layers.{0..T-1}.*, model.norm.weight, lm_head.weight; K, T, K_f from config.json or the name). */
+/**
+ * Loads a twig directory (model.layers.{0..T-1}.*, model.norm.weight, lm_head.weight; K, T, K_f from config.json
+ * or the name; config.json's optional `ttp_score_source`, "last-token" or "all-text", is the twig's default scorer).
+ */
 export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
   const cfg = existsSync(join(dir, "config.json")) ? readJson(join(dir, "config.json")) : {};
   const fromName = /K(\d+)-T(\d+)/.exec(dir);
@@ -270,6 +273,11 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
     throw new CheckpointError(`${dir}: twig K=${k} + T=${t} does not fit the base model's ${L} layers`);
   const kf = cfg.final_wipe_layer ?? Math.floor((3 * L) / 4);
   if (!(kf > k && kf <= L)) throw new CheckpointError(`${dir}: final wipe layer ${kf} must be in (K=${k}, L=${L}]`);
+  const scoreSource = cfg.ttp_score_source ?? "last-token";
+  if (scoreSource !== "last-token" && scoreSource !== "all-text")
+    throw new CheckpointError(
+      `${dir}: ttp_score_source must be "last-token" or "all-text", got ${JSON.stringify(scoreSource)}`,
+    );
   const src = new TensorSource(dir);
   try {
     const c = base.config.text;
@@ -277,6 +285,7 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
       k,
       t,
       finalWipeLayer: kf,
+      scoreSource,
       layers: Array.from({ length: t }, (_, i) => loadDecoderLayer(src, `model.layers.${i}.`, c)),
       norm: { weight: src.read("model.norm.weight", [c.hiddenSize]) },
       lmHead: src.read("lm_head.weight", [c.vocabSize, c.hiddenSize]),

@@ -186,7 +186,7 @@ export class TwigDecoder {
     const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape());
     const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
-      const source = o.scoreSource ?? "last-token";
+      const source = o.scoreSource ?? this.twig.scoreSource ?? "last-token";
       return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
     };
     const kept = retainBudget === null ? Array.from({ length: N }, (_, i) => i) : topR(scores(), r);

@@ -688,12 +688,14 @@ export const ModeSchema: GenEnum<Mode> = /*@__PURE__*/
  */
 export enum ScoreSource {
   /**
+   * The model's default: its twig config's ttp_score_source, else the last token.
+   *
    * @generated from enum value: SCORE_SOURCE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
-   * Attention from the last prompt token (the released code; the default).
+   * Attention from the last prompt token (the released code).
    *
    * @generated from enum value: SCORE_SOURCE_LAST_TOKEN = 1;
    */

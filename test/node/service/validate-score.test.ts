@@ -1,0 +1,47 @@
+/**
+ * The request's TTP scorer: unspecified leaves the choice to the model (its twig's
+ * ttp_score_source), the two named scorers pass through, and an unknown value is refused.
+ */
+import { create } from "@bufbuild/protobuf";
+import { GenerateRequestSchema, Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import sharp from "sharp";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { Engine } from "../../../gpu-service/src/engine/types.js";
+import { validateRequest } from "../../../gpu-service/src/validate.js";
+
+const engine = {
+  info: {
+    name: "tiny",
+    visualTokens: 16,
+    numLayers: 8,
+    contextLength: 512,
+    twig: { k: 2, t: 2, finalWipeLayer: 6, defaultRetainBudget: 6, defaultScoreSource: "all-text" },
+  },
+} as unknown as Engine;
+
+let png: Uint8Array;
+beforeAll(async () => {
+  png = await sharp({ create: { width: 8, height: 8, channels: 3, background: "#808080" } })
+    .png()
+    .toBuffer();
+});
+
+const request = (scoreSource: number) =>
+  create(GenerateRequestSchema, {
+    model: "tiny",
+    image: { source: { case: "data", value: png } },
+    input: { case: "conversation", value: { messages: [{ role: "user", content: "what is it ?" }] } },
+    acceleration: { mode: Mode.TTP_ONLY, scoreSource },
+  });
+
+describe("score_source", () => {
+  it("leaves an unspecified scorer to the model and passes a named one through", () => {
+    expect(validateRequest(request(ScoreSource.UNSPECIFIED), engine).scoreSource).toBeUndefined();
+    expect(validateRequest(request(ScoreSource.LAST_TOKEN), engine).scoreSource).toBe("last-token");
+    expect(validateRequest(request(ScoreSource.ALL_TEXT), engine).scoreSource).toBe("all-text");
+  });
+
+  it("refuses an unknown scorer with INVALID_ARGUMENT", () => {
+    expect(() => validateRequest(request(7), engine)).toThrow(/unknown score_source 7/);
+  });
+});
