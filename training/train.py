@@ -93,15 +93,14 @@ PRESETS["describe"] = dict(PRESETS["continue"], base_steps=300, base_lr=8e-4, at
 # twig is then trained the paper's way (cross-entropy on answers only) from that starting point.
 PRESETS["select"] = dict(PRESETS["describe"], base_steps=150, base_lr=5e-4, attention_supervision=dict(
     layer=4, head=None, weight=0.1, readout_weight=0, descriptions="opening", per_object=True))
-PRESETS["demo"]["then"] = ("continue", "describe", "select")
 # unbind (not part of the shipped model; to continue it with --init-from): the select phase's recipe, and half of
 # the training descriptions list the objects in a random order with no lead. The ordered descriptions let the
 # model predict each place from where the order is up to instead of reading it off the object it has just
 # named (eval_kinds.py --binding), so an object named out of turn got the place of the one due.
 PRESETS["unbind"] = dict(PRESETS["select"], base_steps=250, unordered_descriptions=0.5)
-# bind (not part of the shipped model; to continue it with --init-from): the same with a quarter of the descriptions
-# unordered, 300 steps (0.5 taught binding but made the model name objects twice). From the shipped model it
-# raised descriptions keyed by place from 70.2% to 76.8% on the test scenes, but its twig then kept fewer objects
+# bind (a phase of the shipped model since it took the place questions too): the same with a quarter of the
+# descriptions unordered, 300 steps (0.5 taught binding but made the model name objects twice). From the model before
+# it raised descriptions keyed by place from 70.2% to 76.8% on the test scenes, but its twig then kept fewer objects
 # for "how many objects" at 88.9% pruned and TTP fell from 95.2% to 93.6% RelAcc there (model card)
 PRESETS["bind"] = dict(PRESETS["select"], base_steps=300, unordered_descriptions=0.25)
 # twigaim (a twig stage to try with --init-from DIR --stage twig): the paper's recipe, cross-entropy on answers, with
@@ -112,16 +111,21 @@ PRESETS["bind"] = dict(PRESETS["select"], base_steps=300, unordered_descriptions
 # Tried on the shipped base model and not shipped: 96.2% at 88.9% pruned on validation (shipped 95.7%), 94.5% on
 # the test scenes (shipped 95.2%), and it drafts a little worse (model card).
 PRESETS["twigaim"] = dict(PRESETS["demo"], twig_description_weight=6.0, twig_contrast_questions=True)
-# places (not part of the shipped model; to continue it with --init-from): the select phase's recipe, and every
+# places (not part of the shipped model; to continue a model with --init-from): the select phase's recipe, and every
 # sample also asks "what is at" each occupied cell. The shipped model answers that for an occupied cell only half
 # the time (51% on validation; the eval's "what is at" is mostly empty cells), and a description that names a
 # place first and then the object there picks the object's attributes at about that rate.
 # From the shipped model: the lookup 73.9%, descriptions keyed by place 75.8% on the test scenes (shipped 70.2%),
 # but its twig's TTP kept 94.6% at 88.9% pruned (model card).
 PRESETS["places"] = dict(PRESETS["select"], base_steps=250, place_questions=True)
-# bindplaces (not part of the shipped model): bind's quarter of unordered descriptions and places' questions together;
-# from bind + 300 steps: descriptions 80.8% keyed by place on the test scenes, the best yet (model card)
+# bindplaces: bind's quarter of unordered descriptions and places' questions together; from bind + 300 steps:
+# descriptions 80.8% keyed by place on the test scenes, and 300 steps more (bindplaces-more) 85.0 / 84.6% (model card)
 PRESETS["bindplaces"] = dict(PRESETS["bind"], base_steps=250, place_questions=True)
+# the same phases again, under names of their own (each phase has its own checkpoint, base-NAME.pt)
+PRESETS["bind-more"] = dict(PRESETS["bind"])
+PRESETS["bindplaces-more"] = dict(PRESETS["bindplaces"], base_steps=300)
+# the shipped model's base stage: the first phase, then these, each continuing the one before (model card)
+PRESETS["demo"]["then"] = ("continue", "describe", "select", "bind", "bind-more", "bindplaces", "bindplaces-more")
 PRESETS["smoke-more"] = dict(PRESETS["smoke"], base_steps=2, attention_supervision=dict(
     layer=1, head=None, weight=0.1, readout_weight=0, descriptions="opening", per_object=True))
 PRESETS["smoke"]["then"] = ("smoke-more",)
