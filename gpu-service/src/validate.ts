@@ -37,6 +37,13 @@ const PROTO_MODES: [ProtoMode, Mode][] = [
 const MODES: Record<number, Mode> = { [ProtoMode.UNSPECIFIED]: "twig", ...Object.fromEntries(PROTO_MODES) };
 export const PROTO_MODE_OF = Object.fromEntries(PROTO_MODES.map(([p, m]) => [m, p])) as Record<Mode, ProtoMode>;
 
+// unspecified: the model's default (its twig's ttp_score_source, else the last token)
+const SCORE_SOURCES: Record<number, GenerateParams["scoreSource"]> = {
+  [ScoreSource.UNSPECIFIED]: undefined,
+  [ScoreSource.LAST_TOKEN]: "last-token",
+  [ScoreSource.ALL_TEXT]: "all-text",
+};
+
 function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
 }
@@ -118,15 +125,9 @@ export function validateRequest(
   const draftThreshold = a?.draftThreshold || undefined;
   if (draftThreshold !== undefined && !(draftThreshold > 0 && draftThreshold <= 1))
     throw invalid(`draft_threshold must be in (0, 1], got ${draftThreshold}`);
-  // unspecified: the model's default (its twig's ttp_score_source, else the last token)
-  const sources: Record<number, GenerateParams["scoreSource"]> = {
-    [ScoreSource.UNSPECIFIED]: undefined,
-    [ScoreSource.LAST_TOKEN]: "last-token",
-    [ScoreSource.ALL_TEXT]: "all-text",
-  };
   const sourceCode = a?.scoreSource ?? ScoreSource.UNSPECIFIED;
-  if (!(sourceCode in sources)) throw invalid(`unknown score_source ${sourceCode}`);
-  const scoreSource = sources[sourceCode];
+  if (!(sourceCode in SCORE_SOURCES)) throw invalid(`unknown score_source ${sourceCode}`);
+  const scoreSource = SCORE_SOURCES[sourceCode];
   const seed = s?.seed === undefined ? undefined : Number(s.seed % 4294967296n);
 
   return {

@@ -65,7 +65,7 @@ export class LocalEngine implements Engine {
               t: twig.t,
               finalWipeLayer: twig.finalWipeLayer,
               defaultRetainBudget: decoder.defaultRetainBudget,
-              defaultScoreSource: twig.scoreSource ?? "last-token",
+              defaultScoreSource: decoder.defaultScoreSource,
             }
           : undefined,
     };

@@ -134,6 +134,11 @@ export class TwigDecoder {
     return defaultRetainBudget(this.budgetShape());
   }
 
+  /** The scorer used when a request names none: the twig's own (its config's ttp_score_source), else the released code's. */
+  get defaultScoreSource(): ScoreSource {
+    return this.twig.scoreSource ?? "last-token";
+  }
+
   private budgetShape() {
     const { k, finalWipeLayer } = this.twig;
     return {
@@ -186,7 +191,7 @@ export class TwigDecoder {
     const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape());
     const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
-      const source = o.scoreSource ?? this.twig.scoreSource ?? "last-token";
+      const source = o.scoreSource ?? this.defaultScoreSource;
       return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
     };
     const kept = retainBudget === null ? Array.from({ length: N }, (_, i) => i) : topR(scores(), r);
