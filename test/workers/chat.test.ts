@@ -127,7 +127,7 @@ describe("non-streaming", () => {
         top_p: 0.9,
         seed: 42,
         stop: ["\n", "END"],
-        twigvlm: { mode: "fastv", retain_budget: 40, draft_length: 3, draft_threshold: 0.5 },
+        twigvlm: { mode: "fastv", retain_budget: 40, draft_length: 3, draft_threshold: 0.5, score_source: "all-text" },
       }),
       { "x-request-id": "echo-1" },
     );
@@ -141,8 +141,19 @@ describe("non-streaming", () => {
       tenantId: t.id,
       conversation: { messages: [{ role: "user", content: "echo" }] },
       sampling: { maxTokens: 33, temperature: 0.5, topP: expect.closeTo(0.9, 6), seed: "42", stop: ["\n", "END"] },
-      acceleration: { mode: "MODE_FASTV", retainBudget: 40, draftLength: 3, draftThreshold: 0.5 },
+      acceleration: {
+        mode: "MODE_FASTV",
+        retainBudget: 40,
+        draftLength: 3,
+        draftThreshold: 0.5,
+        scoreSource: "SCORE_SOURCE_ALL_TEXT",
+      },
     });
+    // no score_source: the model's default (proto3 JSON leaves the zero value out)
+    await (await chat(t.key, chatBody("echo", { twigvlm: { mode: "ttp-only" } }))).json();
+    const plain = (await scriptedState(scripted())).lastRequest as { acceleration: Record<string, unknown> };
+    expect(plain.acceleration.mode).toBe("MODE_TTP_ONLY");
+    expect(plain.acceleration.scoreSource).toBeUndefined();
     expect(seen.lastImageBytes).toBe(64);
   });
 });
@@ -168,6 +179,10 @@ describe("request validation", () => {
     await bad(chatBody("hello", { stop: ["a", "b", "c", "d", "e"] }), "stop");
     await bad(chatBody("hello", { twigvlm: { mode: "warp" } }), "twigvlm.mode");
     await bad(chatBody("hello", { twigvlm: { retain_budget: 1.5 } }), "twigvlm.retain_budget");
+    await bad(chatBody("hello", { twigvlm: { mode: "constructor" } }), "twigvlm.mode");
+    await bad(chatBody("hello", { twigvlm: { score_source: "first-token" } }), "twigvlm.score_source");
+    await bad(chatBody("hello", { twigvlm: { score_source: "toString" } }), "twigvlm.score_source");
+    await bad(chatBody("hello", { twigvlm: { score_source: 2 } }), "twigvlm.score_source");
     await bad({ model: "scripted", messages: [] }, "messages");
     await bad(
       { ...chatBody("hello"), messages: [...chatBody("x").messages, { role: "robot", content: "x" }] },

@@ -3,13 +3,14 @@
  * field), plus the TwigVLM extension:
  *
  *   "twigvlm": {"mode": "twig" | "base" | "fastv" | "random" | "ssd-only" | "ttp-only" | "visionzip",
- *               "retain_budget": 64, "draft_length": 5, "draft_threshold": 0.6}
+ *               "retain_budget": 64, "draft_length": 5, "draft_threshold": 0.6,
+ *               "score_source": "last-token" | "all-text"}
  *
  * Messages are text with exactly one image overall, given as an `image_url`
  * content part whose url is a `data:image/...;base64,` URL or the id of an
  * uploaded file (`file-<sha256>`, from POST /v1/files).
  */
-import { Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { invalidParam } from "../http/errors.js";
 
 export const DEFAULT_MAX_TOKENS = 256;
@@ -25,6 +26,12 @@ export const MODES: Record<string, Mode> = {
   visionzip: Mode.VISIONZIP,
 };
 
+/** How TTP (and `fastv`) score the visual tokens; absent: the model's default (its twig's `ttp_score_source`). */
+export const SCORE_SOURCES: Record<string, ScoreSource> = {
+  "last-token": ScoreSource.LAST_TOKEN,
+  "all-text": ScoreSource.ALL_TEXT,
+};
+
 export interface ChatRequest {
   model: string;
   messages: { role: "system" | "user" | "assistant"; content: string }[];
@@ -37,7 +44,13 @@ export interface ChatRequest {
   topP: number;
   seed?: bigint;
   stop: string[];
-  acceleration: { mode: Mode; retainBudget: number; draftLength: number; draftThreshold: number };
+  acceleration: {
+    mode: Mode;
+    retainBudget: number;
+    draftLength: number;
+    draftThreshold: number;
+    scoreSource: ScoreSource;
+  };
 }
 
 type Json = Record<string, unknown>;
@@ -128,9 +141,15 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
   const tv = body.twigvlm ?? {};
   if (!isObject(tv)) throw invalidParam("twigvlm", "twigvlm must be an object");
   const modeName = tv.mode ?? "twig";
-  const mode = typeof modeName === "string" ? MODES[modeName] : undefined;
+  const mode = typeof modeName === "string" && Object.hasOwn(MODES, modeName) ? MODES[modeName] : undefined;
   if (mode === undefined)
     throw invalidParam("twigvlm.mode", `twigvlm.mode must be one of ${Object.keys(MODES).join(", ")}`);
+  const scoreName = tv.score_source ?? null;
+  if (scoreName !== null && (typeof scoreName !== "string" || !Object.hasOwn(SCORE_SOURCES, scoreName)))
+    throw invalidParam(
+      "twigvlm.score_source",
+      `twigvlm.score_source must be one of ${Object.keys(SCORE_SOURCES).join(", ")} (absent: the model's default)`,
+    );
   const ext = (name: string, lo: number, hi: number, integer: boolean) => {
     try {
       return num(tv, name, lo, hi, integer) ?? 0;
@@ -158,6 +177,7 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
       retainBudget: ext("retain_budget", 1, 100_000, true),
       draftLength: ext("draft_length", 1, 16, true),
       draftThreshold: ext("draft_threshold", 0, 1, false),
+      scoreSource: scoreName === null ? ScoreSource.UNSPECIFIED : SCORE_SOURCES[scoreName],
     },
   };
 }

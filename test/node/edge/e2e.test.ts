@@ -18,7 +18,12 @@ import { basename, dirname, join, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import {
+  GenerateRequestSchema,
+  InferenceService,
+  Mode,
+  ScoreSource,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import OpenAI from "openai";
 import type {
   ChatCompletionCreateParamsNonStreaming,
@@ -87,7 +92,7 @@ afterAll(async () => {
 });
 
 /** What the GPU service answers when called directly (Connect, with its token), greedy. */
-async function direct(): Promise<{
+async function direct(acceleration: { retainBudget?: number; scoreSource?: ScoreSource } = {}): Promise<{
   text: string;
   promptTokens: number;
   completionTokens: number;
@@ -99,7 +104,7 @@ async function direct(): Promise<{
     image: { source: { case: "data", value: png } },
     input: { case: "conversation", value: { messages: [{ role: "user", content: QUESTION }] } },
     sampling: { maxTokens: MAX_TOKENS, temperature: 0, topP: 1 },
-    acceleration: { mode: Mode.TWIG, retainBudget: retain ?? 0 },
+    acceleration: { mode: Mode.TWIG, retainBudget: retain ?? 0, ...acceleration },
   });
   let text = "";
   let usage = { promptTokens: 0, completionTokens: 0, visualTokensKept: -1 };
@@ -187,6 +192,36 @@ describe("the openai client through wrangler dev and the real GPU service", () =
     expect(res.response.headers.get("x-ratelimit-limit-requests")).toMatch(/^\d+$/);
     expect(res.data.choices[0].message.content).toBe(expected.text);
     expect(res.data.usage?.completion_tokens).toBe(expected.completionTokens);
+  });
+
+  it("passes twigvlm.score_source through: each scorer's answer equals the GPU service's with that scorer", async () => {
+    // 88.9% pruned (R-bar = N/9), where the demo model's two scorers keep different tokens for this picture
+    const client = createClient(InferenceService, createConnectTransport({ baseUrl: gpu.url, httpVersion: "1.1" }));
+    const listed = await client.listModels({}, { headers: { authorization: `Bearer ${SERVICE_TOKEN}` } });
+    const retainBudget = Math.round((listed.models.find((m) => m.name === model)?.visualTokens ?? 0) / 9);
+    expect(retainBudget).toBeGreaterThan(0);
+    const answers: Record<string, string> = {};
+    for (const [name, scoreSource] of [
+      ["last-token", ScoreSource.LAST_TOKEN],
+      ["all-text", ScoreSource.ALL_TEXT],
+    ] as const) {
+      const expected = await direct({ retainBudget, scoreSource });
+      const params: ChatCompletionCreateParamsNonStreaming & {
+        twigvlm: { mode: string; retain_budget: number; score_source: string };
+      } = {
+        model,
+        messages: userMessage(`data:image/png;base64,${png.toString("base64")}`),
+        max_completion_tokens: MAX_TOKENS,
+        temperature: 0,
+        twigvlm: { mode: "twig", retain_budget: retainBudget, score_source: name },
+      };
+      const res = await openai.chat.completions.create(params);
+      expect(res.choices[0].message.content, name).toBe(expected.text);
+      answers[name] = expected.text;
+    }
+    console.log(`e2e score_source at R-bar ${retainBudget}: ${JSON.stringify(answers)}`);
+    // the check above tells the scorers apart only where their answers differ (the demo model's do here)
+    if (model !== "tiny") expect(answers["last-token"]).not.toBe(answers["all-text"]);
   });
 
   it("lists the model and refuses a wrong key with the SDK's AuthenticationError", async () => {
