@@ -2,6 +2,7 @@
  * A plain @grpc/grpc-js client (real gRPC over HTTP/2, stubs loaded from the
  * .proto files at run time) calls the real GPU service process.
  */
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -30,9 +31,10 @@ describe("GPU service over real gRPC (grpc-js)", () => {
   let service: GpuServiceProcess;
   let health: AnyClient;
   let inference: AnyClient;
+  const modelsDir = configOnlyModelsDir();
 
   beforeAll(async () => {
-    service = await startGpuService(PORT, { TWIG_MODELS_DIR: configOnlyModelsDir(), TWIG_DEFAULT_MODEL: "tiny" });
+    service = await startGpuService(PORT, { TWIG_MODELS_DIR: modelsDir, TWIG_DEFAULT_MODEL: "tiny" });
     const healthPkg = load("grpc/health/v1/health.proto") as AnyClient;
     const inferencePkg = load("twigvlm/v1/inference.proto") as AnyClient;
     const creds = grpc.credentials.createInsecure();
@@ -44,6 +46,7 @@ describe("GPU service over real gRPC (grpc-js)", () => {
     health?.close();
     inference?.close();
     await service?.stop();
+    rmSync(modelsDir, { recursive: true, force: true });
   });
 
   it("answers Health.Check for the whole service and for the inference service", async () => {

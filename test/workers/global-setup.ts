@@ -8,6 +8,7 @@
  *   scripted-pair -> [draining B, scripted A]    failover past UNAVAILABLE
  *   unreachable   -> [dead port, dead port 2]    503
  */
+import { rmSync } from "node:fs";
 import type { TestProject } from "vitest/node";
 import { configOnlyModelsDir, startGpuService } from "../support/gpu-service.js";
 import { startScriptedGpuService } from "../support/scripted-gpu-service.js";
@@ -18,8 +19,9 @@ export const DRAINING_PORT = 27111;
 export const DEAD_URLS = ["http://127.0.0.1:27118", "http://127.0.0.1:27119"];
 
 export default async function setup(project: TestProject) {
+  const modelsDir = configOnlyModelsDir();
   const service = await startGpuService(GPU_PORT, {
-    TWIG_MODELS_DIR: configOnlyModelsDir(),
+    TWIG_MODELS_DIR: modelsDir,
     TWIG_DEFAULT_MODEL: "tiny",
   });
   const scripted = await startScriptedGpuService(SCRIPTED_PORT);
@@ -37,6 +39,7 @@ export default async function setup(project: TestProject) {
   );
   return async () => {
     await Promise.all([service.stop(), scripted.close(), draining.close()]);
+    rmSync(modelsDir, { recursive: true, force: true });
   };
 }
 
