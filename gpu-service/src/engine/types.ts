@@ -6,6 +6,7 @@
  *  - the service (scheduler, gRPC) drives an engine through `Engine.generate`,
  *    knowing nothing of tensors.
  */
+import type { ScoreSource } from "./decoding/ttp.js";
 
 /** A dense fp32 tensor, row-major. Linear weights keep the HF layout [out, in]. */
 export interface Tensor {
@@ -124,7 +125,7 @@ export interface TwigWeights {
    * How TTP scores visual tokens when a request names no scorer (TWIGVLM.md's TTP step 2): the twig
    * config's `ttp_score_source`, else "last-token" (the released code's).
    */
-  scoreSource?: "last-token" | "all-text";
+  scoreSource?: ScoreSource;
   layers: DecoderLayerWeights[];
   norm: NormWeights;
   lmHead: Tensor;
@@ -160,7 +161,7 @@ export interface GenerateParams {
   draftLength?: number;
   /** theta, default 0.6. */
   draftThreshold?: number;
-  scoreSource?: "last-token" | "all-text";
+  scoreSource?: ScoreSource;
 }
 
 export type FinishReason = "stop" | "length" | "stop_sequence";
@@ -210,7 +211,7 @@ export interface Engine {
       finalWipeLayer: number;
       defaultRetainBudget: number;
       /** The scorer TTP (and `fastv`) use when a request names none. */
-      defaultScoreSource: "last-token" | "all-text";
+      defaultScoreSource: ScoreSource;
     };
   };
   /**

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
+import { isScoreSource, SCORE_SOURCES } from "../engine/decoding/ttp.js";
 import { LocalEngine } from "../engine/local-engine.js";
 import type { Mode } from "../engine/types.js";
 import { compareEvals } from "./compare.js";
@@ -49,8 +50,8 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   for (const m of modes) if (!ALL_MODES.includes(m)) fail(`unknown mode ${m}; one of ${ALL_MODES.join(", ")}`);
   if (!modes.includes("base")) fail("--modes must include base (every ratio is relative to it)");
   const scoreSource = values["score-source"];
-  if (scoreSource !== undefined && scoreSource !== "last-token" && scoreSource !== "all-text")
-    fail(`--score-source must be last-token or all-text, got ${scoreSource}`);
+  if (scoreSource !== undefined && !isScoreSource(scoreSource))
+    fail(`--score-source must be ${SCORE_SOURCES.join(" or ")}, got ${scoreSource}`);
   const outDir = resolve(values.out ?? join(modelDir, "eval"));
   let committed: EvalResult | undefined;
   if (values.compare) {

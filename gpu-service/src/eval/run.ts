@@ -12,6 +12,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { budgetForPrunedFraction } from "../engine/decoding/budget.js";
+import type { ScoreSource } from "../engine/decoding/ttp.js";
 import type { LocalEngine } from "../engine/local-engine.js";
 import { type GenerateStats, InvalidRequestError, type Mode } from "../engine/types.js";
 import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
@@ -30,7 +31,7 @@ export interface EvalConfig {
   pruned?: number;
   retainBudget?: number;
   /** How the pruning modes score visual tokens (TWIGVLM.md's TTP step 2); undefined = the engine's default. */
-  scoreSource?: "last-token" | "all-text";
+  scoreSource?: ScoreSource;
 }
 
 export interface EvalRow extends EvalConfig {
@@ -68,7 +69,7 @@ export interface EvalResult {
   visualTokens: number;
   rows: EvalRow[];
   /** How the pruning modes scored visual tokens: `--score-source`, else the model's default (absent: no twig). */
-  scoreSource?: "last-token" | "all-text";
+  scoreSource?: ScoreSource;
   seconds: number;
 }
 
@@ -143,7 +144,7 @@ export async function runEval(
   dataDir: string,
   modes: Mode[],
   onProgress: (done: number, total: number) => void = () => {},
-  scoreSource?: "last-token" | "all-text",
+  scoreSource?: ScoreSource,
 ): Promise<EvalResult> {
   const t0 = performance.now();
   const n = engine.info.visualTokens;

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
 import { checkParity, type ParityFixture } from "../../../gpu-service/src/eval/parity.js";
@@ -39,7 +40,7 @@ describe("demo model: answers and TwigVLM", () => {
   afterAll(() => engine?.close());
 
   /** The visual tokens `ttp-only` keeps at 88.9% pruned for one question about one scene. */
-  async function keptAt88(scene: (typeof scenes)[number], question: string, scoreSource?: "last-token" | "all-text") {
+  async function keptAt88(scene: (typeof scenes)[number], question: string, scoreSource?: ScoreSource) {
     let indices: number[] = [];
     await engine.generate(
       {
@@ -118,7 +119,7 @@ describe("demo model: answers and TwigVLM", () => {
   });
 
   it("eval's --score-source reaches the engine's pruning: all-text keeps other tokens than last-token", async () => {
-    const kept = (scene: (typeof scenes)[number], scoreSource: "last-token" | "all-text") =>
+    const kept = (scene: (typeof scenes)[number], scoreSource: ScoreSource) =>
       keptAt88(scene, scene.questions[0].question, scoreSource);
     const differ = [];
     for (const scene of scenes.slice(0, 3)) {
@@ -139,8 +140,7 @@ describe("demo model: answers and TwigVLM", () => {
     const own = twigConfig.ttp_score_source ?? "last-token";
     const other = own === "all-text" ? "last-token" : "all-text";
     expect(engine.info.twig?.defaultScoreSource).toBe(own);
-    const kept = (scoreSource?: "last-token" | "all-text") =>
-      keptAt88(scenes[0], scenes[0].describe.prompt, scoreSource);
+    const kept = (scoreSource?: ScoreSource) => keptAt88(scenes[0], scenes[0].describe.prompt, scoreSource);
     const [byDefault, byOwn, byOther] = [await kept(), await kept(own), await kept(other)];
     expect(byDefault).toEqual(byOwn);
     expect(byDefault).not.toEqual(byOther);

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
-import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
+import { type ScoreSource, topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { decoderLayersRef } from "../../../gpu-service/src/engine/reference/llama.js";
 import type { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
@@ -141,7 +141,7 @@ describe("TwigDecoder on a tiny random model", () => {
   it("takes the twig's own default scorer when a request names none, and the request's when it does", async () => {
     const allTextTwig = await TwigDecoder.create(runtime, { ...growTwig(weights, 2, 2, 6), scoreSource: "all-text" });
     try {
-      const kept = async (d: TwigDecoder, scoreSource?: "last-token" | "all-text") =>
+      const kept = async (d: TwigDecoder, scoreSource?: ScoreSource) =>
         (await run(d, "ttp-only", { inputIds: prompts[0], pixelValues: images[0], maxTokens: 1, scoreSource }))
           .keptVisualIndices;
       const [allText, lastToken] = [await kept(partial, "all-text"), await kept(partial, "last-token")];

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { compareEvals } from "../../../gpu-service/src/eval/compare.js";
 import type { EvalResult, EvalRow } from "../../../gpu-service/src/eval/run.js";
 
@@ -68,7 +69,7 @@ describe("compareEvals", () => {
   });
 
   it("refuses runs whose pruning scored visual tokens differently, and names the option that matches", () => {
-    const scored = (scoreSource?: "last-token" | "all-text") => ({ ...result([row("base")]), scoreSource });
+    const scored = (scoreSource?: ScoreSource) => ({ ...result([row("base")]), scoreSource });
     expect(() => compareEvals(scored("all-text"), scored("last-token"))).toThrow(/--score-source all-text/);
     expect(compareEvals(scored("all-text"), scored("all-text")).accuracyMismatches).toEqual([]);
     expect(compareEvals(scored(), scored("all-text")).accuracyMismatches).toEqual([]); // a run that predates the field

@@ -8,6 +8,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { isScoreSource, SCORE_SOURCES } from "../decoding/ttp.js";
 import type {
   DecoderLayerWeights,
   LlavaConfig,
@@ -274,9 +275,9 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
   const kf = cfg.final_wipe_layer ?? Math.floor((3 * L) / 4);
   if (!(kf > k && kf <= L)) throw new CheckpointError(`${dir}: final wipe layer ${kf} must be in (K=${k}, L=${L}]`);
   const scoreSource = cfg.ttp_score_source ?? "last-token";
-  if (scoreSource !== "last-token" && scoreSource !== "all-text")
+  if (!isScoreSource(scoreSource))
     throw new CheckpointError(
-      `${dir}: ttp_score_source must be "last-token" or "all-text", got ${JSON.stringify(scoreSource)}`,
+      `${dir}: ttp_score_source must be ${SCORE_SOURCES.map((s) => `"${s}"`).join(" or ")}, got ${JSON.stringify(scoreSource)}`,
     );
   const src = new TensorSource(dir);
   try {

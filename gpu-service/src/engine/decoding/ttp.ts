@@ -8,7 +8,13 @@
  * reported in their original order (they keep their original positions).
  */
 
-export type ScoreSource = "last-token" | "all-text";
+/** The scorers, by the names a twig config, the eval's --score-source and the engine use. */
+export const SCORE_SOURCES = ["last-token", "all-text"] as const;
+export type ScoreSource = (typeof SCORE_SOURCES)[number];
+
+export function isScoreSource(name: unknown): name is ScoreSource {
+  return SCORE_SOURCES.includes(name as ScoreSource);
+}
 
 /**
  * @param probs attention probabilities of one layer, [heads, queries, keys], row-major
