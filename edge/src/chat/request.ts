@@ -32,6 +32,12 @@ export const SCORE_SOURCES: Record<string, ScoreSource> = {
   "all-text": ScoreSource.ALL_TEXT,
 };
 
+/** `table[name]` when `name` is one of the table's own keys; otherwise a 400 naming `field` and the keys. */
+function oneOf<T>(table: Record<string, T>, name: unknown, field: string, note = ""): T {
+  if (typeof name === "string" && Object.hasOwn(table, name)) return table[name];
+  throw invalidParam(field, `${field} must be one of ${Object.keys(table).join(", ")}${note}`);
+}
+
 export interface ChatRequest {
   model: string;
   messages: { role: "system" | "user" | "assistant"; content: string }[];
@@ -140,16 +146,11 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
 
   const tv = body.twigvlm ?? {};
   if (!isObject(tv)) throw invalidParam("twigvlm", "twigvlm must be an object");
-  const modeName = tv.mode ?? "twig";
-  const mode = typeof modeName === "string" && Object.hasOwn(MODES, modeName) ? MODES[modeName] : undefined;
-  if (mode === undefined)
-    throw invalidParam("twigvlm.mode", `twigvlm.mode must be one of ${Object.keys(MODES).join(", ")}`);
-  const scoreName = tv.score_source ?? null;
-  if (scoreName !== null && (typeof scoreName !== "string" || !Object.hasOwn(SCORE_SOURCES, scoreName)))
-    throw invalidParam(
-      "twigvlm.score_source",
-      `twigvlm.score_source must be one of ${Object.keys(SCORE_SOURCES).join(", ")} (absent: the model's default)`,
-    );
+  const mode = oneOf(MODES, tv.mode ?? "twig", "twigvlm.mode");
+  const scoreSource =
+    tv.score_source === undefined || tv.score_source === null
+      ? ScoreSource.UNSPECIFIED
+      : oneOf(SCORE_SOURCES, tv.score_source, "twigvlm.score_source", " (absent: the model's default)");
   const ext = (name: string, lo: number, hi: number, integer: boolean) => {
     try {
       return num(tv, name, lo, hi, integer) ?? 0;
@@ -177,7 +178,7 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
       retainBudget: ext("retain_budget", 1, 100_000, true),
       draftLength: ext("draft_length", 1, 16, true),
       draftThreshold: ext("draft_threshold", 0, 1, false),
-      scoreSource: scoreName === null ? ScoreSource.UNSPECIFIED : SCORE_SOURCES[scoreName],
+      scoreSource,
     },
   };
 }
