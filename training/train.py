@@ -583,14 +583,14 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None):
     total, bs = p[f"{stage}_steps"], p[f"{stage}_batch"]
     warmup = max(1, int(0.03 * total)) if is_twig else max(1, min(150, total // 10))
     t0, seen, attn_mass, read_loss = time.time(), 0, float("nan"), torch.tensor(float("nan"))
+    fresh = None if is_twig else p.get("scenes_from")
+    offset = 10_000_000 if is_twig else fresh or 0  # the twig sees scenes the base stage did not
     model.train()
     model.vision.eval()
     while step < total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, p[f"{stage}_lr"], warmup)
-        fresh = None if is_twig else p.get("scenes_from")
         rng = random.Random(f"{stage}:{step}" if fresh is None else f"{name}:{fresh}:{step}")
-        offset = 10_000_000 if is_twig else fresh or 0  # the twig sees scenes the base stage did not
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
         ids, tgt, px, metas, layout = data.batch(vocab, "train", range(offset + step * bs, offset + (step + 1) * bs), rng,
                                      exclude=exclude, max_questions=p["max_questions"], max_objects=max_objects,
