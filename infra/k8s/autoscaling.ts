@@ -1,0 +1,84 @@
+/**
+ * KEDA scales each model's Deployment on what its GPU services report to
+ * Prometheus (gpu-service/src/metrics.ts; the ServiceMonitor adds the
+ * `namespace` and `service` labels). A prometheus trigger's value is divided by
+ * its threshold to give the replicas wanted (KEDA's AverageValue), and the
+ * largest wish among the triggers wins:
+ *
+ * - queue: `twig_queue_depth`, requests waiting for an engine worker. More than
+ *   QUEUE_PER_REPLICA waiting per replica adds replicas.
+ * - busy: `twig_running_requests`, requests being generated. Each pod runs at most
+ *   `workers` at once; aiming at BUSY_TARGET of that keeps headroom for bursts.
+ * - batching: a placeholder for the continuous-batching metrics (batch size, KV
+ *   memory in use, preemptions), empty until the engine exports them.
+ */
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+import type { ModelDeployment, Settings } from "./settings.js";
+
+/** Waiting requests per replica before KEDA adds one. */
+export const QUEUE_PER_REPLICA = 2;
+/** Fraction of a pod's engine workers that should be busy on average. */
+export const BUSY_TARGET = 0.8;
+
+type Trigger = ScaledObject["spec"]["triggers"][number];
+
+function prometheusTrigger(s: Settings, name: string, query: string, threshold: number): Trigger {
+  return {
+    type: "prometheus",
+    name,
+    metricType: "AverageValue",
+    metadata: { serverAddress: s.prometheus.serverAddress, query, threshold: String(threshold) },
+  };
+}
+
+/** The PromQL selector of one model's series. */
+export function seriesSelector(s: Settings, model: ModelDeployment): string {
+  return `{namespace="${s.namespace}",model="${model.name}"}`;
+}
+
+/**
+ * The place for the continuous-batching triggers. When the engine batches, it
+ * will report the KV memory in use against its budget, the batch size and
+ * preemptions; scale on KV memory first (a full KV budget means new sequences
+ * wait), for example:
+ *
+ *   prometheusTrigger(s, "kv-memory",
+ *     `sum(<kv bytes in use>${sel}) / sum(<kv budget bytes>${sel})`, 0.75)
+ *
+ * with the metric names the service then exports, and add them to the README's
+ * dashboard list. Until then: none.
+ */
+export function batchingTriggers(_s: Settings, _model: ModelDeployment): Trigger[] {
+  return [];
+}
+
+/** The ScaledObject of one model's Deployment. */
+export function scaledObject(s: Settings, model: ModelDeployment, deployment: string): ScaledObject {
+  const sel = seriesSelector(s, model);
+  return new ScaledObject({
+    metadata: { name: deployment, namespace: s.namespace },
+    spec: {
+      scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: deployment },
+      minReplicaCount: model.minReplicas,
+      maxReplicaCount: model.maxReplicas,
+      pollingInterval: 15,
+      cooldownPeriod: 300,
+      // Prometheus unreachable: hold the floor rather than guess
+      fallback: { failureThreshold: 4, replicas: model.minReplicas },
+      advanced: {
+        horizontalPodAutoscalerConfig: {
+          behavior: {
+            // a GPU pod takes minutes to load its model: add quickly, remove slowly
+            scaleUp: { stabilizationWindowSeconds: 0, policies: [{ type: "Pods", value: 2, periodSeconds: 60 }] },
+            scaleDown: { stabilizationWindowSeconds: 600, policies: [{ type: "Pods", value: 1, periodSeconds: 300 }] },
+          },
+        },
+      },
+      triggers: [
+        prometheusTrigger(s, "queue", `sum(twig_queue_depth${sel})`, QUEUE_PER_REPLICA),
+        prometheusTrigger(s, "busy", `sum(twig_running_requests${sel})`, model.workers * BUSY_TARGET),
+        ...batchingTriggers(s, model),
+      ],
+    },
+  });
+}
