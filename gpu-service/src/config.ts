@@ -4,6 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import type { ImageLimits } from "./engine/image-format.js";
 import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
 import type { ExecutionProvider } from "./engine/types.js";
@@ -38,13 +39,21 @@ export interface ServiceConfig {
   serviceToken?: string;
   /** PEM certificate chain and private key: when both are set the port speaks TLS (h2 and HTTP/1.1 by ALPN). */
   tls?: { cert: string; key: string };
-  /** Largest image accepted, in encoded bytes and in pixels (width * height). */
-  maxImageBytes: number;
-  maxImagePixels: number;
+  /** Largest image accepted: encoded bytes, pixels (width * height), longest side, aspect ratio. */
+  image: ImageLimits;
   /** pino level of the JSON logs. */
   logLevel: string;
   /** Opt-in: request log lines carry the prompt text (never the image). */
   logPrompts: boolean;
+}
+
+/** A positive number (fractions allowed), or the fallback when unset. */
+function numberFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return value;
 }
 
 function intFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -97,8 +106,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     serviceToken: env.TWIG_SERVICE_TOKEN || undefined,
     metricsPort: intFromEnv(env, "TWIG_METRICS_PORT", 9464),
     tls: tlsFromEnv(env),
-    maxImageBytes: intFromEnv(env, "TWIG_MAX_IMAGE_BYTES", 20 * 1024 * 1024),
-    maxImagePixels: intFromEnv(env, "TWIG_MAX_IMAGE_PIXELS", 40_000_000),
+    image: {
+      maxBytes: intFromEnv(env, "TWIG_MAX_IMAGE_BYTES", 20 * 1024 * 1024),
+      maxPixels: intFromEnv(env, "TWIG_MAX_IMAGE_PIXELS", 40_000_000),
+      maxSide: intFromEnv(env, "TWIG_MAX_IMAGE_SIDE", 8192),
+      maxAspectRatio: numberFromEnv(env, "TWIG_MAX_IMAGE_ASPECT", 20),
+    },
     logLevel: logLevel(env.TWIG_LOG_LEVEL || "info"),
     logPrompts: env.TWIG_LOG_PROMPTS === "1" || env.TWIG_LOG_PROMPTS === "true",
   };

@@ -25,7 +25,6 @@ import { DEFAULT_LIMITS } from "./validate.js";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel);
-const imageLimits = { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels };
 const { models, errors } = scanModels(config.modelsDir);
 for (const error of errors) log.warn(`gpu-service: skipping model: ${error}`);
 const served: ServedModel[] = models.map((entry) => ({ entry }));
@@ -44,7 +43,7 @@ const inference = inferenceService({
   models: () => served,
   defaultModel: config.defaultModel,
   draining: () => draining,
-  limits: { ...DEFAULT_LIMITS, maxImageBytes: config.maxImageBytes, maxImagePixels: config.maxImagePixels },
+  limits: { ...DEFAULT_LIMITS, image: config.image },
 });
 const generate = withRequestLog(inference.generate.bind(inference), {
   logger: log,
@@ -122,7 +121,7 @@ for (const m of served) {
         WorkerEngine.start(m.entry.dir, {
           threads: config.engineThreads,
           name: m.entry.name,
-          imageLimits,
+          imageLimits: config.image,
           precision: config.precision,
           attention: config.attention,
           provider: config.provider,

@@ -4,22 +4,19 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import sharp from "sharp";
 import { maxRetainBudget, minRetainBudget } from "./engine/decoding/budget.js";
-import { sniffImageType } from "./engine/image.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "./engine/image-format.js";
 import type { ChatMessage, Engine, GenerateParams, Mode } from "./engine/types.js";
 
 export interface ValidationLimits {
-  maxImageBytes: number;
-  /** Largest width * height, read from the image's header before it waits for a worker. */
-  maxImagePixels: number;
+  /** Bytes, pixels, longest side and aspect ratio of images, read from the header before a request waits for a worker. */
+  image: ImageLimits;
   defaultMaxTokens: number;
   maxStopSequences: number;
 }
 
 export const DEFAULT_LIMITS: ValidationLimits = {
-  maxImageBytes: 20 * 1024 * 1024,
-  maxImagePixels: 40_000_000,
+  image: DEFAULT_IMAGE_LIMITS,
   defaultMaxTokens: 256,
   maxStopSequences: 8,
 };
@@ -59,10 +56,6 @@ export function validateRequest(
   if (image.case === "uri")
     throw invalid("image.uri is not supported by the GPU service: send the image bytes in image.data");
   const bytes = image.value;
-  if (bytes.length === 0) throw invalid("image.data is empty");
-  if (bytes.length > limits.maxImageBytes)
-    throw invalid(`the image is ${bytes.length} bytes; the limit is ${limits.maxImageBytes}`);
-  if (!sniffImageType(bytes)) throw invalid("image.data is not a PNG, JPEG or WebP image");
 
   let messages: ChatMessage[] | undefined;
   let prompt: string | undefined;
@@ -148,18 +141,15 @@ export function validateRequest(
 }
 
 /**
- * Reads the image's header (not its pixels) and refuses one that cannot be
- * parsed or has more than `maxImagePixels` pixels, before the request queues.
+ * Reads the image's header (not its pixels) and refuses, before the request
+ * queues, what the engine would refuse: an empty or oversized file, a format
+ * other than PNG, JPEG, WebP or GIF, and a geometry beyond the pixel, side or
+ * aspect ratio limits (the engine checks the same with the same code).
  */
 export async function checkImageHeader(bytes: Uint8Array, limits: ValidationLimits = DEFAULT_LIMITS): Promise<void> {
-  let width: number | undefined;
-  let height: number | undefined;
   try {
-    ({ width, height } = await sharp(bytes, { limitInputPixels: false }).metadata());
+    await inspectImage(bytes, limits.image);
   } catch (err) {
-    throw invalid(`image.data could not be read as an image: ${(err as Error).message}`);
+    throw invalid((err as Error).message);
   }
-  if (!width || !height) throw invalid("image.data has no width or height");
-  if (width * height > limits.maxImagePixels)
-    throw invalid(`the image is ${width}x${height} = ${width * height} pixels; the limit is ${limits.maxImagePixels}`);
 }

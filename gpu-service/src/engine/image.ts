@@ -1,20 +1,29 @@
 /**
- * LLaVA image preprocessing with sharp: decode (PNG, JPEG, WebP), pad to a
- * square with the CLIP mean colour, resize to the tower's size, rescale to
- * [0, 1] and normalise with the CLIP mean/std → float32 [1, 3, S, S].
- * Anything that is not a decodable image of sane size is an InvalidRequestError.
+ * LLaVA image preprocessing (image_aspect_ratio "pad", then CLIPImageProcessor):
+ * decode (PNG, JPEG, WebP, GIF; alpha dropped), pad to a square with the mean
+ * colour as LLaVA's expand2square does, bicubic resize to the tower's size,
+ * rescale to [0, 1] and normalise with the mean and std → float32 [1, 3, S, S].
+ *
+ * The geometry is checked from the header before anything decodes
+ * (image-format.ts), and memory is bounded by the tower's size, not by the
+ * picture's: the padded square is never built (pad-resize.ts), and a picture
+ * more than PRESHRINK_GAP times the tower's size is first shrunk by libvips,
+ * streaming, to PRESHRINK_GAP times it (as Pillow's reducing_gap does), so the
+ * final bicubic filter still spans many of its pixels.
+ * Anything that is not a decodable image within the limits is an InvalidRequestError.
  */
-import sharp from "sharp";
+import sharp, { type Sharp } from "sharp";
+import { DEFAULT_IMAGE_LIMITS, type ImageGeometry, type ImageLimits, inspectImage } from "./image-format.js";
+import { padToSquareAndResize, type RgbPicture } from "./pad-resize.js";
 import { InvalidRequestError } from "./types.js";
 
-export interface ImageLimits {
-  /** Largest encoded size accepted, in bytes. */
-  maxBytes: number;
-  /** Largest width * height accepted. */
-  maxPixels: number;
-}
-
-export const DEFAULT_IMAGE_LIMITS: ImageLimits = { maxBytes: 20 * 1024 * 1024, maxPixels: 40_000_000 };
+export {
+  ACCEPTED_FORMATS,
+  DEFAULT_IMAGE_LIMITS,
+  type ImageLimits,
+  inspectImage,
+  sniffImageType,
+} from "./image-format.js";
 
 export interface PreprocessSpec {
   imageSize: number;
@@ -22,68 +31,63 @@ export interface PreprocessSpec {
   std: readonly [number, number, number];
 }
 
-/** What the bytes start with: "png" | "jpeg" | "webp" | undefined. */
-export function sniffImageType(bytes: Uint8Array): "png" | "jpeg" | "webp" | undefined {
-  if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47)
-    return "png";
-  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "jpeg";
-  if (
-    bytes.length >= 12 &&
-    String.fromCharCode(...bytes.subarray(0, 4)) === "RIFF" &&
-    String.fromCharCode(...bytes.subarray(8, 12)) === "WEBP"
-  )
-    return "webp";
-  return undefined;
+/** Pictures whose longest side exceeds this many tower sizes are shrunk to it before the exact resize. */
+export const PRESHRINK_GAP = 3;
+
+/** LLaVA's fill colour: `tuple(int(x * 255) for x in image_processor.image_mean)` (truncated, not rounded). */
+export function padColour(mean: readonly [number, number, number]): [number, number, number] {
+  return [Math.trunc(mean[0] * 255), Math.trunc(mean[1] * 255), Math.trunc(mean[2] * 255)];
 }
 
+/** Decoded RGB pixels of a sharp pipeline (any alpha dropped, any colour space turned into 8-bit sRGB). */
+async function rgbOf(image: Sharp): Promise<RgbPicture> {
+  const { data, info } = await image.removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || data.length !== info.width * info.height * 3)
+    throw new Error(`decoded to ${info.channels} channels, ${data.length} bytes for ${info.width}x${info.height}`);
+  return { data, width: info.width, height: info.height };
+}
+
+/**
+ * The picture's pixels: whole when its longest side is within PRESHRINK_GAP
+ * tower sizes, else shrunk (aspect kept per axis) so that it is. libvips streams
+ * the decode into the shrink, except for a picture with alpha, which is decoded
+ * whole first (within the pixel limit): libvips would premultiply by alpha while
+ * shrinking, and LLaVA drops the alpha channel before anything else.
+ */
+async function decode(bytes: Uint8Array, g: ImageGeometry, size: number, limits: ImageLimits): Promise<RgbPicture> {
+  const open = () => sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "error" });
+  const side = Math.max(g.width, g.height);
+  if (side <= PRESHRINK_GAP * size) return rgbOf(open());
+  const ratio = (PRESHRINK_GAP * size) / side;
+  const width = Math.max(1, Math.round(g.width * ratio));
+  const height = Math.max(1, Math.round(g.height * ratio));
+  const shrink = { fit: "fill", kernel: "cubic" } as const;
+  if (!g.hasAlpha) return rgbOf(open().resize(width, height, shrink));
+  const whole = await rgbOf(open());
+  return rgbOf(
+    sharp(whole.data, { raw: { width: whole.width, height: whole.height, channels: 3 } }).resize(width, height, shrink),
+  );
+}
+
+/** Bytes of an image → the tower's pixel values, float32 [1, 3, S, S], LLaVA's recipe. */
 export async function preprocessImage(
   bytes: Uint8Array,
   spec: PreprocessSpec,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<Float32Array> {
-  if (bytes.length === 0) throw new InvalidRequestError("the image is empty");
-  if (bytes.length > limits.maxBytes)
-    throw new InvalidRequestError(`the image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
-  if (!sniffImageType(bytes)) throw new InvalidRequestError("the image is not a PNG, JPEG or WebP file");
-  let width: number;
-  let height: number;
-  let rgb: Buffer;
-  try {
-    const img = sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "error" })
-      .removeAlpha()
-      .toColourspace("srgb");
-    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
-    width = info.width;
-    height = info.height;
-    rgb = data;
-    if (info.channels !== 3) {
-      const fixed = await sharp(data, { raw: { width, height, channels: info.channels } })
-        .toColourspace("srgb")
-        .removeAlpha()
-        .raw()
-        .toBuffer();
-      rgb = fixed;
-    }
-  } catch (err) {
-    const msg = (err as Error).message;
-    if (/pixel limit/i.test(msg)) throw new InvalidRequestError(`the image has more than ${limits.maxPixels} pixels`);
-    throw new InvalidRequestError(`the image could not be decoded: ${msg}`);
-  }
-  // pad to a square with the mean colour, then resize (bicubic) to the tower's size
-  const side = Math.max(width, height);
-  const fill = spec.mean.map((m) => Math.round(m * 255));
-  const square = await sharp(rgb, { raw: { width, height, channels: 3 } })
-    .extend({
-      top: Math.floor((side - height) / 2),
-      bottom: Math.ceil((side - height) / 2),
-      left: Math.floor((side - width) / 2),
-      right: Math.ceil((side - width) / 2),
-      background: { r: fill[0], g: fill[1], b: fill[2] },
-    })
-    .resize(spec.imageSize, spec.imageSize, { kernel: "cubic", fit: "fill" })
-    .raw()
-    .toBuffer();
+  const geometry = await inspectImage(bytes, limits);
   const S = spec.imageSize;
+  let picture: RgbPicture;
+  try {
+    picture = await decode(bytes, geometry, S, limits);
+  } catch (err) {
+    throw new InvalidRequestError(`the image could not be decoded: ${(err as Error).message}`);
+  }
+  const shrunk = picture.width !== geometry.width || picture.height !== geometry.height;
+  // unshrunk, the decoded size is the truth (it equals the header's for every accepted format)
+  const declaredWidth = shrunk ? geometry.width : picture.width;
+  const declaredHeight = shrunk ? geometry.height : picture.height;
+  const square = padToSquareAndResize(picture, declaredWidth, declaredHeight, S, padColour(spec.mean));
   const out = new Float32Array(3 * S * S);
   for (let i = 0; i < S * S; i++) {
     for (let c = 0; c < 3; c++) out[c * S * S + i] = (square[i * 3 + c] / 255 - spec.mean[c]) / spec.std[c];

@@ -153,7 +153,7 @@ describe("npm run twig -- generate", () => {
       "x",
     ).catch((e) => e);
     expect(err.code).toBe(2);
-    expect(err.stderr).toMatch(/twig: the image is not a PNG, JPEG or WebP file/);
+    expect(err.stderr).toMatch(/twig: the image is not a PNG, JPEG, WebP or GIF file/);
   });
 
   it("names the commands when given an unknown one", async () => {

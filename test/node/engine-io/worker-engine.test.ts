@@ -85,7 +85,7 @@ describe("engine in a worker thread", () => {
       collect(worker, params({ image: new TextEncoder().encode("hello, not an image") })),
     ).rejects.toMatchObject({
       name: "InvalidRequestError",
-      message: expect.stringMatching(/not a PNG, JPEG or WebP/),
+      message: expect.stringMatching(/not a PNG, JPEG, WebP or GIF/),
     });
     const corrupt = png.slice(0, 40);
     await expect(collect(worker, params({ image: corrupt }))).rejects.toMatchObject({ name: "InvalidRequestError" });

@@ -9,14 +9,13 @@ const dir = mkdtempSync(join(tmpdir(), "twigserve-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("loadConfig", () => {
-  it("runs cleartext, logs at info without prompts, with 20 MiB / 40 Mpixel image limits by default", () => {
+  it("runs cleartext, logs at info without prompts, with 20 MiB / 40 Mpixel / 8192 px / 20:1 image limits by default", () => {
     const c = loadConfig({});
     expect(c.tls).toBeUndefined();
     expect(c).toMatchObject({
       logLevel: "info",
       logPrompts: false,
-      maxImageBytes: 20 * 1024 * 1024,
-      maxImagePixels: 40_000_000,
+      image: { maxBytes: 20 * 1024 * 1024, maxPixels: 40_000_000, maxSide: 8192, maxAspectRatio: 20 },
     });
   });
 
@@ -37,11 +36,18 @@ describe("loadConfig", () => {
     const c = loadConfig({
       TWIG_MAX_IMAGE_BYTES: "1000",
       TWIG_MAX_IMAGE_PIXELS: "4096",
+      TWIG_MAX_IMAGE_SIDE: "300",
+      TWIG_MAX_IMAGE_ASPECT: "2.5",
       TWIG_LOG_LEVEL: "warn",
       TWIG_LOG_PROMPTS: "1",
     });
-    expect(c).toMatchObject({ maxImageBytes: 1000, maxImagePixels: 4096, logLevel: "warn", logPrompts: true });
+    expect(c).toMatchObject({
+      image: { maxBytes: 1000, maxPixels: 4096, maxSide: 300, maxAspectRatio: 2.5 },
+      logLevel: "warn",
+      logPrompts: true,
+    });
     expect(() => loadConfig({ TWIG_LOG_LEVEL: "loud" })).toThrow(/TWIG_LOG_LEVEL must be one of/);
     expect(() => loadConfig({ TWIG_MAX_IMAGE_PIXELS: "-5" })).toThrow(/non-negative integer/);
+    expect(() => loadConfig({ TWIG_MAX_IMAGE_ASPECT: "0" })).toThrow(/TWIG_MAX_IMAGE_ASPECT must be a positive number/);
   });
 });

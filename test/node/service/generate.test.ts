@@ -232,7 +232,7 @@ describe("Generate over the real service", () => {
             source: { case: "data", value: new TextEncoder().encode("not an image") },
           },
         },
-        /not a PNG, JPEG or WebP/,
+        /not a PNG, JPEG, WebP or GIF/,
       ],
       [{ sampling: { maxTokens: 100000 } }, /exceeds the context length/],
       [{ sampling: { maxTokens: 4, temperature: 5 } }, /temperature must be in/],

@@ -14,6 +14,8 @@ import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
+import { blackPng } from "../../support/png.js";
+import { requestLogLines } from "../../support/service-logs.js";
 
 const PORT = 27271;
 const MAX_IMAGE_BYTES = 60_000;
@@ -87,12 +89,27 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       ["empty image", { image: { source: { case: "data", value: new Uint8Array() } } }, /empty/],
       [
         "not an image",
+        { image: { source: { case: "data", value: new TextEncoder().encode("BM6, a bitmap, or just text") } } },
+        /not a PNG, JPEG, WebP or GIF file/,
+      ],
+      [
+        "a GIF signature on text",
         { image: { source: { case: "data", value: new TextEncoder().encode("GIF89a, or just text") } } },
-        /not a PNG, JPEG or WebP/,
+        /could not be read/,
       ],
       ["a PNG that stops short", { image: { source: { case: "data", value: truncated } } }, /could not be decoded/],
       ["too many bytes", { image: { source: { case: "data", value: big } } }, /bytes; the limit is 60000/],
       ["too many pixels", { image: { source: { case: "data", value: wide } } }, /400x300 .* the limit is 90000/],
+      [
+        "a 4,000,000 x 4 PNG of a few KB",
+        { image: { source: { case: "data", value: blackPng(4_000_000, 4) } } },
+        /^the image is 4000000x4: its longest side may be at most 8192 pixels$/,
+      ],
+      [
+        "an aspect ratio of 50:1",
+        { image: { source: { case: "data", value: blackPng(2000, 40) } } },
+        /^the image is 2000x40: its aspect ratio 50.0:1 is beyond the limit of 20:1$/,
+      ],
       [
         "prompt longer than the context",
         { input: { case: "conversation", value: { messages: [{ role: "user", content: longPrompt }] } } },
@@ -118,11 +135,33 @@ describe("bad input gets INVALID_ARGUMENT", () => {
       ],
       ["no input", { input: { case: undefined } }, /conversation or prompt/],
     ];
+    let checked = 0;
     for (const [what, over, message] of cases) {
       const got = await outcome(request(over));
       expect(got.code, what).toBe(Code.InvalidArgument);
       expect(got.message, what).toMatch(message);
+      checked++;
     }
+    expect(checked).toBe(cases.length);
+  });
+
+  it("refuses a 4,000,000 x 4 PNG from its header, before the request reaches a worker", async () => {
+    const thin = blackPng(4_000_000, 4);
+    expect(thin.length).toBeLessThan(50_000);
+    const events: string[] = [];
+    let error: ConnectError | undefined;
+    try {
+      const req = request({ requestId: "thin-png", image: { source: { case: "data", value: thin } } });
+      for await (const ev of client.generate(req)) events.push(ev.event.case ?? "");
+    } catch (err) {
+      error = ConnectError.from(err);
+    }
+    expect(error?.code).toBe(Code.InvalidArgument);
+    expect(error?.rawMessage).toBe("the image is 4000000x4: its longest side may be at most 8192 pixels");
+    expect(events).toEqual([]); // no Started: no worker saw it
+    const [line] = await requestLogLines(service.output, "thin-png");
+    expect(line).toMatchObject({ code: "InvalidArgument" });
+    expect(line).not.toHaveProperty("promptTokens");
   });
 
   it("survives several hundred malformed requests, stays healthy and then serves a good one", async () => {

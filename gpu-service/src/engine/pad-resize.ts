@@ -1,0 +1,119 @@
+/**
+ * LLaVA's "pad" geometry as arithmetic: the picture is centred on a square of
+ * the fill colour (`expand2square`: pasted at ((side-w)//2, (side-h)//2)), and
+ * the square is resized to size x size with Pillow's bicubic filter (a = -0.5,
+ * widened by the scale when shrinking, horizontal pass first, each pass rounded
+ * to 8 bits), as CLIPImageProcessor does.
+ *
+ * The square is never built. Each output pixel is a weighted sum over the
+ * square's pixels in its filter window; the padding pixels all hold the fill
+ * colour, so their weights are summed into one share, and only the picture's
+ * own pixels are read. Memory is the picture plus size rows of the first pass.
+ *
+ * The picture may come in smaller than its declared size (shrunk beforehand,
+ * for large uploads): each of its pixels then stands for `declared/actual`
+ * pixels of the square on that axis, at the same place, and weighs that much.
+ */
+
+/** Pillow's bicubic kernel (a = -0.5), support 2. */
+function bicubic(x: number): number {
+  const a = -0.5;
+  const t = Math.abs(x);
+  if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+  if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+  return 0;
+}
+
+/** One output coordinate's filter: the share of the fill colour, and weights over picture pixels from `first`. */
+interface Taps {
+  fillShare: number;
+  first: number;
+  weights: Float64Array;
+}
+
+/**
+ * The filter of every output coordinate on one axis, in Pillow's terms: output
+ * x samples the square around (x + 0.5) * scale with the kernel widened by the
+ * scale (when shrinking); weights are normalised over the square's pixels.
+ */
+function axisTaps(declared: number, actual: number, side: number, size: number): Taps[] {
+  const offset = Math.floor((side - declared) / 2);
+  const scale = side / size;
+  const widen = Math.max(scale, 1);
+  const support = 2 * widen;
+  const span = declared / actual; // square pixels per picture pixel
+  const taps: Taps[] = [];
+  for (let x = 0; x < size; x++) {
+    const center = (x + 0.5) * scale;
+    const lo = Math.max(Math.trunc(center - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(center + support + 0.5), side);
+    let fill = 0;
+    for (let i = lo; i < Math.min(hi, offset); i++) fill += bicubic((i + 0.5 - center) / widen);
+    for (let i = Math.max(lo, offset + declared); i < hi; i++) fill += bicubic((i + 0.5 - center) / widen);
+    // picture pixel j is centred at offset + (j + 0.5) * span in the square
+    const first = Math.max(0, Math.floor((center - support - offset) / span - 0.5));
+    const last = Math.min(actual - 1, Math.ceil((center + support - offset) / span - 0.5));
+    const weights = new Float64Array(Math.max(0, last - first + 1));
+    let total = fill;
+    for (let j = first; j <= last; j++) {
+      const w = span * bicubic((offset + (j + 0.5) * span - center) / widen);
+      weights[j - first] = w;
+      total += w;
+    }
+    for (let k = 0; k < weights.length; k++) weights[k] /= total;
+    taps.push({ fillShare: fill / total, first, weights });
+  }
+  return taps;
+}
+
+const toByte = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.floor(v + 0.5));
+
+export interface RgbPicture {
+  /** Interleaved RGB, 8 bits, row-major. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * Pads `picture` (declared `declaredWidth` x `declaredHeight` pixels, the size
+ * the square is built from) to a square of `fill` and resizes it to size x size:
+ * interleaved RGB, 8 bits.
+ */
+export function padToSquareAndResize(
+  picture: RgbPicture,
+  declaredWidth: number,
+  declaredHeight: number,
+  size: number,
+  fill: readonly [number, number, number],
+): Uint8Array {
+  const side = Math.max(declaredWidth, declaredHeight);
+  const cols = axisTaps(declaredWidth, picture.width, side, size);
+  const rows = axisTaps(declaredHeight, picture.height, side, size);
+  const { data, width } = picture;
+  // first pass: each picture row to size columns (the padding rows are the fill colour throughout)
+  const wide = new Uint8Array(picture.height * size * 3);
+  for (let y = 0; y < picture.height; y++) {
+    for (let x = 0; x < size; x++) {
+      const { fillShare, first, weights } = cols[x];
+      for (let c = 0; c < 3; c++) {
+        let v = fillShare * fill[c];
+        for (let k = 0; k < weights.length; k++) v += weights[k] * data[(y * width + first + k) * 3 + c];
+        wide[(y * size + x) * 3 + c] = toByte(v);
+      }
+    }
+  }
+  // second pass: columns to size rows
+  const out = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++) {
+    const { fillShare, first, weights } = rows[y];
+    for (let x = 0; x < size; x++) {
+      for (let c = 0; c < 3; c++) {
+        let v = fillShare * fill[c];
+        for (let k = 0; k < weights.length; k++) v += weights[k] * wide[((first + k) * size + x) * 3 + c];
+        out[(y * size + x) * 3 + c] = toByte(v);
+      }
+    }
+  }
+  return out;
+}
