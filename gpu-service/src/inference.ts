@@ -136,6 +136,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
                   promptTokens: e.promptTokens,
                   visualTokens: e.visualTokens,
                   keptVisualIndices: e.keptVisualIndices,
+                  visualGrids: e.visualGrids,
                 },
               },
             });

@@ -66,15 +66,17 @@ const started = (req: GenerateRequest): GenerateEvent =>
         promptTokens: 70,
         visualTokens: 64,
         keptVisualIndices: [1, 2, 3],
+        visualGrids: [{ firstIndex: 0, rows: 8, cols: 8, left: 0, top: -0.25, width: 1, height: 1.5 }],
       },
     },
   });
 
-const delta = (text: string, n = 1): GenerateEvent =>
+/** A delta of n tokens, all accepted drafts or all the model's own. */
+const delta = (text: string, n = 1, drafted = false): GenerateEvent =>
   create(GenerateEventSchema, {
     event: {
       case: "delta",
-      value: { text, tokenIds: Array.from({ length: n }, (_, i) => 100 + i), acceptedDraftTokens: n - 1 },
+      value: { text, tokenIds: Array.from({ length: n }, (_, i) => 100 + i), acceptedDraftTokens: drafted ? n : 0 },
     },
   });
 
@@ -138,7 +140,7 @@ export async function startScriptedGpuService(
           case "hello":
             yield started(req);
             yield delta("Hel");
-            yield delta("lo", 2);
+            yield delta("lo", 2, true);
             yield delta(" world");
             yield finished(4);
             return;

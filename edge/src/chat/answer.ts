@@ -15,6 +15,8 @@ import {
   chunk,
   completion,
   finishReasonOf,
+  twigDelta,
+  twigStarted,
   twigStats,
   usageChunk,
   usageOf,
@@ -98,13 +100,25 @@ export function streamed(
       const send = (bytes: Uint8Array) => {
         if (!closed) controller.enqueue(bytes);
       };
+      // the role chunk carries the "started" event's visual tokens (the first event; anything else is a fault)
+      let roleSent = false;
+      const sendRole = (started?: Started) => {
+        if (roleSent) return;
+        roleSent = true;
+        const extra = started ? { twigvlm: twigStarted(started) } : {};
+        send(sseEvent(chunk(ids, { role: "assistant", content: "" }, null, req.includeUsage, extra)));
+      };
       const pump = async () => {
-        send(sseEvent(chunk(ids, { role: "assistant", content: "" }, null, req.includeUsage)));
         try {
           for await (const ev of eventsOf(g)) {
             const text = observe(ev, p);
-            if (text) send(sseEvent(chunk(ids, { content: text }, null, req.includeUsage)));
+            sendRole(ev.event.case === "started" ? ev.event.value : undefined);
+            if (ev.event.case === "delta" && (text || ev.event.value.tokenIds.length > 0))
+              send(
+                sseEvent(chunk(ids, { content: text }, null, req.includeUsage, { twigvlm: twigDelta(ev.event.value) })),
+              );
           }
+          sendRole();
           if (!p.finished) throw new ConnectError("the GPU service ended the stream without finishing", Code.Internal);
           const f = p.finished;
           send(

@@ -2,7 +2,13 @@
  * Chat completion objects in OpenAI's shape, and the TwigVLM statistics the
  * final chunk (or the whole response) carries under `twigvlm`.
  */
-import { type Finished, FinishReason, Mode, type Started } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import {
+  type Delta,
+  type Finished,
+  FinishReason,
+  Mode,
+  type Started,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { MODES } from "./request.js";
 
 const MODE_NAME = Object.fromEntries(Object.entries(MODES).map(([name, m]) => [m, name])) as Record<Mode, string>;
@@ -43,6 +49,30 @@ export function twigStats(started: Started | undefined, f: Finished) {
     accepted_length_histogram: s?.acceptedLengthHistogram ?? [],
   };
 }
+
+/**
+ * The `twigvlm` object of a stream's first chunk (and of the non-stream response): the visual tokens
+ * the request kept and where they lie on the picture, one grid per tower pass.
+ */
+export function twigStarted(started: Started) {
+  return {
+    mode: MODE_NAME[started.mode] ?? "twig",
+    visual_tokens: started.visualTokens,
+    kept_visual_indices: started.keptVisualIndices,
+    visual_grids: started.visualGrids.map((g) => ({
+      first_index: g.firstIndex,
+      rows: g.rows,
+      cols: g.cols,
+      left: g.left,
+      top: g.top,
+      width: g.width,
+      height: g.height,
+    })),
+  };
+}
+
+/** The `twigvlm` object of a content chunk: its tokens, and how many of them were accepted drafts. */
+export const twigDelta = (d: Delta) => ({ tokens: d.tokenIds.length, accepted_draft_tokens: d.acceptedDraftTokens });
 
 export interface CompletionIds {
   id: string;
@@ -97,6 +127,6 @@ export function completion(ids: CompletionIds, text: string, started: Started | 
       },
     ],
     usage: usageOf(f),
-    twigvlm: twigStats(started, f),
+    twigvlm: { ...(started ? twigStarted(started) : {}), ...twigStats(started, f) },
   };
 }

@@ -21,6 +21,7 @@ import {
   InvalidRequestError,
   type TwigWeights,
 } from "./types.js";
+import { paddedSquareGrid, pictureSize } from "./visual-grid.js";
 
 export interface LocalEngineOptions extends RuntimeOptions {
   /** Twig directory; default `<model>/twig` when it exists. */
@@ -102,6 +103,11 @@ export class LocalEngine implements Engine {
       { imageSize: vision.imageSize, mean: rt.weights.config.imageMean, std: rt.weights.config.imageStd },
       this.limits,
     );
+    const grid = paddedSquareGrid(
+      await pictureSize(params.image),
+      vision.imageSize / vision.patchSize,
+      this.info.visualTokens,
+    );
     const text = params.prompt ?? this.codec.formatChat(params.messages ?? []);
     const inputIds = this.codec.encode(text);
     const imageId = rt.weights.config.imageTokenIndex;
@@ -129,19 +135,20 @@ export class LocalEngine implements Engine {
     // a verified batch goes into the text stream token by token, so that a stop sequence ending
     // inside it ends the output there (the tokens after it are not part of the answer)
     let taken = 0;
-    const onTokens = (ids: number[], acceptedDraft: number) => {
-      firstTokenAt ??= performance.now();
+    const push = (ids: number[], drafted: boolean) => {
       let delta = "";
       let used = 0;
       while (used < ids.length && !stream.stopped) delta += stream.push([ids[used++]]);
       taken += used;
-      if (delta !== "" || !stream.stopped)
-        onEvent({
-          type: "delta",
-          text: delta,
-          tokenIds: ids.slice(0, used),
-          acceptedDraftTokens: Math.min(acceptedDraft, used),
-        });
+      if (used > 0 && (delta !== "" || !stream.stopped))
+        onEvent({ type: "delta", text: delta, tokenIds: ids.slice(0, used), acceptedDraftTokens: drafted ? used : 0 });
+    };
+    // the accepted drafts and the full model's own token go out as two deltas, so that a client can
+    // tell the twig's text from the model's
+    const onTokens = (ids: number[], acceptedDraft: number) => {
+      firstTokenAt ??= performance.now();
+      push(ids.slice(0, acceptedDraft), true);
+      push(ids.slice(acceptedDraft), false);
       return !stream.stopped;
     };
     let result: TwigGenerateResult;
@@ -157,13 +164,19 @@ export class LocalEngine implements Engine {
         draftLength: params.draftLength,
         draftThreshold: params.draftThreshold,
         scoreSource: params.scoreSource,
-        onStarted: (s) => onEvent({ type: "started", ...s }),
+        onStarted: (s) => onEvent({ type: "started", ...s, visualGrids: [grid] }),
         onTokens,
         signal,
       });
     } else {
       const all = Array.from({ length: this.info.visualTokens }, (_, i) => i);
-      onEvent({ type: "started", promptTokens, visualTokens: this.info.visualTokens, keptVisualIndices: all });
+      onEvent({
+        type: "started",
+        promptTokens,
+        visualTokens: this.info.visualTokens,
+        keptVisualIndices: all,
+        visualGrids: [grid],
+      });
       const r = await rt.generateBase({
         inputIds,
         pixelValues,

@@ -182,9 +182,34 @@ export interface GenerateStats {
   acceptedLengthHistogram: number[];
 }
 
+/**
+ * A grid of visual tokens over a rectangle of the picture (fractions of its width and height from its
+ * top-left corner; it can reach past the picture); the token at row r, column c is firstIndex + r * cols + c.
+ */
+export interface VisualGrid {
+  firstIndex: number;
+  rows: number;
+  cols: number;
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
 export type EngineEvent =
-  | { type: "started"; promptTokens: number; visualTokens: number; keptVisualIndices: number[] }
-  /** Text never splits a multi-byte character and never contains (part of) a stop sequence. */
+  | {
+      type: "started";
+      promptTokens: number;
+      visualTokens: number;
+      keptVisualIndices: number[];
+      /** Where the visual tokens lie on the picture (one grid per tower pass). */
+      visualGrids: VisualGrid[];
+    }
+  /**
+   * Text never splits a multi-byte character and never contains (part of) a stop sequence. A
+   * verification's accepted drafts and the full model's own token are separate deltas, so
+   * acceptedDraftTokens is 0 or tokenIds.length.
+   */
   | { type: "delta"; text: string; tokenIds: number[]; acceptedDraftTokens: number }
   | {
       type: "finished";

@@ -212,6 +212,15 @@ function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined) {
   expect(s.acceptanceRate).toBeCloseTo(s.draftedTokens ? s.acceptedTokens / s.draftedTokens : 0, 12);
   expect(s.meanAcceptedLength).toBeCloseTo(s.verifications ? s.acceptedTokens / s.verifications : 0, 12);
   expect(deltas.reduce((a, d) => a + d.acceptedDraftTokens, 0)).toBeLessThanOrEqual(s.acceptedTokens);
+  // a delta holds a verification's accepted drafts or the model's own token, never both
+  expect(deltas.filter((d) => d.acceptedDraftTokens !== 0 && d.acceptedDraftTokens !== d.tokenIds.length)).toEqual([]);
+  if (!plan.speculative) expect(deltas.every((d) => d.acceptedDraftTokens === 0)).toBe(true);
+  // where the visual tokens lie: the tower's patch grid over the 40x30 picture padded (centred) to 40x40
+  const side = weights.config.vision.imageSize / weights.config.vision.patchSize;
+  expect(side * side).toBe(N);
+  expect(started.visualGrids).toEqual([
+    { firstIndex: 0, rows: side, cols: side, left: 0, top: -5 / 30, width: 1, height: 40 / 30 },
+  ]);
   expect(s.prefillMs).toBeLessThanOrEqual(s.timeToFirstTokenMs);
   for (const step of r.steps) {
     expect(step.drafted.length).toBeGreaterThanOrEqual(1);

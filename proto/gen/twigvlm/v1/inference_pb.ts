@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file twigvlm/v1/inference.proto.
  */
 export const file_twigvlm_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("Chp0d2lndmxtL3YxL2luZmVyZW5jZS5wcm90bxIKdHdpZ3ZsbS52MSKpAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJEiAKBWltYWdlGAQgASgLMhEudHdpZ3ZsbS52MS5JbWFnZRIwCgxjb252ZXJzYXRpb24YBSABKAsyGC50d2lndmxtLnYxLkNvbnZlcnNhdGlvbkgAEhAKBnByb21wdBgGIAEoCUgAEiwKCHNhbXBsaW5nGAcgASgLMhoudHdpZ3ZsbS52MS5TYW1wbGluZ1BhcmFtcxIuCgxhY2NlbGVyYXRpb24YCCABKAsyGC50d2lndmxtLnYxLkFjY2VsZXJhdGlvbhITCgtkZWFkbGluZV9tcxgJIAEoDUIHCgVpbnB1dCJECgVJbWFnZRIOCgRkYXRhGAEgASgMSAASDQoDdXJpGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCUIICgZzb3VyY2UiOQoMQ29udmVyc2F0aW9uEikKCG1lc3NhZ2VzGAEgAygLMhcudHdpZ3ZsbS52MS5DaGF0TWVzc2FnZSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkicgoOU2FtcGxpbmdQYXJhbXMSEgoKbWF4X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfcBgDIAEoAhIRCgRzZWVkGAQgASgESACIAQESDAoEc3RvcBgFIAMoCUIHCgVfc2VlZCKjAQoMQWNjZWxlcmF0aW9uEh4KBG1vZGUYASABKA4yEC50d2lndmxtLnYxLk1vZGUSFQoNcmV0YWluX2J1ZGdldBgCIAEoDRIUCgxkcmFmdF9sZW5ndGgYAyABKA0SFwoPZHJhZnRfdGhyZXNob2xkGAQgASgCEi0KDHNjb3JlX3NvdXJjZRgFIAEoDjIXLnR3aWd2bG0udjEuU2NvcmVTb3VyY2UijgEKDUdlbmVyYXRlRXZlbnQSJgoHc3RhcnRlZBgBIAEoCzITLnR3aWd2bG0udjEuU3RhcnRlZEgAEiIKBWRlbHRhGAIgASgLMhEudHdpZ3ZsbS52MS5EZWx0YUgAEigKCGZpbmlzaGVkGAMgASgLMhQudHdpZ3ZsbS52MS5GaW5pc2hlZEgAQgcKBWV2ZW50IpcBCgdTdGFydGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoEbW9kZRgDIAEoDjIQLnR3aWd2bG0udjEuTW9kZRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhUKDXZpc3VhbF90b2tlbnMYBSABKA0SGwoTa2VwdF92aXN1YWxfaW5kaWNlcxgGIAMoDSJHCgVEZWx0YRIMCgR0ZXh0GAEgASgJEhEKCXRva2VuX2lkcxgCIAMoDRIdChVhY2NlcHRlZF9kcmFmdF90b2tlbnMYAyABKA0ifwoIRmluaXNoZWQSLwoNZmluaXNoX3JlYXNvbhgBIAEoDjIYLnR3aWd2bG0udjEuRmluaXNoUmVhc29uEiAKBXVzYWdlGAIgASgLMhEudHdpZ3ZsbS52MS5Vc2FnZRIgCgVzdGF0cxgDIAEoCzIRLnR3aWd2bG0udjEuU3RhdHMiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0i0AIKBVN0YXRzEhUKDXZpc3VhbF90b2tlbnMYASABKA0SGgoSdmlzdWFsX3Rva2Vuc19rZXB0GAIgASgNEhAKCHF1ZXVlX21zGAMgASgBEhIKCnByZWZpbGxfbXMYBCABKAESHgoWdGltZV90b19maXJzdF90b2tlbl9tcxgFIAEoARIRCglkZWNvZGVfbXMYBiABKAESGQoRdG9rZW5zX3Blcl9zZWNvbmQYByABKAESFgoOZHJhZnRlZF90b2tlbnMYCCABKA0SFwoPYWNjZXB0ZWRfdG9rZW5zGAkgASgNEhcKD2FjY2VwdGFuY2VfcmF0ZRgKIAEoARIVCg12ZXJpZmljYXRpb25zGAsgASgNEhwKFG1lYW5fYWNjZXB0ZWRfbGVuZ3RoGAwgASgBEiEKGWFjY2VwdGVkX2xlbmd0aF9oaXN0b2dyYW0YDSADKA0iEwoRTGlzdE1vZGVsc1JlcXVlc3QiOwoSTGlzdE1vZGVsc1Jlc3BvbnNlEiUKBm1vZGVscxgBIAMoCzIVLnR3aWd2bG0udjEuTW9kZWxJbmZvIvEBCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIUCgxhcmNoaXRlY3R1cmUYAiABKAkSFQoNdmlzdWFsX3Rva2VucxgDIAEoDRISCgpudW1fbGF5ZXJzGAQgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAUgASgNEhAKCGhhc190d2lnGAYgASgIEg4KBnR3aWdfaxgHIAEoDRIOCgZ0d2lnX3QYCCABKA0SGAoQZmluYWxfd2lwZV9sYXllchgJIAEoDRIdChVkZWZhdWx0X3JldGFpbl9idWRnZXQYCiABKA0SEgoKaXNfZGVmYXVsdBgLIAEoCCqVAQoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASDQoJTU9ERV9UV0lHEAESDQoJTU9ERV9CQVNFEAISDgoKTU9ERV9GQVNUVhADEg8KC01PREVfUkFORE9NEAQSEQoNTU9ERV9TU0RfT05MWRAFEhEKDU1PREVfVFRQX09OTFkQBhISCg5NT0RFX1ZJU0lPTlpJUBAHKmMKC1Njb3JlU291cmNlEhwKGFNDT1JFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhsKF1NDT1JFX1NPVVJDRV9MQVNUX1RPS0VOEAESGQoVU0NPUkVfU09VUkNFX0FMTF9URVhUEAIqgAEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIfChtGSU5JU0hfUkVBU09OX1NUT1BfU0VRVUVOQ0UQAzKlAQoQSW5mZXJlbmNlU2VydmljZRJECghHZW5lcmF0ZRIbLnR3aWd2bG0udjEuR2VuZXJhdGVSZXF1ZXN0GhkudHdpZ3ZsbS52MS5HZW5lcmF0ZUV2ZW50MAESSwoKTGlzdE1vZGVscxIdLnR3aWd2bG0udjEuTGlzdE1vZGVsc1JlcXVlc3QaHi50d2lndmxtLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Chp0d2lndmxtL3YxL2luZmVyZW5jZS5wcm90bxIKdHdpZ3ZsbS52MSKpAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJEiAKBWltYWdlGAQgASgLMhEudHdpZ3ZsbS52MS5JbWFnZRIwCgxjb252ZXJzYXRpb24YBSABKAsyGC50d2lndmxtLnYxLkNvbnZlcnNhdGlvbkgAEhAKBnByb21wdBgGIAEoCUgAEiwKCHNhbXBsaW5nGAcgASgLMhoudHdpZ3ZsbS52MS5TYW1wbGluZ1BhcmFtcxIuCgxhY2NlbGVyYXRpb24YCCABKAsyGC50d2lndmxtLnYxLkFjY2VsZXJhdGlvbhITCgtkZWFkbGluZV9tcxgJIAEoDUIHCgVpbnB1dCJECgVJbWFnZRIOCgRkYXRhGAEgASgMSAASDQoDdXJpGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCUIICgZzb3VyY2UiOQoMQ29udmVyc2F0aW9uEikKCG1lc3NhZ2VzGAEgAygLMhcudHdpZ3ZsbS52MS5DaGF0TWVzc2FnZSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkicgoOU2FtcGxpbmdQYXJhbXMSEgoKbWF4X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfcBgDIAEoAhIRCgRzZWVkGAQgASgESACIAQESDAoEc3RvcBgFIAMoCUIHCgVfc2VlZCKjAQoMQWNjZWxlcmF0aW9uEh4KBG1vZGUYASABKA4yEC50d2lndmxtLnYxLk1vZGUSFQoNcmV0YWluX2J1ZGdldBgCIAEoDRIUCgxkcmFmdF9sZW5ndGgYAyABKA0SFwoPZHJhZnRfdGhyZXNob2xkGAQgASgCEi0KDHNjb3JlX3NvdXJjZRgFIAEoDjIXLnR3aWd2bG0udjEuU2NvcmVTb3VyY2UijgEKDUdlbmVyYXRlRXZlbnQSJgoHc3RhcnRlZBgBIAEoCzITLnR3aWd2bG0udjEuU3RhcnRlZEgAEiIKBWRlbHRhGAIgASgLMhEudHdpZ3ZsbS52MS5EZWx0YUgAEigKCGZpbmlzaGVkGAMgASgLMhQudHdpZ3ZsbS52MS5GaW5pc2hlZEgAQgcKBWV2ZW50IsUBCgdTdGFydGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoEbW9kZRgDIAEoDjIQLnR3aWd2bG0udjEuTW9kZRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhUKDXZpc3VhbF90b2tlbnMYBSABKA0SGwoTa2VwdF92aXN1YWxfaW5kaWNlcxgGIAMoDRIsCgx2aXN1YWxfZ3JpZHMYByADKAsyFi50d2lndmxtLnYxLlZpc3VhbEdyaWQidwoKVmlzdWFsR3JpZBITCgtmaXJzdF9pbmRleBgBIAEoDRIMCgRyb3dzGAIgASgNEgwKBGNvbHMYAyABKA0SDAoEbGVmdBgEIAEoARILCgN0b3AYBSABKAESDQoFd2lkdGgYBiABKAESDgoGaGVpZ2h0GAcgASgBIkcKBURlbHRhEgwKBHRleHQYASABKAkSEQoJdG9rZW5faWRzGAIgAygNEh0KFWFjY2VwdGVkX2RyYWZ0X3Rva2VucxgDIAEoDSJ/CghGaW5pc2hlZBIvCg1maW5pc2hfcmVhc29uGAEgASgOMhgudHdpZ3ZsbS52MS5GaW5pc2hSZWFzb24SIAoFdXNhZ2UYAiABKAsyES50d2lndmxtLnYxLlVzYWdlEiAKBXN0YXRzGAMgASgLMhEudHdpZ3ZsbS52MS5TdGF0cyJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSLQAgoFU3RhdHMSFQoNdmlzdWFsX3Rva2VucxgBIAEoDRIaChJ2aXN1YWxfdG9rZW5zX2tlcHQYAiABKA0SEAoIcXVldWVfbXMYAyABKAESEgoKcHJlZmlsbF9tcxgEIAEoARIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAUgASgBEhEKCWRlY29kZV9tcxgGIAEoARIZChF0b2tlbnNfcGVyX3NlY29uZBgHIAEoARIWCg5kcmFmdGVkX3Rva2VucxgIIAEoDRIXCg9hY2NlcHRlZF90b2tlbnMYCSABKA0SFwoPYWNjZXB0YW5jZV9yYXRlGAogASgBEhUKDXZlcmlmaWNhdGlvbnMYCyABKA0SHAoUbWVhbl9hY2NlcHRlZF9sZW5ndGgYDCABKAESIQoZYWNjZXB0ZWRfbGVuZ3RoX2hpc3RvZ3JhbRgNIAMoDSITChFMaXN0TW9kZWxzUmVxdWVzdCI7ChJMaXN0TW9kZWxzUmVzcG9uc2USJQoGbW9kZWxzGAEgAygLMhUudHdpZ3ZsbS52MS5Nb2RlbEluZm8i8QEKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEhQKDGFyY2hpdGVjdHVyZRgCIAEoCRIVCg12aXN1YWxfdG9rZW5zGAMgASgNEhIKCm51bV9sYXllcnMYBCABKA0SFgoOY29udGV4dF9sZW5ndGgYBSABKA0SEAoIaGFzX3R3aWcYBiABKAgSDgoGdHdpZ19rGAcgASgNEg4KBnR3aWdfdBgIIAEoDRIYChBmaW5hbF93aXBlX2xheWVyGAkgASgNEh0KFWRlZmF1bHRfcmV0YWluX2J1ZGdldBgKIAEoDRISCgppc19kZWZhdWx0GAsgASgIKpUBCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABINCglNT0RFX1RXSUcQARINCglNT0RFX0JBU0UQAhIOCgpNT0RFX0ZBU1RWEAMSDwoLTU9ERV9SQU5ET00QBBIRCg1NT0RFX1NTRF9PTkxZEAUSEQoNTU9ERV9UVFBfT05MWRAGEhIKDk1PREVfVklTSU9OWklQEAcqYwoLU2NvcmVTb3VyY2USHAoYU0NPUkVfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXU0NPUkVfU09VUkNFX0xBU1RfVE9LRU4QARIZChVTQ09SRV9TT1VSQ0VfQUxMX1RFWFQQAiqAAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEh8KG0ZJTklTSF9SRUFTT05fU1RPUF9TRVFVRU5DRRADMqUBChBJbmZlcmVuY2VTZXJ2aWNlEkQKCEdlbmVyYXRlEhsudHdpZ3ZsbS52MS5HZW5lcmF0ZVJlcXVlc3QaGS50d2lndmxtLnYxLkdlbmVyYXRlRXZlbnQwARJLCgpMaXN0TW9kZWxzEh0udHdpZ3ZsbS52MS5MaXN0TW9kZWxzUmVxdWVzdBoeLnR3aWd2bG0udjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message twigvlm.v1.GenerateRequest
@@ -344,6 +344,15 @@ export type Started = Message<"twigvlm.v1.Started"> & {
    * @generated from field: repeated uint32 kept_visual_indices = 6;
    */
   keptVisualIndices: number[];
+
+  /**
+   * Where the visual tokens lie on the picture: one grid per tower pass (one for
+   * a LLaVA-1.5 model; a model that tiles the picture or reads video frames has
+   * one per tile or frame). Visual tokens in no grid (a CLS token) are not drawn.
+   *
+   * @generated from field: repeated twigvlm.v1.VisualGrid visual_grids = 7;
+   */
+  visualGrids: VisualGrid[];
 };
 
 /**
@@ -352,6 +361,62 @@ export type Started = Message<"twigvlm.v1.Started"> & {
  */
 export const StartedSchema: GenMessage<Started> = /*@__PURE__*/
   messageDesc(file_twigvlm_v1_inference, 7);
+
+/**
+ * A grid of visual tokens, row by row, over a rectangle of the picture.
+ *
+ * @generated from message twigvlm.v1.VisualGrid
+ */
+export type VisualGrid = Message<"twigvlm.v1.VisualGrid"> & {
+  /**
+   * Index of the grid's top-left token, in the numbering of kept_visual_indices:
+   * the token at row r, column c is first_index + r * cols + c.
+   *
+   * @generated from field: uint32 first_index = 1;
+   */
+  firstIndex: number;
+
+  /**
+   * @generated from field: uint32 rows = 2;
+   */
+  rows: number;
+
+  /**
+   * @generated from field: uint32 cols = 3;
+   */
+  cols: number;
+
+  /**
+   * The rectangle the grid covers, in fractions of the picture's width and
+   * height from its top-left corner. It can reach past the picture: a picture
+   * padded to a square (LLaVA-1.5) twice as wide as high has top -0.5, height 2.
+   *
+   * @generated from field: double left = 4;
+   */
+  left: number;
+
+  /**
+   * @generated from field: double top = 5;
+   */
+  top: number;
+
+  /**
+   * @generated from field: double width = 6;
+   */
+  width: number;
+
+  /**
+   * @generated from field: double height = 7;
+   */
+  height: number;
+};
+
+/**
+ * Describes the message twigvlm.v1.VisualGrid.
+ * Use `create(VisualGridSchema)` to create a new message.
+ */
+export const VisualGridSchema: GenMessage<VisualGrid> = /*@__PURE__*/
+  messageDesc(file_twigvlm_v1_inference, 8);
 
 /**
  * @generated from message twigvlm.v1.Delta
@@ -371,6 +436,9 @@ export type Delta = Message<"twigvlm.v1.Delta"> & {
 
   /**
    * How many of token_ids were drafted by the twig and accepted by the full model.
+   * A verification's accepted drafts and the full model's own token arrive as
+   * separate deltas, so this is 0 or all of token_ids (text held back for a
+   * stop sequence or a split character comes out with a later delta).
    *
    * @generated from field: uint32 accepted_draft_tokens = 3;
    */
@@ -382,7 +450,7 @@ export type Delta = Message<"twigvlm.v1.Delta"> & {
  * Use `create(DeltaSchema)` to create a new message.
  */
 export const DeltaSchema: GenMessage<Delta> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 8);
+  messageDesc(file_twigvlm_v1_inference, 9);
 
 /**
  * @generated from message twigvlm.v1.Finished
@@ -409,7 +477,7 @@ export type Finished = Message<"twigvlm.v1.Finished"> & {
  * Use `create(FinishedSchema)` to create a new message.
  */
 export const FinishedSchema: GenMessage<Finished> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 9);
+  messageDesc(file_twigvlm_v1_inference, 10);
 
 /**
  * @generated from message twigvlm.v1.Usage
@@ -436,7 +504,7 @@ export type Usage = Message<"twigvlm.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 10);
+  messageDesc(file_twigvlm_v1_inference, 11);
 
 /**
  * @generated from message twigvlm.v1.Stats
@@ -515,7 +583,7 @@ export type Stats = Message<"twigvlm.v1.Stats"> & {
  * Use `create(StatsSchema)` to create a new message.
  */
 export const StatsSchema: GenMessage<Stats> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 11);
+  messageDesc(file_twigvlm_v1_inference, 12);
 
 /**
  * @generated from message twigvlm.v1.ListModelsRequest
@@ -528,7 +596,7 @@ export type ListModelsRequest = Message<"twigvlm.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 12);
+  messageDesc(file_twigvlm_v1_inference, 13);
 
 /**
  * @generated from message twigvlm.v1.ListModelsResponse
@@ -545,7 +613,7 @@ export type ListModelsResponse = Message<"twigvlm.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 13);
+  messageDesc(file_twigvlm_v1_inference, 14);
 
 /**
  * @generated from message twigvlm.v1.ModelInfo
@@ -614,7 +682,7 @@ export type ModelInfo = Message<"twigvlm.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 14);
+  messageDesc(file_twigvlm_v1_inference, 15);
 
 /**
  * @generated from enum twigvlm.v1.Mode
