@@ -183,7 +183,9 @@ run(
 
 try {
   const health = await waitFor(`${edgeUrl}/healthz`, "the edge (wrangler dev) and the GPU service behind it");
-  console.log(`\nTwigServe is up.\n  edge:        ${edgeUrl}\n  GPU service: ${gpuUrl}\n  dev API key: ${devKey}\n`);
+  console.log(
+    `\nTwigServe is up.\n  edge:        ${edgeUrl}\n  playground:  ${edgeUrl}/playground/\n  GPU service: ${gpuUrl}\n  dev API key: ${devKey}\n`,
+  );
   console.log(`GET ${edgeUrl}/healthz -> ${JSON.stringify(await health.json())}`);
   const models = await fetch(`${gpuUrl}/twigvlm.v1.InferenceService/ListModels`, {
     method: "POST",
@@ -195,7 +197,7 @@ try {
   const served = listed.models.find((m) => m.name === model);
   await ask(served ? budgetForPrunedFraction(7 / 9, served.visualTokens) : undefined);
   if (checkOnly) stop(0);
-  else console.log("\nPress Ctrl-C to stop.");
+  else console.log(`\nTry it in a browser: ${edgeUrl}/playground/\nPress Ctrl-C to stop.`);
 } catch (err) {
   console.error((err as Error).message);
   stop(1);

@@ -1,6 +1,10 @@
-/** GET /v1/models: the configured models this API key may use, in OpenAI's list shape. */
+/**
+ * GET /v1/models: the configured models this API key may use, in OpenAI's list shape.
+ * GET /v1/models/{id} adds what the GPU service says of the model under `twigvlm`.
+ */
 import { Hono } from "hono";
 import type { AppEnv } from "../app-types.js";
+import { modelInfo, twigModel } from "../gpu/model-info.js";
 import { modelRoutes } from "../gpu/model-routes.js";
 import { ApiError } from "../http/errors.js";
 
@@ -16,9 +20,17 @@ modelsApi.get("/", (c) => {
   return c.json({ object: "list", data });
 });
 
-modelsApi.get("/:id", (c) => {
+modelsApi.get("/:id", async (c) => {
   const id = c.req.param("id");
-  if (!modelRoutes(c.env).has(id) || !visible(c.get("tenant").models, id))
+  const urls = modelRoutes(c.env).get(id);
+  if (!urls || !visible(c.get("tenant").models, id))
     throw new ApiError(404, `the model ${id} does not exist`, "model_not_found");
-  return c.json({ id, object: "model", created: 0, owned_by: "twigserve" });
+  const info = await modelInfo(id, urls, c.env.GPU_SERVICE_TOKEN);
+  return c.json({
+    id,
+    object: "model",
+    created: 0,
+    owned_by: "twigserve",
+    ...(info ? { twigvlm: twigModel(info) } : {}),
+  });
 });

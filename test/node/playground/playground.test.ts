@@ -1,0 +1,208 @@
+/**
+ * The playground page in headless Chromium (Debian's, through playwright-core),
+ * loaded from the real edge under `wrangler dev` in front of the real GPU
+ * service on the demo model. What the page shows is held against the SSE
+ * streams it received: the kept visual tokens drawn over the picture, the
+ * tokens marked as accepted drafts, the final statistics. Screenshots go to
+ * test-output/playground/ (not committed).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import sharp from "sharp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Browser, startBrowser } from "../../support/browser.js";
+import { type DemoStack, newTenant, startDemoStack } from "../../support/demo-stack.js";
+import { repoRoot } from "../../support/gpu-service.js";
+import {
+  openPlayground,
+  overlay,
+  parseStream,
+  recordChats,
+  runRequest,
+  streamingSeen,
+  watchStreaming,
+} from "../../support/playground-page.js";
+
+const OUT = join(repoRoot, "test-output", "playground");
+/** Small enough that a noisy picture of a few hundred KB is refused (413) before it reaches the model. */
+const MAX_IMAGE_BYTES = 256 * 1024;
+
+let stack: DemoStack;
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(OUT, { recursive: true });
+  stack = await startDemoStack({ MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES) });
+  browser = await startBrowser();
+}, 240_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+/** Per test: a safety net only (every wait is on a condition); a loaded 2-core machine can be slow. */
+const TIMEOUT = 300_000;
+
+describe("the playground", () => {
+  it(
+    "runs a sample scene in twig and base side by side: kept cells, accepted drafts, statistics",
+    async () => {
+      const page = await openPlayground(browser.context, stack.edge.url);
+      // the local edge hands the page its dev key
+      expect(await page.inputValue("#key")).toBe(stack.devKey);
+      // the budgets come from GET /v1/models/demo's twigvlm (144 visual tokens, the model's default R-bar 16)
+      expect(await page.locator("#budget option").allTextContents()).toEqual([
+        "model default (R-bar 16)",
+        "66.7% pruned (R-bar 48)",
+        "77.8% pruned (R-bar 32)",
+        "88.9% pruned (R-bar 16)",
+      ]);
+      const chats = recordChats(page);
+      await watchStreaming(page);
+      // R-bar 32 of the demo model's 144 visual tokens: 77.8% pruned
+      await runRequest(page, { sample: "test-0001", question: "describe the picture .", mode: "twig", budget: "32" });
+      await chats.settled();
+      expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
+      expect(chats.seen.map((c) => c.status)).toEqual([200, 200]);
+      const [twig, base] = chats.seen.map((c) => parseStream(c.body));
+      expect([twig.started.mode, base.started.mode]).toEqual(["twig", "base"]);
+
+      // tokens arrived in both panes while they were still streaming
+      const seen = await streamingSeen(page);
+      expect(seen.a).toBeGreaterThan(0);
+      expect(seen.b).toBeGreaterThan(0);
+
+      // the overlay: the tower's 12x12 patch grid, the cells the stream reported as kept and no others
+      const [grid] = twig.started.visual_grids;
+      expect(twig.started.visual_grids).toHaveLength(1);
+      expect(grid).toMatchObject({ first_index: 0, rows: 12, cols: 12, left: 0, top: 0, width: 1, height: 1 });
+      const a = await overlay(page, "a");
+      expect(a.cells).toBe(144);
+      expect(a.kept).toHaveLength(twig.started.kept_visual_indices.length);
+      expect(a.kept).toEqual(twig.started.kept_visual_indices);
+      expect(twig.stats.visual_tokens_kept).toBe(a.kept.length);
+      expect(Number(await page.getAttribute("#pane-a", "data-kept"))).toBe(a.kept.length);
+      expect((await overlay(page, "b")).kept).toHaveLength(144);
+
+      // the answers: the streamed text, the accepted drafts marked apart
+      const textOf = (r: typeof twig) => r.pieces.map((p) => p.text).join("");
+      expect(await page.textContent("#pane-a .answer")).toBe(textOf(twig));
+      expect(await page.textContent("#pane-b .answer")).toBe(textOf(base));
+      const drafted = twig.pieces.filter((p) => p.text !== "" && p.draft > 0 && p.draft === p.tokens);
+      expect(drafted.length).toBeGreaterThan(0);
+      expect(await page.locator("#pane-a .token.draft").allTextContents()).toEqual(drafted.map((p) => p.text));
+      expect(await page.locator("#pane-b .token.draft").count()).toBe(0);
+
+      // the final statistics, shown plainly
+      const stats = (await page.textContent("#pane-a .stats")) ?? "";
+      expect(stats).toContain(`${twig.stats.visual_tokens_kept} of 144`);
+      expect(stats).toContain(
+        `${twig.stats.accepted_tokens} of ${twig.stats.drafted_tokens} (${(100 * twig.stats.acceptance_rate).toFixed(1)}%)`,
+      );
+      expect(stats).toContain(`${twig.stats.mean_accepted_length.toFixed(2)} per verification`);
+      const ratio = twig.stats.tokens_per_second / base.stats.tokens_per_second;
+      expect(await page.textContent("#ratio")).toContain(
+        `twig: ${ratio.toFixed(2)}x the base model's tokens per second`,
+      );
+      await page.screenshot({ path: join(OUT, "sample-scene.png"), fullPage: true });
+      await page.close();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "answers about a non-square picture of one's own, drawing the grid over the padded square",
+    async () => {
+      const scene = join(repoRoot, "training", "data", "test", "0003.png");
+      const file = join(OUT, "wide-scene.png");
+      writeFileSync(
+        file,
+        await sharp(scene)
+          .extend({ left: 48, right: 48, background: { r: 90, g: 110, b: 130 } })
+          .png()
+          .toBuffer(),
+      );
+      expect(await sharp(file).metadata()).toMatchObject({ width: 192, height: 96 });
+      const page = await openPlayground(browser.context, stack.edge.url);
+      const chats = recordChats(page);
+      await runRequest(page, { file, question: "how many objects are there ?", mode: "twig", budget: "" });
+      await chats.settled();
+      expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
+      const [twig] = chats.seen.map((c) => parseStream(c.body));
+      expect((await page.textContent("#pane-a .answer"))?.trim()).not.toBe("");
+      expect(await page.getAttribute("#pane-a", "data-state")).toBe("done");
+      // the 2:1 picture padded to a square: the grid reaches half the picture's height past each edge
+      expect(twig.started.visual_grids).toEqual([
+        { first_index: 0, rows: 12, cols: 12, left: 0, top: -0.5, width: 1, height: 2 },
+      ]);
+      const a = await overlay(page, "a");
+      expect(a.kept).toEqual(twig.started.kept_visual_indices);
+      expect(a.grid).toEqual({ left: "0%", top: "0%", width: "100%", height: "100%" });
+      expect(a.picture).toEqual({ left: "0%", top: "25%", width: "100%", height: "50%" });
+      await page.screenshot({ path: join(OUT, "own-picture.png"), fullPage: true });
+      await page.close();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "shows errors as messages: 429 when the key's limit is hit, 401, 413 and a file that is not a picture",
+    async () => {
+      const page = await openPlayground(browser.context, stack.edge.url);
+      const message = async () => {
+        await page.waitForSelector("#message:not([hidden])");
+        return (await page.textContent("#message")) ?? "";
+      };
+      const useKey = async (key: string, outcome: "ok" | "refused") => {
+        await page.fill("#key", key);
+        await page.locator("#key").dispatchEvent("change");
+        await page.waitForSelector(`body[data-key=${outcome}]`);
+      };
+      let checked = 0;
+
+      // a key that looks right but was never issued
+      await useKey(`sk-twig-${"A".repeat(43)}`, "refused");
+      expect(await message()).toMatch(/^The API key was refused \(401 invalid_api_key\)/);
+      checked++;
+
+      // one request a minute: the twig request is served, the base request after it is refused
+      const limited = await newTenant(stack, { name: "one a minute", requests_per_minute: 1 });
+      await useKey(limited.key, "ok");
+      const chats = recordChats(page);
+      await runRequest(page, { sample: "test-0000", mode: "twig", budget: "" });
+      await chats.settled();
+      expect(chats.seen.map((c) => c.status)).toEqual([200, 429]);
+      expect(await message()).toMatch(/^Rate limit reached \(429 rate_limit_exceeded\): .* Try again in \d+ s\.$/);
+      expect(await page.getAttribute("#pane-a", "data-state")).toBe("done");
+      expect(await page.getAttribute("#pane-b", "data-state")).toBe("failed");
+      await page.screenshot({ path: join(OUT, "rate-limited.png"), fullPage: true });
+      checked++;
+
+      // back to the dev key: a picture over the edge's MAX_IMAGE_BYTES, then a file that is not a picture
+      await useKey(stack.devKey, "ok");
+      // random pixels do not compress: about 530 KB of PNG
+      const noise = randomBytes(420 * 420 * 3);
+      const big = join(OUT, "noise.png");
+      writeFileSync(
+        big,
+        await sharp(noise, { raw: { width: 420, height: 420, channels: 3 } })
+          .png()
+          .toBuffer(),
+      );
+      expect(statSync(big).size).toBeGreaterThan(MAX_IMAGE_BYTES);
+      await runRequest(page, { file: big });
+      expect(await message()).toMatch(/^The picture is too large \(413 image_too_large\)/);
+      checked++;
+      const text = join(OUT, "notes.png");
+      writeFileSync(text, "these are notes, not a picture\n");
+      await runRequest(page, { file: text });
+      expect(await message()).toMatch(/^That file is not a PNG, JPEG or WebP picture \(415 unsupported_image_type\)/);
+      checked++;
+      expect(checked).toBe(4);
+      await page.close();
+    },
+    TIMEOUT,
+  );
+});

@@ -1,0 +1,72 @@
+/**
+ * The whole service as `npm start` runs it, for tests and scripts that use it
+ * as a user would: the GPU service on the shipped demo model (`models/demo`,
+ * served as "demo") and the edge under `wrangler dev`, both on free loopback
+ * ports, with the local dev key and an admin token.
+ */
+import { join } from "node:path";
+import { devApiKey, type EdgeDevProcess, startEdgeDev } from "./edge-dev.js";
+import { freePort } from "./free-port.js";
+import { type GpuServiceProcess, repoRoot, startGpuService } from "./gpu-service.js";
+
+export const DEMO_MODEL = "demo";
+
+export interface DemoStack {
+  gpu: GpuServiceProcess;
+  edge: EdgeDevProcess;
+  /** The local development API key the edge seeds its dev tenant with. */
+  devKey: string;
+  /** The admin API's bearer token on this edge. */
+  adminToken: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the GPU service on models/demo and wrangler dev in front of it; `vars` adds Worker variables. */
+export async function startDemoStack(vars: Record<string, string> = {}): Promise<DemoStack> {
+  const gpu = await startGpuService(0, {
+    TWIG_MODELS_DIR: join(repoRoot, "models"),
+    TWIG_DEFAULT_MODEL: DEMO_MODEL,
+    TWIG_ENGINE_THREADS: "1",
+  });
+  const adminToken = "test-admin-token";
+  let edge: EdgeDevProcess;
+  try {
+    edge = await startEdgeDev(await freePort({ pair: true }), {
+      GPU_SERVICE_URL: gpu.url,
+      MODEL_ROUTES: JSON.stringify({ [DEMO_MODEL]: [gpu.url] }),
+      ADMIN_TOKEN: adminToken,
+      ...vars,
+    });
+  } catch (err) {
+    await gpu.stop();
+    throw err;
+  }
+  return {
+    gpu,
+    edge,
+    devKey: devApiKey(),
+    adminToken,
+    stop: async () => {
+      await edge.stop();
+      await gpu.stop();
+    },
+  };
+}
+
+/** A fresh tenant with its own key, made through the admin API. */
+export async function newTenant(
+  stack: DemoStack,
+  settings: Record<string, unknown>,
+): Promise<{ id: string; key: string }> {
+  const admin = { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" };
+  const res = await fetch(`${stack.edge.url}/admin/tenants`, {
+    method: "POST",
+    headers: admin,
+    body: JSON.stringify(settings),
+  });
+  if (res.status !== 201) throw new Error(`creating a tenant: ${res.status} ${await res.text()}`);
+  const { id } = (await res.json()) as { id: string };
+  const k = await fetch(`${stack.edge.url}/admin/tenants/${id}/keys`, { method: "POST", headers: admin });
+  if (k.status !== 201) throw new Error(`issuing a key: ${k.status} ${await k.text()}`);
+  return { id, key: ((await k.json()) as { key: string }).key };
+}
