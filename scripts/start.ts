@@ -136,7 +136,8 @@ async function streamAnswer(question: string, image: Buffer, retainBudget?: numb
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
       process.stdout.write(chunk.choices[0]?.delta?.content ?? "");
-      const s = chunk.twigvlm;
+      // the final chunk's statistics (earlier chunks carry other twigvlm fields)
+      const s = chunk.choices[0]?.finish_reason ? chunk.twigvlm : undefined;
       if (s)
         console.log(
           `\n(${s.tokens_per_second.toFixed(1)} tok/s, ${s.visual_tokens_kept}/${s.visual_tokens} visual tokens kept, ` +
