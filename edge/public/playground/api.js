@@ -123,7 +123,7 @@ export function describeError(err) {
     401: "The API key was refused",
     403: "This key may not use that model",
     413: "The picture is too large",
-    415: "That file is not a PNG, JPEG or WebP picture",
+    415: "That file is not a picture the service reads",
     429: "Rate limit reached",
   }[err.status];
   const head = what ?? (err.status ? `Error ${err.status}` : "Error");

@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
-import { DEFAULT_IMAGE_LIMITS, type ImageLimits, preprocessImage } from "./image.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage, preprocessImage } from "./image.js";
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
 import { TextStream } from "./text-stream.js";
 import { TextCodec } from "./tokenizer.js";
@@ -21,7 +21,7 @@ import {
   InvalidRequestError,
   type TwigWeights,
 } from "./types.js";
-import { paddedSquareGrid, pictureSize } from "./visual-grid.js";
+import { paddedSquareGrid } from "./visual-grid.js";
 
 export interface LocalEngineOptions extends RuntimeOptions {
   /** Twig directory; default `<model>/twig` when it exists. */
@@ -104,7 +104,7 @@ export class LocalEngine implements Engine {
       this.limits,
     );
     const grid = paddedSquareGrid(
-      await pictureSize(params.image),
+      await inspectImage(params.image, this.limits),
       vision.imageSize / vision.patchSize,
       this.info.visualTokens,
     );

@@ -5,15 +5,7 @@
  * row; a CLS token kept as a visual feature ("full" strategy) comes first and
  * lies in no grid.
  */
-import sharp from "sharp";
 import type { VisualGrid } from "./types.js";
-
-/** Width and height from the image's header (the bytes were checked already). */
-export async function pictureSize(bytes: Uint8Array): Promise<{ width: number; height: number }> {
-  const { width, height } = await sharp(bytes).metadata();
-  if (!width || !height) throw new RangeError("the image has no width or height");
-  return { width, height };
-}
 
 /**
  * The patch grid over a picture padded to a square: `side` x `side` tokens

@@ -3,9 +3,8 @@
  * picture to a centred square, so the grid's rectangle, in fractions of the
  * picture, reaches past the picture's shorter side by the padding.
  */
-import sharp from "sharp";
 import { describe, expect, it } from "vitest";
-import { paddedSquareGrid, pictureSize } from "../../../gpu-service/src/engine/visual-grid.js";
+import { paddedSquareGrid } from "../../../gpu-service/src/engine/visual-grid.js";
 
 describe("paddedSquareGrid", () => {
   const cases = [
@@ -30,14 +29,5 @@ describe("paddedSquareGrid", () => {
 
   it("puts a CLS token kept as a visual feature before the grid", () => {
     expect(paddedSquareGrid({ width: 64, height: 64 }, 8, 65).firstIndex).toBe(1);
-  });
-});
-
-describe("pictureSize", () => {
-  it("reads width and height from the header", async () => {
-    const png = await sharp({ create: { width: 37, height: 21, channels: 3, background: "#336699" } })
-      .png()
-      .toBuffer();
-    expect(await pictureSize(png)).toEqual({ width: 37, height: 21 });
   });
 });
