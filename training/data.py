@@ -12,6 +12,7 @@ single-question prompt the model serves. (Turns that saw each other let the mode
 answer from earlier answers: a description names every object's colour and shape,
 and a model trained so copied text instead of binding words to patches.) Loss
 falls on answer tokens and their </s>.
+The vision and align stages take labelled pictures instead (vision_batch).
 """
 import random
 
@@ -63,6 +64,17 @@ def held_out_keys(base_seed=0):
 def pixels(img):
     a = (np.asarray(img, dtype=np.float32) / 255.0 - MEAN) / STD
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
+
+
+def vision_batch(split, indices, exclude=None):
+    """Pictures [B, 3, H, W] of a split's scenes and their per-patch labels [B, N, 5] (scenes.render), for the
+    vision and align stages."""
+    px, labels = [], []
+    for i in indices:
+        s = scenes.make_scene(split, i, exclude=exclude)
+        px.append(pixels(s["image"]))
+        labels.append(torch.tensor(s["labels"]))
+    return torch.stack(px), torch.stack(labels)  # labels [B, N, 5]
 
 
 def turns_for(scene, rng, max_questions, description_p, contrast=False, unordered_p=0.0, places=False):

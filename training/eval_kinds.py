@@ -15,7 +15,7 @@ With --binding N it checks whether a description binds a place to the object it 
 With --pruned N it answers every short question of N validation scenes greedily with 11 visual tokens
 (88.9% pruned; --pruned-fraction 0.778 or 0.667 for 34 or 57) kept in base layers K+1..K_f, chosen by each
 scorer of --selection and by two oracles that read the scene's patch labels: the asked objects' patches first,
-or every object's (the order the base stage's pruned samples keep, train.keep_order); so it tells whether TTP
+or every object's (the order the base stage's pruned samples keep, pruning.keep_order); so it tells whether TTP
 loses accuracy to what it keeps or to the trunk.
 With --places N it checks the lookup from a place to the object there (places()).
 With --selection N it shows what TTP would keep on N test pictures: for four prompts (SELECTION_PROMPTS),
@@ -35,10 +35,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import scenes  # noqa: E402
-import export  # noqa: E402
-import parity  # noqa: E402
-import train  # noqa: E402
-from model import causal_mask  # noqa: E402
+from answers import accuracy_by_kind  # noqa: E402
+from checkpoints import base_checkpoint, load_exported, load_run  # noqa: E402
+from model import causal_mask, greedy  # noqa: E402
+from pruning import PRUNED_FRACTIONS, keep_order, retained  # noqa: E402
+from supervision import object_columns  # noqa: E402
 
 
 def main():
@@ -55,26 +56,26 @@ def main():
     ap.add_argument("--binding", type=int, default=0)
     ap.add_argument("--pruned", type=int, default=0)
     ap.add_argument("--places", type=int, default=0)
-    budgets = ", ".join(f"{f:.3f}" for f in train.PRUNED_FRACTIONS)
-    ap.add_argument("--pruned-fraction", type=float, default=train.PRUNED_FRACTIONS[-1],
+    budgets = ", ".join(f"{f:.3f}" for f in PRUNED_FRACTIONS)
+    ap.add_argument("--pruned-fraction", type=float, default=PRUNED_FRACTIONS[-1],
                     help=f"the share of visual tokens --pruned prunes: one of the three budgets ({budgets})")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     # the budget it names, exactly (0.778 is 7/9 to three places)
-    fraction = min(train.PRUNED_FRACTIONS, key=lambda f: abs(f - args.pruned_fraction))
+    fraction = min(PRUNED_FRACTIONS, key=lambda f: abs(f - args.pruned_fraction))
     if abs(fraction - args.pruned_fraction) > 0.01:
         ap.error(f"--pruned-fraction must be one of the three budgets ({budgets}), got {args.pruned_fraction}")
     if args.model and args.checkpoint:
         ap.error("--checkpoint replaces a run's base checkpoint; it does not go with --model")
     torch.set_num_threads(args.threads)
     if args.model:
-        model = parity.load_exported(args.model)
+        model = load_exported(args.model)
         print(f"{args.stage}, the exported model {args.model}")
     else:
         if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
             sys.exit(f"{args.run} has no twig.pt")
-        model, _ = export.load_run(args.run)
-        path = args.checkpoint or train.base_checkpoint(args.run)
+        model, _ = load_run(args.run)
+        path = args.checkpoint or base_checkpoint(args.run)
         base = torch.load(path)
         if args.checkpoint:
             model.load_state_dict(base["weights"], strict=False)
@@ -83,7 +84,7 @@ def main():
                                                           else f"step {base['step']}"))
     forward = model.twig_forward if args.stage == "twig" else model.forward
     if args.scenes:
-        by = train.accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
+        by = accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
         right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
         print(f"{right}/{asked} = {right / asked:.1%} of short answers right")
         for k, (r, a) in by.items():
@@ -112,7 +113,7 @@ def describe(model, forward, n, max_tokens=90):
         for i in range(n):
             s = scenes.make_scene("val", i)
             ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
-            out = parity.greedy(forward, ids, data.pixels(s["image"])[None], vocab.eos, max_tokens)
+            out = greedy(forward, ids, data.pixels(s["image"])[None], vocab.eos, max_tokens)
             text = vocab.decode(out)
             c, m, t = scenes.description_score(text, s["objects"])
             correct, mentioned, truth = correct + c, mentioned + m, truth + t
@@ -162,7 +163,7 @@ def binding(model, forward, n):
             for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
                 for which, o in (("in order", seq[0]), ("out of order", seq[1])):
                     forced = vocab.encode(f"{opener}{lead} a {o['size']} {o['colour']} {o['kind']} at the")
-                    out = parity.greedy(forward, ids + forced, px, vocab.eos, 2)
+                    out = greedy(forward, ids + forced, px, vocab.eos, 2)
                     cell = scenes.parse_description(vocab.decode(forced + out))[0].get("cell", -1)
                     c = counts.setdefault((lead, which), [0, 0])
                     c[0] += cell == o["cell"]
@@ -190,7 +191,7 @@ def places(model, forward, n):
             objs, px = s["objects"], data.pixels(s["image"])[None]
             for o in objs:
                 question, answer = scenes.what_is_at(o)
-                got = vocab.decode(parity.greedy(forward, data.prompt_ids(vocab, question), px, vocab.eos, 5)).split()
+                got = vocab.decode(greedy(forward, data.prompt_ids(vocab, question), px, vocab.eos, 5)).split()
                 want = answer.split()
                 asked, right = asked + 1, right + (got == want)
                 for j, k in enumerate(parts, 1):
@@ -200,7 +201,7 @@ def places(model, forward, n):
             ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
             for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
                 prefix = f"there are {scenes.NUMBERS[len(objs)]} objects . {lead} at the"
-                out = parity.greedy(forward, ids + vocab.encode(prefix), px, vocab.eos, 12)
+                out = greedy(forward, ids + vocab.encode(prefix), px, vocab.eos, 12)
                 named = scenes.parse_description("at the " + vocab.decode(out).split(".")[0] + " .")
                 g = named[0] if named else {}
                 whose = [o for o in objs if all(g.get(k) == o[k] for k in parts)]
@@ -239,7 +240,7 @@ def selection(model, n):
     """What each scorer's top R visual tokens hold on n test pictures (see the module's doc)."""
     c, vocab = model.c, data.Vocab()
     scorers = scorer_layers(model)
-    rs = [train.retained(c, f) for f in train.PRUNED_FRACTIONS]
+    rs = [retained(c, f) for f in PRUNED_FRACTIONS]
     print(f"selection on {n} test pictures: the share of the visual attention on the patches of the objects the "
           f"answer needs; of those objects, how many keep a patch in the top R; and how many of the top R are their "
           f"patches (R = {', '.join(map(str, rs))})")
@@ -257,7 +258,7 @@ def selection(model, n):
                 pictures += 1
                 x = model.embed(torch.tensor([ids]), data.pixels(s["image"])[None])
                 tables, mask = model.layout(x.shape[1], None)
-                each = [set(train.object_columns(s["labels"], [o], 0)) for o in needed]
+                each = [set(object_columns(s["labels"], [o], 0)) for o in needed]
                 on = set().union(*each)
                 for name, layers in scorers.items():
                     score = last_attention(layers, x, tables, mask)[-1, start : start + c.num_patches]
@@ -275,12 +276,12 @@ def selection(model, n):
                     f"{kept / (r * max(1, pictures)):5.1%}" for r, kept in zip(rs, patches)))
 
 
-def pruned(model, n, fraction=train.PRUNED_FRACTIONS[-1]):
+def pruned(model, n, fraction=PRUNED_FRACTIONS[-1]):
     """Short answers at a budget (88.9% pruned by default) with the visual tokens kept by each scorer and by two
     oracles (module doc)."""
     c, vocab = model.c, data.Vocab()
     k, num = c.twig_k, c.num_patches
-    r = train.retained(c, fraction)
+    r = retained(c, fraction)
     scorers = scorer_layers(model)
     names = ["full"] + list(scorers) + ["oracle: asked objects first", "oracle: every object first"]
     right, asked = dict.fromkeys(names, 0), 0
@@ -299,7 +300,7 @@ def pruned(model, n, fraction=train.PRUNED_FRACTIONS[-1]):
             mid[:, [start + j for j in range(num) if j not in keep]] = float("-inf")
             return model.forward(x, p, layout=(torch.arange(s), mask, mid, late))
 
-        return parity.greedy(forward, ids, px, vocab.eos, max_tokens)
+        return greedy(forward, ids, px, vocab.eos, max_tokens)
 
     model.eval()
     with torch.no_grad():
@@ -317,8 +318,8 @@ def pruned(model, n, fraction=train.PRUNED_FRACTIONS[-1]):
                     score = last_attention(layers, x, tables, mask)[-1, start : start + num]
                     keeps[name] = set(score.topk(r).indices.tolist())
                 cells = {o["cell"] for o in scenes.question_objects(q, s["objects"])}
-                keeps["oracle: asked objects first"] = set(train.keep_order(s["labels"], rng, cells)[:r])
-                keeps["oracle: every object first"] = set(train.keep_order(s["labels"], rng)[:r])
+                keeps["oracle: asked objects first"] = set(keep_order(s["labels"], rng, cells)[:r])
+                keeps["oracle: every object first"] = set(keep_order(s["labels"], rng)[:r])
                 asked += 1
                 kind = by.setdefault(" ".join(q.split()[:2]), dict.fromkeys(names, 0) | {"asked": 0})
                 kind["asked"] += 1

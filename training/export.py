@@ -14,67 +14,15 @@ when the key is absent) or of all text tokens (all-text, the paper's formula).
 import argparse
 import json
 import os
-import struct
 import sys
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
-import train  # noqa: E402
-from model import Config, Llava  # noqa: E402
-
-
-def write_safetensors(path, tensors):
-    """The safetensors format: u64 header length, JSON header, raw little-endian bytes."""
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().to(torch.float32).contiguous()
-        raw = t.numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def decoder_tensors(prefix, layers):
-    out = {}
-    for i, l in enumerate(layers):
-        p = f"{prefix}layers.{i}."
-        out[p + "input_layernorm.weight"] = l.input_layernorm.weight
-        out[p + "post_attention_layernorm.weight"] = l.post_attention_layernorm.weight
-        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            out[p + f"self_attn.{n}.weight"] = getattr(l, n).weight
-        for n in ("gate_proj", "up_proj", "down_proj"):
-            out[p + f"mlp.{n}.weight"] = getattr(l, n).weight
-    return out
-
-
-def vision_tensors(prefix, v):
-    out = {
-        prefix + "embeddings.patch_embedding.weight": v.patch_embedding.weight,
-        prefix + "embeddings.class_embedding": v.class_embedding,
-        prefix + "embeddings.position_embedding.weight": v.position_embedding.weight,
-    }
-    for n in ("pre_layrnorm", "post_layernorm"):
-        m = getattr(v, n)
-        out[prefix + f"{n}.weight"], out[prefix + f"{n}.bias"] = m.weight, m.bias
-    for i, l in enumerate(v.layers):
-        p = f"{prefix}encoder.layers.{i}."
-        for n, m in (("layer_norm1", l.layer_norm1), ("layer_norm2", l.layer_norm2), ("self_attn.q_proj", l.q_proj),
-                     ("self_attn.k_proj", l.k_proj), ("self_attn.v_proj", l.v_proj),
-                     ("self_attn.out_proj", l.out_proj), ("mlp.fc1", l.fc1), ("mlp.fc2", l.fc2)):
-            out[p + n + ".weight"], out[p + n + ".bias"] = m.weight, m.bias
-    return out
+from checkpoints import base_tensors, load_run, twig_tensors, write_safetensors  # noqa: E402
 
 
 def tokenizer_json(vocab):
+    """The word-level tokenizer.json (HF tokenizers' WordPiece over whole words, Whitespace pre-tokenizer)."""
     added = [
         {"id": vocab.stoi[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
          "normalized": False, "special": True}
@@ -89,43 +37,8 @@ def tokenizer_json(vocab):
     }
 
 
-def load_run(run):
-    info = json.load(open(os.path.join(run, "config.json")))
-    cfg = Config(**info["model"])
-    model = Llava(cfg)
-    model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
-    model.load_state_dict(torch.load(train.base_checkpoint(run))["weights"], strict=False)
-    model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
-    model.grow_twig()
-    twig_ck = os.path.join(run, "twig.pt")
-    if os.path.exists(twig_ck):
-        model.twig.load_state_dict(torch.load(twig_ck)["weights"])
-    model.eval()
-    return model, info
-
-
-def base_tensors(model):
-    """Checkpoint name -> parameter of the base model, in the HF LlavaForConditionalGeneration layout."""
-    t = {"language_model.model.embed_tokens.weight": model.embed_tokens.weight,
-         "language_model.model.norm.weight": model.norm.weight,
-         "language_model.lm_head.weight": model.lm_head.weight}
-    for i in (1, 2):
-        lin = getattr(model.projector, f"linear_{i}")
-        t[f"multi_modal_projector.linear_{i}.weight"], t[f"multi_modal_projector.linear_{i}.bias"] = lin.weight, lin.bias
-    t.update(decoder_tensors("language_model.model.", model.layers))
-    t.update(vision_tensors("vision_tower.vision_model.", model.vision))
-    return t
-
-
-def twig_tensors(twig):
-    """Checkpoint name -> parameter of the twig, in the released TwigVLM twig layout."""
-    t = decoder_tensors("model.", twig.layers)
-    t["model.norm.weight"] = twig.norm.weight
-    t["lm_head.weight"] = twig.lm_head.weight
-    return t
-
-
 def export(model, out, ttp_score_source=None):
+    """Writes a model with its twig to directory `out` (the layout in this module's doc)."""
     c = model.c
     vocab = data.Vocab()
     os.makedirs(os.path.join(out, "twig"), exist_ok=True)

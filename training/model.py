@@ -236,7 +236,7 @@ class Llava(nn.Module):
 
     def forward(self, input_ids, pixels, upto=None, layout=None, probs_layer=None):
         """Logits of the full path, or (with upto=K) the hidden state leaving base layer K. A layout may carry
-        two more masks (train.drop_masks): one for base layers K+1..K_f and one for the layers after K_f, where
+        two more masks (pruning.drop_masks): one for base layers K+1..K_f and one for the layers after K_f, where
         TTP's pruning and FinalWipe take visual tokens away. With probs_layer, also that layer's attention
         probabilities [B, heads, S, S] and its heads' outputs before o_proj [B, heads, S, head_dim]:
         (logits, probs, heads_out)."""
@@ -266,3 +266,15 @@ class Llava(nn.Module):
         for layer in self.twig.layers:
             x = layer(x, tables, mask)
         return self.twig.lm_head(self.twig.norm(x))
+
+
+def greedy(forward, ids, px, eos, max_tokens):
+    """Greedy continuation of prompt ids (with </s> when it comes within max_tokens); no KV cache: each step
+    runs the whole sequence again."""
+    out = []
+    for _ in range(max_tokens):
+        nxt = int(forward(torch.tensor([ids + out]), px)[0, -1].argmax())
+        out.append(nxt)
+        if nxt == eos:
+            break
+    return out

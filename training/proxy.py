@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
-import train  # noqa: E402
+from answers import accuracy_by_kind  # noqa: E402
+from loop import lr_at  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
 LR = 2e-3
@@ -41,7 +42,7 @@ def main():
     params = [p for p in m.parameters() if p.requires_grad]
     if mode == "oracle":
         # each batch's per-patch labels [B, N, 5] (colour, shape, size, centre, cell), kept when data.batch makes
-        # it (train.accuracy_by_kind calls data.batch too), stand in for the vision tower and the projector
+        # it (accuracy_by_kind calls data.batch too), stand in for the vision tower and the projector
         labels, make_batch = {}, data.batch
 
         def batch_with_labels(*args, **kwargs):
@@ -59,7 +60,7 @@ def main():
     t0 = time.time()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = train.lr_at(step, steps, LR, max(1, steps // 10))
+            g["lr"] = lr_at(step, steps, LR, max(1, steps // 10))
         ids, tgt, px, _, layout = data.batch(vocab, "train", range(step * 16, step * 16 + 16), random.Random(step),
                                              exclude=exclude, max_questions=12, description_p=0.0)
         m.train()
@@ -70,7 +71,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 50 == 0:
-            by = train.accuracy_by_kind(m, vocab, m.forward, 64)
+            by = accuracy_by_kind(m, vocab, m.forward, 64)
             right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
             print(f"{mode} L={layers} step {step + 1} loss {loss.item():.3f} {time.time() - t0:.0f}s held-out "
                   f"{right / asked:.1%}: " + ", ".join(f"{k} {r}/{a}" for k, (r, a) in by.items()), flush=True)

@@ -2,7 +2,7 @@
 Checks that packed training samples (several answers about one picture in one
 sequence, data.packed_layout) give each answer exactly the logits of the
 single-question prompt the model serves, so no answer sees another; and that the
-base stage's FinalWipe and token-drop masks (train.drop_masks) take away exactly
+base stage's FinalWipe and token-drop masks (pruning.drop_masks) take away exactly
 visual tokens, found here by where the embedding holds the projector's rows.
 Exits 1 if not.
 
@@ -16,9 +16,12 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import answers  # noqa: E402
 import data  # noqa: E402
+import pruning  # noqa: E402
 import scenes  # noqa: E402
-import train  # noqa: E402
+import stage_align  # noqa: E402
+import supervision  # noqa: E402
 from model import Config, Llava  # noqa: E402
 
 
@@ -31,11 +34,11 @@ def main():
     ids, tgt, px, metas, layout = data.batch(vocab, "train", range(4), random.Random(5), max_questions=5,
                                              description_p=1.0)
     n = cfg.num_patches
-    worst, answers = 0.0, 0
+    worst, compared = 0.0, 0
     with torch.no_grad():
         packed = model(ids, px, layout=layout)
         for b, (_, turns) in enumerate(metas):
-            runs = train.answer_runs(tgt[b])
+            runs = answers.answer_runs(tgt[b])
             assert len(runs) == len(turns), f"row {b}: {len(runs)} answer runs for {len(turns)} turns"
             for turn, run in zip(turns, runs):
                 single_ids, mask, _ = data.encode_turns(vocab, [turn])
@@ -43,8 +46,8 @@ def main():
                 at = [j - 1 + n - 1 for j in range(len(single_ids)) if mask[j]]
                 assert tgt[b, run].tolist() == [single_ids[j + 1 - n + 1] for j in at], "targets differ"
                 worst = max(worst, (single[at] - packed[b, run]).abs().max().item())
-                answers += 1
-    print(f"{answers} packed answers against their single-question prompts: largest logit difference {worst:.2e}")
+                compared += 1
+    print(f"{compared} packed answers against their single-question prompts: largest logit difference {worst:.2e}")
     if worst > 1e-5:
         print("packed turns see each other", file=sys.stderr)
         sys.exit(1)
@@ -108,7 +111,7 @@ def check_place_questions():
 def check_contrast_questions(vocab):
     """The training-only contrast questions (scenes.contrast_questions) have the answers their pictures give
     (read through scenes.question_objects, as the evaluation reads them), each sample asks "is there" both
-    ways, and the base stage's per-answer loss weights (train.answer_weights) give each short answer a total
+    ways, and the base stage's per-answer loss weights (answers.answer_weights) give each short answer a total
     of 1 and each description its weight, on answer tokens only."""
     rng = random.Random(11)
     for i in range(200):
@@ -132,9 +135,9 @@ def check_contrast_questions(vocab):
             sys.exit(1)
     ids, tgt, px, metas, _ = data.batch(vocab, "train", range(8), random.Random(3), max_questions=12,
                                         description_p=0.5, contrast=True)
-    w = train.answer_weights(tgt, metas, 6.0)
+    w = answers.answer_weights(tgt, metas, 6.0)
     for b, (_, turns) in enumerate(metas):
-        runs = train.answer_runs(tgt[b])
+        runs = answers.answer_runs(tgt[b])
         sums = [round(w[b, run].sum().item(), 5) for run in runs]
         want = [6.0 if q in scenes.DESCRIBE_PROMPTS else 1.0 for q, _ in turns]
         if sums != want or (w[b][tgt[b] < 0] != 0).any():
@@ -145,18 +148,18 @@ def check_contrast_questions(vocab):
 
 
 def check_attention_targets(vocab):
-    """The base stage's attention supervision (train.attention_targets): each target is the row that predicts
+    """The base stage's attention supervision (supervision.attention_targets): each target is the row that predicts
     the answer's first token, and its columns are the visual tokens of exactly the objects the answer is
     read from, which must agree with the answer itself."""
     ids, tgt, px, metas, _ = data.batch(vocab, "train", range(32), random.Random(7), max_questions=12,
                                         description_p=0.5)
     start = int((ids[0] == vocab.image).nonzero()[0, 0])
     n = scenes.GRID * scenes.GRID
-    targets = {(b, row): cols for b, row, cols, _ in train.attention_targets(metas, tgt, start)}
+    targets = {(b, row): cols for b, row, cols, _ in supervision.attention_targets(metas, tgt, start)}
     checked = 0
     for b, (s, turns) in enumerate(metas):
         objs_all = s["objects"]
-        for (q, a), run in zip(turns, train.answer_runs(tgt[b])):
+        for (q, a), run in zip(turns, answers.answer_runs(tgt[b])):
             objs = scenes.question_objects(q, objs_all)
             w = q.rstrip(" ?").split()
             expect = {
@@ -185,7 +188,7 @@ def check_attention_targets(vocab):
     # with descriptions: the rows of each phrase predict exactly that phrase's words, which name the object
     # the rows are aimed at, and every object of the scene gets its phrase
     phrases = {}
-    for b, row, cols, (o,) in (t for t in train.attention_targets(metas, tgt, start, descriptions=True)
+    for b, row, cols, (o,) in (t for t in supervision.attention_targets(metas, tgt, start, descriptions=True)
                                if (t[0], t[1]) not in targets):
         want = sorted(start + j for j, lab in enumerate(metas[b][0]["labels"]) if lab[0] and lab[4] == o["cell"])
         assert cols == want, f"row {b}: description target columns {cols} != {want}"
@@ -204,13 +207,13 @@ def check_attention_targets(vocab):
     # with descriptions="opening": the short answers' targets as before, and each description's one target is
     # the row that predicts its first word (the last prompt token, TTP's query), aimed at every object's patches
     opening = {(b, row): (cols, objs) for b, row, cols, objs in
-               train.attention_targets(metas, tgt, start, descriptions="opening")}
+               supervision.attention_targets(metas, tgt, start, descriptions="opening")}
     assert {k: v[0] for k, v in opening.items() if k in targets} == targets, "short-answer targets changed"
     extra = {k: v for k, v in opening.items() if k not in targets}
     for b, (s, turns) in enumerate(metas):
         if turns[0][0] not in scenes.DESCRIBE_PROMPTS:
             continue
-        run = train.answer_runs(tgt[b])[0]
+        run = answers.answer_runs(tgt[b])[0]
         cols, objs = extra.pop((b, run[0]))
         assert int(tgt[b, run[0]]) == vocab.encode(turns[0][1])[0], f"row {b}: not the description's first word"
         assert objs == s["objects"] and cols == sorted(start + j for j, lab in enumerate(s["labels"]) if lab[0]), \
@@ -223,7 +226,7 @@ def check_attention_targets(vocab):
 
 
 def check_attention_loss():
-    """train.attention_loss: the heads' mean (head None) is what it scores, and with the patch labels each asked
+    """supervision.attention_loss: the heads' mean (head None) is what it scores, and with the patch labels each asked
     object counts apart, so attention on one of two objects costs more than the same mass shared by both."""
     labels = [[(0, 0, 0, 0, 9)] * 4 + [(1, 1, 1, 1, 0)] * 2 + [(2, 2, 1, 1, 8)] * 2]
     objs = [{"cell": 0}, {"cell": 8}]
@@ -233,14 +236,14 @@ def check_attention_loss():
     both[0, :, 0, [4, 6]] = 0.3
     target = [(0, 0, [4, 5, 6, 7], objs)]
     for p in (one, both):
-        loss, mass = train.attention_loss(p, target, None)
+        loss, mass = supervision.attention_loss(p, target, None)
         assert abs(mass - 0.6) < 1e-6 and abs(loss.item() + math.log(0.6)) < 1e-4, (loss, mass)
-    split = [train.attention_loss(p, target, None, labels)[0].item() for p in (one, both)]
+    split = [supervision.attention_loss(p, target, None, labels)[0].item() for p in (one, both)]
     assert split[0] > split[1] + 5 and abs(split[1] + math.log(0.3)) < 1e-4, split
     mixed = both.clone()
     mixed[0, 1] = 0.0  # one head looks away: the mean halves
-    assert abs(train.attention_loss(mixed, target, None)[1] - 0.3) < 1e-6
-    assert abs(train.attention_loss(mixed, target, 0)[1] - 0.6) < 1e-6
+    assert abs(supervision.attention_loss(mixed, target, None)[1] - 0.3) < 1e-6
+    assert abs(supervision.attention_loss(mixed, target, 0)[1] - 0.6) < 1e-6
 
 
 def check_drop_masks(model, vocab, ids, px, layout, metas):
@@ -254,14 +257,14 @@ def check_drop_masks(model, vocab, ids, px, layout, metas):
         feats = model.projector(model.vision(px))
         emb = model.embed(ids, px)
     start = int((ids[0] == vocab.image).nonzero()[0, 0])
-    r_values = {train.retained(c, f) for f in train.PRUNED_FRACTIONS}
+    r_values = {pruning.retained(c, f) for f in pruning.PRUNED_FRACTIONS}
     labels = [m["labels"] for m, _ in metas]
     visuals = [{j for j in range(emb.shape[1]) if any(torch.equal(emb[b, j], f) for f in feats[b])}
                for b in range(ids.shape[0])]
     for b, visual in enumerate(visuals):
         assert len(visual) == c.num_patches, f"row {b}: {len(visual)} visual rows in the embedding"
     for keep_labels in (None, labels):
-        mid, late = train.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0,
+        mid, late = pruning.drop_masks(c, layout[1], start, random.Random(1), wipe_p=1.0, prune_p=1.0,
                                      labels=keep_labels)
         for b, visual in enumerate(visuals):
             base = torch.isinf(layout[1][b, 0, -1])  # the last row: causal and turn masking only
@@ -288,11 +291,11 @@ def check_drop_masks(model, vocab, ids, px, layout, metas):
 
 
 def check_label_codes(vocab):
-    """The align stage's targets (train.label_codes): each label is read back exactly from the sum of codes."""
-    _, labels = train.vision_batch("train", range(4))
+    """The align stage's targets (stage_align.label_codes): each label is read back exactly from the sum of codes."""
+    _, labels = data.vision_batch("train", range(4))
     cfg = Config(vocab=len(vocab), image_token=vocab.image, hidden=96)
-    codes = train.label_codes(cfg)
-    read = train.decode_labels(codes, train.code_targets(codes, labels))
+    codes = stage_align.label_codes(cfg)
+    read = stage_align.decode_labels(codes, stage_align.code_targets(codes, labels))
     if not torch.equal(read, labels):
         print("label codes: the labels are not read back from their own codes", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,100 @@
+"""
+Answers inside packed training samples (data.batch): where each answer's target tokens are, their loss
+weights, and held-out accuracy (teacher-forced exact match, overall and by question kind).
+"""
+import random
+
+import torch
+
+import data
+import scenes
+
+
+def answer_runs(targets):
+    """The target positions of one row split into consecutive runs, one per answer, in turn order."""
+    runs = []
+    for j in (targets >= 0).nonzero().flatten().tolist():
+        if runs and j == runs[-1][-1] + 1:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
+
+
+def answer_weights(tgt, metas, description_weight):
+    """Per-position loss weights [B, S'] that give every short answer the same total weight, 1, spread over its
+    tokens, and every description `description_weight` (a plain token mean lets the tens of tokens of a
+    description outweigh the one word that answers "is there a _", so the kinds whose answer is one hard word
+    learn last or never)."""
+    w = torch.zeros(tgt.shape)
+    for b, (_, turns) in enumerate(metas):
+        for (q, _), run in zip(turns, answer_runs(tgt[b])):
+            w[b, run] = (description_weight if q in scenes.DESCRIBE_PROMPTS else 1.0) / len(run)
+    return w
+
+
+def answer_accuracy(logits, tgt, metas):
+    """Teacher-forced exact match per answer: all its tokens (and </s>) argmax-right <=> greedy gives it."""
+    pred = logits.argmax(-1)
+    right = short = desc_right = desc = 0
+    tok_right = tok_total = 0
+    for b, (_, turns) in enumerate(metas):
+        for (q, _), run in zip(turns, answer_runs(tgt[b])):
+            ok = all(pred[b, j] == tgt[b, j] for j in run)
+            if q in scenes.DESCRIBE_PROMPTS:
+                desc += 1
+                desc_right += ok
+                tok_right += sum(int(pred[b, j] == tgt[b, j]) for j in run)
+                tok_total += len(run)
+            else:
+                short += 1
+                right += ok
+    return right / max(1, short), desc_right / max(1, desc), tok_right / max(1, tok_total)
+
+
+def question_kind(q):
+    """A question with its colour, shape and position words replaced by _ ("what colour is the _ ?")."""
+    named = set(scenes.KINDS) | set(scenes.COLOUR_NAMES) | {w for p in scenes.POSITIONS for w in p.split()}
+    out = []
+    for w in q.split():
+        if w in named:
+            if out[-1:] != ["_"]:
+                out.append("_")
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+def accuracy_by_kind(model, vocab, forward, n=150):
+    """Held-out short-answer accuracy per question kind: every question of n validation scenes, packed as
+    independent turns (so each is its single-question prompt). {kind: (right, asked)}."""
+    model.eval()
+    by = {}
+    with torch.no_grad():
+        for lo in range(0, n, 16):
+            ids, tgt, px, metas, layout = data.batch(vocab, "val", range(lo, min(n, lo + 16)), random.Random(lo),
+                                                     max_questions=12, description_p=0.0)
+            pred = forward(ids, px, layout=layout).argmax(-1)
+            for b, (_, turns) in enumerate(metas):
+                for (q, _), run in zip(turns, answer_runs(tgt[b])):
+                    k = question_kind(q)
+                    right, asked = by.get(k, (0, 0))
+                    by[k] = (right + all(pred[b, j] == tgt[b, j] for j in run), asked + 1)
+    model.train()
+    return dict(sorted(by.items()))
+
+
+def held_out(model, vocab, forward, n=96):
+    model.eval()
+    accs = []
+    with torch.no_grad():
+        for desc_p in (0.0, 1.0):
+            rng = random.Random(1234)
+            ids, tgt, px, metas, layout = data.batch(vocab, "val", range(n), rng, single_turn=True,
+                                                     description_p=desc_p)
+            if desc_p:
+                # keep only the description turn
+                metas = [(s, t[:1]) for s, t in metas]
+            accs.append(answer_accuracy(forward(ids, px, layout=layout), tgt, metas))
+    model.train()
+    return accs[0][0], accs[1][1], accs[1][2]
