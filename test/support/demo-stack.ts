@@ -53,9 +53,9 @@ export async function startDemoStack(vars: Record<string, string> = {}): Promise
   };
 }
 
-/** A fresh tenant with its own key, made through the admin API. */
+/** A fresh tenant with its own key, made through the admin API of `stack` (any edge and its admin token). */
 export async function newTenant(
-  stack: DemoStack,
+  stack: { edge: { url: string }; adminToken: string },
   settings: Record<string, unknown>,
 ): Promise<{ id: string; key: string }> {
   const admin = { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" };

@@ -63,7 +63,7 @@ beforeAll(async () => {
     { stdio: "ignore" },
   );
   [plain, tls] = await Promise.all([
-    startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true }),
+    startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "120000" }, { alwaysTiny: true }),
     startTinyModelService(
       0,
       6,
@@ -105,29 +105,36 @@ describe("gpu-service/src/health-probe.mjs", () => {
     expect((await probe(["--port", port])).code).toBe(2);
   });
 
-  it("exits 1 while the service drains, with a stream still in flight", async () => {
+  it("exits 1 while the service drains, with streams still in flight", async () => {
     const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
       .png()
       .toBuffer();
     const client = createClient(InferenceService, createConnectTransport({ baseUrl: plain.url, httpVersion: "1.1" }));
     const seen: ProbeResult[] = [];
-    let last = "";
-    for await (const ev of client.generate({
-      model: "tiny",
-      image: { source: { case: "data", value: png } },
-      input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture" }] } },
-      sampling: { maxTokens: 200 },
-      acceleration: { mode: Mode.BASE },
-    })) {
-      last = ev.event.case ?? "";
-      if (ev.event.case === "delta" && seen.length === 0) {
-        plain.child.kill("SIGTERM");
-        // asked until it sees the drain; if the service exited first (code 2), the check below fails
-        while (seen.length < 100 && seen.at(-1)?.code !== 1 && seen.at(-1)?.code !== 2)
-          seen.push(await probe(["--port", String(plain.port)]));
+    let signalled = false;
+    // six long generations on one worker: the drain lasts until the last one ends, long enough for a probe
+    const one = async () => {
+      let last = "";
+      for await (const ev of client.generate({
+        model: "tiny",
+        image: { source: { case: "data", value: png } },
+        input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture" }] } },
+        sampling: { maxTokens: 200 },
+        acceleration: { mode: Mode.BASE },
+      })) {
+        last = ev.event.case ?? "";
+        if (ev.event.case === "delta" && !signalled) {
+          signalled = true;
+          plain.child.kill("SIGTERM");
+          // asked until it sees the drain; if the service exited first (code 2), the check below fails
+          while (seen.length < 100 && seen.at(-1)?.code !== 1 && seen.at(-1)?.code !== 2)
+            seen.push(await probe(["--port", String(plain.port)]));
+        }
       }
-    }
-    expect(last).toBe("finished");
+      return last;
+    };
+    const lasts = await Promise.all(Array.from({ length: 6 }, one));
+    expect(lasts).toEqual(Array(6).fill("finished"));
     expect(seen.at(-1)).toEqual({ code: 1, out: "the service: NOT_SERVING\n" });
   });
 });
