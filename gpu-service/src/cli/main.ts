@@ -5,6 +5,7 @@
  *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
  *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original]
+ *   make-tiny --out DIR --hidden N --layers N ... (a benchmark-size model: see USAGE and sized-model.ts)
  *   eval and parity: see gpu-service/src/eval/command.ts and parity-command.ts
  * Each command is a function in COMMANDS at the end of this file.
  */
@@ -15,6 +16,7 @@ import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../engine/local-engine.js";
 import { ATTENTION_CHOICES, type AttentionChoice } from "../engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
+import { DEMO_VISION, writeSizedModel } from "../engine/sized-model.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
 import type { ExecutionProvider, Mode } from "../engine/types.js";
 import { evalCommand } from "../eval/command.js";
@@ -157,6 +159,26 @@ async function generate(argv: string[]): Promise<void> {
   await engine.close();
 }
 
+/** The size flags of make-tiny: any of them makes a sized model (sized-model.ts) instead of the tiny test model. */
+const SIZE_FLAGS = [
+  "hidden",
+  "layers",
+  "heads",
+  "kv-heads",
+  "intermediate",
+  "vocab",
+  "max-positions",
+  "vision-hidden",
+  "vision-layers",
+  "vision-heads",
+  "vision-intermediate",
+  "vision-image-size",
+  "vision-patch-size",
+  "twig-k",
+  "twig-t",
+  "final-wipe",
+] as const;
+
 function makeTiny(argv: string[]): void {
   const { values } = parseArgs({
     args: argv,
@@ -164,11 +186,62 @@ function makeTiny(argv: string[]): void {
       out: { type: "string" },
       seed: { type: "string", default: "0" },
       layout: { type: "string", default: "hf" },
+      ...Object.fromEntries(SIZE_FLAGS.map((f) => [f, { type: "string" as const }])),
     },
   });
   if (!values.out) fail("--out DIR is required");
   if (values.layout !== "hf" && values.layout !== "original")
     fail(`--layout must be hf or original, got ${values.layout}`);
+  const given = values as Record<string, string | undefined>;
+  if (SIZE_FLAGS.some((f) => given[f] !== undefined)) {
+    if (values.layout !== "hf") fail("sized models are written in the hf layout only");
+    const int = (name: string, fallback: number) => {
+      const v = given[name];
+      if (v === undefined) return fallback;
+      const n = Number(v);
+      if (!(Number.isInteger(n) && n > 0)) fail(`--${name} must be a positive integer, got "${v}"`);
+      return n;
+    };
+    const hidden = int("hidden", 2048);
+    const heads = int("heads", Math.max(1, hidden / 64));
+    const layers = int("layers", 16);
+    const out = resolve(values.out);
+    const t0 = performance.now();
+    try {
+      const { parameters } = writeSizedModel(out, {
+        text: {
+          hiddenSize: hidden,
+          numLayers: layers,
+          numHeads: heads,
+          numKvHeads: int("kv-heads", heads),
+          intermediateSize: int("intermediate", Math.round((hidden * 11) / 4)),
+          maxPositionEmbeddings: int("max-positions", 1024),
+          vocabSize: given.vocab === undefined ? undefined : int("vocab", 0),
+        },
+        vision: {
+          hiddenSize: int("vision-hidden", DEMO_VISION.hiddenSize),
+          numLayers: int("vision-layers", DEMO_VISION.numLayers),
+          numHeads: int("vision-heads", DEMO_VISION.numHeads),
+          intermediateSize: int("vision-intermediate", DEMO_VISION.intermediateSize),
+          imageSize: int("vision-image-size", DEMO_VISION.imageSize),
+          patchSize: int("vision-patch-size", DEMO_VISION.patchSize),
+        },
+        twig: {
+          k: int("twig-k", 2),
+          t: int("twig-t", 3),
+          finalWipeLayer: given["final-wipe"] === undefined ? undefined : int("final-wipe", 0),
+        },
+        seed: Number(values.seed),
+        tokenizerDir: join(repoRoot, "models", "demo"),
+      });
+      console.log(
+        `wrote a random LLaVA of ${(parameters / 1e6).toFixed(1)}M parameters (hidden ${hidden}, ${layers} layers, seed ${values.seed}) with its twig to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
+    } catch (err) {
+      fail((err as Error).message);
+    }
+    return;
+  }
   writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
   console.log(
     `wrote a tiny random LLaVA (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
@@ -177,6 +250,9 @@ function makeTiny(argv: string[]): void {
 
 const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
        npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]
+       npm run twig -- make-tiny --out DIR [--hidden 2048] [--layers 16] [--heads H/64] [--kv-heads HEADS] [--intermediate 11H/4]
+                        [--vocab (the demo tokenizer's)] [--max-positions 1024] [--vision-hidden 128] [--vision-layers 5] [--vision-heads 4]
+                        [--vision-intermediate 512] [--vision-image-size 96] [--vision-patch-size 8] [--twig-k 2] [--twig-t 3] [--final-wipe 3L/4]
        npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source last-token|all-text]
        npm run twig -- parity [--model DIR] [--fixture FILE] [--data DIR]`;
 

@@ -244,8 +244,14 @@ function visionConfigJson(v: VisionConfig): Record<string, unknown> {
   };
 }
 
-/** Writes weights as a checkpoint directory in the given layout (fp32). */
-export function writeLlavaCheckpoint(dir: string, w: LlavaWeights, layout: CheckpointLayout, tokenizer: object): void {
+/** Writes weights as a checkpoint directory in the given layout (fp32); tensors are written one at a time. */
+export function writeLlavaCheckpoint(
+  dir: string,
+  w: LlavaWeights,
+  layout: CheckpointLayout,
+  tokenizer: object,
+  tokenizerConfig: object = { bos_token: "<s>", eos_token: "</s>", pad_token: "<pad>", unk_token: "<unk>" },
+): void {
   mkdirSync(dir, { recursive: true });
   const t: Record<string, Tensor> = {};
   const c = w.config;
@@ -306,10 +312,7 @@ export function writeLlavaCheckpoint(dir: string, w: LlavaWeights, layout: Check
   }
   writeSafetensors(join(dir, "model.safetensors"), t);
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
-  writeFileSync(
-    join(dir, "tokenizer_config.json"),
-    JSON.stringify({ bos_token: "<s>", eos_token: "</s>", pad_token: "<pad>", unk_token: "<unk>" }, null, 2),
-  );
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig, null, 2));
   writeFileSync(
     join(dir, "preprocessor_config.json"),
     JSON.stringify(

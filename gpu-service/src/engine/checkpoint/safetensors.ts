@@ -5,7 +5,7 @@
  * offset straight into their fp32 destination, so a large file never sits in
  * the JS heap whole.
  */
-import { closeSync, fstatSync, openSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import type { Tensor } from "../types.js";
 
 export type SafetensorsDtype = "F32" | "F16" | "BF16";
@@ -139,7 +139,12 @@ export class SafetensorsFile {
   }
 }
 
-/** Writes fp32 tensors as a safetensors file (checkpoints for tests, traces). */
+/**
+ * Writes fp32 tensors as a safetensors file (checkpoints for tests and benchmarks, traces).
+ * The header is computed from the shapes and each tensor's data is read once, in order, and
+ * written straight to the file: a tensor whose `data` is a getter that makes it on demand
+ * (sized-model.ts) is never held with the others, so a checkpoint of several GB streams to disk.
+ */
 export function writeSafetensors(
   path: string,
   tensors: Record<string, Tensor>,
@@ -147,18 +152,31 @@ export function writeSafetensors(
 ): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
-  for (const [name, t] of Object.entries(tensors)) {
-    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
+  const entries = Object.entries(tensors);
+  for (const [name, t] of entries) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * 4;
+    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   let json = JSON.stringify(header);
   json += " ".repeat((8 - ((json.length + 8) % 8)) % 8);
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const parts = [
-    head,
-    Buffer.from(json),
-    ...Object.values(tensors).map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
-  ];
-  writeFileSync(path, Buffer.concat(parts));
+  const fd = openSync(path, "w");
+  try {
+    writeAll(fd, head);
+    writeAll(fd, Buffer.from(json));
+    for (const [name, t] of entries) {
+      const data = t.data;
+      if (data.length !== t.shape.reduce((a, b) => a * b, 1))
+        throw new RangeError(`tensor "${name}": ${data.length} values for shape [${t.shape}]`);
+      writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
 }
