@@ -9,6 +9,7 @@ import { basename, join } from "node:path";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage, preprocessImage } from "./image.js";
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
+import { span } from "./runtime/tensor-io.js";
 import { TextStream } from "./text-stream.js";
 import { TextCodec } from "./tokenizer.js";
 import { MODE_PLANS } from "./twig/modes.js";
@@ -19,6 +20,7 @@ import {
   type GenerateParams,
   type GenerateStats,
   InvalidRequestError,
+  type LlavaWeights,
   type TwigWeights,
 } from "./types.js";
 import { paddedSquareGrid } from "./visual-grid.js";
@@ -77,7 +79,8 @@ export class LocalEngine implements Engine {
     const twigDir =
       opts.twigDir ?? (existsSync(join(modelDir, "twig", "config.json")) ? join(modelDir, "twig") : undefined);
     const twig = twigDir ? loadTwig(twigDir, weights) : undefined;
-    const runtime = await LlavaRuntime.create(weights, opts);
+    // with a twig every mode runs on the twig decoder's segments: the runtime needs no segment of its own
+    const runtime = await LlavaRuntime.create(weights, opts, { fullSegment: twig === undefined });
     const decoder = twig ? await TwigDecoder.create(runtime, twig) : undefined;
     return new LocalEngine(
       modelDir,
@@ -89,6 +92,11 @@ export class LocalEngine implements Engine {
       opts.imageLimits ?? DEFAULT_IMAGE_LIMITS,
       opts.name ?? basename(modelDir),
     );
+  }
+
+  /** The model's weights as loaded (benchmarks build an isolated segment from them). */
+  get weights(): LlavaWeights {
+    return this.runtime.weights;
   }
 
   get twigWeights(): TwigWeights | undefined {
@@ -145,12 +153,13 @@ export class LocalEngine implements Engine {
     };
     // the accepted drafts and the full model's own token go out as two deltas, so that a client can
     // tell the twig's text from the model's
-    const onTokens = (ids: number[], acceptedDraft: number) => {
-      firstTokenAt ??= performance.now();
-      push(ids.slice(0, acceptedDraft), true);
-      push(ids.slice(acceptedDraft), false);
-      return !stream.stopped;
-    };
+    const onTokens = (ids: number[], acceptedDraft: number) =>
+      span("text-stream", () => {
+        firstTokenAt ??= performance.now();
+        push(ids.slice(0, acceptedDraft), true);
+        push(ids.slice(acceptedDraft), false);
+        return !stream.stopped;
+      });
     let result: TwigGenerateResult;
     if (this.decoder) {
       result = await this.decoder.generate({

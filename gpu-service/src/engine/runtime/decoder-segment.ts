@@ -7,8 +7,9 @@ import { type AttentionImpl, resolveAttention } from "../onnx/attention.js";
 import { type DecoderGraphOptions, decoderSegmentBuilder } from "../onnx/decoder.js";
 import type { DecoderLayerWeights, Tensor, TextConfig } from "../types.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
-import { KvCache, type LayerKv, SlotKvCache } from "./kv-cache.js";
+import { KvCache, type LayerKv, SLOT_CHUNK, SlotKvCache } from "./kv-cache.js";
 import { ort, type SessionOptions } from "./session.js";
+import { SessionIo, span } from "./tensor-io.js";
 
 /** Everything that decides how a segment is built and run. */
 export type SegmentOptions = SessionOptions & DecoderGraphOptions & ExternalDataOptions;
@@ -46,9 +47,11 @@ function ownCaches<T extends LayerKv>(caches: LayerKv[], layout: new (kvHeads: n
   });
 }
 
+const WITHOUT_PROBS: ReadonlySet<string> = new Set(["attn_probs"]);
+
 export class DecoderSegment {
   private constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly io: SessionIo,
     readonly config: TextConfig,
     readonly numLayers: number,
     readonly hasAttentionProbs: boolean,
@@ -58,7 +61,7 @@ export class DecoderSegment {
   static async create(
     config: TextConfig,
     layers: DecoderLayerWeights[],
-    opts: SegmentOptions & { attentionProbsLayer?: number } = {},
+    opts: SegmentOptions & { attentionProbsLayer?: number; name?: string } = {},
   ): Promise<DecoderSegment> {
     const graph = { ...graphOptions(opts), attention: resolveAttention(opts.attention, config.hiddenSize) };
     const session = await createGraphSession(
@@ -70,18 +73,36 @@ export class DecoderSegment {
       },
       opts,
     );
-    return new DecoderSegment(session, config, layers.length, opts.attentionProbsLayer !== undefined, graph.attention);
-  }
-
-  newCaches(): LayerKv[] {
-    const hd = this.config.hiddenSize / this.config.numHeads;
-    const kv = this.config.numKvHeads;
-    return Array.from({ length: this.numLayers }, () =>
-      this.attention === "direct" ? new SlotKvCache(kv, hd) : new KvCache(kv, hd),
+    return new DecoderSegment(
+      new SessionIo(session, opts.name ?? "segment"),
+      config,
+      layers.length,
+      opts.attentionProbsLayer !== undefined,
+      graph.attention,
     );
   }
 
-  async run(hidden: Float32Array, positions: readonly number[], caches: LayerKv[]): Promise<SegmentResult> {
+  /** Empty caches in this segment's layout; slot caches get room for `capacity` positions (a request's whole length). */
+  newCaches(capacity = SLOT_CHUNK): LayerKv[] {
+    const hd = this.config.hiddenSize / this.config.numHeads;
+    const kv = this.config.numKvHeads;
+    const slots = Math.ceil(capacity / SLOT_CHUNK) * SLOT_CHUNK;
+    return Array.from({ length: this.numLayers }, () =>
+      this.attention === "direct" ? new SlotKvCache(kv, hd, slots) : new KvCache(kv, hd),
+    );
+  }
+
+  /**
+   * Runs the new tokens through the segment, appending them to `caches`. A segment built with
+   * attention output returns the probabilities unless `attentionProbs` is false (then they are
+   * not copied out of ONNX Runtime: a prompt's are tens of MB).
+   */
+  async run(
+    hidden: Float32Array,
+    positions: readonly number[],
+    caches: LayerKv[],
+    { attentionProbs = true }: { attentionProbs?: boolean } = {},
+  ): Promise<SegmentResult> {
     const s = positions.length;
     const { hiddenSize } = this.config;
     if (hidden.length !== s * hiddenSize) throw new RangeError(`hidden has ${hidden.length} values for ${s} tokens`);
@@ -89,37 +110,42 @@ export class DecoderSegment {
     for (const c of caches)
       if (c.length !== past)
         throw new RangeError(`layer caches of one segment differ in length (${c.length} vs ${past})`);
-    if (this.attention === "direct") return this.runDirect(hidden, positions, caches);
-    return this.runExact(hidden, positions, caches);
+    const probs = this.hasAttentionProbs && attentionProbs;
+    if (this.attention === "direct") return this.runDirect(hidden, positions, caches, probs);
+    return this.runExact(hidden, positions, caches, probs);
   }
 
   private async runExact(
     hidden: Float32Array,
     positions: readonly number[],
     layerCaches: LayerKv[],
+    probs: boolean,
   ): Promise<SegmentResult> {
     const caches = ownCaches(layerCaches, KvCache);
     const s = positions.length;
     const { hiddenSize, numKvHeads } = this.config;
     const hd = hiddenSize / this.config.numHeads;
     const past = caches[0].length;
-    const feeds: Record<string, ort.Tensor> = {
-      hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
-      position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
-      seqlens_k: new ort.Tensor("int32", Int32Array.of(past + s - 1), [1]),
-      total_sequence_length: new ort.Tensor("int32", Int32Array.of(past + s), []),
-    };
-    caches.forEach((c, i) => {
-      feeds[`past_key_${i}`] = new ort.Tensor("float32", c.key, [1, numKvHeads, past, hd]);
-      feeds[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, numKvHeads, past, hd]);
+    const feeds = span("feeds", () => {
+      const f: Record<string, ort.Tensor> = {
+        hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
+        position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
+        seqlens_k: new ort.Tensor("int32", Int32Array.of(past + s - 1), [1]),
+        total_sequence_length: new ort.Tensor("int32", Int32Array.of(past + s), []),
+      };
+      caches.forEach((c, i) => {
+        f[`past_key_${i}`] = new ort.Tensor("float32", c.key, [1, numKvHeads, past, hd]);
+        f[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, numKvHeads, past, hd]);
+      });
+      return f;
     });
-    const out = await this.session.run(feeds);
+    const out = await this.io.run(feeds, probs ? undefined : WITHOUT_PROBS);
     caches.forEach((c, i) => {
       c.set(out[`present_key_${i}`].data as Float32Array, out[`present_value_${i}`].data as Float32Array);
     });
     return {
       hidden: out.hidden_out.data as Float32Array,
-      attentionProbs: this.hasAttentionProbs ? (out.attn_probs.data as Float32Array) : undefined,
+      attentionProbs: probs ? (out.attn_probs.data as Float32Array) : undefined,
     };
   }
 
@@ -128,6 +154,7 @@ export class DecoderSegment {
     hidden: Float32Array,
     positions: readonly number[],
     layerCaches: LayerKv[],
+    probs: boolean,
   ): Promise<SegmentResult> {
     const caches = ownCaches(layerCaches, SlotKvCache);
     const s = positions.length;
@@ -138,26 +165,32 @@ export class DecoderSegment {
     // every layer's buffers must have one capacity (the graph's C)
     const cap = Math.max(...caches.map((c) => c.capacity));
     for (const c of caches) if (c.capacity !== cap) c.resize(cap);
-    // query row g*S + i sees new token j when j <= i
-    const newMask = new Float32Array(groups * s * s);
-    for (let g = 0; g < groups; g++)
-      for (let i = 0; i < s; i++) newMask.fill(Number.NEGATIVE_INFINITY, (g * s + i) * s + i + 1, (g * s + i + 1) * s);
-    const feeds: Record<string, ort.Tensor> = {
-      hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
-      position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
-      kv_mask: new ort.Tensor("float32", caches[0].mask(), [cap]),
-      new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
-    };
-    caches.forEach((c, i) => {
-      feeds[`past_key_${i}`] = new ort.Tensor("float32", c.keyT, [1, kv, hd, cap]);
-      feeds[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, kv, cap, hd]);
+    const feeds = span("feeds", () => {
+      // query row g*S + i sees new token j when j <= i
+      const newMask = new Float32Array(groups * s * s);
+      for (let g = 0; g < groups; g++)
+        for (let i = 0; i < s; i++)
+          newMask.fill(Number.NEGATIVE_INFINITY, (g * s + i) * s + i + 1, (g * s + i + 1) * s);
+      const f: Record<string, ort.Tensor> = {
+        hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
+        position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
+        kv_mask: new ort.Tensor("float32", caches[0].mask(), [cap]),
+        new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
+      };
+      caches.forEach((c, i) => {
+        f[`past_key_${i}`] = new ort.Tensor("float32", c.keyT, [1, kv, hd, cap]);
+        f[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, kv, cap, hd]);
+      });
+      return f;
     });
-    const out = await this.session.run(feeds);
-    caches.forEach((c, i) => {
-      c.append(out[`new_key_${i}`].data as Float32Array, out[`new_value_${i}`].data as Float32Array);
-    });
+    const out = await this.io.run(feeds, probs ? undefined : WITHOUT_PROBS);
+    span("kv-write", () =>
+      caches.forEach((c, i) => {
+        c.append(out[`new_key_${i}`].data as Float32Array, out[`new_value_${i}`].data as Float32Array);
+      }),
+    );
     let attentionProbs: Float32Array | undefined;
-    if (this.hasAttentionProbs) {
+    if (probs) {
       // [heads, S, cap + S] -> [heads, S, past + S]: drop the spare slots
       const full = out.attn_probs.data as Float32Array;
       const width = cap + s;
@@ -173,10 +206,10 @@ export class DecoderSegment {
 
   /** Writes ONNX Runtime's profile (only for segments created with `profileFilePrefix`). */
   endProfiling(): void {
-    this.session.endProfiling();
+    this.io.endProfiling();
   }
 
   release(): Promise<void> {
-    return this.session.release();
+    return this.io.release();
   }
 }

@@ -7,8 +7,12 @@
  * - `SlotKvCache` (direct attention): buffers with spare slots, keys transposed
  *   [kvHeads, headDim, capacity] and values [kvHeads, capacity, headDim], that the graph reads
  *   in place. A step writes only its new tokens (`append`); rollback just forgets slots; the
- *   buffers grow by whole chunks, so most steps allocate nothing.
+ *   buffers grow by whole chunks, so most steps allocate nothing; a request reserves its whole
+ *   length (prompt, answer, drafts) up front (`reserve`), so none of its steps allocate.
+ *
+ * Every KV buffer is allocated through tensor-io.ts's `allocateKv`.
  */
+import { allocateKv } from "./tensor-io.js";
 
 /** What decoding code needs of a layer's cache, whatever its layout. */
 export interface LayerKv {
@@ -20,6 +24,8 @@ export interface LayerKv {
   truncate(length: number): void;
   /** Keeps the given positions, in the given order (TTP pruning). */
   select(indices: readonly number[]): void;
+  /** Makes room for `total` positions ahead of time (a no-op where the layout has no spare room). */
+  reserve(total: number): void;
   /** Keys as [kvHeads, length, headDim] (a copy for the slot layout). */
   keys(): Float32Array;
   /** Values as [kvHeads, length, headDim] (a copy for the slot layout). */
@@ -49,12 +55,14 @@ export class KvCache implements LayerKv {
     this.select(Array.from({ length }, (_, i) => i));
   }
 
+  reserve(_total: number): void {}
+
   select(indices: readonly number[]): void {
     const { kvHeads, headDim } = this;
     const old = this.length;
     const n = indices.length;
-    const key = new Float32Array(kvHeads * n * headDim);
-    const value = new Float32Array(kvHeads * n * headDim);
+    const key = allocateKv(kvHeads * n * headDim);
+    const value = allocateKv(kvHeads * n * headDim);
     for (let h = 0; h < kvHeads; h++) {
       for (let j = 0; j < n; j++) {
         const src = (h * old + indices[j]) * headDim;
@@ -90,6 +98,8 @@ export class SlotKvCache implements LayerKv {
   value: Float32Array;
   length = 0;
   capacity: number;
+  /** The additive mask over the slots, kept up to date: 0 for held positions, -inf for spare ones. */
+  private slotMask: Float32Array;
 
   constructor(
     readonly kvHeads: number,
@@ -97,8 +107,9 @@ export class SlotKvCache implements LayerKv {
     capacity = SLOT_CHUNK,
   ) {
     this.capacity = capacity;
-    this.keyT = new Float32Array(kvHeads * headDim * capacity);
-    this.value = new Float32Array(kvHeads * capacity * headDim);
+    this.keyT = allocateKv(kvHeads * headDim * capacity);
+    this.value = allocateKv(kvHeads * capacity * headDim);
+    this.slotMask = new Float32Array(capacity).fill(Number.NEGATIVE_INFINITY);
   }
 
   /** Makes room for `total` positions, keeping what is held (grows to whole chunks, with half a chunk spare). */
@@ -111,13 +122,15 @@ export class SlotKvCache implements LayerKv {
   resize(capacity: number): void {
     const { kvHeads: kv, headDim: hd, length: n, capacity: old } = this;
     if (capacity < n) throw new RangeError(`${capacity} slots cannot hold ${n} positions`);
-    const keyT = new Float32Array(kv * hd * capacity);
+    const keyT = allocateKv(kv * hd * capacity);
     for (let r = 0; r < kv * hd; r++) keyT.set(this.keyT.subarray(r * old, r * old + n), r * capacity);
-    const value = new Float32Array(kv * capacity * hd);
+    const value = allocateKv(kv * capacity * hd);
     for (let h = 0; h < kv; h++) value.set(this.value.subarray(h * old * hd, (h * old + n) * hd), h * capacity * hd);
     this.keyT = keyT;
     this.value = value;
     this.capacity = capacity;
+    this.slotMask = new Float32Array(capacity).fill(Number.NEGATIVE_INFINITY);
+    this.slotMask.fill(0, 0, n);
   }
 
   /** Writes S new tokens' keys and values ([S, kvHeads * headDim] each, as the graph outputs them) after the held ones. */
@@ -138,26 +151,55 @@ export class SlotKvCache implements LayerKv {
         for (let t = 0; t < s; t++) keyT[row + t] = newKey[(t * kv + h) * hd + d];
       }
     }
+    this.slotMask.fill(0, p, p + s);
     this.length = p + s;
   }
 
-  /** The additive mask over the slots: 0 for held positions, -inf for spare ones. */
+  /** The additive mask over the slots: 0 for held positions, -inf for spare ones (the cache's own buffer: read only). */
   mask(): Float32Array {
-    const m = new Float32Array(this.capacity).fill(Number.NEGATIVE_INFINITY);
-    m.fill(0, 0, this.length);
-    return m;
+    return this.slotMask;
   }
 
   truncate(length: number): void {
-    if (length < this.length) this.length = Math.max(0, length);
+    if (length >= this.length) return;
+    const n = Math.max(0, length);
+    this.slotMask.fill(Number.NEGATIVE_INFINITY, n, this.length);
+    this.length = n;
   }
 
+  /** Keeps the given positions in place: moves them to the front of the same buffers (no allocation). */
   select(indices: readonly number[]): void {
     const { kvHeads: kv, headDim: hd, capacity: cap } = this;
-    for (const i of indices)
+    let increasing = true;
+    for (let j = 0; j < indices.length; j++) {
+      const i = indices[j];
       if (!(Number.isInteger(i) && i >= 0 && i < this.length)) throw new RangeError(`no position ${i} in the cache`);
-    const keyT = new Float32Array(kv * hd * cap);
-    const value = new Float32Array(kv * cap * hd);
+      if (j > 0 && i <= indices[j - 1]) increasing = false;
+    }
+    if (!increasing) {
+      this.selectCopy(indices);
+      return;
+    }
+    // in place, front to back: with increasing indices, slot j is read from slot indices[j] >= j,
+    // which no earlier write has touched
+    for (let r = 0; r < kv * hd; r++) {
+      const row = r * cap;
+      for (let j = 0; j < indices.length; j++) this.keyT[row + j] = this.keyT[row + indices[j]];
+    }
+    for (let h = 0; h < kv; h++)
+      for (let j = 0; j < indices.length; j++) {
+        const src = (h * cap + indices[j]) * hd;
+        if (indices[j] !== j) this.value.copyWithin((h * cap + j) * hd, src, src + hd);
+      }
+    this.slotMask.fill(Number.NEGATIVE_INFINITY, indices.length, this.length);
+    this.length = indices.length;
+  }
+
+  /** select() for indices in any order: through new buffers. */
+  private selectCopy(indices: readonly number[]): void {
+    const { kvHeads: kv, headDim: hd, capacity: cap } = this;
+    const keyT = allocateKv(kv * hd * cap);
+    const value = allocateKv(kv * cap * hd);
     for (let r = 0; r < kv * hd; r++)
       for (let j = 0; j < indices.length; j++) keyT[r * cap + j] = this.keyT[r * cap + indices[j]];
     for (let h = 0; h < kv; h++)
@@ -167,6 +209,8 @@ export class SlotKvCache implements LayerKv {
       }
     this.keyT = keyT;
     this.value = value;
+    this.slotMask.fill(Number.NEGATIVE_INFINITY, indices.length, this.length);
+    this.slotMask.fill(0, 0, indices.length);
     this.length = indices.length;
   }
 

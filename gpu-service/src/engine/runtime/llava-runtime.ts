@@ -14,6 +14,7 @@ import { DecoderSegment, graphOptions } from "./decoder-segment.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import type { LayerKv } from "./kv-cache.js";
 import { createSession, ort } from "./session.js";
+import { SessionIo, span } from "./tensor-io.js";
 
 /**
  * How the model runs: provider and threads, the decoder's weight precision
@@ -81,22 +82,36 @@ export interface BaseGenerateResult {
 export class LlavaRuntime {
   private constructor(
     readonly weights: LlavaWeights,
-    private readonly vision: ort.InferenceSession,
-    private readonly head: ort.InferenceSession,
-    /** All base layers as one segment (plain decoding). */
-    readonly full: DecoderSegment,
+    private readonly vision: SessionIo,
+    private readonly head: SessionIo,
+    private readonly fullSegment: DecoderSegment | undefined,
     readonly options: RuntimeOptions,
   ) {}
 
-  static async create(weights: LlavaWeights, options: RuntimeOptions = {}): Promise<LlavaRuntime> {
+  /**
+   * Loads the vision tower, the LM head and, unless `fullSegment` is false, all base layers as
+   * one segment (`full`, for plain decoding). An engine with a twig decodes every mode through
+   * the twig decoder's own segments and skips it: one copy of the decoder weights, not two.
+   */
+  static async create(
+    weights: LlavaWeights,
+    options: RuntimeOptions = {},
+    { fullSegment = true }: { fullSegment?: boolean } = {},
+  ): Promise<LlavaRuntime> {
     const { text } = weights;
     const config = weights.config.text;
     const [vision, head, full] = await Promise.all([
       createSession(visionGraph(weights, { clsAttention: true }), options),
       createHeadSession(config, text.norm, text.lmHead, options),
-      DecoderSegment.create(config, text.layers, options),
+      fullSegment ? DecoderSegment.create(config, text.layers, { ...options, name: "full" }) : undefined,
     ]);
-    return new LlavaRuntime(weights, vision, head, full, options);
+    return new LlavaRuntime(weights, new SessionIo(vision, "vision"), new SessionIo(head, "head"), full, options);
+  }
+
+  /** All base layers as one segment (plain decoding); absent when created with `fullSegment: false`. */
+  get full(): DecoderSegment {
+    if (!this.fullSegment) throw new Error("this runtime was created without the full decoder segment");
+    return this.fullSegment;
   }
 
   get textConfig(): TextConfig {
@@ -110,10 +125,11 @@ export class LlavaRuntime {
   }
 
   /** Builds a decoder segment over base layers [a, b), optionally with one layer's attention probabilities. */
-  segment(a: number, b: number, attentionProbsLayer?: number): Promise<DecoderSegment> {
+  segment(a: number, b: number, attentionProbsLayer?: number, name?: string): Promise<DecoderSegment> {
     return DecoderSegment.create(this.textConfig, this.weights.text.layers.slice(a, b), {
       ...this.options,
       attentionProbsLayer,
+      name,
     });
   }
 
@@ -135,6 +151,10 @@ export class LlavaRuntime {
 
   /** Token embeddings [ids.length, H]. */
   embed(ids: readonly number[]): Float32Array {
+    return span("embed", () => this.embedRows(ids));
+  }
+
+  private embedRows(ids: readonly number[]): Float32Array {
     const { hiddenSize, vocabSize } = this.textConfig;
     const table = this.weights.text.embedTokens.data;
     const out = new Float32Array(ids.length * hiddenSize);
@@ -186,15 +206,15 @@ export class LlavaRuntime {
   async generateBase(o: BaseGenerateOptions): Promise<BaseGenerateResult> {
     const t0 = performance.now();
     const prompt = this.embedPrompt(o.inputIds, await this.encodeImage(o.pixelValues));
-    const caches: LayerKv[] = this.full.newCaches();
+    let position = prompt.positions.length;
+    const limit = Math.min(o.maxTokens, this.textConfig.maxPositionEmbeddings - position);
+    const caches: LayerKv[] = this.full.newCaches(position + limit); // the whole request: no step allocates KV
     const rng = new Rng(o.seed ?? 0);
     const prefill = await this.full.run(prompt.hidden, prompt.positions, caches);
     let logits = await this.lastLogits(prefill.hidden);
     const prefillMs = performance.now() - t0;
     const outputIds: number[] = [];
-    let position = prompt.positions.length;
     let finishReason: BaseGenerateResult["finishReason"] = "length";
-    const limit = Math.min(o.maxTokens, this.textConfig.maxPositionEmbeddings - position);
     while (outputIds.length < limit) {
       o.signal?.throwIfAborted();
       const id = chooseToken(logits, o.sampling, rng);
@@ -221,6 +241,6 @@ export class LlavaRuntime {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.vision.release(), this.head.release(), this.full.release()]);
+    await Promise.all([this.vision.release(), this.head.release(), this.fullSegment?.release()]);
   }
 }

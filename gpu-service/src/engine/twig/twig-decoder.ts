@@ -32,6 +32,7 @@ import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import { createHeadSession, type LlavaRuntime } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
+import { SessionIo } from "../runtime/tensor-io.js";
 import type { Mode, TwigWeights } from "../types.js";
 import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
 
@@ -81,7 +82,7 @@ export interface TwigParts {
   twig: DecoderSegment;
   mid: DecoderSegment;
   top: DecoderSegment | undefined;
-  twigHead: ort.InferenceSession;
+  twigHead: SessionIo;
 }
 
 interface Caches {
@@ -105,6 +106,9 @@ interface Draft {
   rows: Rows;
 }
 
+/** Decoding steps never need attention probabilities (only the prompt's are scored). */
+const NO_PROBS = { attentionProbs: false };
+
 const NO_DRAFT: Draft = { tokens: [], q: [], rows: { hidden: new Float32Array(0), positions: [] } };
 
 export class TwigDecoder {
@@ -120,13 +124,23 @@ export class TwigDecoder {
     if (!(k >= 1 && kf > k && kf <= L)) throw new RangeError(`twig split K=${k}, K_f=${kf} does not fit ${L} layers`);
     const config = runtime.textConfig;
     const [lower, mid, top, twigHead, twigLayers] = await Promise.all([
-      runtime.segment(0, k, k - 1),
-      runtime.segment(k, kf),
-      kf < L ? runtime.segment(kf, L) : Promise.resolve(undefined),
+      runtime.segment(0, k, k - 1, "lower"),
+      runtime.segment(k, kf, undefined, "mid"),
+      kf < L ? runtime.segment(kf, L, undefined, "top") : Promise.resolve(undefined),
       createHeadSession(config, twig.norm, twig.lmHead, runtime.options), // the runtime's precision, like the LM head
-      DecoderSegment.create(config, twig.layers, { ...runtime.options, attentionProbsLayer: twig.layers.length - 1 }),
+      DecoderSegment.create(config, twig.layers, {
+        ...runtime.options,
+        attentionProbsLayer: twig.layers.length - 1,
+        name: "twig",
+      }),
     ]);
-    return new TwigDecoder(runtime, twig, { lower, twig: twigLayers, mid, top, twigHead });
+    return new TwigDecoder(runtime, twig, {
+      lower,
+      twig: twigLayers,
+      mid,
+      top,
+      twigHead: new SessionIo(twigHead, "twig-head"),
+    });
   }
 
   /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts). */
@@ -149,13 +163,14 @@ export class TwigDecoder {
     };
   }
 
-  newCaches(): Caches {
+  /** Empty caches for every segment, with room for `capacity` positions (a request's whole length) where the layout has slots. */
+  newCaches(capacity?: number): Caches {
     const p = this.parts;
     return {
-      lower: p.lower.newCaches(),
-      twig: p.twig.newCaches(),
-      mid: p.mid.newCaches(),
-      top: p.top?.newCaches() ?? [],
+      lower: p.lower.newCaches(capacity),
+      twig: p.twig.newCaches(capacity),
+      mid: p.mid.newCaches(capacity),
+      top: p.top?.newCaches(capacity) ?? [],
     };
   }
 
@@ -180,11 +195,21 @@ export class TwigDecoder {
     const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
     if (plan.pruning !== "none" && isVisual(S - 1))
       throw new RangeError(`mode ${o.mode} prunes visual tokens, so the prompt must go on after the image`);
-    const caches = this.newCaches();
+    const delta = o.draftLength ?? 5;
+    const limit = Math.min(o.maxTokens, cfg.maxPositionEmbeddings - S);
+    // room for the whole request up front (prompt, answer, one round's drafts): no decoding step allocates KV
+    const caches = this.newCaches(S + limit + delta + 1);
 
     // prefill: the lower layers (and the twig) see every token
-    const low = await this.parts.lower.run(prompt.hidden, prompt.positions, caches.lower);
-    const tw = usesTwig(plan) ? await this.parts.twig.run(low.hidden, prompt.positions, caches.twig) : undefined;
+    // (attention probabilities are copied out only where the mode scores by them)
+    const low = await this.parts.lower.run(prompt.hidden, prompt.positions, caches.lower, {
+      attentionProbs: plan.pruning === "fastv",
+    });
+    const tw = usesTwig(plan)
+      ? await this.parts.twig.run(low.hidden, prompt.positions, caches.twig, {
+          attentionProbs: plan.pruning === "twig",
+        })
+      : undefined;
 
     // the visual tokens layers K+1..K_f keep (TTP or a baseline); after K_f none
     const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudget);
@@ -206,9 +231,7 @@ export class TwigDecoder {
     let twigHidden = tw?.hidden;
     let position = S;
     const rng = new Rng(o.seed ?? 0);
-    const delta = o.draftLength ?? 5;
     const theta = o.draftThreshold ?? 0.6;
-    const limit = Math.min(o.maxTokens, cfg.maxPositionEmbeddings - S);
     const outputIds: number[] = [];
     const steps: TwigStep[] = [];
     let finishReason: TwigGenerateResult["finishReason"] = "length";
@@ -255,11 +278,12 @@ export class TwigDecoder {
       if (emit([...draft.tokens.slice(0, v.accepted), v.bonus], v.accepted)) break;
       position += v.accepted + 1;
       // extend: the bonus token through lower is the next pending row; the twig catches up (with d_n if accepted)
-      const bonusHidden = (await this.parts.lower.run(rt.embed([v.bonus]), [position - 1], caches.lower)).hidden;
+      const bonusHidden = (await this.parts.lower.run(rt.embed([v.bonus]), [position - 1], caches.lower, NO_PROBS))
+        .hidden;
       pending = { hidden: bonusHidden, positions: [position - 1] };
       if (plan.speculative) {
         const x = concatRows(v.accepted === n ? lastRows(draft.rows, 1, H) : NO_DRAFT.rows, pending, H);
-        twigHidden = (await this.parts.twig.run(x.hidden, x.positions, caches.twig)).hidden;
+        twigHidden = (await this.parts.twig.run(x.hidden, x.positions, caches.twig, NO_PROBS)).hidden;
       }
     }
 
@@ -350,10 +374,10 @@ export class TwigDecoder {
       tokens.push(d);
       if (qj) q.push(qj);
       // layer-K state of d (the verification pass starts from it)
-      const hK = (await this.parts.lower.run(rt.embed([d]), [position + j], caches.lower)).hidden;
+      const hK = (await this.parts.lower.run(rt.embed([d]), [position + j], caches.lower, NO_PROBS)).hidden;
       hidden.set(hK, j * H);
       if (d === rt.textConfig.eosTokenId || p < o.theta || j === n - 1) break;
-      h = (await this.parts.twig.run(hK, [position + j], caches.twig)).hidden;
+      h = (await this.parts.twig.run(hK, [position + j], caches.twig, NO_PROBS)).hidden;
     }
     const positions = tokens.map((_, j) => position + j);
     return { tokens, q, rows: { hidden: hidden.subarray(0, tokens.length * H), positions } };
