@@ -31,14 +31,14 @@ export interface EngineBenchArgs {
   attentions: AttentionImpl[];
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
  * Memory bandwidth (bytes/s), two ways: a JS copy (one thread; read + write counted) and
  * ONNX Runtime summing a buffer (its threads; reads). Each by wall time, and the copy also
  * by the process's CPU time, which a machine shared with other work disturbs far less.
  */
-async function measureBandwidth(threads: number): Promise<{ copy: number; read: number; copyCpu: number }> {
+export async function measureBandwidth(threads: number): Promise<{ copy: number; read: number; copyCpu: number }> {
   const n = 64 * 1024 * 1024;
   const src = new Float32Array(n).fill(1);
   const dst = new Float32Array(n);
@@ -68,7 +68,7 @@ async function measureBandwidth(threads: number): Promise<{ copy: number; read: 
 }
 
 /** Bytes of weights a decode step reads: every linear once, at the precision's size. */
-function weightBytes(cfg: TextConfig, precision: Precision): number {
+export function weightBytes(cfg: TextConfig, precision: Precision): number {
   const H = cfg.hiddenSize;
   const kvWidth = cfg.numKvHeads * (H / cfg.numHeads);
   const matrices: [number, number][] = [
@@ -207,7 +207,7 @@ function profileOfLastRuns(dir: string, runs: number): { ops: Map<string, number
   return { ops, ortMs: last.reduce((a, r) => a + r.dur / 1000, 0) / last.length };
 }
 
-function printTable(header: string[], rows: string[][]): void {
+export function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) =>
     `  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")}`;

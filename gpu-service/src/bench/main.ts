@@ -2,10 +2,13 @@
 import { parseArgs } from "node:util";
 import { ATTENTION_IMPLS, type AttentionImpl } from "../engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
+import type { Mode } from "../engine/types.js";
 import { benchEngine } from "./engine.js";
+import { benchRealPath } from "./real-path.js";
 import { benchService } from "./service.js";
 import { benchTwig } from "./twig.js";
 
+const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const [name, ...rest] = process.argv.slice(2);
 const { values } = parseArgs({
   args: rest,
@@ -25,9 +28,30 @@ const { values } = parseArgs({
     transport: { type: "string", default: "connect" },
     grid: { type: "string", default: "24" },
     retain: { type: "string" },
+    real: { type: "boolean", default: false },
+    contexts: { type: "string", default: "200,600" },
+    modes: { type: "string", default: "base,ttp-only,twig" },
   },
 });
-if (name === "engine") {
+if (name === "engine" && (values.model !== undefined || values.real)) {
+  const precisions = (values.precision ?? "").split(",") as Precision[];
+  const modes = (values.modes ?? "").split(",") as Mode[];
+  if (!precisions.every((p) => PRECISIONS.includes(p)) || !modes.every((m) => MODES.includes(m))) {
+    console.error(`--precision takes ${PRECISIONS.join(", ")}; --modes ${MODES.join(", ")} (comma-separated)`);
+    process.exit(2);
+  }
+  await benchRealPath({
+    model: values.model,
+    hidden: Number(values.hidden),
+    layers: Number(values.layers),
+    contexts: (values.contexts ?? "").split(",").map(Number),
+    precisions,
+    modes,
+    tokens: Number(rest.includes("--tokens") ? values.tokens : 48),
+    threads: Number(values.threads),
+    reps: Number(rest.includes("--reps") ? values.reps : 2),
+  });
+} else if (name === "engine") {
   const precisions = (values.precision ?? "").split(",") as Precision[];
   const attentions = (values.attention ?? "").split(",") as AttentionImpl[];
   if (!precisions.every((p) => PRECISIONS.includes(p)) || !attentions.every((a) => ATTENTION_IMPLS.includes(a))) {
@@ -66,7 +90,7 @@ if (name === "engine") {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }
