@@ -68,7 +68,7 @@ export async function measureBandwidth(threads: number): Promise<{ copy: number;
 }
 
 /** Bytes of weights a decode step reads: every linear once, at the precision's size. */
-export function weightBytes(cfg: TextConfig, precision: Precision): number {
+export function weightBytes(cfg: TextConfig, precision: Precision, block = INT4_BLOCK): number {
   const H = cfg.hiddenSize;
   const kvWidth = cfg.numKvHeads * (H / cfg.numHeads);
   const matrices: [number, number][] = [
@@ -83,8 +83,8 @@ export function weightBytes(cfg: TextConfig, precision: Precision): number {
   const perLayer = matrices.reduce((a, [n, k]) => {
     if (precision === "fp32") return a + n * k * 4;
     if (precision === "fp16") return a + n * k * 2;
-    const blocks = n * Math.ceil(k / INT4_BLOCK);
-    return a + blocks * (INT4_BLOCK / 2 + 4);
+    const blocks = n * Math.ceil(k / block);
+    return a + blocks * (block / 2 + 4);
   }, 0);
   return cfg.numLayers * (perLayer + 2 * H * 4);
 }

@@ -4,6 +4,7 @@ import { ATTENTION_IMPLS, type AttentionImpl } from "../engine/onnx/attention.js
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import type { Mode } from "../engine/types.js";
 import { benchEngine } from "./engine.js";
+import { benchInt4 } from "./int4.js";
 import { benchRealPath } from "./real-path.js";
 import { benchService } from "./service.js";
 import { benchTwig } from "./twig.js";
@@ -69,6 +70,14 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     threads: Number(values.threads),
     reps: Number(values.reps),
   });
+} else if (name === "int4") {
+  await benchInt4({
+    hidden: Number(values.hidden),
+    layers: Number(rest.includes("--layers") ? values.layers : 4),
+    context: Number(values.context),
+    threads: Number(values.threads),
+    reps: Number(rest.includes("--reps") ? values.reps : 15),
+  });
 } else if (name === "twig") {
   await benchTwig({
     hidden: Number(rest.includes("--hidden") ? values.hidden : 512),
@@ -90,7 +99,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

@@ -47,6 +47,8 @@ export interface DecoderGraphOptions {
   precision?: Precision;
   /** MatMulNBits accuracy_level for int4 (default 4). */
   int4AccuracyLevel?: number;
+  /** MatMulNBits block size for int4 (default 32). */
+  int4BlockSize?: number;
   /** The attention implementation, or `auto` (resolveAttention; the default). */
   attention?: AttentionChoice;
   /** q/k/v and gate/up as one MatMul each (default true). */
@@ -62,7 +64,7 @@ export interface DecoderSegmentSpec extends DecoderGraphOptions {
 }
 
 export function weightFormat(o: DecoderGraphOptions): WeightFormat {
-  return { precision: o.precision ?? "fp32", int4AccuracyLevel: o.int4AccuracyLevel };
+  return { precision: o.precision ?? "fp32", int4AccuracyLevel: o.int4AccuracyLevel, int4BlockSize: o.int4BlockSize };
 }
 
 export function decoderSegmentGraph(spec: DecoderSegmentSpec): Uint8Array {

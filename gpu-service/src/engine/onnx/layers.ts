@@ -16,6 +16,8 @@ export interface WeightFormat {
   precision: Precision;
   /** MatMulNBits accuracy_level for int4: 4 (int8 activations, about twice as fast on CPU) unless set. */
   int4AccuracyLevel?: number;
+  /** MatMulNBits block_size for int4 (values per scale along the input dimension): INT4_BLOCK unless set. */
+  int4BlockSize?: number;
 }
 
 export const FP32: WeightFormat = { precision: "fp32" };
@@ -39,14 +41,15 @@ export function linear(
   const [out, inp] = w.weight.shape;
   let y: string;
   if (format.precision === "int4") {
-    const q = quantizeInt4(w.weight.data, out, inp, INT4_BLOCK);
+    const block = format.int4BlockSize ?? INT4_BLOCK;
+    const q = quantizeInt4(w.weight.data, out, inp, block);
     const nb = q.scales.length / out;
-    const b = g.weight(`${name}_q4`, [out, nb, INT4_BLOCK / 2], q.packed, "uint8");
+    const b = g.weight(`${name}_q4`, [out, nb, block / 2], q.packed, "uint8");
     const scales = g.weight(`${name}_scales`, [out * nb], q.scales);
     [y] = g.op(
       "MatMulNBits",
       [x, b, scales],
-      { K: inp, N: out, bits: 4, block_size: INT4_BLOCK, accuracy_level: format.int4AccuracyLevel ?? 4 },
+      { K: inp, N: out, bits: 4, block_size: block, accuracy_level: format.int4AccuracyLevel ?? 4 },
       { domain: "com.microsoft" },
     );
   } else if (format.precision === "fp16") {

@@ -19,6 +19,7 @@ export function graphOptions(o: DecoderGraphOptions): DecoderGraphOptions {
   return {
     precision: o.precision ?? "fp32",
     int4AccuracyLevel: o.int4AccuracyLevel,
+    int4BlockSize: o.int4BlockSize,
     attention: o.attention ?? "auto",
     fuseProjections: o.fuseProjections ?? true,
   };

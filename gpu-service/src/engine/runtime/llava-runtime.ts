@@ -39,7 +39,12 @@ export function createHeadSession(
   return createGraphSession(
     {
       name: "lm_head",
-      options: { config, precision: graph.precision, int4AccuracyLevel: graph.int4AccuracyLevel ?? null },
+      options: {
+        config,
+        precision: graph.precision,
+        int4AccuracyLevel: graph.int4AccuracyLevel ?? null,
+        ...(graph.int4BlockSize === undefined ? {} : { int4BlockSize: graph.int4BlockSize }),
+      },
       weights: [norm.weight, lmHead],
       build: () => headBuilder(config, norm, lmHead, graph),
     },
