@@ -32,6 +32,7 @@ const { values } = parseArgs({
     real: { type: "boolean", default: false },
     contexts: { type: "string", default: "200,600" },
     modes: { type: "string", default: "base,ttp-only,twig" },
+    provider: { type: "string", default: "cpu" },
   },
 });
 if (name === "engine" && (values.model !== undefined || values.real)) {
@@ -51,6 +52,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     tokens: Number(rest.includes("--tokens") ? values.tokens : 48),
     threads: Number(values.threads),
     reps: Number(rest.includes("--reps") ? values.reps : 2),
+    provider: values.provider === "cuda" ? "cuda" : "cpu",
   });
 } else if (name === "engine") {
   const precisions = (values.precision ?? "").split(",") as Precision[];
@@ -99,7 +101,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
   );
   process.exit(2);
 }

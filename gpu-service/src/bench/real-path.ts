@@ -29,7 +29,7 @@ import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
 import { probe } from "../engine/runtime/tensor-io.js";
 import { writeSizedModel } from "../engine/sized-model.js";
 import { TextCodec } from "../engine/tokenizer.js";
-import type { Mode, TextConfig } from "../engine/types.js";
+import type { ExecutionProvider, Mode, TextConfig } from "../engine/types.js";
 import { measureBandwidth, median, printTable, weightBytes } from "./engine.js";
 
 export interface RealPathBenchArgs {
@@ -43,6 +43,7 @@ export interface RealPathBenchArgs {
   tokens: number;
   threads: number;
   reps: number;
+  provider: ExecutionProvider;
 }
 
 interface RunStats {
@@ -189,11 +190,16 @@ export async function benchRealPath(args: RealPathBenchArgs): Promise<void> {
     const bw = await measureBandwidth(args.threads);
     const bandwidth = Math.max(bw.copy, bw.read);
     console.log(
-      `bench engine (real path): ${modelDir}, contexts ${args.contexts.join(", ")}, ${args.tokens} tokens, ${args.threads} threads, modes ${args.modes.join(", ")}; bandwidth ${(bandwidth / 1e9).toFixed(2)} GB/s`,
+      `bench engine (real path, ${args.provider}): ${modelDir}, contexts ${args.contexts.join(", ")}, ${args.tokens} tokens, ${args.threads} threads, modes ${args.modes.join(", ")}; bandwidth ${(bandwidth / 1e9).toFixed(2)} GB/s`,
     );
     for (const precision of args.precisions) {
       const t0 = performance.now();
-      const options = { precision, threads: args.threads, graphCacheDir: join(scratch, "graphs") };
+      const options = {
+        precision,
+        threads: args.threads,
+        provider: args.provider,
+        graphCacheDir: join(scratch, "graphs"),
+      };
       const engine = await LocalEngine.load(modelDir, options);
       const weights = engine.weights;
       const cfg = weights.config.text;

@@ -1,5 +1,5 @@
 /**
- * `npm run twig -- parity --model DIR [--fixture FILE] [--data DIR]`: checks the
+ * `npm run twig -- parity --model DIR [--fixture FILE] [--data DIR] [--provider cpu|cuda]`: checks the
  * engine against PyTorch's numbers for an exported checkpoint (see parity.ts) and
  * exits 1 when they disagree beyond the tolerances below.
  */
@@ -25,14 +25,21 @@ export function parityFailures(r: ParityResult): string[] {
 export async function parityCommand(argv: string[], repoRoot: string, fail: (m: string) => never): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { model: { type: "string" }, fixture: { type: "string" }, data: { type: "string" } },
+    options: {
+      model: { type: "string" },
+      fixture: { type: "string" },
+      data: { type: "string" },
+      provider: { type: "string", default: "cpu" },
+    },
   });
+  const provider = values.provider;
+  if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${provider}; one of cpu, cuda`);
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
   const fixturePath = resolve(values.fixture ?? join(modelDir, "parity.json"));
   if (!existsSync(fixturePath)) fail(`no parity fixture at ${fixturePath} (write one with training/parity.py)`);
   const dataDir = resolve(values.data ?? join(repoRoot, "training", "data"));
   const fixture = JSON.parse(readFileSync(fixturePath, "utf8")) as ParityFixture;
-  const results = await checkParity(modelDir, fixture, dataDir);
+  const results = await checkParity(modelDir, fixture, dataDir, { provider });
   console.log("| case | ids | pixels | logits rel. error | twig logits rel. error | greedy equal |");
   console.log("|---|---|---|---|---|---|");
   let bad = 0;

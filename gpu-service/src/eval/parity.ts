@@ -13,7 +13,7 @@ import { argmax } from "../engine/decoding/sampling.js";
 import { preprocessImage } from "../engine/image.js";
 import { headGraph } from "../engine/onnx/decoder.js";
 import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
-import { LlavaRuntime } from "../engine/runtime/llava-runtime.js";
+import { LlavaRuntime, type RuntimeOptions } from "../engine/runtime/llava-runtime.js";
 import { createSession, ort } from "../engine/runtime/session.js";
 import { TextCodec } from "../engine/tokenizer.js";
 
@@ -59,10 +59,15 @@ export function relError(got: ArrayLike<number>, want: ArrayLike<number>): numbe
   return err / scale;
 }
 
-export async function checkParity(modelDir: string, fixture: ParityFixture, dataDir: string): Promise<ParityResult[]> {
+export async function checkParity(
+  modelDir: string,
+  fixture: ParityFixture,
+  dataDir: string,
+  options: RuntimeOptions = {},
+): Promise<ParityResult[]> {
   const weights = loadLlava(modelDir);
   const twig = loadTwig(join(modelDir, "twig"), weights);
-  const runtime = await LlavaRuntime.create(weights, {});
+  const runtime = await LlavaRuntime.create(weights, options);
   const cfg = runtime.textConfig;
   const [lower, twigHead] = await Promise.all([
     runtime.segment(0, twig.k),
