@@ -7,8 +7,9 @@
  * (lower, twig, mid, top), the heads, sampling, the text stream and its events. It is timed in
  * `base`, `ttp-only` and `twig` on a prompt padded with text to each context, greedy, for a fixed
  * number of tokens (sized models have a zero EOS row, so they never stop early). A decode step is
- * the median gap between two tokens reaching the event callback (one token per step in `base` and
- * `ttp-only`; `twig` is reported per token). The isolated segment is all L layers as one
+ * the median gap between two arrivals of tokens at the event callback (one token per step in
+ * `base` and `ttp-only`; in `twig` an arrival is one verification's tokens, so it is also reported
+ * per token). The isolated segment is all L layers as one
  * `DecoderSegment` (what `bench -- engine` times without `--model`), prefilled with the same
  * number of rows and stepped one token at a time over the same contexts, between the real runs
  * so that load on the machine falls on both alike.
@@ -78,12 +79,23 @@ async function timeGenerate(
   let cpuMs = 0;
   let spans = new Map<string, number>();
   let kvAllocations = 0;
+  let sameTurn = false;
   probe.timing = true;
   try {
     await engine.generate(
       { image, messages: [{ role: "user", content }], maxTokens: tokens, temperature: 0, topP: 1, stop: [], mode },
       (e) => {
         if (e.type === "delta" && e.tokenIds.length > 0) {
+          // one verification can send two deltas (accepted drafts, then the model's own token) in
+          // the same turn of the event loop: they are one arrival
+          if (sameTurn) {
+            arrivals[arrivals.length - 1].n += e.tokenIds.length;
+            return;
+          }
+          sameTurn = true;
+          queueMicrotask(() => {
+            sameTurn = false;
+          });
           arrivals.push({ at: performance.now(), n: e.tokenIds.length });
           if (arrivals.length === 1) {
             decodeStart = performance.now();
