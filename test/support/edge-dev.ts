@@ -25,6 +25,8 @@ export function devApiKey(): string {
 
 export interface EdgeDevProcess {
   url: string;
+  /** The wrangler process (its workerd children run the proxy worker and the user worker). */
+  pid: number;
   output: () => string;
   stop(): Promise<void>;
 }
@@ -84,6 +86,7 @@ export async function startEdgeDev(port: number, vars: Record<string, string>): 
   }
   return {
     url,
+    pid: child.pid ?? 0,
     output: () => output,
     stop: () =>
       new Promise<void>((resolve) => {

@@ -1,31 +1,49 @@
 /**
  * A pass-through HTTP/1.1 proxy in front of a GPU service that watches its
- * Generate answers go by: it timestamps every non-empty Delta frame (Connect
- * envelopes: 1 flag byte, 4-byte length, message) as it leaves the service,
- * and counts the answers whose caller hung up before they ended. Used to
- * measure the edge's streaming delay and to see the edge cancel upstream calls.
+ * Generate answers go by: it reads each Generate request's request_id (from
+ * the request's Connect envelope), timestamps every non-empty Delta frame of
+ * the answer (envelopes: 1 flag byte, 4-byte length, message) as it leaves the
+ * service, and counts the answers whose caller hung up before they ended. Used
+ * to measure the edge's streaming delay per stream and to see the edge cancel
+ * upstream calls.
  */
 import http from "node:http";
 import { fromBinary } from "@bufbuild/protobuf";
-import { GenerateEventSchema } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { GenerateEventSchema, GenerateRequestSchema } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+
+export interface TimedDelta {
+  text: string;
+  /** performance.now() when the frame arrived from the service. */
+  at: number;
+}
 
 export interface FrameProxy {
   url: string;
-  /** Non-empty deltas seen since the last reset, with performance.now() at arrival. */
-  deltas: { text: string; at: number }[];
+  /** Non-empty deltas since the last reset, by the Generate request's request_id ("" when it had none). */
+  deltas: Map<string, TimedDelta[]>;
   /** Generate answers whose downstream closed before the upstream answer ended. */
   cancelled: number;
   reset(): void;
   close(): Promise<void>;
 }
 
+/** The request_id of a binary Connect streaming request body (its first envelope). */
+function requestIdOf(body: Buffer): string {
+  if (body.length < 5 || body.length < 5 + body.readUInt32BE(1)) return "";
+  try {
+    return fromBinary(GenerateRequestSchema, body.subarray(5, 5 + body.readUInt32BE(1))).requestId;
+  } catch {
+    return "";
+  }
+}
+
 export async function startFrameProxy(port: number, target: string): Promise<FrameProxy> {
   const proxy: FrameProxy = {
     url: `http://127.0.0.1:${port}`,
-    deltas: [],
+    deltas: new Map(),
     cancelled: 0,
     reset() {
-      proxy.deltas = [];
+      proxy.deltas = new Map();
       proxy.cancelled = 0;
     },
     close: () =>
@@ -35,7 +53,14 @@ export async function startFrameProxy(port: number, target: string): Promise<Fra
       }),
   };
   const server = http.createServer((req, res) => {
+    res.socket?.setNoDelay(true);
     const generate = req.url?.endsWith("/Generate") ?? false;
+    const body: Buffer[] = [];
+    let key = "";
+    req.on("data", (chunk: Buffer) => body.push(chunk));
+    req.on("end", () => {
+      if (generate) key = requestIdOf(Buffer.concat(body));
+    });
     const up = http.request(`${target}${req.url}`, { method: req.method, headers: req.headers }, (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
       let ended = false;
@@ -48,8 +73,11 @@ export async function startFrameProxy(port: number, target: string): Promise<Fra
             const len = buf.readUInt32BE(1);
             if (buf[0] === 0) {
               const ev = fromBinary(GenerateEventSchema, buf.subarray(5, 5 + len));
-              if (ev.event.case === "delta" && ev.event.value.text)
-                proxy.deltas.push({ text: ev.event.value.text, at });
+              if (ev.event.case === "delta" && ev.event.value.text) {
+                const list = proxy.deltas.get(key) ?? [];
+                list.push({ text: ev.event.value.text, at });
+                proxy.deltas.set(key, list);
+              }
             }
             buf = buf.subarray(5 + len);
           }
@@ -60,6 +88,10 @@ export async function startFrameProxy(port: number, target: string): Promise<Fra
         ended = true;
         res.end();
       });
+      // the service went away mid-answer: so does this answer
+      upRes.on("close", () => {
+        if (!ended) res.destroy();
+      });
       res.on("close", () => {
         if (!ended) {
           if (generate) proxy.cancelled++;
@@ -67,6 +99,7 @@ export async function startFrameProxy(port: number, target: string): Promise<Fra
         }
       });
     });
+    up.on("socket", (s) => s.setNoDelay(true));
     up.on("error", () => res.destroy());
     req.pipe(up);
   });

@@ -60,7 +60,11 @@ export async function startGpuService(port: number, env: Record<string, string> 
   child.stdout?.on("data", collect);
   child.stderr?.on("data", collect);
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`GPU service did not start in time:\n${output}`)), 60_000);
+    const timer = setTimeout(() => {
+      // a service that never said it serves must not outlive the test that started it
+      child.kill("SIGKILL");
+      reject(new Error(`GPU service did not start in time:\n${output}`));
+    }, 60_000);
     const onData = () => {
       if (output.includes("gpu-service: serving")) {
         clearTimeout(timer);

@@ -70,7 +70,12 @@ export async function streamChat(
     r.headers = res.headers;
     opts.onAnswer?.(res.status);
     if (res.status !== 200 || !res.body) {
-      r.errorBody = (await res.json().catch(() => undefined)) as ChatStreamResult["errorBody"];
+      const text = await res.text().catch(() => "");
+      try {
+        r.errorBody = JSON.parse(text);
+      } catch {
+        r.errorBody = { error: { message: text.slice(0, 300) } };
+      }
       r.endAt = performance.now();
       return r;
     }
