@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { ValidationSeverity, validate } from "dockerfile-utils";
 import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../../gpu-service/src/config.js";
 import { PROBE_SCRIPT } from "../../../infra/k8s/probes.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
@@ -151,6 +152,14 @@ describe("infra/docker/gpu-service.Dockerfile", () => {
         .join(" ");
       expect(env).toMatch(/TWIG_MODELS_DIR=\/models\b/);
       expect(env).toMatch(new RegExp(`TWIG_EXECUTION_PROVIDER=${name}\\b`));
+      // the image's environment is a configuration the service accepts, with /metrics reachable through -p
+      const vars = Object.fromEntries(
+        [...env.matchAll(/(TWIG_[A-Z_]+)=(\S+)/g)].filter(([, k]) => k !== "TWIG_MODELS_DIR").map(([, k, v]) => [k, v]),
+      );
+      const config = loadConfig({ ...vars, TWIG_SERVICE_TOKEN: "from-the-environment" });
+      expect(config.host).toBe("0.0.0.0");
+      const metricsHost = (config as { metricsHost?: string }).metricsHost ?? config.host;
+      expect(metricsHost, "set TWIG_METRICS_HOST in the image's ENV").not.toMatch(/^(127\.|localhost$|::1$)/);
       checked++;
     }
     expect(checked).toBe(2);

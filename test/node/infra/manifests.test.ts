@@ -174,6 +174,11 @@ describe("rendered Kubernetes manifests", () => {
       expect(config.metricsPort).toBe(METRICS_PORT);
       expect(config.drainGraceMs).toBe(settings.drainGraceMs);
       expect(config.modelsDir).toBe("/models");
+      // Prometheus scrapes the pod's address: /metrics must not be bound to loopback
+      const metricsHost = (config as { metricsHost?: string }).metricsHost ?? config.host;
+      expect(metricsHost, "set TWIG_METRICS_HOST in infra/k8s/gpu-service.ts, then npm run infra:render").not.toMatch(
+        /^(127\.|localhost$|::1$)/,
+      );
     }
     expect(checked).toBeGreaterThan(10 * settings.models.length);
   });
