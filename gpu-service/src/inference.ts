@@ -118,7 +118,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
         throw new ConnectError(`model "${name}" is still loading`, Code.Unavailable);
       const limits = deps.limits ?? DEFAULT_LIMITS;
       const params = validateRequest(req, served.engine, limits);
-      await checkImageHeader(params.image, limits);
+      if (params.image) await checkImageHeader(params.image, limits);
       const requestId = req.requestId || randomUUID();
       const deadline = req.deadlineMs > 0 ? AbortSignal.timeout(req.deadlineMs) : undefined;
       const signal = deadline ? AbortSignal.any([ctx.signal, deadline]) : ctx.signal;

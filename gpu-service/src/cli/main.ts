@@ -1,10 +1,10 @@
 /**
  * The TwigServe command line (`npm run twig -- <command>`):
- *   generate --model DIR --image FILE --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random|visionzip]
+ *   generate --model DIR (--image FILE | --video FILE | --frame FILE...) --prompt TEXT [--mode twig|base|ttp-only|ssd-only|fastv|random|visionzip]
  *            [--twig DIR (default: the model's own twig/)] [--retain R-BAR] [--max-tokens N] [--temperature T]
  *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
  *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
- *   make-tiny --out DIR [--seed N] [--layout hf|original]
+ *   make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video]
  *   make-tiny --out DIR --hidden N --layers N ... (a benchmark-size model: see USAGE and sized-model.ts)
  *   eval and parity: see gpu-service/src/eval/command.ts and parity-command.ts
  * Each command is a function in COMMANDS at the end of this file.
@@ -18,6 +18,7 @@ import { ATTENTION_CHOICES, type AttentionChoice } from "../engine/onnx/attentio
 import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
 import { DEMO_VISION, writeSizedModel } from "../engine/sized-model.js";
 import { writeTinyModel } from "../engine/tiny-model.js";
+import { writeTinyNextModel } from "../engine/tiny-next.js";
 import type { ExecutionProvider, Mode } from "../engine/types.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
@@ -37,6 +38,8 @@ async function generate(argv: string[]): Promise<void> {
       model: { type: "string" },
       twig: { type: "string" },
       image: { type: "string" },
+      video: { type: "string" },
+      frame: { type: "string", multiple: true },
       prompt: { type: "string" },
       mode: { type: "string", default: "twig" },
       retain: { type: "string" },
@@ -60,8 +63,11 @@ async function generate(argv: string[]): Promise<void> {
         : "no --model given and models/demo does not exist yet; make one with `npm run twig -- make-tiny --out DIR`",
     );
   }
-  if (!values.image) fail("--image FILE is required");
-  if (!existsSync(values.image)) fail(`image ${values.image} does not exist`);
+  const media = [values.image, values.video, ...(values.frame ?? [])].filter((f) => f !== undefined);
+  if (media.length === 0) fail("--image FILE (or --video FILE, or --frame FILE for each frame) is required");
+  if ([values.image, values.video, values.frame].filter((x) => x !== undefined).length > 1)
+    fail("give one of --image, --video and --frame");
+  for (const f of media) if (!existsSync(f)) fail(`${f} does not exist`);
   const mode = values.mode as Mode;
   if (!MODES.includes(mode)) fail(`unknown --mode ${values.mode}; one of ${MODES.join(", ")}`);
   const num = (name: string, v: string | undefined) => {
@@ -85,14 +91,18 @@ async function generate(argv: string[]): Promise<void> {
     attention,
   }).catch((err: Error) => fail(`cannot load ${modelDir}: ${err.message}`));
   let text = "";
+  const rawPrompt = /<image>|<video>/.test(values.prompt ?? "");
   try {
     await engine.generate(
       {
-        image: readFileSync(values.image),
-        prompt: values.prompt?.includes("<image>") ? values.prompt : undefined,
-        messages: values.prompt?.includes("<image>")
+        image: values.image ? readFileSync(values.image) : undefined,
+        video: values.image
           ? undefined
-          : [{ role: "user", content: values.prompt ?? "describe the picture" }],
+          : values.video
+            ? { data: readFileSync(values.video) }
+            : { frames: (values.frame ?? []).map((f) => readFileSync(f)) },
+        prompt: rawPrompt ? values.prompt : undefined,
+        messages: rawPrompt ? undefined : [{ role: "user", content: values.prompt ?? "describe the picture" }],
         maxTokens: num("max-tokens", values["max-tokens"]) ?? 64,
         temperature: num("temperature", values.temperature) ?? 0,
         topP: num("top-p", values["top-p"]) ?? 1,
@@ -124,8 +134,9 @@ async function generate(argv: string[]): Promise<void> {
   if (values.trace && trace) {
     const traceFile = resolve(values.trace);
     const pixelValuesFile = traceFile.replace(/(\.json)?$/, ".pixel_values.safetensors");
-    const size = Math.round(Math.sqrt(trace.pixelValues.length / 3));
-    writeSafetensors(pixelValuesFile, { pixel_values: { shape: [1, 3, size, size], data: trace.pixelValues } });
+    const size = engine.weights.config.vision.imageSize;
+    const views = trace.pixelValues.length / (3 * size * size);
+    writeSafetensors(pixelValuesFile, { pixel_values: { shape: [views, 3, size, size], data: trace.pixelValues } });
     const twig = engine.twigWeights;
     const r = trace.result;
     writeFileSync(
@@ -139,6 +150,14 @@ async function generate(argv: string[]): Promise<void> {
           imagePosition: trace.imagePosition,
           numVisualTokens: r.visualTokens,
           pixelValuesFile,
+          // the picture's (height, width) or the frames'; each view's or frame's grid of visual tokens
+          visual: {
+            kind: trace.visual.input.kind,
+            size: trace.visual.size,
+            views,
+            frameIndices: trace.visual.frameIndices ?? null,
+            grids: trace.visual.grids,
+          },
           keptVisualIndices: r.keptVisualIndices,
           // R-bar and K_f as applied: null in the modes that keep every visual token
           retainBudget: r.retainBudget,
@@ -187,13 +206,18 @@ function makeTiny(argv: string[]): void {
       seed: { type: "string", default: "0" },
       layout: { type: "string", default: "hf" },
       ...Object.fromEntries(SIZE_FLAGS.map((f) => [f, { type: "string" as const }])),
+      arch: { type: "string", default: "llava" },
     },
   });
   if (!values.out) fail("--out DIR is required");
   if (values.layout !== "hf" && values.layout !== "original")
     fail(`--layout must be hf or original, got ${values.layout}`);
+  const arch = values.arch;
+  if (arch !== "llava" && arch !== "next" && arch !== "next-video")
+    fail(`--arch must be llava, next or next-video, got ${arch}`);
   const given = values as Record<string, string | undefined>;
   if (SIZE_FLAGS.some((f) => given[f] !== undefined)) {
+    if (arch !== "llava") fail("size flags make LLaVA checkpoints only; --arch next and next-video write tiny ones");
     if (values.layout !== "hf") fail("sized models are written in the hf layout only");
     const int = (name: string, fallback: number) => {
       const v = given[name];
@@ -242,14 +266,17 @@ function makeTiny(argv: string[]): void {
     }
     return;
   }
-  writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
+  if (arch !== "llava" && values.layout !== "hf") fail("LLaVA-NeXT models are written in the HF layout only");
+  if (arch === "llava") writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
+  else writeTinyNextModel(resolve(values.out), Number(values.seed), arch);
+  const name = { llava: "LLaVA", next: "LLaVA-NeXT", "next-video": "LLaVA-NeXT-Video" }[arch];
   console.log(
-    `wrote a tiny random LLaVA (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
+    `wrote a tiny random ${name} (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
   );
 }
 
-const USAGE = `usage: npm run twig -- generate --model DIR --image FILE --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
-       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original]
+const USAGE = `usage: npm run twig -- generate --model DIR (--image FILE | --video FILE | --frame FILE...) --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
+       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video]
        npm run twig -- make-tiny --out DIR [--hidden 2048] [--layers 16] [--heads H/64] [--kv-heads HEADS] [--intermediate 11H/4]
                         [--vocab (the demo tokenizer's)] [--max-positions 1024] [--vision-hidden 128] [--vision-layers 5] [--vision-heads 4]
                         [--vision-intermediate 512] [--vision-image-size 96] [--vision-patch-size 8] [--twig-k 2] [--twig-t 3] [--final-wipe 3L/4]

@@ -69,28 +69,58 @@ async function decode(bytes: Uint8Array, g: ImageGeometry, size: number, limits:
   );
 }
 
+/** A decoded picture and the size the resizes are computed from (its header's, when it was shrunk on decoding). */
+export interface DecodedPicture {
+  picture: RgbPicture;
+  declaredWidth: number;
+  declaredHeight: number;
+}
+
+/**
+ * Checks an image's header against the limits and decodes it to RGB, shrunk first (see `decode`) when its
+ * longest side exceeds PRESHRINK_GAP times `largestOutput`, the longest side any resize of it will produce
+ * (or a function of the header's geometry giving it).
+ */
+export async function decodePicture(
+  bytes: Uint8Array,
+  largestOutput: number | ((geometry: ImageGeometry) => number),
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+): Promise<DecodedPicture> {
+  const geometry = await inspectImage(bytes, limits);
+  const largest = typeof largestOutput === "number" ? largestOutput : largestOutput(geometry);
+  let picture: RgbPicture;
+  try {
+    picture = await decode(bytes, geometry, largest, limits);
+  } catch (err) {
+    throw new InvalidRequestError(`the image could not be decoded: ${(err as Error).message}`);
+  }
+  const shrunk = picture.width !== geometry.width || picture.height !== geometry.height;
+  // unshrunk, the decoded size is the truth (it equals the header's for every accepted format)
+  return {
+    picture,
+    declaredWidth: shrunk ? geometry.width : picture.width,
+    declaredHeight: shrunk ? geometry.height : picture.height,
+  };
+}
+
+/** Interleaved 8-bit RGB of size x size → float32 [3, size, size], rescaled by 1/255 and normalised. */
+export function normalise(rgb: Uint8Array, size: number, spec: Pick<PreprocessSpec, "mean" | "std">): Float32Array {
+  const n = size * size;
+  const out = new Float32Array(3 * n);
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < 3; c++) out[c * n + i] = (rgb[i * 3 + c] / 255 - spec.mean[c]) / spec.std[c];
+  }
+  return out;
+}
+
 /** Bytes of an image → the tower's pixel values, float32 [1, 3, S, S], LLaVA's recipe. */
 export async function preprocessImage(
   bytes: Uint8Array,
   spec: PreprocessSpec,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<Float32Array> {
-  const geometry = await inspectImage(bytes, limits);
   const S = spec.imageSize;
-  let picture: RgbPicture;
-  try {
-    picture = await decode(bytes, geometry, S, limits);
-  } catch (err) {
-    throw new InvalidRequestError(`the image could not be decoded: ${(err as Error).message}`);
-  }
-  const shrunk = picture.width !== geometry.width || picture.height !== geometry.height;
-  // unshrunk, the decoded size is the truth (it equals the header's for every accepted format)
-  const declaredWidth = shrunk ? geometry.width : picture.width;
-  const declaredHeight = shrunk ? geometry.height : picture.height;
+  const { picture, declaredWidth, declaredHeight } = await decodePicture(bytes, S, limits);
   const square = padToSquareAndResize(picture, declaredWidth, declaredHeight, S, padColour(spec.mean));
-  const out = new Float32Array(3 * S * S);
-  for (let i = 0; i < S * S; i++) {
-    for (let c = 0; c < 3; c++) out[c * S * S + i] = (square[i * 3 + c] / 255 - spec.mean[c]) / spec.std[c];
-  }
-  return out;
+  return normalise(square, S, spec);
 }

@@ -7,7 +7,8 @@
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
-import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage, preprocessImage } from "./image.js";
+import { keptTokensForBudget } from "./decoding/budget.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "./image.js";
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
 import { span } from "./runtime/tensor-io.js";
 import { TextStream } from "./text-stream.js";
@@ -23,20 +24,28 @@ import {
   type LlavaWeights,
   type TwigWeights,
 } from "./types.js";
-import { paddedSquareGrid } from "./visual-grid.js";
+import { DEFAULT_VIDEO_LIMITS, type VideoLimits } from "./video/decode.js";
+import { type PreparedVisual, prepareVisual } from "./visual-input.js";
+import { frameTokens } from "./visual-tokens.js";
 
 export interface LocalEngineOptions extends RuntimeOptions {
   /** Twig directory; default `<model>/twig` when it exists. */
   twigDir?: string;
   imageLimits?: ImageLimits;
+  /** Bytes, duration, frames and frame size of videos, and how long decoding may take. */
+  videoLimits?: VideoLimits;
   name?: string;
 }
 
 /** Everything a request produced, for the CLI's trace. */
 export interface RequestTrace {
   inputIds: number[];
+  /** Where the placeholder (`<image>` or `<video>`) was in inputIds. */
   imagePosition: number;
+  /** Every view's or frame's pixel values, one after the other ([views, 3, S, S]; one view for LLaVA-1.5). */
   pixelValues: Float32Array;
+  /** The picture or video as prepared: its views or frames, their grids and size. */
+  visual: PreparedVisual;
   result: TwigGenerateResult;
 }
 
@@ -52,13 +61,15 @@ export class LocalEngine implements Engine {
     private readonly decoder: TwigDecoder | undefined,
     private readonly twig: TwigWeights | undefined,
     private readonly codec: TextCodec,
-    private readonly limits: ImageLimits,
+    private readonly limits: { image: ImageLimits; video: VideoLimits },
     name: string,
   ) {
     const cfg = runtime.textConfig;
+    const perFrame = frameTokens(runtime.weights.config);
     this.info = {
       name,
       visualTokens: runtime.numVisualTokens,
+      video: perFrame === undefined ? undefined : { tokensPerFrame: perFrame, maxFrames: limits.video.maxFrames },
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
       twig:
@@ -89,7 +100,7 @@ export class LocalEngine implements Engine {
       decoder,
       twig,
       TextCodec.load(modelDir),
-      opts.imageLimits ?? DEFAULT_IMAGE_LIMITS,
+      { image: opts.imageLimits ?? DEFAULT_IMAGE_LIMITS, video: opts.videoLimits ?? DEFAULT_VIDEO_LIMITS },
       opts.name ?? basename(modelDir),
     );
   }
@@ -105,36 +116,36 @@ export class LocalEngine implements Engine {
 
   async generate(params: GenerateParams, onEvent: (event: EngineEvent) => void, signal?: AbortSignal): Promise<void> {
     const rt = this.runtime;
-    const vision = rt.weights.config.vision;
-    const pixelValues = await preprocessImage(
-      params.image,
-      { imageSize: vision.imageSize, mean: rt.weights.config.imageMean, std: rt.weights.config.imageStd },
-      this.limits,
-    );
-    const grid = paddedSquareGrid(
-      await inspectImage(params.image, this.limits),
-      vision.imageSize / vision.patchSize,
-      this.info.visualTokens,
-    );
-    const text = params.prompt ?? this.codec.formatChat(params.messages ?? []);
+    const visual = await prepareVisual(params, rt.weights.config, this.limits);
+    const N = visual.numVisual;
+    const text = params.prompt ?? this.codec.formatChat(params.messages ?? [], visual.placeholder);
     const inputIds = this.codec.encode(text);
-    const imageId = rt.weights.config.imageTokenIndex;
-    const imagePosition = inputIds.indexOf(imageId);
-    if (imagePosition < 0 || inputIds.lastIndexOf(imageId) !== imagePosition) {
-      throw new InvalidRequestError("the prompt must contain exactly one <image> placeholder");
+    const placeholderId = rt.placeholderOf(visual.input);
+    const imagePosition = inputIds.indexOf(placeholderId);
+    if (imagePosition < 0 || inputIds.lastIndexOf(placeholderId) !== imagePosition) {
+      throw new InvalidRequestError(`the prompt must contain exactly one ${visual.placeholder} placeholder`);
     }
-    const promptTokens = inputIds.length - 1 + this.info.visualTokens;
+    const promptTokens = inputIds.length - 1 + N;
     if (promptTokens >= this.info.contextLength) {
       throw new InvalidRequestError(
-        `the prompt is ${promptTokens} tokens (image included); the context length is ${this.info.contextLength}`,
+        `the prompt is ${promptTokens} tokens (${N} visual tokens included); the context length is ${this.info.contextLength}`,
       );
     }
     if (params.mode !== "base" && !this.decoder)
       throw new InvalidRequestError(`mode ${params.mode} needs a twig and this model has none`);
-    if (MODE_PLANS[params.mode].pruning !== "none" && imagePosition === inputIds.length - 1)
+    const prunes = MODE_PLANS[params.mode].pruning !== "none";
+    if (prunes && imagePosition === inputIds.length - 1)
       throw new InvalidRequestError(
-        `mode ${params.mode} prunes visual tokens, so the prompt must go on after the image`,
+        `mode ${params.mode} prunes visual tokens, so the prompt must go on after the ${visual.placeholder.slice(1, -1)}`,
       );
+    if (prunes && params.retainBudget !== undefined && this.decoder) {
+      // N is the request's (LLaVA-NeXT's varies with the picture, a video's with its frames)
+      try {
+        keptTokensForBudget(params.retainBudget, this.decoder.budgetShape(N));
+      } catch (err) {
+        throw new InvalidRequestError((err as Error).message);
+      }
+    }
 
     const stream = new TextStream((ids) => this.codec.decode(ids), params.stop);
     const sampling = { temperature: params.temperature, topP: params.topP };
@@ -164,7 +175,7 @@ export class LocalEngine implements Engine {
     if (this.decoder) {
       result = await this.decoder.generate({
         inputIds,
-        pixelValues,
+        visual: visual.input,
         mode: params.mode,
         maxTokens: params.maxTokens,
         sampling,
@@ -173,22 +184,16 @@ export class LocalEngine implements Engine {
         draftLength: params.draftLength,
         draftThreshold: params.draftThreshold,
         scoreSource: params.scoreSource,
-        onStarted: (s) => onEvent({ type: "started", ...s, visualGrids: [grid] }),
+        onStarted: (s) => onEvent({ type: "started", ...s, visualGrids: visual.grids }),
         onTokens,
         signal,
       });
     } else {
-      const all = Array.from({ length: this.info.visualTokens }, (_, i) => i);
-      onEvent({
-        type: "started",
-        promptTokens,
-        visualTokens: this.info.visualTokens,
-        keptVisualIndices: all,
-        visualGrids: [grid],
-      });
+      const all = Array.from({ length: N }, (_, i) => i);
+      onEvent({ type: "started", promptTokens, visualTokens: N, keptVisualIndices: all, visualGrids: visual.grids });
       const r = await rt.generateBase({
         inputIds,
-        pixelValues,
+        visual: visual.input,
         maxTokens: params.maxTokens,
         sampling,
         seed: params.seed,
@@ -197,9 +202,9 @@ export class LocalEngine implements Engine {
       });
       result = {
         ...r,
-        visualTokens: this.info.visualTokens,
+        visualTokens: N,
         keptVisualIndices: all,
-        r: this.info.visualTokens,
+        r: N,
         retainBudget: null,
         steps: [],
         layout: { lower: 0, twig: 0, mid: 0, top: 0 },
@@ -208,7 +213,7 @@ export class LocalEngine implements Engine {
     result.outputIds = result.outputIds.slice(0, taken);
     const tail = stream.flush();
     if (tail) onEvent({ type: "delta", text: tail, tokenIds: [], acceptedDraftTokens: 0 });
-    this.lastTrace = { inputIds, imagePosition, pixelValues, result };
+    this.lastTrace = { inputIds, imagePosition, pixelValues: visual.pixelValues, visual, result };
     const finishReason = result.finishReason === "callback" ? "stop_sequence" : result.finishReason;
     onEvent({
       type: "finished",

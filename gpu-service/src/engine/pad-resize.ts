@@ -13,6 +13,10 @@
  * The picture may come in smaller than its declared size (shrunk beforehand,
  * for large uploads): each of its pixels then stands for `declared/actual`
  * pixels of the square on that axis, at the same place, and weighs that much.
+ *
+ * `resizePicture` is the same filter without padding (LLaVA-NeXT's tiles and base
+ * view, video frames); a picture at its own size goes through Pillow's own
+ * fixed-point arithmetic there, so that it equals Pillow bit for bit.
  */
 
 /** Pillow's bicubic kernel (a = -0.5), support 2. */
@@ -29,6 +33,38 @@ interface Taps {
   fillShare: number;
   first: number;
   weights: Float64Array;
+  /** Pillow's fixed-point weights (PRECISION_BITS fraction bits), when the filter is Pillow's exactly (no padding, no first shrink). */
+  fixed?: Int32Array;
+}
+
+/** Pillow's fraction bits for 8-bit resampling: 32 - 8 - 2. */
+const PRECISION_BITS = 22;
+const ONE = 2 ** PRECISION_BITS;
+
+/**
+ * Pillow's own filter for resizing an axis of `inSize` pixels to `outSize` (Resample.c's precompute_coeffs
+ * and normalize_coeffs_8bpc): the window, the kernel at ((i - center + 0.5) / filterscale), normalised, then
+ * rounded to fixed point. With it the resize is bit-exact with Pillow's `resize(..., BICUBIC)`.
+ */
+function pillowTaps(inSize: number, outSize: number): Taps[] {
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = 2 * filterscale;
+  const ss = 1 / filterscale;
+  return Array.from({ length: outSize }, (_, xx) => {
+    const center = (xx + 0.5) * scale;
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
+    const weights = new Float64Array(Math.max(0, xmax));
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      weights[x] = bicubic((x + xmin - center + 0.5) * ss);
+      ww += weights[x];
+    }
+    if (ww !== 0) for (let x = 0; x < xmax; x++) weights[x] /= ww;
+    const fixed = Int32Array.from(weights, (w) => Math.trunc(w < 0 ? -0.5 + w * ONE : 0.5 + w * ONE));
+    return { fillShare: 0, first: xmin, weights, fixed };
+  });
 }
 
 /**
@@ -90,28 +126,83 @@ export function padToSquareAndResize(
   const side = Math.max(declaredWidth, declaredHeight);
   const cols = axisTaps(declaredWidth, picture.width, side, size);
   const rows = axisTaps(declaredHeight, picture.height, side, size);
+  return resample(picture, cols, rows, fill);
+}
+
+/**
+ * Pillow's `resize((width, height), BICUBIC)` of `picture` (declared `declaredWidth` x `declaredHeight`, the
+ * size the resize is computed from): interleaved RGB, 8 bits. No padding, so the aspect ratio is the caller's.
+ */
+export function resizePicture(
+  picture: RgbPicture,
+  declaredWidth: number,
+  declaredHeight: number,
+  width: number,
+  height: number,
+): Uint8Array {
+  // a picture at its own size is resized with Pillow's fixed-point filter, bit for bit; one shrunk on decoding
+  // stands for its declared size, which only the weighted filter can express
+  const exact = picture.width === declaredWidth && picture.height === declaredHeight;
+  const cols = exact ? pillowTaps(picture.width, width) : axisTaps(declaredWidth, picture.width, declaredWidth, width);
+  const rows = exact
+    ? pillowTaps(picture.height, height)
+    : axisTaps(declaredHeight, picture.height, declaredHeight, height);
+  return resample(picture, cols, rows, [0, 0, 0]);
+}
+
+/** Pillow's clip8 of a fixed-point sum (half already added). */
+const clip8 = (ss: number) => (ss <= 0 ? 0 : ss >= 256 * ONE ? 255 : Math.floor(ss / ONE));
+
+/**
+ * The two passes, horizontal then vertical, each rounded to 8 bits (as Pillow): output cols.length x rows.length.
+ * A coordinate with fixed-point weights sums as Pillow does (integers, half added, shifted, clipped).
+ */
+function resample(
+  picture: RgbPicture,
+  cols: Taps[],
+  rows: Taps[],
+  fill: readonly [number, number, number],
+): Uint8Array {
   const { data, width } = picture;
-  // first pass: each picture row to size columns (the padding rows are the fill colour throughout)
-  const wide = new Uint8Array(picture.height * size * 3);
+  const outW = cols.length;
+  const outH = rows.length;
+  // first pass: each picture row to outW columns (the padding rows are the fill colour throughout)
+  const wide = new Uint8Array(picture.height * outW * 3);
   for (let y = 0; y < picture.height; y++) {
-    for (let x = 0; x < size; x++) {
-      const { fillShare, first, weights } = cols[x];
+    for (let x = 0; x < outW; x++) {
+      const { fillShare, first, weights, fixed } = cols[x];
       for (let c = 0; c < 3; c++) {
-        let v = fillShare * fill[c];
-        for (let k = 0; k < weights.length; k++) v += weights[k] * data[(y * width + first + k) * 3 + c];
-        wide[(y * size + x) * 3 + c] = toByte(v);
+        let v: number;
+        if (fixed) {
+          let ss = ONE / 2;
+          for (let k = 0; k < fixed.length; k++) ss += fixed[k] * data[(y * width + first + k) * 3 + c];
+          v = clip8(ss);
+        } else {
+          let f = fillShare * fill[c];
+          for (let k = 0; k < weights.length; k++) f += weights[k] * data[(y * width + first + k) * 3 + c];
+          v = toByte(f);
+        }
+        wide[(y * outW + x) * 3 + c] = v;
       }
     }
   }
-  // second pass: columns to size rows
-  const out = new Uint8Array(size * size * 3);
-  for (let y = 0; y < size; y++) {
-    const { fillShare, first, weights } = rows[y];
-    for (let x = 0; x < size; x++) {
+  // second pass: columns to outH rows
+  const out = new Uint8Array(outW * outH * 3);
+  for (let y = 0; y < outH; y++) {
+    const { fillShare, first, weights, fixed } = rows[y];
+    for (let x = 0; x < outW; x++) {
       for (let c = 0; c < 3; c++) {
-        let v = fillShare * fill[c];
-        for (let k = 0; k < weights.length; k++) v += weights[k] * wide[((first + k) * size + x) * 3 + c];
-        out[(y * size + x) * 3 + c] = toByte(v);
+        let v: number;
+        if (fixed) {
+          let ss = ONE / 2;
+          for (let k = 0; k < fixed.length; k++) ss += fixed[k] * wide[((first + k) * outW + x) * 3 + c];
+          v = clip8(ss);
+        } else {
+          let f = fillShare * fill[c];
+          for (let k = 0; k < weights.length; k++) f += weights[k] * wide[((first + k) * outW + x) * 3 + c];
+          v = toByte(f);
+        }
+        out[(y * outW + x) * 3 + c] = v;
       }
     }
   }

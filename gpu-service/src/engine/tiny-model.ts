@@ -123,14 +123,20 @@ export const TINY_WORDS = (
   "how many shapes are there in image top bottom left right center one two three four yes no describe scene picture of with ?"
 ).split(" ");
 
-/** tokenizer.json: whole words as a WordPiece vocabulary, Whitespace pre-tokenizer, special tokens first and `<image>` last. */
-export function wordTokenizer(words: readonly string[]): { json: object; vocabSize: number; imageTokenIndex: number } {
+/**
+ * tokenizer.json: whole words as a WordPiece vocabulary, Whitespace pre-tokenizer, special tokens first,
+ * then the words, `<image>` and any `placeholders` (such as `<video>`) last.
+ */
+export function wordTokenizer(
+  words: readonly string[],
+  placeholders: readonly string[] = [],
+): { json: object; vocabSize: number; imageTokenIndex: number; ids: Record<string, number> } {
   const specials = ["<unk>", "<s>", "</s>", "<pad>"];
   const vocab: Record<string, number> = {};
   for (const w of [...specials, ...words]) if (!(w in vocab)) vocab[w] = Object.keys(vocab).length;
   const imageTokenIndex = Object.keys(vocab).length;
-  vocab["<image>"] = imageTokenIndex;
-  const added = [...specials, "<image>"].map((content) => ({
+  for (const p of ["<image>", ...placeholders]) vocab[p] = Object.keys(vocab).length;
+  const added = [...specials, "<image>", ...placeholders].map((content) => ({
     id: vocab[content],
     content,
     single_word: false,
@@ -157,8 +163,9 @@ export function wordTokenizer(words: readonly string[]): { json: object; vocabSi
         vocab,
       },
     },
-    vocabSize: imageTokenIndex + 1,
+    vocabSize: Object.keys(vocab).length,
     imageTokenIndex,
+    ids: vocab,
   };
 }
 
@@ -244,6 +251,26 @@ function visionConfigJson(v: VisionConfig): Record<string, unknown> {
   };
 }
 
+/** The HF config's architecture keys: LLaVA, LLaVA-NeXT (AnyRes pinpoints) or LLaVA-NeXT-Video (and its pooling). */
+function architectureJson(c: LlavaWeights["config"]): Record<string, unknown> {
+  if (c.video && c.anyres)
+    return {
+      architectures: ["LlavaNextVideoForConditionalGeneration"],
+      model_type: "llava_next_video",
+      image_grid_pinpoints: c.anyres.gridPinpoints,
+      video_token_index: c.video.tokenIndex,
+      spatial_pool_mode: c.video.poolMode,
+      spatial_pool_stride: c.video.poolStride,
+    };
+  if (c.anyres)
+    return {
+      architectures: ["LlavaNextForConditionalGeneration"],
+      model_type: "llava_next",
+      image_grid_pinpoints: c.anyres.gridPinpoints,
+    };
+  return { architectures: ["LlavaForConditionalGeneration"], model_type: "llava" };
+}
+
 /** Writes weights as a checkpoint directory in the given layout (fp32); tensors are written one at a time. */
 export function writeLlavaCheckpoint(
   dir: string,
@@ -252,9 +279,10 @@ export function writeLlavaCheckpoint(
   tokenizer: object,
   tokenizerConfig: object = { bos_token: "<s>", eos_token: "</s>", pad_token: "<pad>", unk_token: "<unk>" },
 ): void {
+  const c = w.config;
+  if (c.anyres && layout !== "hf") throw new RangeError("LLaVA-NeXT checkpoints are written in the HF layout only");
   mkdirSync(dir, { recursive: true });
   const t: Record<string, Tensor> = {};
-  const c = w.config;
   if (layout === "hf") {
     t["language_model.model.embed_tokens.weight"] = w.text.embedTokens;
     decoderTensors(t, "language_model.model.", w.text.layers);
@@ -263,12 +291,12 @@ export function writeLlavaCheckpoint(
     linearTensors(t, "multi_modal_projector.linear_1", w.projector.linear1);
     linearTensors(t, "multi_modal_projector.linear_2", w.projector.linear2);
     visionTensors(t, "vision_tower.vision_model.", w.vision);
+    if (w.imageNewline) t.image_newline = w.imageNewline;
     writeFileSync(
       join(dir, "config.json"),
       JSON.stringify(
         {
-          architectures: ["LlavaForConditionalGeneration"],
-          model_type: "llava",
+          ...architectureJson(c),
           image_token_index: c.imageTokenIndex,
           projector_hidden_act: "gelu",
           vision_feature_layer: c.visionFeatureLayer,
@@ -320,7 +348,10 @@ export function writeLlavaCheckpoint(
         image_mean: c.imageMean,
         image_std: c.imageStd,
         size: { shortest_edge: c.vision.imageSize },
-        crop_size: c.vision.imageSize,
+        crop_size: c.anyres ? { height: c.vision.imageSize, width: c.vision.imageSize } : c.vision.imageSize,
+        ...(c.anyres
+          ? { image_processor_type: "LlavaNextImageProcessor", image_grid_pinpoints: c.anyres.gridPinpoints }
+          : {}),
       },
       null,
       2,

@@ -51,13 +51,13 @@ export class TextCodec {
     return this.tokenizer.token_to_id(token);
   }
 
-  /** The prompt text for a conversation; the image placeholder goes into the first user message. */
-  formatChat(messages: readonly ChatMessage[]): string {
+  /** The prompt text for a conversation; the image placeholder (or `<video>`) goes into the first user message. */
+  formatChat(messages: readonly ChatMessage[], placeholder = "<image>"): string {
     const firstUser = messages.findIndex((m) => m.role === "user");
     if (firstUser < 0) throw new InvalidRequestError("the conversation has no user message");
     if (messages[messages.length - 1].role !== "user")
       throw new InvalidRequestError("the last message must be the user's");
-    const withImage = messages.map((m, i) => (i === firstUser ? { ...m, content: `<image>\n${m.content}` } : m));
+    const withImage = messages.map((m, i) => (i === firstUser ? { ...m, content: `${placeholder}\n${m.content}` } : m));
     if (this.chatTemplate) {
       return this.chatTemplate.render({
         messages: withImage,

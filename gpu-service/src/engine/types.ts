@@ -64,6 +64,17 @@ export interface LlavaConfig {
   /** CLIP image normalisation. */
   imageMean: [number, number, number];
   imageStd: [number, number, number];
+  /**
+   * LLaVA-NeXT (`LlavaNextForConditionalGeneration`, and the video model's image path): pictures are cut by
+   * AnyRes into tiles fitted to one of these (height, width) resolutions, plus the whole picture as a base
+   * view; `image_newline` ends each row of tile features. Absent for LLaVA-1.5 (one padded square view).
+   */
+  anyres?: { gridPinpoints: [number, number][] };
+  /**
+   * LLaVA-NeXT-Video (`LlavaNextVideoForConditionalGeneration`): the `<video>` placeholder's id, and how each
+   * frame's patch features are pooled (stride x stride, before the projector) into its visual tokens.
+   */
+  video?: { tokenIndex: number; poolMode: "average" | "max"; poolStride: number };
 }
 
 export interface DecoderLayerWeights {
@@ -103,6 +114,8 @@ export interface LlavaWeights {
     postLayerNorm: NormWeights;
   };
   projector: { linear1: LinearWeights; linear2: LinearWeights };
+  /** [textHidden]: LLaVA-NeXT's `image_newline`, present with `config.anyres`. */
+  imageNewline?: Tensor;
   text: {
     /** [vocab, hidden] */
     embedTokens: Tensor;
@@ -140,11 +153,19 @@ export interface ChatMessage {
   content: string;
 }
 
+/** A short video: encoded MP4 or WebM bytes (decoded with ffmpeg), or its frames as encoded images, in order. */
+export interface VideoInput {
+  data?: Uint8Array;
+  frames?: Uint8Array[];
+}
+
 /** One request, as the engine sees it. Defaults are applied by the caller (validated already). */
 export interface GenerateParams {
-  /** Encoded image bytes (PNG, JPEG or WebP). */
-  image: Uint8Array;
-  /** Either a conversation (formatted with the model's chat format) or a raw prompt containing `<image>`. */
+  /** Encoded image bytes (PNG, JPEG, WebP or GIF); exactly one of image and video. */
+  image?: Uint8Array;
+  /** A video, for a LLaVA-NeXT-Video model. */
+  video?: VideoInput;
+  /** Either a conversation (formatted with the model's chat format) or a raw prompt containing `<image>` (or `<video>`). */
   messages?: ChatMessage[];
   prompt?: string;
   maxTokens: number;
@@ -194,6 +215,12 @@ export interface VisualGrid {
   top: number;
   width: number;
   height: number;
+  /** Tokens from one row to the next when not `cols` (a LLaVA-NeXT tile: its row of tiles and an image_newline). */
+  rowStride?: number;
+  /** What the grid covers, when not the whole (padded) picture: LLaVA-NeXT's base view or a tile, or a video frame. */
+  source?: "base" | "tile" | "frame";
+  /** The tile's number (row by row from 0) or the frame's (in the sampled frames, from 0). */
+  index?: number;
 }
 
 export type EngineEvent =
@@ -227,7 +254,10 @@ export class InvalidRequestError extends Error {
 export interface Engine {
   readonly info: {
     name: string;
+    /** N of a picture; for LLaVA-NeXT the most any picture gives (N varies with the picture's shape). */
     visualTokens: number;
+    /** LLaVA-NeXT-Video: visual tokens per frame and the most frames a video is sampled to. */
+    video?: { tokensPerFrame: number; maxFrames: number };
     numLayers: number;
     contextLength: number;
     twig?: {

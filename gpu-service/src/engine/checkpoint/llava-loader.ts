@@ -5,6 +5,8 @@
  *  - HF transformers (>=4.52):  model.language_model.*, lm_head, model.vision_tower.vision_model.*, model.multi_modal_projector.*
  *  - original LLaVA-1.5:        model.*, lm_head, model.mm_projector.{0,2}, with the CLIP tower in its own directory (vision_model.*)
  * Weights may be one file or shards listed in model.safetensors.index.json; fp32, fp16 or bf16.
+ * The HF layouts also carry LLaVA-NeXT (`model_type` llava_next: AnyRes pinpoints and `image_newline`) and
+ * LLaVA-NeXT-Video (llava_next_video: also the `<video>` token and the frames' spatial pooling).
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -153,6 +155,51 @@ function loadVision(src: TensorSource, p: string, vc: VisionConfig): LlavaWeight
   };
 }
 
+/** The architectures whose configs carry LLaVA-NeXT's AnyRes (and, for the video model, its pooling). */
+const NEXT_TYPES = ["llava_next", "llava_next_video"];
+
+/**
+ * LLaVA-NeXT's part of the config (`LlavaNextConfig`, `LlavaNextVideoConfig`): the grid pinpoints of AnyRes
+ * and, for video, the `<video>` placeholder and the spatial pooling. Empty for LLaVA-1.5.
+ */
+function nextConfig(dir: string, cfg: Json, pre: Json, vision: VisionConfig): Pick<LlavaConfig, "anyres" | "video"> {
+  const type = String(cfg.model_type ?? "llava");
+  if (!NEXT_TYPES.includes(type)) return {};
+  const pinpoints = cfg.image_grid_pinpoints ?? pre.image_grid_pinpoints;
+  const tile = vision.imageSize;
+  const valid =
+    Array.isArray(pinpoints) &&
+    pinpoints.length > 0 &&
+    pinpoints.every(
+      (p: unknown) =>
+        Array.isArray(p) &&
+        p.length === 2 &&
+        p.every((x) => Number.isInteger(x) && x > 0 && x % tile === 0 && x <= 64 * tile),
+    );
+  if (!valid)
+    throw new CheckpointError(
+      `${dir}/config.json: ${type} needs image_grid_pinpoints, a list of [height, width] pairs that are multiples of the tower's ${tile} pixels`,
+    );
+  if (pre.image_grid_pinpoints && JSON.stringify(pre.image_grid_pinpoints) !== JSON.stringify(pinpoints))
+    throw new CheckpointError(`${dir}: preprocessor_config.json's image_grid_pinpoints differ from config.json's`);
+  const out: Pick<LlavaConfig, "anyres" | "video"> = { anyres: { gridPinpoints: pinpoints } };
+  if (type === "llava_next_video") {
+    const tokenIndex = cfg.video_token_index ?? cfg.video_token_id;
+    const poolMode = cfg.spatial_pool_mode ?? "average";
+    const poolStride = cfg.spatial_pool_stride ?? 2;
+    if (!Number.isInteger(tokenIndex))
+      throw new CheckpointError(`${dir}/config.json: llava_next_video needs video_token_index`);
+    if (poolMode !== "average" && poolMode !== "max")
+      throw new CheckpointError(
+        `${dir}/config.json: spatial_pool_mode ${JSON.stringify(poolMode)} is not supported (average or max)`,
+      );
+    if (!(Number.isInteger(poolStride) && poolStride >= 1 && poolStride <= vision.imageSize / vision.patchSize))
+      throw new CheckpointError(`${dir}/config.json: spatial_pool_stride ${poolStride} does not fit the patch grid`);
+    out.video = { tokenIndex, poolMode, poolStride };
+  }
+  return out;
+}
+
 export interface LoadOptions {
   /** Directory of the CLIP vision tower for the original layout (default: `<dir>/vision_tower`). */
   visionTowerDir?: string;
@@ -166,7 +213,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
   const pre = existsSync(join(dir, "preprocessor_config.json")) ? readJson(join(dir, "preprocessor_config.json")) : {};
   const src = new TensorSource(dir);
   try {
-    let prefixes: { text: string; head: string; vision: string; proj1: string; proj2: string };
+    let prefixes: { text: string; head: string; vision: string; proj1: string; proj2: string; newline: string };
     let text: TextConfig;
     let vision: VisionConfig;
     let visionSrc = src;
@@ -179,6 +226,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
             vision: "vision_tower.vision_model.",
             proj1: "multi_modal_projector.linear_1",
             proj2: "multi_modal_projector.linear_2",
+            newline: "image_newline",
           }
         : {
             text: "model.language_model.",
@@ -186,6 +234,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
             vision: "model.vision_tower.vision_model.",
             proj1: "model.multi_modal_projector.linear_1",
             proj2: "model.multi_modal_projector.linear_2",
+            newline: "model.image_newline",
           };
       if (!cfg.text_config || !cfg.vision_config)
         throw new CheckpointError(`${dir}/config.json: an HF LLaVA config needs text_config and vision_config`);
@@ -206,6 +255,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
         vision: "vision_model.",
         proj1: "model.mm_projector.0",
         proj2: "model.mm_projector.2",
+        newline: "model.image_newline",
       };
       text = textConfig(cfg);
       vision = visionConfig(towerCfg.vision_config ?? towerCfg);
@@ -228,11 +278,15 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
       projectorHiddenAct: "gelu",
       imageMean: pre.image_mean ?? [0.48145466, 0.4578275, 0.40821073],
       imageStd: pre.image_std ?? [0.26862954, 0.26130258, 0.27577711],
+      ...nextConfig(dir, cfg, pre, vision),
     };
+    if (config.anyres && config.visionFeatureSelectStrategy === "full")
+      throw new CheckpointError(`${dir}: LLaVA-NeXT needs vision_feature_select_strategy "default" (CLS dropped)`);
     const H = text.hiddenSize;
     const W = vision.hiddenSize;
     return {
       config,
+      imageNewline: config.anyres ? src.read(prefixes.newline, [H]) : undefined,
       vision: loadVision(visionSrc, prefixes.vision, vision),
       projector: {
         linear1: {

@@ -45,6 +45,8 @@ function selfAttention(
 export interface VisionGraphOptions {
   /** Also output cls_attention [1, N] (head-averaged attention of CLS to each visual token in the feature layer). */
   clsAttention?: boolean;
+  /** Also output vision_features [1, N, visionHidden]: the selected features before the projector (a video's frames are pooled there). */
+  visionFeatures?: boolean;
 }
 
 export function visionGraph(weights: LlavaWeights, options: VisionGraphOptions = {}): Uint8Array {
@@ -96,7 +98,44 @@ export function visionGraph(weights: LlavaWeights, options: VisionGraphOptions =
   if (config.visionFeatureSelectStrategy === "default") {
     [h] = g.op("Slice", [h, g.ints("start", [1]), g.ints("end", [tokens]), g.ints("axis", [1])]);
   }
+  if (options.visionFeatures) g.output(g.op("Identity", [h])[0], "vision_features", "float32", [1, n, width]);
   const projected = linear(g, gelu(g, linear(g, h, projector.linear1, "proj1")), projector.linear2, "proj2");
   g.output(projected, "image_features", "float32", [1, n, config.text.hiddenSize]);
+  return g.toBytes();
+}
+
+/**
+ * LLaVA-NeXT-Video's frames after the tower: each frame's patch features [F, P*P, visionHidden] as a P x P
+ * grid, pooled stride x stride (`LlavaNextVideoPooler`: nn.AvgPool2d or nn.MaxPool2d, kernel = stride,
+ * floor), then the projector, before which transformers pools (`get_video_features`).
+ * vision_features [F, P*P, W] → video_features [F, P'*P', textHidden]; and the CLS attention [F, P*P] pooled
+ * the same way: patch_cls_attention [F, P*P] → cls_attention [F, P'*P'] (the VisionZip score of a pooled token: its patches' mean, or
+ * their max under max pooling).
+ */
+export function videoPoolGraph(weights: LlavaWeights): Uint8Array {
+  const { config, projector } = weights;
+  if (!config.video) throw new RangeError("videoPoolGraph needs a LLaVA-NeXT-Video config");
+  const vc = config.vision;
+  const side = vc.imageSize / vc.patchSize;
+  const stride = config.video.poolStride;
+  const out = Math.floor(side / stride);
+  const width = vc.hiddenSize;
+  const g = new GraphBuilder("video_pool");
+  const feats = g.input("vision_features", "float32", ["frames", side * side, width]);
+  const cls = g.input("patch_cls_attention", "float32", ["frames", side * side]);
+  const op = config.video.poolMode === "average" ? "AveragePool" : "MaxPool";
+  const pool = (x: string) => g.op(op, [x], { kernel_shape: [stride, stride], strides: [stride, stride] })[0];
+  // [F, P*P, W] -> [F, W, P, P] -> pooled [F, W, P', P'] -> [F, P'*P', W]
+  const [grid] = g.op("Reshape", [
+    g.op("Transpose", [feats], { perm: [0, 2, 1] })[0],
+    g.ints("grid", [0, width, side, side]),
+  ]);
+  const [flat] = g.op("Reshape", [pool(grid), g.ints("pooled", [0, width, out * out])]);
+  const [tokens] = g.op("Transpose", [flat], { perm: [0, 2, 1] });
+  const projected = linear(g, gelu(g, linear(g, tokens, projector.linear1, "proj1")), projector.linear2, "proj2");
+  g.output(projected, "video_features", "float32", ["frames", out * out, config.text.hiddenSize]);
+  const [clsGrid] = g.op("Reshape", [cls, g.ints("cls_grid", [0, 1, side, side])]);
+  const [clsPooled] = g.op("Reshape", [pool(clsGrid), g.ints("cls_pooled", [0, out * out])]);
+  g.output(clsPooled, "cls_attention", "float32", ["frames", out * out]);
   return g.toBytes();
 }

@@ -38,13 +38,23 @@ export function visionRef(weights: LlavaWeights, pixels: Float32Array): Vec[] {
   return visionForwardRef(weights, pixels).features;
 }
 
+/** The mlp2x_gelu projector on rows of the tower's width → [rows][textHidden]. */
+export function projectRef(weights: LlavaWeights, rows: readonly Vec[]): Vec[] {
+  const { linear1, linear2 } = weights.projector;
+  return rows.map((r) => matvec(linear2.weight, matvec(linear1.weight, r, linear1.bias).map(geluRef), linear2.bias));
+}
+
 /**
- * The vision forward: projected features [N][textHidden], and `clsAttention` [N], the
- * attention the CLS query pays each token that becomes a visual token, in the feature
- * layer (the last layer run), averaged over heads.
+ * The vision forward: projected features [N][textHidden], `selected` [N][visionHidden] (the
+ * feature layer's rows that become visual tokens, before the projector), and `clsAttention`
+ * [N], the attention the CLS query pays each of them in the feature layer (the last layer
+ * run), averaged over heads.
  */
-export function visionForwardRef(weights: LlavaWeights, pixels: Float32Array): { features: Vec[]; clsAttention: Vec } {
-  const { config, vision, projector } = weights;
+export function visionForwardRef(
+  weights: LlavaWeights,
+  pixels: Float32Array,
+): { features: Vec[]; selected: Vec[]; clsAttention: Vec } {
+  const { config, vision } = weights;
   const vc = config.vision;
   const p = vc.patchSize;
   const grid = vc.imageSize / p;
@@ -108,14 +118,6 @@ export function visionForwardRef(weights: LlavaWeights, pixels: Float32Array): {
       return row.map((val, i) => val + m[i]);
     });
   }
-  const features = h
-    .slice(first)
-    .map((r) =>
-      matvec(
-        projector.linear2.weight,
-        matvec(projector.linear1.weight, r, projector.linear1.bias).map(geluRef),
-        projector.linear2.bias,
-      ),
-    );
-  return { features, clsAttention };
+  const selected = h.slice(first);
+  return { features: projectRef(weights, selected), selected, clsAttention };
 }

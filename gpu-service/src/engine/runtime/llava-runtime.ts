@@ -8,13 +8,14 @@
 
 import { chooseToken, Rng, type SamplingOptions } from "../decoding/sampling.js";
 import { type DecoderGraphOptions, headBuilder } from "../onnx/decoder.js";
-import { visionGraph } from "../onnx/vision.js";
 import type { ExecutionProvider, LlavaWeights, NormWeights, Tensor, TextConfig } from "../types.js";
+import { maxPictureTokens } from "../visual-tokens.js";
 import { DecoderSegment, graphOptions } from "./decoder-segment.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import type { LayerKv } from "./kv-cache.js";
-import { createSession, ort } from "./session.js";
+import { ort } from "./session.js";
 import { SessionIo, span } from "./tensor-io.js";
+import { type EncodedVisual, VisualEncoder, type VisualInput } from "./visual-encoder.js";
 
 /**
  * How the model runs: provider and threads, the decoder's weight precision
@@ -66,7 +67,9 @@ export interface EmbeddedPrompt {
 
 export interface BaseGenerateOptions {
   inputIds: number[];
-  pixelValues: Float32Array;
+  /** One square view (LLaVA-1.5), unless `visual` is given. */
+  pixelValues?: Float32Array;
+  visual?: VisualInput;
   maxTokens: number;
   sampling: SamplingOptions;
   seed?: number;
@@ -87,7 +90,8 @@ export interface BaseGenerateResult {
 export class LlavaRuntime {
   private constructor(
     readonly weights: LlavaWeights,
-    private readonly vision: SessionIo,
+    /** The vision tower and projector (and a video model's pooling): a request's visual tokens. */
+    readonly visual: VisualEncoder,
     private readonly head: SessionIo,
     private readonly fullSegment: DecoderSegment | undefined,
     readonly options: RuntimeOptions,
@@ -106,11 +110,11 @@ export class LlavaRuntime {
     const { text } = weights;
     const config = weights.config.text;
     const [vision, head, full] = await Promise.all([
-      createSession(visionGraph(weights, { clsAttention: true }), options),
+      VisualEncoder.create(weights, options),
       createHeadSession(config, text.norm, text.lmHead, options),
       fullSegment ? DecoderSegment.create(config, text.layers, { ...options, name: "full" }) : undefined,
     ]);
-    return new LlavaRuntime(weights, new SessionIo(vision, "vision"), new SessionIo(head, "head"), full, options);
+    return new LlavaRuntime(weights, vision, new SessionIo(head, "head"), full, options);
   }
 
   /** All base layers as one segment (plain decoding); absent when created with `fullSegment: false`. */
@@ -123,10 +127,9 @@ export class LlavaRuntime {
     return this.weights.config.text;
   }
 
+  /** N of a picture: for LLaVA-NeXT, where N varies with the picture's shape, the most any picture gives. */
   get numVisualTokens(): number {
-    const v = this.weights.config.vision;
-    const n = (v.imageSize / v.patchSize) ** 2;
-    return this.weights.config.visionFeatureSelectStrategy === "default" ? n : n + 1;
+    return maxPictureTokens(this.weights.config);
   }
 
   /** Builds a decoder segment over base layers [a, b), optionally with one layer's attention probabilities. */
@@ -140,18 +143,28 @@ export class LlavaRuntime {
 
   /** pixel values [1, 3, S, S] → image features [N, H]. */
   async encodeImage(pixelValues: Float32Array): Promise<Float32Array> {
-    const s = this.weights.config.vision.imageSize;
-    const out = await this.vision.run({ pixel_values: new ort.Tensor("float32", pixelValues, [1, 3, s, s]) });
-    return out.image_features.data as Float32Array;
+    return (await this.visual.view(pixelValues)).features;
   }
 
   /** pixel values → image features [N, H] and the vision CLS token's attention to each of the N (VisionZip's score). */
   async encodeImageWithClsAttention(
     pixelValues: Float32Array,
   ): Promise<{ features: Float32Array; clsAttention: Float32Array }> {
-    const s = this.weights.config.vision.imageSize;
-    const out = await this.vision.run({ pixel_values: new ort.Tensor("float32", pixelValues, [1, 3, s, s]) });
-    return { features: out.image_features.data as Float32Array, clsAttention: out.cls_attention.data as Float32Array };
+    const { features, clsAttention } = await this.visual.view(pixelValues);
+    return { features, clsAttention };
+  }
+
+  /** A request's visual tokens [N, H] (one view, AnyRes views or video frames) and their VisionZip scores. */
+  encodeVisual(input: VisualInput): Promise<EncodedVisual> {
+    return this.visual.encode(input);
+  }
+
+  /** The prompt token the visual tokens of `input` replace: `<video>` for a video, else `<image>`. */
+  placeholderOf(input: VisualInput): number {
+    const video = this.weights.config.video;
+    if (input.kind !== "video") return this.weights.config.imageTokenIndex;
+    if (!video) throw new RangeError("this model does not read videos");
+    return video.tokenIndex;
   }
 
   /** Token embeddings [ids.length, H]. */
@@ -170,11 +183,18 @@ export class LlavaRuntime {
     return out;
   }
 
-  /** The prompt with its single image placeholder replaced by the visual features; positions 0..S-1. */
-  embedPrompt(inputIds: readonly number[], imageFeatures: Float32Array): EmbeddedPrompt {
+  /**
+   * The prompt with its single placeholder (`<image>`, or `placeholder`, e.g. `<video>`) replaced by the
+   * visual features; positions 0..S-1.
+   */
+  embedPrompt(
+    inputIds: readonly number[],
+    imageFeatures: Float32Array,
+    placeholder = this.weights.config.imageTokenIndex,
+  ): EmbeddedPrompt {
     const H = this.textConfig.hiddenSize;
-    const imagePosition = inputIds.indexOf(this.weights.config.imageTokenIndex);
-    if (imagePosition < 0 || inputIds.indexOf(this.weights.config.imageTokenIndex, imagePosition + 1) >= 0) {
+    const imagePosition = inputIds.indexOf(placeholder);
+    if (imagePosition < 0 || inputIds.indexOf(placeholder, imagePosition + 1) >= 0) {
       throw new RangeError("the prompt must hold exactly one image placeholder");
     }
     const n = imageFeatures.length / H;
@@ -210,7 +230,8 @@ export class LlavaRuntime {
   /** Plain decoding through all layers with KV caches: greedy or sampled. */
   async generateBase(o: BaseGenerateOptions): Promise<BaseGenerateResult> {
     const t0 = performance.now();
-    const prompt = this.embedPrompt(o.inputIds, await this.encodeImage(o.pixelValues));
+    const visual = visualInputOf(o);
+    const prompt = this.embedPrompt(o.inputIds, (await this.encodeVisual(visual)).features, this.placeholderOf(visual));
     let position = prompt.positions.length;
     const limit = Math.min(o.maxTokens, this.textConfig.maxPositionEmbeddings - position);
     const caches: LayerKv[] = this.full.newCaches(position + limit); // the whole request: no step allocates KV
@@ -246,6 +267,13 @@ export class LlavaRuntime {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.vision.release(), this.head.release(), this.fullSegment?.release()]);
+    await Promise.all([this.visual.release(), this.head.release(), this.fullSegment?.release()]);
   }
+}
+
+/** A request's visual input: `visual`, else one square view from `pixelValues`. */
+export function visualInputOf(o: { pixelValues?: Float32Array; visual?: VisualInput }): VisualInput {
+  if (o.visual) return o.visual;
+  if (!o.pixelValues) throw new RangeError("a request needs pixelValues or a visual input");
+  return { kind: "image", pixelValues: o.pixelValues };
 }

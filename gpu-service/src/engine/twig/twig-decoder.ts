@@ -30,15 +30,18 @@ import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculati
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
-import { createHeadSession, type LlavaRuntime } from "../runtime/llava-runtime.js";
+import { createHeadSession, type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { SessionIo } from "../runtime/tensor-io.js";
+import type { VisualInput } from "../runtime/visual-encoder.js";
 import type { Mode, TwigWeights } from "../types.js";
 import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
 
 export interface TwigGenerateOptions {
   inputIds: number[];
-  pixelValues: Float32Array;
+  /** One square view (LLaVA-1.5), unless `visual` is given (AnyRes views, video frames). */
+  pixelValues?: Float32Array;
+  visual?: VisualInput;
   mode: Mode;
   maxTokens: number;
   sampling: SamplingOptions;
@@ -143,9 +146,14 @@ export class TwigDecoder {
     });
   }
 
-  /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts). */
+  /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts), for a picture of the most visual tokens. */
   get defaultRetainBudget(): number {
-    return defaultRetainBudget(this.budgetShape());
+    return this.defaultRetainBudgetFor(this.runtime.numVisualTokens);
+  }
+
+  /** The budget used when a request with N visual tokens names none. */
+  defaultRetainBudgetFor(visualTokens: number): number {
+    return defaultRetainBudget(this.budgetShape(visualTokens));
   }
 
   /** The scorer used when a request names none: the twig's own (its config's ttp_score_source), else the released code's. */
@@ -153,10 +161,11 @@ export class TwigDecoder {
     return this.twig.scoreSource ?? "last-token";
   }
 
-  private budgetShape() {
+  /** The shape the R-bar formula needs, for a request with N visual tokens. */
+  budgetShape(visualTokens: number) {
     const { k, finalWipeLayer } = this.twig;
     return {
-      visualTokens: this.runtime.numVisualTokens,
+      visualTokens,
       numLayers: this.runtime.textConfig.numLayers,
       k,
       finalWipeLayer,
@@ -188,8 +197,9 @@ export class TwigDecoder {
     const H = cfg.hiddenSize;
     const plan = MODE_PLANS[o.mode];
     const t0 = performance.now();
-    const image = await rt.encodeImageWithClsAttention(o.pixelValues);
-    const prompt = rt.embedPrompt(o.inputIds, image.features);
+    const visual = visualInputOf(o);
+    const image = await rt.encodeVisual(visual);
+    const prompt = rt.embedPrompt(o.inputIds, image.features, rt.placeholderOf(visual));
     const { visualStart, numVisual: N } = prompt;
     const S = prompt.positions.length;
     const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
@@ -212,8 +222,9 @@ export class TwigDecoder {
       : undefined;
 
     // the visual tokens layers K+1..K_f keep (TTP or a baseline); after K_f none
-    const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudget);
-    const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape());
+    // N is this request's: the R-bar formula and the default budget take it
+    const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudgetFor(N));
+    const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape(N));
     const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
       const source = o.scoreSource ?? this.defaultScoreSource;
@@ -317,7 +328,7 @@ export class TwigDecoder {
     a: {
       tw?: { attentionProbs?: Float32Array };
       low: { attentionProbs?: Float32Array };
-      image: { clsAttention: Float32Array };
+      image: { clsAttention: ArrayLike<number> };
       shape: { heads: number; queries: number; keys: number };
       prompt: { positions: number[]; visualStart: number; numVisual: number };
       source: ScoreSource;

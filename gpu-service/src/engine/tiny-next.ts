@@ -1,0 +1,70 @@
+/**
+ * Tiny random LLaVA-NeXT and LLaVA-NeXT-Video checkpoints in the Hugging Face layout
+ * (`LlavaNextForConditionalGeneration`, `LlavaNextVideoForConditionalGeneration`): the tiny model's tower,
+ * projector and decoder, plus AnyRes grid pinpoints at LLaVA-NeXT's proportions (1x2, 2x1, 2x2, 1x3 and
+ * 3x1 tiles), `image_newline`, and for video the `<video>` placeholder and 2x2 average pooling of each
+ * frame's patches. Deterministic from a seed; `make-tiny --arch next|next-video` writes them.
+ */
+import { join } from "node:path";
+import { Rng } from "./decoding/sampling.js";
+import {
+  randomLlavaWeights,
+  randomTensor,
+  TINY_WORDS,
+  wordTokenizer,
+  writeLlavaCheckpoint,
+  writeTwig,
+} from "./tiny-model.js";
+import { growTwig } from "./twig/grow.js";
+import type { LlavaWeights, TextConfig, VisionConfig } from "./types.js";
+
+export type NextVariant = "next" | "next-video";
+
+/** LLaVA-NeXT's pinpoints ([[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]) for a tower of `tile` pixels. */
+export function nextPinpoints(tile: number): [number, number][] {
+  return [
+    [tile, 2 * tile],
+    [2 * tile, tile],
+    [2 * tile, 2 * tile],
+    [3 * tile, tile],
+    [tile, 3 * tile],
+  ];
+}
+
+/** Random weights of a NeXT (or NeXT-Video) model: the tiny LLaVA's, an image_newline, the variant's config. */
+export function randomNextWeights(
+  seed: number,
+  variant: NextVariant,
+  text: Partial<TextConfig> = {},
+  vision: Partial<VisionConfig> = {},
+  videoTokenIndex = -1,
+): LlavaWeights {
+  const w = randomLlavaWeights(seed, text, vision);
+  const H = w.config.text.hiddenSize;
+  w.config.anyres = { gridPinpoints: nextPinpoints(w.config.vision.imageSize) };
+  w.imageNewline = randomTensor(new Rng(seed ^ 0x6e6c), [H], 1 / Math.sqrt(H));
+  if (variant === "next-video") {
+    const tokenIndex = videoTokenIndex >= 0 ? videoTokenIndex : w.config.text.vocabSize - 2;
+    w.config.video = { tokenIndex, poolMode: "average", poolStride: 2 };
+  }
+  return w;
+}
+
+/** A complete tiny NeXT (or NeXT-Video) model directory with `twig/`: 8 decoder layers, K=2, T=2, K_f=6. */
+export function writeTinyNextModel(dir: string, seed = 0, variant: NextVariant = "next"): LlavaWeights {
+  const tok = wordTokenizer(
+    [...TINY_WORDS, "video", "frame", "moves", "appears"],
+    variant === "next-video" ? ["<video>"] : [],
+  );
+  const weights = randomNextWeights(
+    seed,
+    variant,
+    { numLayers: 8, vocabSize: tok.vocabSize, maxPositionEmbeddings: 384 },
+    {},
+    tok.ids["<video>"] ?? -1,
+  );
+  weights.config.imageTokenIndex = tok.imageTokenIndex;
+  writeLlavaCheckpoint(dir, weights, "hf", tok.json);
+  writeTwig(join(dir, "twig"), growTwig(weights, 2, 2, 6));
+  return weights;
+}
