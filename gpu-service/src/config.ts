@@ -8,6 +8,7 @@ import type { ImageLimits } from "./engine/image-format.js";
 import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
 import type { ExecutionProvider } from "./engine/types.js";
+import type { VideoLimits } from "./engine/video/decode.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -41,6 +42,8 @@ export interface ServiceConfig {
   tls?: { cert: string; key: string };
   /** Largest image accepted: encoded bytes, pixels (width * height), longest side, aspect ratio. */
   image: ImageLimits;
+  /** Videos: encoded bytes, duration, frames sampled, a frame's pixels, how long ffmpeg may take. */
+  video: VideoLimits;
   /** pino level of the JSON logs. */
   logLevel: string;
   /** Opt-in: request log lines carry the prompt text (never the image). */
@@ -111,6 +114,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
       maxPixels: intFromEnv(env, "TWIG_MAX_IMAGE_PIXELS", 40_000_000),
       maxSide: intFromEnv(env, "TWIG_MAX_IMAGE_SIDE", 8192),
       maxAspectRatio: numberFromEnv(env, "TWIG_MAX_IMAGE_ASPECT", 20),
+    },
+    video: {
+      maxBytes: intFromEnv(env, "TWIG_MAX_VIDEO_BYTES", 20 * 1024 * 1024),
+      maxSeconds: numberFromEnv(env, "TWIG_MAX_VIDEO_SECONDS", 60),
+      maxFrames: Math.max(1, intFromEnv(env, "TWIG_MAX_VIDEO_FRAMES", 8)),
+      maxFramePixels: intFromEnv(env, "TWIG_MAX_VIDEO_FRAME_PIXELS", 4096 * 2160),
+      timeoutMs: Math.max(1, intFromEnv(env, "TWIG_VIDEO_DECODE_TIMEOUT_MS", 20_000)),
     },
     logLevel: logLevel(env.TWIG_LOG_LEVEL || "info"),
     logPrompts: env.TWIG_LOG_PROMPTS === "1" || env.TWIG_LOG_PROMPTS === "true",

@@ -122,6 +122,7 @@ for (const m of served) {
           threads: config.engineThreads,
           name: m.entry.name,
           imageLimits: config.image,
+          videoLimits: config.video,
           precision: config.precision,
           attention: config.attention,
           provider: config.provider,

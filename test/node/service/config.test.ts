@@ -50,4 +50,26 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ TWIG_MAX_IMAGE_PIXELS: "-5" })).toThrow(/non-negative integer/);
     expect(() => loadConfig({ TWIG_MAX_IMAGE_ASPECT: "0" })).toThrow(/TWIG_MAX_IMAGE_ASPECT must be a positive number/);
   });
+
+  it("takes video limits from the environment: 20 MiB, 60 s, 8 frames, 4096x2160 frames, 20 s of decoding by default", () => {
+    expect(loadConfig({}).video).toEqual({
+      maxBytes: 20 * 1024 * 1024,
+      maxSeconds: 60,
+      maxFrames: 8,
+      maxFramePixels: 4096 * 2160,
+      timeoutMs: 20_000,
+    });
+    const c = loadConfig({
+      TWIG_MAX_VIDEO_BYTES: "5000",
+      TWIG_MAX_VIDEO_SECONDS: "2.5",
+      TWIG_MAX_VIDEO_FRAMES: "4",
+      TWIG_MAX_VIDEO_FRAME_PIXELS: "10000",
+      TWIG_VIDEO_DECODE_TIMEOUT_MS: "500",
+    });
+    expect(c.video).toEqual({ maxBytes: 5000, maxSeconds: 2.5, maxFrames: 4, maxFramePixels: 10000, timeoutMs: 500 });
+    expect(() => loadConfig({ TWIG_MAX_VIDEO_SECONDS: "-1" })).toThrow(
+      /TWIG_MAX_VIDEO_SECONDS must be a positive number/,
+    );
+    expect(() => loadConfig({ TWIG_MAX_VIDEO_FRAMES: "two" })).toThrow(/non-negative integer/);
+  });
 });
