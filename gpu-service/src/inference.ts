@@ -11,13 +11,21 @@ import {
   type GenerateEvent,
   GenerateEventSchema,
   type GenerateRequest,
+  GridSource,
   type InferenceService,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import type { Engine, EngineEvent } from "./engine/types.js";
+import type { Engine, EngineEvent, VisualGrid } from "./engine/types.js";
 import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";
-import { checkImageHeader, DEFAULT_LIMITS, PROTO_MODE_OF, type ValidationLimits, validateRequest } from "./validate.js";
+import {
+  checkImageHeader,
+  checkVideo,
+  DEFAULT_LIMITS,
+  PROTO_MODE_OF,
+  type ValidationLimits,
+  validateRequest,
+} from "./validate.js";
 
 export interface ServedModel {
   entry: ModelEntry;
@@ -36,6 +44,19 @@ export interface InferenceDeps {
 }
 
 const FINISH_OF = { stop: FinishReason.STOP, length: FinishReason.LENGTH, stop_sequence: FinishReason.STOP_SEQUENCE };
+
+const GRID_SOURCE_OF = { base: GridSource.BASE, tile: GridSource.TILE, frame: GridSource.FRAME };
+
+/** An engine grid on the wire: row_stride 0 and source unspecified where the grid is a plain picture's. */
+function gridOnWire(g: VisualGrid) {
+  const { rowStride, source, index, ...rect } = g;
+  return {
+    ...rect,
+    rowStride: rowStride ?? 0,
+    source: source ? GRID_SOURCE_OF[source] : GridSource.UNSPECIFIED,
+    index: index ?? 0,
+  };
+}
 
 /** A push-to-pull queue: engine callbacks in, an async iterator out. */
 class EventQueue<T> {
@@ -98,6 +119,9 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
           finalWipeLayer: m.twig?.finalWipeLayer ?? 0,
           defaultRetainBudget: engine?.info.twig?.defaultRetainBudget ?? 0,
           isDefault: m.name === deps.defaultModel,
+          videoTokensPerFrame: engine?.info.video?.tokensPerFrame ?? 0,
+          maxVideoFrames: engine?.info.video?.maxFrames ?? 0,
+          visualTokensVary: engine?.info.visualTokensVary ?? false,
         })),
       };
     },
@@ -119,6 +143,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
       const limits = deps.limits ?? DEFAULT_LIMITS;
       const params = validateRequest(req, served.engine, limits);
       if (params.image) await checkImageHeader(params.image, limits);
+      if (params.video) await checkVideo(params.video, limits);
       const requestId = req.requestId || randomUUID();
       const deadline = req.deadlineMs > 0 ? AbortSignal.timeout(req.deadlineMs) : undefined;
       const signal = deadline ? AbortSignal.any([ctx.signal, deadline]) : ctx.signal;
@@ -136,7 +161,8 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
                   promptTokens: e.promptTokens,
                   visualTokens: e.visualTokens,
                   keptVisualIndices: e.keptVisualIndices,
-                  visualGrids: e.visualGrids,
+                  visualGrids: e.visualGrids.map(gridOnWire),
+                  videoFrames: e.videoFrames ?? [],
                 },
               },
             });

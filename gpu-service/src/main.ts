@@ -43,7 +43,7 @@ const inference = inferenceService({
   models: () => served,
   defaultModel: config.defaultModel,
   draining: () => draining,
-  limits: { ...DEFAULT_LIMITS, image: config.image },
+  limits: { ...DEFAULT_LIMITS, image: config.image, video: config.video },
 });
 const generate = withRequestLog(inference.generate.bind(inference), {
   logger: log,

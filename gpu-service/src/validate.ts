@@ -6,17 +6,21 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { maxRetainBudget, minRetainBudget } from "./engine/decoding/budget.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "./engine/image-format.js";
-import type { ChatMessage, Engine, GenerateParams, Mode } from "./engine/types.js";
+import type { ChatMessage, Engine, GenerateParams, Mode, VideoInput } from "./engine/types.js";
+import { DEFAULT_VIDEO_LIMITS, inspectVideo, type VideoLimits } from "./engine/video/decode.js";
 
 export interface ValidationLimits {
   /** Bytes, pixels, longest side and aspect ratio of images, read from the header before a request waits for a worker. */
   image: ImageLimits;
+  /** Bytes, duration, frames and frame size of videos, probed before a request waits for a worker. */
+  video: VideoLimits;
   defaultMaxTokens: number;
   maxStopSequences: number;
 }
 
 export const DEFAULT_LIMITS: ValidationLimits = {
   image: DEFAULT_IMAGE_LIMITS,
+  video: DEFAULT_VIDEO_LIMITS,
   defaultMaxTokens: 256,
   maxStopSequences: 8,
 };
@@ -51,11 +55,8 @@ export function validateRequest(
   limits: ValidationLimits = DEFAULT_LIMITS,
 ): GenerateParams {
   const info = engine.info;
-  const image = req.image?.source;
-  if (!image || image.case === undefined) throw invalid(`model ${info.name} needs an image: set image.data`);
-  if (image.case === "uri")
-    throw invalid("image.uri is not supported by the GPU service: send the image bytes in image.data");
-  const bytes = image.value;
+  const { image, video } = mediaOf(req, engine);
+  const placeholder = video ? "<video>" : "<image>";
 
   let messages: ChatMessage[] | undefined;
   let prompt: string | undefined;
@@ -71,7 +72,7 @@ export function validateRequest(
       throw invalid("the last message of the conversation must be the user's");
   } else if (req.input.case === "prompt") {
     prompt = req.input.value;
-    if (!prompt.includes("<image>")) throw invalid("a raw prompt must contain the <image> placeholder");
+    if (!prompt.includes(placeholder)) throw invalid(`a raw prompt must contain the ${placeholder} placeholder`);
   } else {
     throw invalid("set either conversation or prompt");
   }
@@ -97,17 +98,21 @@ export function validateRequest(
   let retainBudget: number | undefined;
   if (a?.retainBudget) {
     if (!info.twig) throw invalid(`model ${info.name} has no twig, so no retain budget applies`);
+    // where N varies (LLaVA-NeXT, videos) the engine checks the budget against the request's own N
+    const N = info.visualTokensVary
+      ? Math.max(info.visualTokens, (info.video?.tokensPerFrame ?? 0) * (info.video?.maxFrames ?? 0))
+      : info.visualTokens;
     const shape = {
-      visualTokens: info.visualTokens,
+      visualTokens: N,
       numLayers: info.numLayers,
       k: info.twig.k,
       finalWipeLayer: info.twig.finalWipeLayer,
     };
-    const lo = minRetainBudget(shape);
+    const lo = info.visualTokensVary ? 0 : minRetainBudget(shape);
     const hi = maxRetainBudget(shape);
-    if (a.retainBudget < lo || a.retainBudget > hi || a.retainBudget > info.visualTokens) {
+    if (a.retainBudget < lo || a.retainBudget > hi || a.retainBudget > N) {
       throw invalid(
-        `retain_budget ${a.retainBudget} is outside [${Math.ceil(lo)}, ${Math.floor(Math.min(hi, info.visualTokens))}] for model ${info.name} (${info.visualTokens} visual tokens)`,
+        `retain_budget ${a.retainBudget} is outside [${Math.ceil(lo)}, ${Math.floor(Math.min(hi, N))}] for model ${info.name} (${info.visualTokensVary ? "at most " : ""}${N} visual tokens)`,
       );
     }
     retainBudget = a.retainBudget;
@@ -124,7 +129,8 @@ export function validateRequest(
   const seed = s?.seed === undefined ? undefined : Number(s.seed % 4294967296n);
 
   return {
-    image: bytes,
+    image,
+    video,
     messages,
     prompt,
     maxTokens,
@@ -138,6 +144,51 @@ export function validateRequest(
     draftThreshold,
     scoreSource,
   };
+}
+
+/** The request's image or video (exactly one; a video only for a model that reads videos). */
+function mediaOf(req: GenerateRequest, engine: Engine): { image?: Uint8Array; video?: VideoInput } {
+  const info = engine.info;
+  const image = req.image?.source;
+  const v = req.video;
+  const hasVideo = v !== undefined && (v.data.length > 0 || v.frames.length > 0);
+  if (image?.case !== undefined && v !== undefined) throw invalid("send an image or a video, not both");
+  if (v !== undefined) {
+    if (!info.video) throw invalid(`model ${info.name} reads pictures only: send an image, not a video`);
+    if (!hasVideo) throw invalid("the video has no frames: set video.data (MP4 or WebM) or video.frames");
+    if (v.data.length > 0 && v.frames.length > 0) throw invalid("set video.data or video.frames, not both");
+    return { video: v.data.length > 0 ? { data: v.data } : { frames: v.frames } };
+  }
+  if (!image || image.case === undefined)
+    throw invalid(
+      `model ${info.name} needs an image: set image.data${info.video ? " (or video.data or video.frames)" : ""}`,
+    );
+  if (image.case === "uri")
+    throw invalid("image.uri is not supported by the GPU service: send the image bytes in image.data");
+  return { image: image.value };
+}
+
+/**
+ * Checks a request's video before it queues, as the engine would: its bytes, then what ffprobe says
+ * of it (type, duration, frame count and size); a list of frames by each frame's header.
+ */
+export async function checkVideo(video: VideoInput, limits: ValidationLimits = DEFAULT_LIMITS): Promise<void> {
+  try {
+    if (video.data) {
+      await inspectVideo(video.data, limits.video);
+      return;
+    }
+    const frames = video.frames ?? [];
+    for (const [i, f] of frames.entries()) {
+      try {
+        await inspectImage(f, limits.image);
+      } catch (err) {
+        throw new Error(`video frame ${i}: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
 }
 
 /**

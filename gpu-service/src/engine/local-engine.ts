@@ -70,6 +70,7 @@ export class LocalEngine implements Engine {
       name,
       visualTokens: runtime.numVisualTokens,
       video: perFrame === undefined ? undefined : { tokensPerFrame: perFrame, maxFrames: limits.video.maxFrames },
+      visualTokensVary: runtime.weights.config.anyres !== undefined || perFrame !== undefined,
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
       twig:
@@ -184,13 +185,21 @@ export class LocalEngine implements Engine {
         draftLength: params.draftLength,
         draftThreshold: params.draftThreshold,
         scoreSource: params.scoreSource,
-        onStarted: (s) => onEvent({ type: "started", ...s, visualGrids: visual.grids }),
+        onStarted: (s) =>
+          onEvent({ type: "started", ...s, visualGrids: visual.grids, videoFrames: visual.frameIndices }),
         onTokens,
         signal,
       });
     } else {
       const all = Array.from({ length: N }, (_, i) => i);
-      onEvent({ type: "started", promptTokens, visualTokens: N, keptVisualIndices: all, visualGrids: visual.grids });
+      onEvent({
+        type: "started",
+        promptTokens,
+        visualTokens: N,
+        keptVisualIndices: all,
+        visualGrids: visual.grids,
+        videoFrames: visual.frameIndices,
+      });
       const r = await rt.generateBase({
         inputIds,
         visual: visual.input,

@@ -229,8 +229,10 @@ export type EngineEvent =
       promptTokens: number;
       visualTokens: number;
       keptVisualIndices: number[];
-      /** Where the visual tokens lie on the picture (one grid per tower pass). */
+      /** Where the visual tokens lie on the picture (one grid per tower pass: view, tile or frame). */
       visualGrids: VisualGrid[];
+      /** A video's sampled frames: their indices in the clip (or the list of frames). */
+      videoFrames?: number[];
     }
   /**
    * Text never splits a multi-byte character and never contains (part of) a stop sequence. A
@@ -258,6 +260,8 @@ export interface Engine {
     visualTokens: number;
     /** LLaVA-NeXT-Video: visual tokens per frame and the most frames a video is sampled to. */
     video?: { tokensPerFrame: number; maxFrames: number };
+    /** N varies from request to request (LLaVA-NeXT's pictures, videos): budgets are checked against the request's. */
+    visualTokensVary?: boolean;
     numLayers: number;
     contextLength: number;
     twig?: {

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file twigvlm/v1/inference.proto.
  */
 export const file_twigvlm_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("Chp0d2lndmxtL3YxL2luZmVyZW5jZS5wcm90bxIKdHdpZ3ZsbS52MSKpAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJEiAKBWltYWdlGAQgASgLMhEudHdpZ3ZsbS52MS5JbWFnZRIwCgxjb252ZXJzYXRpb24YBSABKAsyGC50d2lndmxtLnYxLkNvbnZlcnNhdGlvbkgAEhAKBnByb21wdBgGIAEoCUgAEiwKCHNhbXBsaW5nGAcgASgLMhoudHdpZ3ZsbS52MS5TYW1wbGluZ1BhcmFtcxIuCgxhY2NlbGVyYXRpb24YCCABKAsyGC50d2lndmxtLnYxLkFjY2VsZXJhdGlvbhITCgtkZWFkbGluZV9tcxgJIAEoDUIHCgVpbnB1dCJECgVJbWFnZRIOCgRkYXRhGAEgASgMSAASDQoDdXJpGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCUIICgZzb3VyY2UiOQoMQ29udmVyc2F0aW9uEikKCG1lc3NhZ2VzGAEgAygLMhcudHdpZ3ZsbS52MS5DaGF0TWVzc2FnZSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkicgoOU2FtcGxpbmdQYXJhbXMSEgoKbWF4X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfcBgDIAEoAhIRCgRzZWVkGAQgASgESACIAQESDAoEc3RvcBgFIAMoCUIHCgVfc2VlZCKjAQoMQWNjZWxlcmF0aW9uEh4KBG1vZGUYASABKA4yEC50d2lndmxtLnYxLk1vZGUSFQoNcmV0YWluX2J1ZGdldBgCIAEoDRIUCgxkcmFmdF9sZW5ndGgYAyABKA0SFwoPZHJhZnRfdGhyZXNob2xkGAQgASgCEi0KDHNjb3JlX3NvdXJjZRgFIAEoDjIXLnR3aWd2bG0udjEuU2NvcmVTb3VyY2UijgEKDUdlbmVyYXRlRXZlbnQSJgoHc3RhcnRlZBgBIAEoCzITLnR3aWd2bG0udjEuU3RhcnRlZEgAEiIKBWRlbHRhGAIgASgLMhEudHdpZ3ZsbS52MS5EZWx0YUgAEigKCGZpbmlzaGVkGAMgASgLMhQudHdpZ3ZsbS52MS5GaW5pc2hlZEgAQgcKBWV2ZW50IsUBCgdTdGFydGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoEbW9kZRgDIAEoDjIQLnR3aWd2bG0udjEuTW9kZRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhUKDXZpc3VhbF90b2tlbnMYBSABKA0SGwoTa2VwdF92aXN1YWxfaW5kaWNlcxgGIAMoDRIsCgx2aXN1YWxfZ3JpZHMYByADKAsyFi50d2lndmxtLnYxLlZpc3VhbEdyaWQidwoKVmlzdWFsR3JpZBITCgtmaXJzdF9pbmRleBgBIAEoDRIMCgRyb3dzGAIgASgNEgwKBGNvbHMYAyABKA0SDAoEbGVmdBgEIAEoARILCgN0b3AYBSABKAESDQoFd2lkdGgYBiABKAESDgoGaGVpZ2h0GAcgASgBIkcKBURlbHRhEgwKBHRleHQYASABKAkSEQoJdG9rZW5faWRzGAIgAygNEh0KFWFjY2VwdGVkX2RyYWZ0X3Rva2VucxgDIAEoDSJ/CghGaW5pc2hlZBIvCg1maW5pc2hfcmVhc29uGAEgASgOMhgudHdpZ3ZsbS52MS5GaW5pc2hSZWFzb24SIAoFdXNhZ2UYAiABKAsyES50d2lndmxtLnYxLlVzYWdlEiAKBXN0YXRzGAMgASgLMhEudHdpZ3ZsbS52MS5TdGF0cyJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSLQAgoFU3RhdHMSFQoNdmlzdWFsX3Rva2VucxgBIAEoDRIaChJ2aXN1YWxfdG9rZW5zX2tlcHQYAiABKA0SEAoIcXVldWVfbXMYAyABKAESEgoKcHJlZmlsbF9tcxgEIAEoARIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAUgASgBEhEKCWRlY29kZV9tcxgGIAEoARIZChF0b2tlbnNfcGVyX3NlY29uZBgHIAEoARIWCg5kcmFmdGVkX3Rva2VucxgIIAEoDRIXCg9hY2NlcHRlZF90b2tlbnMYCSABKA0SFwoPYWNjZXB0YW5jZV9yYXRlGAogASgBEhUKDXZlcmlmaWNhdGlvbnMYCyABKA0SHAoUbWVhbl9hY2NlcHRlZF9sZW5ndGgYDCABKAESIQoZYWNjZXB0ZWRfbGVuZ3RoX2hpc3RvZ3JhbRgNIAMoDSITChFMaXN0TW9kZWxzUmVxdWVzdCI7ChJMaXN0TW9kZWxzUmVzcG9uc2USJQoGbW9kZWxzGAEgAygLMhUudHdpZ3ZsbS52MS5Nb2RlbEluZm8i8QEKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEhQKDGFyY2hpdGVjdHVyZRgCIAEoCRIVCg12aXN1YWxfdG9rZW5zGAMgASgNEhIKCm51bV9sYXllcnMYBCABKA0SFgoOY29udGV4dF9sZW5ndGgYBSABKA0SEAoIaGFzX3R3aWcYBiABKAgSDgoGdHdpZ19rGAcgASgNEg4KBnR3aWdfdBgIIAEoDRIYChBmaW5hbF93aXBlX2xheWVyGAkgASgNEh0KFWRlZmF1bHRfcmV0YWluX2J1ZGdldBgKIAEoDRISCgppc19kZWZhdWx0GAsgASgIKpUBCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABINCglNT0RFX1RXSUcQARINCglNT0RFX0JBU0UQAhIOCgpNT0RFX0ZBU1RWEAMSDwoLTU9ERV9SQU5ET00QBBIRCg1NT0RFX1NTRF9PTkxZEAUSEQoNTU9ERV9UVFBfT05MWRAGEhIKDk1PREVfVklTSU9OWklQEAcqYwoLU2NvcmVTb3VyY2USHAoYU0NPUkVfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXU0NPUkVfU09VUkNFX0xBU1RfVE9LRU4QARIZChVTQ09SRV9TT1VSQ0VfQUxMX1RFWFQQAiqAAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEh8KG0ZJTklTSF9SRUFTT05fU1RPUF9TRVFVRU5DRRADMqUBChBJbmZlcmVuY2VTZXJ2aWNlEkQKCEdlbmVyYXRlEhsudHdpZ3ZsbS52MS5HZW5lcmF0ZVJlcXVlc3QaGS50d2lndmxtLnYxLkdlbmVyYXRlRXZlbnQwARJLCgpMaXN0TW9kZWxzEh0udHdpZ3ZsbS52MS5MaXN0TW9kZWxzUmVxdWVzdBoeLnR3aWd2bG0udjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Chp0d2lndmxtL3YxL2luZmVyZW5jZS5wcm90bxIKdHdpZ3ZsbS52MSLLAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJEiAKBWltYWdlGAQgASgLMhEudHdpZ3ZsbS52MS5JbWFnZRIwCgxjb252ZXJzYXRpb24YBSABKAsyGC50d2lndmxtLnYxLkNvbnZlcnNhdGlvbkgAEhAKBnByb21wdBgGIAEoCUgAEiwKCHNhbXBsaW5nGAcgASgLMhoudHdpZ3ZsbS52MS5TYW1wbGluZ1BhcmFtcxIuCgxhY2NlbGVyYXRpb24YCCABKAsyGC50d2lndmxtLnYxLkFjY2VsZXJhdGlvbhITCgtkZWFkbGluZV9tcxgJIAEoDRIgCgV2aWRlbxgKIAEoCzIRLnR3aWd2bG0udjEuVmlkZW9CBwoFaW5wdXQiOQoFVmlkZW8SDAoEZGF0YRgBIAEoDBIOCgZmcmFtZXMYAiADKAwSEgoKbWVkaWFfdHlwZRgDIAEoCSJECgVJbWFnZRIOCgRkYXRhGAEgASgMSAASDQoDdXJpGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCUIICgZzb3VyY2UiOQoMQ29udmVyc2F0aW9uEikKCG1lc3NhZ2VzGAEgAygLMhcudHdpZ3ZsbS52MS5DaGF0TWVzc2FnZSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkicgoOU2FtcGxpbmdQYXJhbXMSEgoKbWF4X3Rva2VucxgBIAEoDRITCgt0ZW1wZXJhdHVyZRgCIAEoAhINCgV0b3BfcBgDIAEoAhIRCgRzZWVkGAQgASgESACIAQESDAoEc3RvcBgFIAMoCUIHCgVfc2VlZCKjAQoMQWNjZWxlcmF0aW9uEh4KBG1vZGUYASABKA4yEC50d2lndmxtLnYxLk1vZGUSFQoNcmV0YWluX2J1ZGdldBgCIAEoDRIUCgxkcmFmdF9sZW5ndGgYAyABKA0SFwoPZHJhZnRfdGhyZXNob2xkGAQgASgCEi0KDHNjb3JlX3NvdXJjZRgFIAEoDjIXLnR3aWd2bG0udjEuU2NvcmVTb3VyY2UijgEKDUdlbmVyYXRlRXZlbnQSJgoHc3RhcnRlZBgBIAEoCzITLnR3aWd2bG0udjEuU3RhcnRlZEgAEiIKBWRlbHRhGAIgASgLMhEudHdpZ3ZsbS52MS5EZWx0YUgAEigKCGZpbmlzaGVkGAMgASgLMhQudHdpZ3ZsbS52MS5GaW5pc2hlZEgAQgcKBWV2ZW50ItsBCgdTdGFydGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoEbW9kZRgDIAEoDjIQLnR3aWd2bG0udjEuTW9kZRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhUKDXZpc3VhbF90b2tlbnMYBSABKA0SGwoTa2VwdF92aXN1YWxfaW5kaWNlcxgGIAMoDRIsCgx2aXN1YWxfZ3JpZHMYByADKAsyFi50d2lndmxtLnYxLlZpc3VhbEdyaWQSFAoMdmlkZW9fZnJhbWVzGAggAygNIsIBCgpWaXN1YWxHcmlkEhMKC2ZpcnN0X2luZGV4GAEgASgNEgwKBHJvd3MYAiABKA0SDAoEY29scxgDIAEoDRIMCgRsZWZ0GAQgASgBEgsKA3RvcBgFIAEoARINCgV3aWR0aBgGIAEoARIOCgZoZWlnaHQYByABKAESEgoKcm93X3N0cmlkZRgIIAEoDRImCgZzb3VyY2UYCSABKA4yFi50d2lndmxtLnYxLkdyaWRTb3VyY2USDQoFaW5kZXgYCiABKA0iRwoFRGVsdGESDAoEdGV4dBgBIAEoCRIRCgl0b2tlbl9pZHMYAiADKA0SHQoVYWNjZXB0ZWRfZHJhZnRfdG9rZW5zGAMgASgNIn8KCEZpbmlzaGVkEi8KDWZpbmlzaF9yZWFzb24YASABKA4yGC50d2lndmxtLnYxLkZpbmlzaFJlYXNvbhIgCgV1c2FnZRgCIAEoCzIRLnR3aWd2bG0udjEuVXNhZ2USIAoFc3RhdHMYAyABKAsyES50d2lndmxtLnYxLlN0YXRzIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFAoMdG90YWxfdG9rZW5zGAMgASgNItACCgVTdGF0cxIVCg12aXN1YWxfdG9rZW5zGAEgASgNEhoKEnZpc3VhbF90b2tlbnNfa2VwdBgCIAEoDRIQCghxdWV1ZV9tcxgDIAEoARISCgpwcmVmaWxsX21zGAQgASgBEh4KFnRpbWVfdG9fZmlyc3RfdG9rZW5fbXMYBSABKAESEQoJZGVjb2RlX21zGAYgASgBEhkKEXRva2Vuc19wZXJfc2Vjb25kGAcgASgBEhYKDmRyYWZ0ZWRfdG9rZW5zGAggASgNEhcKD2FjY2VwdGVkX3Rva2VucxgJIAEoDRIXCg9hY2NlcHRhbmNlX3JhdGUYCiABKAESFQoNdmVyaWZpY2F0aW9ucxgLIAEoDRIcChRtZWFuX2FjY2VwdGVkX2xlbmd0aBgMIAEoARIhChlhY2NlcHRlZF9sZW5ndGhfaGlzdG9ncmFtGA0gAygNIhMKEUxpc3RNb2RlbHNSZXF1ZXN0IjsKEkxpc3RNb2RlbHNSZXNwb25zZRIlCgZtb2RlbHMYASADKAsyFS50d2lndmxtLnYxLk1vZGVsSW5mbyLHAgoJTW9kZWxJbmZvEgwKBG5hbWUYASABKAkSFAoMYXJjaGl0ZWN0dXJlGAIgASgJEhUKDXZpc3VhbF90b2tlbnMYAyABKA0SEgoKbnVtX2xheWVycxgEIAEoDRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDRIQCghoYXNfdHdpZxgGIAEoCBIOCgZ0d2lnX2sYByABKA0SDgoGdHdpZ190GAggASgNEhgKEGZpbmFsX3dpcGVfbGF5ZXIYCSABKA0SHQoVZGVmYXVsdF9yZXRhaW5fYnVkZ2V0GAogASgNEhIKCmlzX2RlZmF1bHQYCyABKAgSHgoWdmlkZW9fdG9rZW5zX3Blcl9mcmFtZRgMIAEoDRIYChBtYXhfdmlkZW9fZnJhbWVzGA0gASgNEhoKEnZpc3VhbF90b2tlbnNfdmFyeRgOIAEoCCqVAQoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASDQoJTU9ERV9UV0lHEAESDQoJTU9ERV9CQVNFEAISDgoKTU9ERV9GQVNUVhADEg8KC01PREVfUkFORE9NEAQSEQoNTU9ERV9TU0RfT05MWRAFEhEKDU1PREVfVFRQX09OTFkQBhISCg5NT0RFX1ZJU0lPTlpJUBAHKmMKC1Njb3JlU291cmNlEhwKGFNDT1JFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhsKF1NDT1JFX1NPVVJDRV9MQVNUX1RPS0VOEAESGQoVU0NPUkVfU09VUkNFX0FMTF9URVhUEAIqbAoKR3JpZFNvdXJjZRIbChdHUklEX1NPVVJDRV9VTlNQRUNJRklFRBAAEhQKEEdSSURfU09VUkNFX0JBU0UQARIUChBHUklEX1NPVVJDRV9USUxFEAISFQoRR1JJRF9TT1VSQ0VfRlJBTUUQAyqAAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEh8KG0ZJTklTSF9SRUFTT05fU1RPUF9TRVFVRU5DRRADMqUBChBJbmZlcmVuY2VTZXJ2aWNlEkQKCEdlbmVyYXRlEhsudHdpZ3ZsbS52MS5HZW5lcmF0ZVJlcXVlc3QaGS50d2lndmxtLnYxLkdlbmVyYXRlRXZlbnQwARJLCgpMaXN0TW9kZWxzEh0udHdpZ3ZsbS52MS5MaXN0TW9kZWxzUmVxdWVzdBoeLnR3aWd2bG0udjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message twigvlm.v1.GenerateRequest
@@ -86,6 +86,14 @@ export type GenerateRequest = Message<"twigvlm.v1.GenerateRequest"> & {
    * @generated from field: uint32 deadline_ms = 9;
    */
   deadlineMs: number;
+
+  /**
+   * A short video instead of the image, for a model that reads videos (LLaVA-NeXT-Video); the
+   * prompt then names it by the <video> placeholder.
+   *
+   * @generated from field: twigvlm.v1.Video video = 10;
+   */
+  video?: Video;
 };
 
 /**
@@ -94,6 +102,39 @@ export type GenerateRequest = Message<"twigvlm.v1.GenerateRequest"> & {
  */
 export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
   messageDesc(file_twigvlm_v1_inference, 0);
+
+/**
+ * A short video: its encoded bytes (MP4 or WebM, which the service decodes with ffmpeg), or its
+ * frames as encoded images (PNG, JPEG, WebP or GIF) in order; not both. The service samples at
+ * most its frame cap (TWIG_MAX_VIDEO_FRAMES), spread uniformly over the clip or the list.
+ *
+ * @generated from message twigvlm.v1.Video
+ */
+export type Video = Message<"twigvlm.v1.Video"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: repeated bytes frames = 2;
+   */
+  frames: Uint8Array[];
+
+  /**
+   * Media type as the client declared it, for error messages; the service sniffs bytes.
+   *
+   * @generated from field: string media_type = 3;
+   */
+  mediaType: string;
+};
+
+/**
+ * Describes the message twigvlm.v1.Video.
+ * Use `create(VideoSchema)` to create a new message.
+ */
+export const VideoSchema: GenMessage<Video> = /*@__PURE__*/
+  messageDesc(file_twigvlm_v1_inference, 1);
 
 /**
  * @generated from message twigvlm.v1.Image
@@ -133,7 +174,7 @@ export type Image = Message<"twigvlm.v1.Image"> & {
  * Use `create(ImageSchema)` to create a new message.
  */
 export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 1);
+  messageDesc(file_twigvlm_v1_inference, 2);
 
 /**
  * @generated from message twigvlm.v1.Conversation
@@ -150,7 +191,7 @@ export type Conversation = Message<"twigvlm.v1.Conversation"> & {
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 2);
+  messageDesc(file_twigvlm_v1_inference, 3);
 
 /**
  * @generated from message twigvlm.v1.ChatMessage
@@ -176,7 +217,7 @@ export type ChatMessage = Message<"twigvlm.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 3);
+  messageDesc(file_twigvlm_v1_inference, 4);
 
 /**
  * @generated from message twigvlm.v1.SamplingParams
@@ -223,7 +264,7 @@ export type SamplingParams = Message<"twigvlm.v1.SamplingParams"> & {
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 4);
+  messageDesc(file_twigvlm_v1_inference, 5);
 
 /**
  * @generated from message twigvlm.v1.Acceleration
@@ -266,7 +307,7 @@ export type Acceleration = Message<"twigvlm.v1.Acceleration"> & {
  * Use `create(AccelerationSchema)` to create a new message.
  */
 export const AccelerationSchema: GenMessage<Acceleration> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 5);
+  messageDesc(file_twigvlm_v1_inference, 6);
 
 /**
  * @generated from message twigvlm.v1.GenerateEvent
@@ -301,7 +342,7 @@ export type GenerateEvent = Message<"twigvlm.v1.GenerateEvent"> & {
  * Use `create(GenerateEventSchema)` to create a new message.
  */
 export const GenerateEventSchema: GenMessage<GenerateEvent> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 6);
+  messageDesc(file_twigvlm_v1_inference, 7);
 
 /**
  * @generated from message twigvlm.v1.Started
@@ -347,12 +388,20 @@ export type Started = Message<"twigvlm.v1.Started"> & {
 
   /**
    * Where the visual tokens lie on the picture: one grid per tower pass (one for
-   * a LLaVA-1.5 model; a model that tiles the picture or reads video frames has
-   * one per tile or frame). Visual tokens in no grid (a CLS token) are not drawn.
+   * a LLaVA-1.5 model; LLaVA-NeXT has one for its base view and one per tile, a
+   * video one per frame). Visual tokens in no grid (a CLS token, LLaVA-NeXT's
+   * image_newline tokens) are not drawn.
    *
    * @generated from field: repeated twigvlm.v1.VisualGrid visual_grids = 7;
    */
   visualGrids: VisualGrid[];
+
+  /**
+   * A video's sampled frames: their indices in the clip (or in the list of frames), in order.
+   *
+   * @generated from field: repeated uint32 video_frames = 8;
+   */
+  videoFrames: number[];
 };
 
 /**
@@ -360,7 +409,7 @@ export type Started = Message<"twigvlm.v1.Started"> & {
  * Use `create(StartedSchema)` to create a new message.
  */
 export const StartedSchema: GenMessage<Started> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 7);
+  messageDesc(file_twigvlm_v1_inference, 8);
 
 /**
  * A grid of visual tokens, row by row, over a rectangle of the picture.
@@ -370,7 +419,8 @@ export const StartedSchema: GenMessage<Started> = /*@__PURE__*/
 export type VisualGrid = Message<"twigvlm.v1.VisualGrid"> & {
   /**
    * Index of the grid's top-left token, in the numbering of kept_visual_indices:
-   * the token at row r, column c is first_index + r * cols + c.
+   * the token at row r, column c is first_index + r * row_stride + c (row_stride
+   * 0 means cols).
    *
    * @generated from field: uint32 first_index = 1;
    */
@@ -409,6 +459,26 @@ export type VisualGrid = Message<"twigvlm.v1.VisualGrid"> & {
    * @generated from field: double height = 7;
    */
   height: number;
+
+  /**
+   * Tokens from one row of the grid to the next; 0 means cols. A LLaVA-NeXT tile's
+   * rows are a whole row of tiles apart, plus its image_newline token.
+   *
+   * @generated from field: uint32 row_stride = 8;
+   */
+  rowStride: number;
+
+  /**
+   * @generated from field: twigvlm.v1.GridSource source = 9;
+   */
+  source: GridSource;
+
+  /**
+   * The tile's number (row by row from 0) or the frame's (among the sampled frames, from 0).
+   *
+   * @generated from field: uint32 index = 10;
+   */
+  index: number;
 };
 
 /**
@@ -416,7 +486,7 @@ export type VisualGrid = Message<"twigvlm.v1.VisualGrid"> & {
  * Use `create(VisualGridSchema)` to create a new message.
  */
 export const VisualGridSchema: GenMessage<VisualGrid> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 8);
+  messageDesc(file_twigvlm_v1_inference, 9);
 
 /**
  * @generated from message twigvlm.v1.Delta
@@ -450,7 +520,7 @@ export type Delta = Message<"twigvlm.v1.Delta"> & {
  * Use `create(DeltaSchema)` to create a new message.
  */
 export const DeltaSchema: GenMessage<Delta> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 9);
+  messageDesc(file_twigvlm_v1_inference, 10);
 
 /**
  * @generated from message twigvlm.v1.Finished
@@ -477,7 +547,7 @@ export type Finished = Message<"twigvlm.v1.Finished"> & {
  * Use `create(FinishedSchema)` to create a new message.
  */
 export const FinishedSchema: GenMessage<Finished> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 10);
+  messageDesc(file_twigvlm_v1_inference, 11);
 
 /**
  * @generated from message twigvlm.v1.Usage
@@ -504,7 +574,7 @@ export type Usage = Message<"twigvlm.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 11);
+  messageDesc(file_twigvlm_v1_inference, 12);
 
 /**
  * @generated from message twigvlm.v1.Stats
@@ -583,7 +653,7 @@ export type Stats = Message<"twigvlm.v1.Stats"> & {
  * Use `create(StatsSchema)` to create a new message.
  */
 export const StatsSchema: GenMessage<Stats> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 12);
+  messageDesc(file_twigvlm_v1_inference, 13);
 
 /**
  * @generated from message twigvlm.v1.ListModelsRequest
@@ -596,7 +666,7 @@ export type ListModelsRequest = Message<"twigvlm.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 13);
+  messageDesc(file_twigvlm_v1_inference, 14);
 
 /**
  * @generated from message twigvlm.v1.ListModelsResponse
@@ -613,7 +683,7 @@ export type ListModelsResponse = Message<"twigvlm.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 14);
+  messageDesc(file_twigvlm_v1_inference, 15);
 
 /**
  * @generated from message twigvlm.v1.ModelInfo
@@ -632,6 +702,8 @@ export type ModelInfo = Message<"twigvlm.v1.ModelInfo"> & {
   architecture: string;
 
   /**
+   * N of a picture; for LLaVA-NeXT, whose N varies with the picture's shape, the most any picture gives.
+   *
    * @generated from field: uint32 visual_tokens = 3;
    */
   visualTokens: number;
@@ -675,6 +747,26 @@ export type ModelInfo = Message<"twigvlm.v1.ModelInfo"> & {
    * @generated from field: bool is_default = 11;
    */
   isDefault: boolean;
+
+  /**
+   * A model that reads videos: visual tokens per frame and the most frames a video is sampled to (0: no video).
+   *
+   * @generated from field: uint32 video_tokens_per_frame = 12;
+   */
+  videoTokensPerFrame: number;
+
+  /**
+   * @generated from field: uint32 max_video_frames = 13;
+   */
+  maxVideoFrames: number;
+
+  /**
+   * N varies from request to request (with the picture's shape, or a video's frames): the retain
+   * budget's range is the request's, N*K/L to N*K_f/L.
+   *
+   * @generated from field: bool visual_tokens_vary = 14;
+   */
+  visualTokensVary: boolean;
 };
 
 /**
@@ -682,7 +774,7 @@ export type ModelInfo = Message<"twigvlm.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_twigvlm_v1_inference, 15);
+  messageDesc(file_twigvlm_v1_inference, 16);
 
 /**
  * @generated from enum twigvlm.v1.Mode
@@ -784,6 +876,47 @@ export const ScoreSourceSchema: GenEnum<ScoreSource> = /*@__PURE__*/
   enumDesc(file_twigvlm_v1_inference, 1);
 
 /**
+ * What a grid of visual tokens covers.
+ *
+ * @generated from enum twigvlm.v1.GridSource
+ */
+export enum GridSource {
+  /**
+   * The whole picture as the tower sees it (LLaVA-1.5: padded to a square).
+   *
+   * @generated from enum value: GRID_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * LLaVA-NeXT's base view: the whole picture resized to the tower's square.
+   *
+   * @generated from enum value: GRID_SOURCE_BASE = 1;
+   */
+  BASE = 1,
+
+  /**
+   * One of LLaVA-NeXT's tiles (what of it the picture fed).
+   *
+   * @generated from enum value: GRID_SOURCE_TILE = 2;
+   */
+  TILE = 2,
+
+  /**
+   * One frame of a video (its centre crop); the rectangle is in fractions of the frame.
+   *
+   * @generated from enum value: GRID_SOURCE_FRAME = 3;
+   */
+  FRAME = 3,
+}
+
+/**
+ * Describes the enum twigvlm.v1.GridSource.
+ */
+export const GridSourceSchema: GenEnum<GridSource> = /*@__PURE__*/
+  enumDesc(file_twigvlm_v1_inference, 2);
+
+/**
  * @generated from enum twigvlm.v1.FinishReason
  */
 export enum FinishReason {
@@ -818,14 +951,14 @@ export enum FinishReason {
  * Describes the enum twigvlm.v1.FinishReason.
  */
 export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
-  enumDesc(file_twigvlm_v1_inference, 2);
+  enumDesc(file_twigvlm_v1_inference, 3);
 
 /**
  * @generated from service twigvlm.v1.InferenceService
  */
 export const InferenceService: GenService<{
   /**
-   * Generate an answer for one image and conversation, streamed as events.
+   * Generate an answer for one image (or one video) and conversation, streamed as events.
    *
    * @generated from rpc twigvlm.v1.InferenceService.Generate
    */
