@@ -27,7 +27,13 @@ export default defineConfig({
                 ADMIN_TOKEN: "test-admin-token",
                 GPU_SERVICE_TOKEN: "test-gpu-token",
                 MAX_IMAGE_BYTES: "1048576",
+                MAX_REQUEST_BYTES: "2097152",
+                // longer than any test: no watchdog may end what a test waits for (tests of the
+                // timeouts set their own through edgeWith)
+                GPU_CONNECT_TIMEOUT_MS: "120000",
+                GPU_STALL_TIMEOUT_MS: "120000",
                 DEV_API_KEY: "",
+                ENVIRONMENT: "test",
                 TEST_MIGRATIONS: await readD1Migrations("./edge/migrations"),
               },
             },

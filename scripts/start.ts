@@ -2,6 +2,8 @@
  * `npm start`: runs the whole service locally — the GPU service on the models
  * directory and the edge under `wrangler dev` — waits until both answer, shows
  * what they answer, and keeps running until Ctrl-C. `--check` exits after that.
+ * The edge's local secrets (dev API key, admin token) live in edge/.dev.vars,
+ * written with fresh random values the first time (see dev-vars.ts).
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -9,6 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { budgetForPrunedFraction } from "../gpu-service/src/engine/decoding/budget.js";
 import { writeTinyModel } from "../gpu-service/src/engine/tiny-model.js";
+import { ensureDevVars } from "./dev-vars.js";
 
 process.env.WRANGLER_SEND_METRICS ??= "false";
 process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
@@ -31,8 +34,11 @@ if (!process.env.TWIG_MODELS_DIR && !existsSync(join(root, "models", "demo", "co
   );
 }
 const model = gpuEnv.TWIG_DEFAULT_MODEL ?? process.env.TWIG_DEFAULT_MODEL ?? "demo";
-// The local dev tenant's key, seeded by the edge from edge/.dev.vars.
-const devKey = /^DEV_API_KEY=(.*)$/m.exec(readFileSync(join(root, "edge", ".dev.vars"), "utf8"))?.[1].trim() ?? "";
+// The local dev tenant's key and the admin token, in edge/.dev.vars (written now if it is not there).
+const devVarsPath = join(root, "edge", ".dev.vars");
+const { vars: devVars, created: devVarsCreated } = ensureDevVars(devVarsPath);
+const devKey = devVars.DEV_API_KEY;
+if (devVarsCreated) console.log(`wrote fresh local secrets to ${devVarsPath} (not committed; delete it for new ones)`);
 const children: ChildProcess[] = [];
 /** The children's log lines held back while an answer streams, so that they do not break into it. */
 let held: [NodeJS.WriteStream, string][] | null = null;
@@ -130,8 +136,10 @@ async function streamAnswer(question: string, image: Buffer, retainBudget?: numb
   for await (const bytes of res.body.pipeThrough(new TextDecoderStream())) {
     pending += bytes;
     for (let end = pending.indexOf("\n\n"); end >= 0; end = pending.indexOf("\n\n")) {
-      const data = pending.slice("data: ".length, end);
+      const event = pending.slice(0, end);
       pending = pending.slice(end + 2);
+      if (!event.startsWith("data: ")) continue; // a `: keep-alive` comment
+      const data = event.slice("data: ".length);
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
@@ -185,7 +193,7 @@ run(
 try {
   const health = await waitFor(`${edgeUrl}/healthz`, "the edge (wrangler dev) and the GPU service behind it");
   console.log(
-    `\nTwigServe is up.\n  edge:        ${edgeUrl}\n  playground:  ${edgeUrl}/playground/\n  GPU service: ${gpuUrl}\n  dev API key: ${devKey}\n`,
+    `\nTwigServe is up.\n  edge:        ${edgeUrl}\n  playground:  ${edgeUrl}/playground/\n  GPU service: ${gpuUrl}\n  dev API key: ${devKey}\n  admin token: ${devVars.ADMIN_TOKEN}\n  (local secrets in edge/.dev.vars)\n`,
   );
   console.log(`GET ${edgeUrl}/healthz -> ${JSON.stringify(await health.json())}`);
   const models = await fetch(`${gpuUrl}/twigvlm.v1.InferenceService/ListModels`, {

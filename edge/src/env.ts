@@ -2,16 +2,25 @@
 export interface Env {
   /** Base URL of the GPU service probed by /healthz (Connect protocol), e.g. http://127.0.0.1:50651 */
   GPU_SERVICE_URL: string;
-  /** JSON object: model name -> GPU service base URLs serving it, e.g. {"demo":["http://10.0.0.1:50651"]} */
+  /** JSON object: model name -> GPU service base URLs serving it, e.g. {"demo":["https://10.0.0.1:50651"]} */
   MODEL_ROUTES?: string;
   /** Secret: bearer token the edge presents to the GPU service (its TWIG_SERVICE_TOKEN). */
   GPU_SERVICE_TOKEN?: string;
-  /** Secret: bearer token of the admin API; the admin API is off while it is unset. */
+  /** Secret: bearer token of the admin API (and of /healthz's details); the admin API is off while it is unset. */
   ADMIN_TOKEN?: string;
+  /** `development` only in local configuration (the generated .dev.vars): allows the dev seed. */
+  ENVIRONMENT?: string;
   /** Local development only (.dev.vars): seeds the "dev" tenant with this API key. */
   DEV_API_KEY?: string;
-  /** Largest accepted image in bytes (uploads and data: URLs); default 10 MiB. */
+  /** Numeric settings (see config/settings.ts): sizes, GPU call timeouts, storage quota and expiry. */
   MAX_IMAGE_BYTES?: string;
+  MAX_REQUEST_BYTES?: string;
+  GPU_DEADLINE_MS?: string;
+  GPU_CONNECT_TIMEOUT_MS?: string;
+  GPU_STALL_TIMEOUT_MS?: string;
+  STORAGE_QUOTA_BYTES?: string;
+  STORAGE_QUOTA_FILES?: string;
+  FILE_TTL_SECONDS?: string;
   /** Tenants, API key hashes. */
   DB: D1Database;
   /** Uploaded images, keyed tenants/<tenant>/<sha256>. */

@@ -29,7 +29,6 @@ import sharp from "sharp";
 import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 import { startEdgeDev } from "../support/edge-dev.js";
 import { type FrameProxy, startFrameProxy, type TimedDelta } from "../support/frame-proxy.js";
-import { freePort } from "../support/free-port.js";
 import { startGpuService } from "../support/gpu-service.js";
 import { startScriptedGpuService } from "../support/scripted-gpu-service.js";
 import { quantile, streamChat } from "../support/sse-client.js";
@@ -117,12 +116,12 @@ export async function measureEdgeLatency(opts: EdgeLatencyOptions): Promise<Edge
         TWIG_ENGINE_THREADS: "1",
         TWIG_MAX_QUEUE: "256",
       })
-    : await startScriptedGpuService(await freePort(), { pacedIntervalMs: opts.pacedMs }).then((s) => ({
+    : await startScriptedGpuService({ pacedIntervalMs: opts.pacedMs }).then((s) => ({
         ...s,
         stop: s.close,
       }));
-  const proxy: FrameProxy = await startFrameProxy(await freePort(), gpu.url);
-  const edge = await startEdgeDev(await freePort({ pair: true }), {
+  const proxy: FrameProxy = await startFrameProxy(gpu.url);
+  const edge = await startEdgeDev({
     GPU_SERVICE_URL: gpu.url,
     MODEL_ROUTES: JSON.stringify({ [model]: [proxy.url] }),
     ADMIN_TOKEN,

@@ -1,30 +1,29 @@
 /**
  * Runs the real edge under `wrangler dev` on a loopback port for a test or a
- * benchmark: applies the D1 migrations to a fresh local state directory, then
- * starts `wrangler dev` with the given variables, and waits until it is ready.
- * The dev tenant and its key come from edge/.dev.vars (see devApiKey()).
+ * benchmark: applies the D1 migrations to a fresh local state directory, writes
+ * fresh local secrets (a dev API key, an admin token, ENVIRONMENT=development;
+ * scripts/dev-vars.ts) into it and hands them to wrangler with `--env-file`, so
+ * the developer's own edge/.dev.vars is neither read nor needed, then starts
+ * `wrangler dev` with the given variables on ports the system picks, and waits
+ * until it answers.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type DevVars, newDevVars, writeDevVars } from "../../scripts/dev-vars.js";
 import { repoRoot } from "./gpu-service.js";
+import { freePort } from "./ports.js";
 
 const edgeDir = join(repoRoot, "edge");
 const wrangler = join(repoRoot, "node_modules/wrangler/bin/wrangler.js");
 const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
-/** The local development API key (DEV_API_KEY in edge/.dev.vars). */
-export function devApiKey(): string {
-  const line = readFileSync(join(edgeDir, ".dev.vars"), "utf8")
-    .split("\n")
-    .find((l) => l.startsWith("DEV_API_KEY="));
-  if (!line) throw new Error("edge/.dev.vars has no DEV_API_KEY");
-  return line.slice("DEV_API_KEY=".length).trim();
-}
-
 export interface EdgeDevProcess {
   url: string;
+  /** The dev tenant's API key and the admin token this edge was given. */
+  secrets: DevVars;
+  child: ChildProcess;
   /** The wrangler process (its workerd children run the proxy worker and the user worker). */
   pid: number;
   output: () => string;
@@ -42,7 +41,11 @@ function run(args: string[], onOutput: (s: string) => void): ChildProcess {
   return child;
 }
 
-export async function startEdgeDev(port: number, vars: Record<string, string>): Promise<EdgeDevProcess> {
+/** Starts `wrangler dev`; `ready` says when it may be used (default: /healthz answers at all). */
+export async function startEdgeDev(
+  vars: Record<string, string>,
+  opts: { ready?: (res: Response) => boolean } = {},
+): Promise<EdgeDevProcess> {
   const state = mkdtempSync(join(tmpdir(), "twigserve-edge-state-"));
   let output = "";
   const collect = (s: string) => {
@@ -52,6 +55,10 @@ export async function startEdgeDev(port: number, vars: Record<string, string>): 
   const code = await new Promise<number | null>((resolve) => migrate.once("exit", resolve));
   if (code !== 0) throw new Error(`wrangler d1 migrations apply failed (${code}):\n${output}`);
 
+  const secrets = newDevVars();
+  const envFile = join(state, "dev.vars");
+  writeDevVars(envFile, secrets);
+  const port = await freePort();
   const varArgs = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = run(
     [
@@ -63,40 +70,39 @@ export async function startEdgeDev(port: number, vars: Record<string, string>): 
       "--persist-to",
       state,
       "--inspector-port",
-      String(port + 1),
+      String(await freePort()),
+      "--env-file",
+      envFile,
       ...varArgs,
     ],
     collect,
   );
   const url = `http://127.0.0.1:${port}`;
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        rmSync(state, { recursive: true, force: true });
+        resolve();
+      };
+      if (child.exitCode !== null) return done();
+      child.once("exit", done);
+      child.kill("SIGTERM");
+    });
   const deadline = Date.now() + 90_000;
   while (true) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${output}`);
     try {
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(3000) });
       await res.body?.cancel();
-      break;
+      if (opts.ready?.(res) ?? true) break;
     } catch {
-      if (Date.now() > deadline) {
-        child.kill("SIGTERM");
-        throw new Error(`wrangler dev did not answer in time:\n${output}`);
-      }
-      await new Promise((r) => setTimeout(r, 300));
+      // not listening yet
     }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`wrangler dev did not answer in time:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
   }
-  return {
-    url,
-    pid: child.pid ?? 0,
-    output: () => output,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        const done = () => {
-          rmSync(state, { recursive: true, force: true });
-          resolve();
-        };
-        if (child.exitCode !== null) return done();
-        child.once("exit", done);
-        child.kill("SIGTERM");
-      }),
-  };
+  return { url, secrets, child, pid: child.pid ?? 0, output: () => output, stop };
 }

@@ -7,15 +7,19 @@
  *   "hello"             Started, Deltas "Hel" "lo" " world", Finished (stop)
  *   "fail-after-first"  Started, Delta "partial", then INTERNAL
  *   "slow"              Started, then a Delta every 100 ms for 10 s unless cancelled
+ *   "stall-after-first" Started, Delta "partial", then nothing until cancelled (a stalled shard)
+ *   "hang"              nothing at all until cancelled (a shard that accepted and never answers)
  *   "paced"             Started, 40 Deltas `pacedIntervalMs` apart (default 50), Finished
  *   "unavailable"       UNAVAILABLE before any event
  *   "invalid"           INVALID_ARGUMENT before any event
  *   "echo"              one Delta with the request's parameters as JSON
  *
  * `unavailable: true` makes every call fail with UNAVAILABLE (a draining shard).
- * GET /_test/state returns what it saw (calls, cancellations, last request);
- * POST /_test/reset clears it.
+ * It listens on a loopback port the system picks. GET /_test/state returns what
+ * it saw (calls, cancellations, last request); POST /_test/reset clears it.
  */
+
+import { createHash } from "node:crypto";
 import http from "node:http";
 import { create, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
@@ -29,14 +33,20 @@ import {
   InferenceService,
   Mode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { listenOnFreePort } from "./ports.js";
 
 export interface ScriptedState {
   calls: number;
   /** Calls whose caller went away (the stream was cancelled) before they ended. */
   cancelled: number;
+  /** Deltas the last call has sent so far. */
+  lastDeltas: number;
   lastAuthorization: string | null;
+  /** The Connect timeout the last call came with (its Connect-Timeout-Ms), if any. */
+  lastTimeoutMs: number | null;
   lastRequest: unknown;
   lastImageBytes: number;
+  lastImageMediaType: string;
   lastImageSha256: string;
 }
 
@@ -72,7 +82,7 @@ const started = (req: GenerateRequest): GenerateEvent =>
   });
 
 /** A delta of n tokens, all accepted drafts or all the model's own. */
-const delta = (text: string, n = 1, drafted = false): GenerateEvent =>
+const deltaEvent = (text: string, n = 1, drafted = false): GenerateEvent =>
   create(GenerateEventSchema, {
     event: {
       case: "delta",
@@ -108,14 +118,16 @@ const finished = (completionTokens: number): GenerateEvent =>
 const freshState = (): ScriptedState => ({
   calls: 0,
   cancelled: 0,
+  lastDeltas: 0,
   lastAuthorization: null,
+  lastTimeoutMs: null,
   lastRequest: null,
   lastImageBytes: 0,
+  lastImageMediaType: "",
   lastImageSha256: "",
 });
 
 export async function startScriptedGpuService(
-  port: number,
   opts: { unavailable?: boolean; pacedIntervalMs?: number } = {},
 ): Promise<ScriptedGpuService> {
   const state = freshState();
@@ -124,13 +136,19 @@ export async function startScriptedGpuService(
       listModels: () => ({ models: [{ name: "scripted", isDefault: true }] }),
       async *generate(req, ctx) {
         state.calls++;
+        state.lastDeltas = 0;
+        const delta = (text: string, n = 1, drafted = false) => {
+          state.lastDeltas++;
+          return deltaEvent(text, n, drafted);
+        };
         state.lastAuthorization = ctx.requestHeader.get("authorization");
+        state.lastTimeoutMs = ctx.timeoutMs() ?? null;
         const json = toJson(GenerateRequestSchema, req) as Record<string, unknown>;
         delete json.image;
         state.lastRequest = json;
         const img = req.image?.source.case === "data" ? req.image.source.value : new Uint8Array();
         state.lastImageBytes = img.length;
-        const { createHash } = await import("node:crypto");
+        state.lastImageMediaType = req.image?.mediaType ?? "";
         state.lastImageSha256 = createHash("sha256").update(img).digest("hex");
         ctx.signal.addEventListener("abort", () => state.cancelled++);
         if (opts.unavailable) throw new ConnectError("draining", Code.Unavailable);
@@ -164,6 +182,14 @@ export async function startScriptedGpuService(
             }
             yield finished(40);
             return;
+          case "stall-after-first":
+            yield started(req);
+            yield delta("partial");
+            await sleep(3_600_000, ctx.signal);
+            return;
+          case "hang":
+            await sleep(3_600_000, ctx.signal);
+            return;
           case "unavailable":
             throw new ConnectError("no worker free", Code.Unavailable);
           case "invalid":
@@ -184,10 +210,7 @@ export async function startScriptedGpuService(
       res.writeHead(204).end();
     } else handler(req, res);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => resolve());
-  });
+  const port = await listenOnFreePort(server);
   return {
     url: `http://127.0.0.1:${port}`,
     state,

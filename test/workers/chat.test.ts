@@ -1,15 +1,28 @@
 /**
- * POST /v1/chat/completions in front of the scripted GPU service: SSE framing,
- * the non-stream answer, parameters on the wire, request validation, routing
- * and failover, errors after the first token, and cancellation.
+ * POST /v1/chat/completions in front of this file's own scripted GPU service
+ * (models "scripted", "scripted-pair", "unreachable"): SSE framing, the
+ * non-stream answer, parameters on the wire, request validation, routing and
+ * failover, errors after the first token, and cancellation.
  */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, inject, it } from "vitest";
 import { resetShardHealth } from "../../edge/src/gpu/shard-health.js";
-import { chat, chatBody, edge, newTenant, scriptedState, sseData, type TestTenant } from "./edge-client.js";
+import {
+  chat,
+  chatBody,
+  dataUrl,
+  edge,
+  newTenant,
+  readUntil,
+  resetScripted,
+  scriptedState,
+  sseData,
+  type TestTenant,
+  until,
+} from "./edge-client.js";
 
 let t: TestTenant;
-const scripted = () => inject("scriptedUrl");
+const scripted = () => inject("scripted").chat;
 beforeAll(async () => {
   t = await newTenant({ requests_per_minute: 1000, tokens_per_minute: 10_000_000, concurrent_streams: 50 });
 });
@@ -75,23 +88,25 @@ describe("streaming (SSE)", () => {
     expect(JSON.parse(data[1]).choices[0].delta.content).toBe("partial");
     const last = JSON.parse(data.at(-1) as string);
     expect(last).toMatchObject({
-      error: { type: "server_error", message: expect.stringMatching(/failed after it started.*engine crashed/) },
+      error: { type: "server_error", code: "gpu_error", message: expect.stringMatching(/failed after it started/) },
     });
+    // the GPU service's own words stay in the edge's log; the client gets the request id to quote
+    expect(last.error.message).not.toContain("engine crashed");
+    expect(last.error.message).toContain(`request id ${res.headers.get("x-request-id")}`);
   });
 
   it("cancels the GPU service's stream when the client goes away", async () => {
-    await fetch(`${scripted()}/_test/reset`, { method: "POST" });
+    await resetScripted(scripted());
     const res = await chat(t.key, chatBody("slow", { stream: true, max_tokens: 500 }));
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    let text = "";
-    while (!text.includes('"content":"0 "')) text += new TextDecoder().decode((await reader.read()).value);
+    await readUntil(reader, '"content":"0 "');
     await reader.cancel();
-    let seen = await scriptedState(scripted());
-    for (let i = 0; i < 100 && seen.cancelled === 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      seen = await scriptedState(scripted());
-    }
-    expect(seen.cancelled).toBe(1);
+    // the scripted stream would run for 10 s unless cancelled
+    const seen = await until(async () => {
+      const s = await scriptedState(scripted());
+      return s.cancelled > 0 ? s : undefined;
+    });
+    expect(seen).toMatchObject({ calls: 1, cancelled: 1 });
   });
 });
 
@@ -109,12 +124,13 @@ describe("non-streaming", () => {
     });
   });
 
-  it("answers an error after the first token as a 500 in OpenAI's shape", async () => {
+  it("answers an error after the first token as a 500 in OpenAI's shape, without the GPU service's internals", async () => {
     const res = await chat(t.key, chatBody("fail-after-first"));
     expect(res.status).toBe(500);
-    expect(await res.json()).toMatchObject({
-      error: { type: "server_error", message: expect.stringContaining("engine crashed") },
-    });
+    const body = (await res.json()) as { error: { type: string; message: string } };
+    expect(body.error.type).toBe("server_error");
+    expect(body.error.message).not.toContain("engine crashed");
+    expect(body.error.message).toContain(`request id ${res.headers.get("x-request-id")}`);
   });
 
   it("passes the sampling parameters, the TwigVLM extension and the service token to the GPU service", async () => {
@@ -190,11 +206,24 @@ describe("request validation", () => {
     );
   });
 
-  it("refuses remote image URLs and bad data: URLs", async () => {
+  it("refuses remote image URLs and bad data: URLs, and takes GIF as OpenAI does", async () => {
     await bad(chatBody("hello", {}, "https://example.com/cat.png"), "image_url.url");
     await bad(chatBody("hello", {}, "data:image/png;base64,@@@"), "image_url.url");
-    const gif = await chat(t.key, chatBody("hello", {}, `data:image/gif;base64,${btoa("GIF89a0123456789")}`));
-    expect(gif.status).toBe(415);
+    await bad(chatBody("hello", {}, "data:image/png;base64,"), "image_url.url");
+    const text = await chat(t.key, chatBody("hello", {}, `data:image/png;base64,${btoa("not an image at all")}`));
+    expect(text.status).toBe(415);
+    expect(await text.json()).toMatchObject({ error: { message: expect.stringContaining("PNG, JPEG, WebP or GIF") } });
+    // GIF87a and GIF89a reach the GPU service as image/gif (it reads an animated GIF's first frame)
+    for (const magic of ["GIF87a", "GIF89a"]) {
+      const gif = new TextEncoder().encode(`${magic}\x01\x00\x01\x00\x00\x00\x00;`);
+      const res = await chat(t.key, chatBody("echo", {}, dataUrl(gif, "image/gif")));
+      expect(res.status).toBe(200);
+      await res.json();
+      expect(await scriptedState(scripted())).toMatchObject({
+        lastImageBytes: gif.length,
+        lastImageMediaType: "image/gif",
+      });
+    }
   });
 
   it("answers 404 for an unknown model and passes the GPU service's INVALID_ARGUMENT on as a 400", async () => {
@@ -217,7 +246,7 @@ describe("request validation", () => {
 describe("routing to GPU shards", () => {
   it("fails over past a shard that refuses the connection", async () => {
     resetShardHealth();
-    await fetch(`${scripted()}/_test/reset`, { method: "POST" });
+    await resetScripted(scripted());
     for (let i = 0; i < 3; i++) {
       const res = await chat(t.key, chatBody("hello"));
       expect(res.status).toBe(200);
@@ -254,11 +283,10 @@ describe("routing to GPU shards", () => {
       },
     });
     const limiter = env.LIMITER.get(env.LIMITER.idFromName(u.id));
-    let usage = await limiter.usage();
-    for (let i = 0; i < 50 && usage.open > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      usage = await limiter.usage();
-    }
+    const usage = await until(async () => {
+      const now = await limiter.usage();
+      return now.open === 0 ? now : undefined;
+    });
     expect(usage).toMatchObject({ requests: 1, tokens: 0, open: 0 });
   });
 });

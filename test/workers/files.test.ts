@@ -1,10 +1,23 @@
 /**
  * Image uploads into R2 (the test cap, MAX_IMAGE_BYTES, is 1 MiB): types by
- * magic bytes, the size cap, content addressing, streaming, and tenant isolation.
+ * magic bytes, the size cap, content addressing, streaming, and tenant
+ * isolation; chats about uploads go to this file's own scripted GPU service
+ * (model "files").
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
-import { chat, chatBody, edge, newTenant, pngLike, scriptedState, type TestTenant } from "./edge-client.js";
+import {
+  chatBody as anyChatBody,
+  chat,
+  edge,
+  newTenant,
+  pngLike,
+  scriptedState,
+  type TestTenant,
+} from "./edge-client.js";
+
+const chatBody = (script: string, over: Record<string, unknown>, image: string) =>
+  anyChatBody(script, { model: "files", ...over }, image);
 
 const CAP = 1024 * 1024;
 const upload = (t: TestTenant, body: BodyInit, type = "image/png", extra: Record<string, string> = {}) =>
@@ -21,7 +34,8 @@ const JPEG = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x
 const WEBP = new Uint8Array([
   0x52, 0x49, 0x46, 0x46, 24, 0, 0, 0, 0x57, 0x45, 0x42, 0x50, 0x56, 0x50, 0x38, 0x20, 0, 0,
 ]);
-const GIF = new TextEncoder().encode("GIF89a\x01\x00\x01\x00\x00\x00\x00");
+const GIF87 = new TextEncoder().encode("GIF87a\x01\x00\x01\x00\x00\x00\x00;");
+const GIF89 = new TextEncoder().encode("GIF89a\x01\x00\x01\x00\x00\x00\x00;");
 
 /** A body of unknown length (sent chunked), in pieces of `chunk` bytes. */
 function chunked(bytes: Uint8Array, chunk = 64 * 1024): ReadableStream<Uint8Array> {
@@ -52,11 +66,19 @@ describe("POST /v1/files", () => {
     expect((await env.FILES.list({ prefix: "tmp/" })).objects).toHaveLength(0);
   });
 
-  it("accepts JPEG and WebP by their magic bytes, whatever the declared type, and multipart", async () => {
+  it("accepts JPEG, WebP and GIF by their magic bytes, whatever the declared type, and multipart", async () => {
     const t = await newTenant();
     const jpeg = await upload(t, JPEG, "application/octet-stream");
     expect(jpeg.status).toBe(201);
     expect(((await jpeg.json()) as { content_type: string }).content_type).toBe("image/jpeg");
+    let gifs = 0;
+    for (const gif of [GIF87, GIF89]) {
+      const res = await upload(t, gif, "image/png");
+      expect(res.status).toBe(201);
+      expect(await res.json()).toMatchObject({ content_type: "image/gif", bytes: gif.length });
+      gifs++;
+    }
+    expect(gifs).toBe(2);
     const form = new FormData();
     form.append("purpose", "vision");
     form.append("file", new File([WEBP], "pic.webp", { type: "image/webp" }));
@@ -67,20 +89,24 @@ describe("POST /v1/files", () => {
 
   it("refuses other types with 415, even when they claim to be PNG", async () => {
     const t = await newTenant();
-    for (const body of [
-      GIF,
+    const others = [
+      new TextEncoder().encode("GIF90a this is no GIF"),
       new TextEncoder().encode("hello, this is not an image at all"),
       new Uint8Array([0x89, 0x50]),
-    ]) {
+    ];
+    let refused = 0;
+    for (const body of others) {
       const res = await upload(t, body, "image/png");
       expect(res.status).toBe(415);
       expect(await res.json()).toMatchObject({
-        error: { code: "unsupported_image_type", message: expect.stringMatching(/PNG, JPEG or WebP/) },
+        error: { code: "unsupported_image_type", message: expect.stringMatching(/PNG, JPEG, WebP or GIF/) },
       });
+      refused++;
     }
+    expect(refused).toBe(others.length);
     // A multipart part is checked the same way.
     const form = new FormData();
-    form.append("file", new File([GIF], "x.gif"));
+    form.append("file", new File([others[1]], "x.gif"));
     const res = await edge("/v1/files", { method: "POST", headers: { authorization: `Bearer ${t.key}` }, body: form });
     expect(res.status).toBe(415);
   });
@@ -152,7 +178,7 @@ describe("tenant isolation", () => {
     const ok = await chat(a.key, chatBody("echo", {}, id));
     expect(ok.status).toBe(200);
     await ok.json();
-    const seen = await scriptedState(inject("scriptedUrl"));
+    const seen = await scriptedState(inject("scripted").files);
     expect(seen.lastImageSha256).toBe(id.slice("file-".length));
   });
 

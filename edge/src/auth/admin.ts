@@ -3,39 +3,53 @@
  * constant time; off while ADMIN_TOKEN is unset):
  *
  *   POST   /admin/tenants                 {name, requests_per_minute?, tokens_per_minute?,
- *                                          concurrent_streams?, models?}  -> the tenant
+ *                                          concurrent_streams?, storage_bytes?, storage_files?,
+ *                                          models?}  -> the tenant
  *   POST   /admin/tenants/:id/keys        -> {id, key, ...}: the key is shown only here
  *   DELETE /admin/keys/:id                -> revokes the key; it fails from the next request on
  */
 import { Hono, type MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app-types.js";
+import { readJson } from "../http/body.js";
 import { ApiError, invalidParam } from "../http/errors.js";
 import { newApiKey, secretsEqual, sha256Hex } from "./keys.js";
 import { getTenant, putKey, putTenant, revokeKey, type Tenant } from "./store.js";
 
 export const DEFAULT_LIMITS = { requestsPerMinute: 60, tokensPerMinute: 100_000, concurrentStreams: 4 };
 
+/** True when the request carries `Authorization: Bearer <ADMIN_TOKEN>` (false while ADMIN_TOKEN is unset). */
+export async function hasAdminToken(
+  env: { ADMIN_TOKEN?: string },
+  authorization: string | undefined,
+): Promise<boolean> {
+  const token = env.ADMIN_TOKEN;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+  return !!token && !!match && (await secretsEqual(match[1], token));
+}
+
 function requireAdmin(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const token = c.env.ADMIN_TOKEN;
-    if (!token) throw new ApiError(404, "the admin API is disabled (ADMIN_TOKEN is not set)", "admin_disabled");
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
-    if (!match || !(await secretsEqual(match[1], token)))
+    if (!c.env.ADMIN_TOKEN)
+      throw new ApiError(404, "the admin API is disabled (ADMIN_TOKEN is not set)", "admin_disabled");
+    if (!(await hasAdminToken(c.env, c.req.header("authorization"))))
       throw new ApiError(401, "missing or incorrect admin token", "invalid_admin_token");
     await next();
   };
 }
 
-function positiveInt(body: Record<string, unknown>, name: string, fallback: number): number {
+function positiveInt<T>(body: Record<string, unknown>, name: string, fallback: T, max = 1e9): number | T {
   const v = body[name];
-  if (v === undefined) return fallback;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 1e9)
-    throw invalidParam(name, `${name} must be an integer between 1 and 1e9`);
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > max)
+    throw invalidParam(name, `${name} must be an integer between 1 and ${max}`);
   return v;
 }
 
+/** Admin bodies are small: a tenant's settings. */
+const ADMIN_BODY_BYTES = 64 * 1024;
+
 async function jsonObject(req: Request): Promise<Record<string, unknown>> {
-  const body = await req.json().catch(() => undefined);
+  const body = await readJson(req, ADMIN_BODY_BYTES, "the admin API's limit");
   if (!body || typeof body !== "object" || Array.isArray(body))
     throw new ApiError(400, "the body must be a JSON object", "invalid_json");
   return body as Record<string, unknown>;
@@ -58,6 +72,10 @@ adminRoutes.post("/tenants", async (c) => {
       requestsPerMinute: positiveInt(body, "requests_per_minute", DEFAULT_LIMITS.requestsPerMinute),
       tokensPerMinute: positiveInt(body, "tokens_per_minute", DEFAULT_LIMITS.tokensPerMinute),
       concurrentStreams: positiveInt(body, "concurrent_streams", DEFAULT_LIMITS.concurrentStreams),
+    },
+    storage: {
+      bytes: positiveInt(body, "storage_bytes", null, 2 ** 50),
+      files: positiveInt(body, "storage_files", null, 1e6),
     },
     models: models as string[],
   };

@@ -9,10 +9,17 @@ export interface TenantLimits {
   concurrentStreams: number;
 }
 
+/** A tenant's own storage quota for uploads; null: the edge's default (STORAGE_QUOTA_BYTES / _FILES). */
+export interface TenantStorage {
+  bytes: number | null;
+  files: number | null;
+}
+
 export interface Tenant {
   id: string;
   name: string;
   limits: TenantLimits;
+  storage: TenantStorage;
   /** Models the tenant may use; empty means every configured model. */
   models: string[];
 }
@@ -30,6 +37,8 @@ interface TenantRow {
   requests_per_minute: number;
   tokens_per_minute: number;
   concurrent_streams: number;
+  storage_bytes: number | null;
+  storage_files: number | null;
   models: string;
 }
 
@@ -41,6 +50,7 @@ const toTenant = (r: TenantRow): Tenant => ({
     tokensPerMinute: r.tokens_per_minute,
     concurrentStreams: r.concurrent_streams,
   },
+  storage: { bytes: r.storage_bytes, files: r.storage_files },
   models: JSON.parse(r.models) as string[],
 });
 
@@ -48,7 +58,8 @@ const toTenant = (r: TenantRow): Tenant => ({
 export async function tenantByKeyHash(db: D1Database, hash: string): Promise<Tenant | null> {
   const row = await db
     .prepare(
-      `SELECT t.id, t.name, t.requests_per_minute, t.tokens_per_minute, t.concurrent_streams, t.models
+      `SELECT t.id, t.name, t.requests_per_minute, t.tokens_per_minute, t.concurrent_streams,
+              t.storage_bytes, t.storage_files, t.models
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
         WHERE k.hash = ?1 AND k.revoked_at IS NULL`,
     )
@@ -67,8 +78,9 @@ export async function putTenant(db: D1Database, t: Tenant, ifAbsent = false): Pr
   await db
     .prepare(
       `INSERT ${ifAbsent ? "OR IGNORE" : ""} INTO tenants
-         (id, name, requests_per_minute, tokens_per_minute, concurrent_streams, models, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
+         (id, name, requests_per_minute, tokens_per_minute, concurrent_streams, storage_bytes, storage_files,
+          models, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)`,
     )
     .bind(
       t.id,
@@ -76,6 +88,8 @@ export async function putTenant(db: D1Database, t: Tenant, ifAbsent = false): Pr
       t.limits.requestsPerMinute,
       t.limits.tokensPerMinute,
       t.limits.concurrentStreams,
+      t.storage.bytes,
+      t.storage.files,
       JSON.stringify(t.models),
       Date.now(),
     )

@@ -9,7 +9,7 @@ import type { Finished, GenerateEvent, Started } from "@twigserve/proto/twigvlm/
 import type { Context } from "hono";
 import type { AppEnv } from "../app-types.js";
 import { apiErrorOf, type OpenedGeneration } from "../gpu/router.js";
-import { ApiError } from "../http/errors.js";
+import { ApiError, toApiError } from "../http/errors.js";
 import {
   type CompletionIds,
   chunk,
@@ -22,7 +22,7 @@ import {
   usageOf,
 } from "./openai-shape.js";
 import type { ChatRequest } from "./request.js";
-import { SSE_DONE, SSE_HEADERS, sseError, sseEvent } from "./sse.js";
+import { SSE_DONE, SSE_HEADERS, SSE_HEARTBEAT, SSE_HEARTBEAT_MS, sseError, sseEvent } from "./sse.js";
 
 /** What a generation produced so far, for settling the tenant's budget. */
 export interface Progress {
@@ -63,7 +63,8 @@ async function* eventsOf(g: OpenedGeneration): AsyncGenerator<GenerateEvent> {
 
 const midStreamError = (err: unknown) => {
   const e = err instanceof ApiError ? err : apiErrorOf(ConnectError.from(err));
-  return new ApiError(e.status, `the generation failed after it started: ${e.message}`, e.code);
+  const mid = new ApiError(e.status, `the generation failed after it started: ${e.message}`, e.code);
+  return e.detail ? mid.withDetail(e.detail) : mid;
 };
 
 export async function whole(
@@ -81,7 +82,8 @@ export async function whole(
   } finally {
     settle();
   }
-  if (!p.finished) throw new ApiError(500, "the GPU service ended the stream without finishing", "gpu_error");
+  if (!p.finished)
+    throw new ApiError(500, "the GPU service failed", "gpu_error").withDetail("the stream ended without Finished");
   return c.json(completion(ids, text, p.started, p.finished));
 }
 
@@ -95,10 +97,18 @@ export function streamed(
   settle: () => void,
 ): Response {
   let closed = false;
+  let quiet: ReturnType<typeof setTimeout> | undefined;
+  const hush = () => {
+    if (quiet !== undefined) clearTimeout(quiet);
+  };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
+      // every write, the heartbeat included, is where a client that went away is noticed
       const send = (bytes: Uint8Array) => {
-        if (!closed) controller.enqueue(bytes);
+        if (closed) return;
+        controller.enqueue(bytes);
+        hush();
+        quiet = setTimeout(() => send(SSE_HEARTBEAT), SSE_HEARTBEAT_MS);
       };
       // the role chunk carries the "started" event's visual tokens (the first event; anything else is a fault)
       let roleSent = false;
@@ -130,10 +140,11 @@ export function streamed(
           send(SSE_DONE);
         } catch (err) {
           if (!abort.signal.aborted) {
-            console.warn(`request ${ids.id}: stream failed after its first token:`, err);
-            send(sseError(midStreamError(err).body()));
+            const requestId = c.get("requestId");
+            send(sseError(toApiError(midStreamError(err), requestId).body(requestId)));
           }
         } finally {
+          hush();
           settle();
           if (!closed) {
             closed = true;
@@ -145,6 +156,7 @@ export function streamed(
     },
     cancel() {
       closed = true;
+      hush();
       abort.abort(new Error("the client went away"));
     },
   });

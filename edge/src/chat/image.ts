@@ -4,9 +4,10 @@
  * up only in the caller's own tenant space.
  */
 
+import type { Env } from "../env.js";
 import { tooLarge, unsupportedType } from "../files/limits.js";
 import { sniffImageType } from "../files/magic.js";
-import { isFileId, readFile } from "../files/store.js";
+import { isFileId, openFile } from "../files/tenant-files.js";
 import { ApiError, invalidParam } from "../http/errors.js";
 
 export interface ResolvedImage {
@@ -16,12 +17,7 @@ export interface ResolvedImage {
 
 const DATA_URL = /^data:([a-z]+\/[a-z0-9.+-]+)?(;[a-z0-9=-]+)*;base64,/i;
 
-export async function resolveImage(
-  url: string,
-  files: R2Bucket,
-  tenantId: string,
-  cap: number,
-): Promise<ResolvedImage> {
+export async function resolveImage(url: string, env: Env, tenantId: string, cap: number): Promise<ResolvedImage> {
   const m = DATA_URL.exec(url);
   if (m) {
     const b64 = url.slice(m[0].length);
@@ -32,6 +28,7 @@ export async function resolveImage(
     } catch {
       throw invalidParam("image_url.url", "the data: URL is not valid base64");
     }
+    if (bin.length === 0) throw invalidParam("image_url.url", "the data: URL holds no bytes");
     const bytes = Uint8Array.from(bin, (ch) => ch.charCodeAt(0));
     if (bytes.length > cap) throw tooLarge(cap);
     const type = sniffImageType(bytes);
@@ -39,7 +36,7 @@ export async function resolveImage(
     return { bytes, mediaType: type };
   }
   if (isFileId(url)) {
-    const { file, body } = await readFile(files, tenantId, url);
+    const { file, body } = await openFile(env, tenantId, url);
     return { bytes: new Uint8Array(await body.arrayBuffer()), mediaType: file.contentType };
   }
   if (url.startsWith("data:")) throw invalidParam("image_url.url", "only base64 data: URLs are accepted");

@@ -61,6 +61,12 @@ export interface ChatRequest {
 
 type Json = Record<string, unknown>;
 
+/** A value as a message may quote it: strings cut to 40 characters, anything else by its type. */
+export const shown = (v: unknown): string =>
+  typeof v === "string"
+    ? JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)
+    : `(a ${v === null ? "null" : typeof v})`;
+
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
 function num(body: Json, name: string, lo: number, hi: number, integer = false): number | undefined {
@@ -93,10 +99,7 @@ function contentOf(msg: Json, i: number, images: string[]): string {
       if (msg.role !== "user") throw invalidParam(where, "images are accepted in user messages only");
       images.push(url);
     } else {
-      throw invalidParam(
-        `${where}.type`,
-        `unsupported content part type ${JSON.stringify(part.type)}; use text or image_url`,
-      );
+      throw invalidParam(`${where}.type`, `unsupported content part type ${shown(part.type)}; use text or image_url`);
     }
   });
   return texts.join("\n");
@@ -105,7 +108,8 @@ function contentOf(msg: Json, i: number, images: string[]): string {
 export function parseChatRequest(body: unknown, defaultModel: string | undefined): ChatRequest {
   if (!isObject(body)) throw invalidParam("body", "the body must be a JSON object");
   const model = body.model ?? defaultModel;
-  if (typeof model !== "string" || model === "") throw invalidParam("model", "model is required");
+  if (typeof model !== "string" || model === "" || model.length > 256)
+    throw invalidParam("model", "model is required: the name of a model (at most 256 characters)");
   if (!Array.isArray(body.messages) || body.messages.length === 0)
     throw invalidParam("messages", "messages must be a non-empty array");
   const images: string[] = [];

@@ -8,49 +8,52 @@ import { create } from "@bufbuild/protobuf";
 import { GenerateRequestSchema } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { Hono } from "hono";
 import type { AppEnv } from "../app-types.js";
-import { maxImageBytes } from "../files/limits.js";
+import { settingsOf } from "../config/settings.js";
 import { modelRoutes } from "../gpu/model-routes.js";
 import { type OpenedGeneration, openGeneration } from "../gpu/router.js";
+import { readJson } from "../http/body.js";
+import { abortOnDisconnect } from "../http/disconnect.js";
 import { ApiError } from "../http/errors.js";
-import { rateLimitError, rateLimitHeaders } from "../limits/headers.js";
+import { Grant } from "../limits/grant.js";
 import { type Progress, streamed, usedTokens, whole } from "./answer.js";
 import { estimatePromptTokens } from "./estimate.js";
 import { resolveImage } from "./image.js";
 import type { CompletionIds } from "./openai-shape.js";
-import { type ChatRequest, parseChatRequest } from "./request.js";
+import { type ChatRequest, parseChatRequest, shown } from "./request.js";
 
 export const chatRoutes = new Hono<AppEnv>();
 
 chatRoutes.post("/completions", async (c) => {
   const tenant = c.get("tenant");
   const requestId = c.get("requestId");
-  const body = await c.req.json().catch(() => {
-    throw new ApiError(400, "the body must be JSON", "invalid_json");
-  });
+  const settings = settingsOf(c.env);
+  const body = await readJson(c.req.raw, settings.maxRequestBytes, "MAX_REQUEST_BYTES");
   const routes = modelRoutes(c.env);
   const req = parseChatRequest(body, routes.keys().next().value);
   const urls = routes.get(req.model);
-  if (!urls) throw new ApiError(404, `the model ${req.model} does not exist`, "model_not_found", "model");
+  if (!urls) throw new ApiError(404, `the model ${shown(req.model)} does not exist`, "model_not_found", "model");
   if (tenant.models.length > 0 && !tenant.models.includes(req.model))
-    throw new ApiError(403, `this API key may not use the model ${req.model}`, "model_not_allowed", "model");
-  const image = await resolveImage(req.imageUrl, c.env.FILES, tenant.id, maxImageBytes(c.env));
+    throw new ApiError(403, `this API key may not use the model ${shown(req.model)}`, "model_not_allowed", "model");
+  const image = await resolveImage(req.imageUrl, c.env, tenant.id, settings.maxImageBytes);
 
   const reserved = estimatePromptTokens(req) + req.maxTokens;
-  const limiter = c.env.LIMITER.get(c.env.LIMITER.idFromName(tenant.id));
-  // The grant's id is the edge's own: a caller-chosen x-request-id must not be able to overwrite another grant.
-  const grantId = crypto.randomUUID();
-  const admission = await limiter.admit(grantId, reserved, tenant.limits);
-  if (!admission.ok) throw rateLimitError(admission);
-  for (const [k, v] of Object.entries(rateLimitHeaders(admission))) c.header(k, v);
-
+  // From here on the grant is settled exactly once, even if the client goes away (see limits/grant.ts).
+  const grant = await Grant.admit(c.env, c.executionCtx, tenant.id, reserved, tenant.limits);
+  for (const [k, v] of Object.entries(grant.headers)) c.header(k, v);
   const progress: Progress = { completionTokens: 0 };
-  const settle = () => c.executionCtx.waitUntil(limiter.settle(grantId, usedTokens(progress)));
-  const abort = new AbortController();
+  const settle = () => grant.settle(usedTokens(progress));
+  // A client that goes away before the answer starts cancels the GPU call (a streamed answer's body does it after).
+  const abort = abortOnDisconnect(c.req.raw);
   let opened: OpenedGeneration;
   try {
     opened = await openGeneration(req.model, urls, generateRequest(req, image, requestId, tenant.id), {
       token: c.env.GPU_SERVICE_TOKEN,
-      signal: AbortSignal.any([abort.signal, c.req.raw.signal]),
+      signal: abort.signal,
+      limits: {
+        deadlineMs: settings.gpuDeadlineMs,
+        connectTimeoutMs: settings.gpuConnectTimeoutMs,
+        stallTimeoutMs: settings.gpuStallTimeoutMs,
+      },
     });
   } catch (err) {
     settle();

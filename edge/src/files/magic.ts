@@ -1,6 +1,10 @@
-/** Image type by magic bytes: PNG, JPEG and WebP are accepted; nothing is decoded. */
+/**
+ * Image type by magic bytes: PNG, JPEG, WebP and GIF (GIF87a and GIF89a; the GPU
+ * service reads an animated one's first frame), the formats OpenAI's API takes.
+ * Nothing is decoded here.
+ */
 
-export type ImageType = "image/png" | "image/jpeg" | "image/webp";
+export type ImageType = "image/png" | "image/jpeg" | "image/webp" | "image/gif";
 
 /** Bytes needed to decide. */
 export const SNIFF_BYTES = 12;
@@ -10,5 +14,7 @@ export function sniffImageType(head: Uint8Array): ImageType | undefined {
   if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return "image/png";
   if (at(0, 0xff, 0xd8, 0xff)) return "image/jpeg";
   if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return "image/webp";
+  // "GIF87a" or "GIF89a"
+  if (at(0, 0x47, 0x49, 0x46, 0x38) && (at(4, 0x37, 0x61) || at(4, 0x39, 0x61))) return "image/gif";
   return undefined;
 }

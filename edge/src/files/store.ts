@@ -1,61 +1,61 @@
 /**
- * Images in R2 under `tenants/<tenant>/<sha256>`; a file id is `file-<sha256>`
- * and is only ever resolved inside the caller's own tenant space, so another
- * tenant's id is simply not found.
- *
- * A body of known length is streamed: it flows through a checker (magic bytes,
- * size cap, SHA-256) into a temporary object, then is copied, again as a
- * stream, to its content address. Nothing holds the whole image in memory.
+ * Image bytes in R2 under `tenants/<tenant>/<sha256>`. A body of known length
+ * is streamed: it flows through a checker (magic bytes, size cap, SHA-256)
+ * into a temporary object `tmp/<uuid>`, then is copied, again as a stream, to
+ * its content address; the temporary object is deleted whatever happens, so a
+ * failed check or copy leaves nothing behind. Nothing holds the whole image in
+ * memory. Which files exist is the tenant limiter's to say (file-index.ts).
  */
 import { ApiError } from "../http/errors.js";
 import { tooLarge, unsupportedType } from "./limits.js";
 import { type ImageType, SNIFF_BYTES, sniffImageType } from "./magic.js";
 
-export interface StoredFile {
-  id: string;
+/** An image checked and stored in R2, not yet recorded. */
+export interface StoredBytes {
+  key: string;
+  sha256: string;
   bytes: number;
   contentType: ImageType;
-  sha256: string;
-  createdAt: number;
-  filename: string;
 }
 
-const ID_SHAPE = /^file-([0-9a-f]{64})$/;
-
-const objectKey = (tenantId: string, sha256: string) => `tenants/${tenantId}/${sha256}`;
+export const objectKey = (tenantId: string, sha256: string) => `tenants/${tenantId}/${sha256}`;
 
 const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
 
-/** True when the string looks like a file id. */
-export const isFileId = (s: string) => ID_SHAPE.test(s);
-
-/** Checks a whole image in memory (data: URLs, multipart parts) and stores it. */
-export async function storeBytes(
-  bucket: R2Bucket,
-  tenantId: string,
-  bytes: Uint8Array,
-  cap: number,
-  filename = "",
-): Promise<StoredFile> {
+/** The type of a whole image in memory (415 otherwise), after the size check (413). */
+export function checkImage(bytes: Uint8Array, cap: number): ImageType {
   if (bytes.length > cap) throw tooLarge(cap);
   const contentType = sniffImageType(bytes.subarray(0, SNIFF_BYTES));
   if (!contentType) throw unsupportedType();
-  const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
-  const file = { id: `file-${sha256}`, bytes: bytes.length, contentType, sha256, createdAt: Date.now(), filename };
-  if (!(await bucket.head(objectKey(tenantId, sha256))))
-    await bucket.put(objectKey(tenantId, sha256), bytes, metadataOf(file));
-  return file;
+  return contentType;
 }
 
-/** Streams a body of declared length into R2, checking it on the way. */
-export async function storeStream(
+/** The SHA-256 of bytes in memory, as hex. */
+export async function sha256Of(bytes: Uint8Array): Promise<string> {
+  return hex(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+/** Stores a checked image held in memory at its content address (once). */
+export async function putBytes(
+  bucket: R2Bucket,
+  tenantId: string,
+  bytes: Uint8Array,
+  contentType: ImageType,
+): Promise<StoredBytes> {
+  const sha256 = await sha256Of(bytes);
+  const key = objectKey(tenantId, sha256);
+  if (!(await bucket.head(key))) await bucket.put(key, bytes, { httpMetadata: { contentType } });
+  return { key, sha256, bytes: bytes.length, contentType };
+}
+
+/** Streams a body of declared length into R2, checking it on the way (415, 413, 400 for a short body). */
+export async function putStream(
   bucket: R2Bucket,
   tenantId: string,
   body: ReadableStream<Uint8Array>,
   length: number,
   cap: number,
-  filename = "",
-): Promise<StoredFile> {
+): Promise<StoredBytes> {
   if (length > cap) throw tooLarge(cap);
   const digest = new crypto.DigestStream("SHA-256");
   const hashWriter = digest.getWriter();
@@ -84,39 +84,28 @@ export async function storeStream(
   });
   const tmpKey = `tmp/${crypto.randomUUID()}`;
   try {
-    await bucket.put(tmpKey, body.pipeThrough(checker).pipeThrough(new FixedLengthStream(length)));
-  } catch (err) {
+    try {
+      await bucket.put(tmpKey, body.pipeThrough(checker).pipeThrough(new FixedLengthStream(length)));
+    } catch (err) {
+      if (failure) throw failure;
+      if (seen !== length)
+        throw new ApiError(400, `the body ended after ${seen} of its declared ${length} bytes`, "incomplete_body");
+      throw err;
+    }
+    await hashWriter.close();
+    const sha256 = hex(await digest.digest);
+    const key = objectKey(tenantId, sha256);
+    if (!(await bucket.head(key))) {
+      const tmp = await bucket.get(tmpKey);
+      if (!tmp) throw new Error(`the temporary upload ${tmpKey} vanished`);
+      await bucket.put(key, tmp.body.pipeThrough(new FixedLengthStream(tmp.size)), {
+        httpMetadata: { contentType: contentType as ImageType },
+      });
+    }
+    return { key, sha256, bytes: length, contentType: contentType as ImageType };
+  } finally {
     await bucket.delete(tmpKey);
-    if (failure) throw failure;
-    if (seen !== length)
-      throw new ApiError(400, `the body ended after ${seen} of its declared ${length} bytes`, "incomplete_body");
-    throw err;
   }
-  await hashWriter.close();
-  const sha256 = hex(await digest.digest);
-  const file = {
-    id: `file-${sha256}`,
-    bytes: length,
-    contentType: contentType as ImageType,
-    sha256,
-    createdAt: Date.now(),
-    filename,
-  };
-  const key = objectKey(tenantId, sha256);
-  if (!(await bucket.head(key))) {
-    const tmp = await bucket.get(tmpKey);
-    if (!tmp) throw new Error(`the temporary upload ${tmpKey} vanished`);
-    await bucket.put(key, tmp.body.pipeThrough(new FixedLengthStream(tmp.size)), metadataOf(file));
-  }
-  await bucket.delete(tmpKey);
-  return file;
-}
-
-function metadataOf(f: StoredFile): R2PutOptions {
-  return {
-    httpMetadata: { contentType: f.contentType },
-    customMetadata: { filename: f.filename, createdAt: String(f.createdAt) },
-  };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -124,37 +113,4 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   out.set(a);
   out.set(b, a.length);
   return out;
-}
-
-function fileOf(obj: R2Object, sha256: string): StoredFile {
-  return {
-    id: `file-${sha256}`,
-    bytes: obj.size,
-    contentType: obj.httpMetadata?.contentType as ImageType,
-    sha256,
-    createdAt: Number(obj.customMetadata?.createdAt ?? obj.uploaded.getTime()),
-    filename: obj.customMetadata?.filename ?? "",
-  };
-}
-
-const notFound = (id: string) => new ApiError(404, `no file ${id} for this API key's tenant`, "file_not_found");
-
-/** A file's metadata in the tenant's space; 404 for a malformed, unknown or other tenant's id. */
-export async function headFile(bucket: R2Bucket, tenantId: string, id: string): Promise<StoredFile> {
-  const sha = ID_SHAPE.exec(id)?.[1];
-  const obj = sha ? await bucket.head(objectKey(tenantId, sha)) : null;
-  if (!obj || !sha) throw notFound(id);
-  return fileOf(obj, sha);
-}
-
-/** A file's bytes in the tenant's space; 404 otherwise. */
-export async function readFile(
-  bucket: R2Bucket,
-  tenantId: string,
-  id: string,
-): Promise<{ file: StoredFile; body: R2ObjectBody }> {
-  const sha = ID_SHAPE.exec(id)?.[1];
-  const obj = sha ? await bucket.get(objectKey(tenantId, sha)) : null;
-  if (!obj || !sha) throw notFound(id);
-  return { file: fileOf(obj, sha), body: obj };
 }

@@ -1,15 +1,19 @@
 /**
  * Opens a Generate stream on one of a model's GPU services. Shards are tried in
  * tryOrder(); an attempt that fails before its first event (connection
- * refused, UNAVAILABLE, a full queue, ...) moves on to the next shard. Once an
- * event has arrived the stream is committed to that shard: a later error is
- * the caller's to report. When no shard answers: 503 with Retry-After.
+ * refused, UNAVAILABLE, a full queue, no answer within GPU_CONNECT_TIMEOUT_MS)
+ * moves on to the next shard. Once an event has arrived the stream is committed
+ * to that shard: a later error is the caller's to report, and a shard that then
+ * sends nothing for GPU_STALL_TIMEOUT_MS ends it as stalled. The whole call,
+ * failover included, has GPU_DEADLINE_MS; each attempt passes what is left to
+ * the shard as its deadline. When no shard answers: 503 with Retry-After.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { GenerateEvent, GenerateRequest } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { ApiError } from "../http/errors.js";
 import { gpuClients } from "./client.js";
 import { markDown, markUp, tryOrder } from "./shard-health.js";
+import { Watchdog } from "./watchdog.js";
 
 /** Seconds a client is told to wait when no shard is reachable. */
 export const RETRY_AFTER_S = 5;
@@ -17,8 +21,15 @@ export const RETRY_AFTER_S = 5;
 export interface OpenedGeneration {
   url: string;
   first: GenerateEvent;
-  /** The events after `first`. */
+  /** The events after `first`; a stalled shard makes `next()` throw a 503 `gpu_stalled`. */
   rest: AsyncIterator<GenerateEvent>;
+}
+
+/** Time limits of one GPU call (see config/settings.ts). */
+export interface CallLimits {
+  deadlineMs: number;
+  connectTimeoutMs: number;
+  stallTimeoutMs: number;
 }
 
 /** Failures of the connection or of the shard itself: another shard may do better. */
@@ -32,65 +43,127 @@ const FAILOVER = new Set([
 /** Failures that say the shard cannot be reached at all. */
 const UNREACHABLE = new Set([Code.Unavailable, Code.Unknown]);
 
-/** The HTTP error for a GPU service error that is the request's own fault or final. */
+const retryLater = { "retry-after": String(RETRY_AFTER_S) };
+
+/** The HTTP error for a GPU service error that is the request's own fault or final (internals only in `detail`). */
 export function apiErrorOf(err: ConnectError): ApiError {
+  const detail = `[${Code[err.code]}] ${err.rawMessage}`;
   switch (err.code) {
     case Code.InvalidArgument:
     case Code.FailedPrecondition:
     case Code.OutOfRange:
       return new ApiError(400, err.rawMessage, "invalid_request_error");
     case Code.DeadlineExceeded:
-      return new ApiError(503, `the GPU service ran out of time: ${err.rawMessage}`, "deadline_exceeded", null, {
-        "retry-after": String(RETRY_AFTER_S),
-      });
+      return new ApiError(
+        503,
+        "the GPU service ran out of time for this request; retry later",
+        "deadline_exceeded",
+        null,
+        retryLater,
+      ).withDetail(detail);
     case Code.ResourceExhausted:
     case Code.Unavailable:
       return new ApiError(
         503,
-        `the GPU service is overloaded or unavailable: ${err.rawMessage}`,
+        "the GPU service is overloaded or unavailable; retry later",
         "gpu_unavailable",
         null,
-        {
-          "retry-after": String(RETRY_AFTER_S),
-        },
-      );
+        retryLater,
+      ).withDetail(detail);
     default:
-      return new ApiError(500, `the GPU service failed: ${err.rawMessage}`, "gpu_error");
+      return new ApiError(500, "the GPU service failed", "gpu_error").withDetail(detail);
   }
+}
+
+/** The 503 for a shard that went silent in the middle of a generation. */
+const stalled = (ms: number) =>
+  new ApiError(
+    503,
+    `the GPU service stopped sending (nothing for ${ms} ms); retry later`,
+    "gpu_stalled",
+    null,
+    retryLater,
+  );
+
+/** The events after the first, each awaited under the stall watchdog. */
+function guarded(it: AsyncIterator<GenerateEvent>, watchdog: Watchdog, stallMs: number): AsyncIterator<GenerateEvent> {
+  return {
+    async next() {
+      watchdog.arm(stallMs, "stall");
+      try {
+        return await it.next();
+      } catch (err) {
+        if (watchdog.fired) throw stalled(stallMs).withDetail(String(err));
+        throw err;
+      } finally {
+        watchdog.disarm();
+      }
+    },
+    async return() {
+      watchdog.disarm();
+      return (await it.return?.()) ?? { done: true, value: undefined };
+    },
+  };
 }
 
 export async function openGeneration(
   model: string,
   urls: readonly string[],
   req: GenerateRequest,
-  opts: { token?: string; signal: AbortSignal },
+  opts: { token?: string; signal: AbortSignal; limits: CallLimits },
 ): Promise<OpenedGeneration> {
+  const deadlineAt = Date.now() + opts.limits.deadlineMs;
   const failures: string[] = [];
   for (const url of tryOrder(urls)) {
-    if (opts.signal.aborted) break;
-    const stream = gpuClients(url, opts.token).inference.generate(req, { signal: opts.signal });
+    const remaining = deadlineAt - Date.now();
+    if (opts.signal.aborted || remaining <= 0) break;
+    const watchdog = new Watchdog();
+    req.deadlineMs = remaining;
+    const stream = gpuClients(url, opts.token).inference.generate(req, {
+      signal: AbortSignal.any([opts.signal, watchdog.signal]),
+      timeoutMs: remaining,
+    });
     const it = stream[Symbol.asyncIterator]();
+    watchdog.arm(Math.min(opts.limits.connectTimeoutMs, remaining), "connect");
     try {
       const r = await it.next();
+      watchdog.disarm();
       if (r.done) throw new ConnectError("the GPU service ended the stream without an event", Code.Unavailable);
       markUp(url);
-      return { url, first: r.value, rest: it };
+      return { url, first: r.value, rest: guarded(it, watchdog, opts.limits.stallTimeoutMs) };
     } catch (e) {
-      const err = ConnectError.from(e);
-      if (opts.signal.aborted || !FAILOVER.has(err.code)) throw apiErrorOf(err);
-      if (UNREACHABLE.has(err.code)) markDown(url);
-      failures.push(`${url}: ${err.message}`);
+      watchdog.disarm();
+      if (opts.signal.aborted) break;
+      let reason: string;
+      if (watchdog.fired) {
+        markDown(url);
+        reason = `no answer within ${watchdog.fired.ms} ms`;
+      } else {
+        const err = ConnectError.from(e);
+        if (err.code === Code.DeadlineExceeded || !FAILOVER.has(err.code)) throw apiErrorOf(err);
+        if (UNREACHABLE.has(err.code)) markDown(url);
+        reason = err.message;
+      }
+      failures.push(`${url}: ${reason}`);
       console.warn(
-        `request ${req.requestId}: GPU service ${url} failed before the first token (${err.message}); trying the next`,
+        `request ${req.requestId}: GPU service ${url} failed before the first token (${reason}); trying the next`,
       );
     }
   }
   if (opts.signal.aborted) throw new ApiError(400, "the client went away", "client_closed");
+  if (deadlineAt - Date.now() <= 0)
+    throw new ApiError(
+      503,
+      "the GPU service ran out of time for this request; retry later",
+      "deadline_exceeded",
+      null,
+      retryLater,
+    ).withDetail(failures.join("; "));
   throw new ApiError(
     503,
     `no GPU service for model ${model} is reachable right now; retry later (${failures.length} tried)`,
     "gpu_unavailable",
     null,
-    { "retry-after": String(RETRY_AFTER_S) },
-  );
+    retryLater,
+  ).withDetail(failures.join("; "));
 }

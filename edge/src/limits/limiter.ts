@@ -11,9 +11,14 @@
  * reservation with the tokens actually used (refunding the rest, or charging
  * the difference when the prompt estimate was low) and closes the lease. A Durable Object handles one call at a time, so 50 parallel
  * admissions against a limit of 10 admit exactly 10.
+ *
+ * It also keeps the tenant's uploads (file-index.ts): the storage quota, and
+ * their expiry, which an alarm enforces by deleting expired files from R2.
  */
 import { DurableObject } from "cloudflare:workers";
 import type { TenantLimits } from "../auth/store.js";
+import type { Env } from "../env.js";
+import { FileIndex, type FileRecord, type Reservation, type StorageQuota, type StorageUse } from "./file-index.js";
 
 export const WINDOW_MS = 60_000;
 /** An open lease older than this counts as closed (its settle was lost). */
@@ -44,14 +49,19 @@ interface GrantRow extends Record<string, SqlStorageValue> {
 
 export class TenantLimiter extends DurableObject {
   private readonly sql: SqlStorage;
+  private readonly files: FileIndex;
+  /** Where the uploads' bytes are (the Worker's R2 binding). */
+  private readonly bucket: R2Bucket;
 
-  constructor(ctx: DurableObjectState, env: unknown) {
+  constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env as never);
+    this.bucket = env.FILES;
     this.sql = ctx.storage.sql;
     this.sql.exec(
       `CREATE TABLE IF NOT EXISTS grants (
          id TEXT PRIMARY KEY, at INTEGER NOT NULL, tokens INTEGER NOT NULL, open INTEGER NOT NULL)`,
     );
+    this.files = new FileIndex(this.sql);
   }
 
   /** Admits a request reserving `tokens`, or says which limit refuses it and for how long. */
@@ -110,7 +120,7 @@ export class TenantLimiter extends DurableObject {
   }
 
   /** The tenant's current use (for tests and operators). */
-  usage(now = Date.now()): { requests: number; tokens: number; open: number } {
+  usage(now = Date.now()): { requests: number; tokens: number; open: number; storage: StorageUse } {
     const r = this.sql
       .exec<{ n: number; t: number | null }>(
         "SELECT count(*) AS n, sum(tokens) AS t FROM grants WHERE at > ?",
@@ -120,7 +130,56 @@ export class TenantLimiter extends DurableObject {
     const open = this.sql
       .exec<{ n: number }>("SELECT count(*) AS n FROM grants WHERE open = 1 AND at > ?", now - LEASE_MS)
       .one().n;
-    return { requests: r.n, tokens: r.t ?? 0, open };
+    return { requests: r.n, tokens: r.t ?? 0, open, storage: this.files.use(now) };
+  }
+
+  /** Reserves room for an upload of `bytes` under the quota, or says why not (see FileIndex.reserve). */
+  reserveUpload(id: string, bytes: number, quota: StorageQuota, sha256?: string, now = Date.now()): Reservation {
+    return this.files.reserve(id, bytes, quota, now, sha256);
+  }
+
+  /** Records a stored upload in place of its reservation, and makes sure the alarm will expire it. */
+  async commitUpload(id: string, file: Omit<FileRecord, "expiresAt">, ttlMs: number): Promise<FileRecord> {
+    const record = this.files.commit(id, file, ttlMs);
+    await this.scheduleExpiry();
+    return record;
+  }
+
+  /** Gives back the reservation of an upload that failed. */
+  releaseUpload(id: string): void {
+    this.files.release(id);
+  }
+
+  /** A live upload by its SHA-256, or null (an expired one is removed on the way, bytes and all). */
+  async getFile(sha256: string, now = Date.now()): Promise<FileRecord | null> {
+    const record = this.files.get(sha256, now);
+    if (!record) await this.expire(now);
+    return record;
+  }
+
+  /** Deletes an upload (index entry and bytes); false when the tenant has no such live upload. */
+  async deleteFile(sha256: string, now = Date.now()): Promise<boolean> {
+    const record = this.files.remove(sha256);
+    if (!record) return false;
+    await this.bucket.delete(record.key);
+    return record.expiresAt > now;
+  }
+
+  /** The alarm: removes every expired upload and sets itself for the next expiry. */
+  override async alarm(): Promise<void> {
+    await this.expire(Date.now());
+    await this.scheduleExpiry();
+  }
+
+  private async expire(now: number): Promise<void> {
+    const expired = this.files.takeExpired(now);
+    if (expired.length > 0) await this.bucket.delete(expired.map((f) => f.key));
+  }
+
+  private async scheduleExpiry(): Promise<void> {
+    const next = this.files.nextExpiry();
+    if (next === null) await this.ctx.storage.deleteAlarm();
+    else if ((await this.ctx.storage.getAlarm()) !== next) await this.ctx.storage.setAlarm(next);
   }
 }
 

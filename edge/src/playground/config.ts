@@ -2,7 +2,9 @@
  * GET /playground/config: what the playground page (static assets under
  * /playground/) needs before it has a key. The local development key is
  * handed out only by an edge under `wrangler dev` answering on a loopback
- * address with DEV_API_KEY set; anywhere else the page asks for a key.
+ * address with DEV_API_KEY set and ENVIRONMENT=development (what the generated
+ * edge/.dev.vars sets, and the dev seed requires too); anywhere else the page
+ * asks for a key.
  */
 import type { Context } from "hono";
 import type { AppEnv } from "../app-types.js";
@@ -11,7 +13,9 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 /** True when this request reached a local development edge (never a deployed one). */
 export function isLocalDevRequest(c: Context<AppEnv>): boolean {
-  return Boolean(c.env.DEV_API_KEY) && LOOPBACK.has(new URL(c.req.url).hostname);
+  return (
+    Boolean(c.env.DEV_API_KEY) && c.env.ENVIRONMENT === "development" && LOOPBACK.has(new URL(c.req.url).hostname)
+  );
 }
 
 export function playgroundConfig(c: Context<AppEnv>): Response {
