@@ -1,10 +1,19 @@
 /**
  * Request bodies are read through a counting reader, never whole and unbounded:
  * a declared Content-Length over the cap is refused before a byte is read, and
- * a body that passes the cap while it streams in is cancelled there. Either way
- * the answer is a 413 that names the limit and the variable that sets it.
+ * a body that passes the cap while it streams in is kept no further. Either
+ * way the answer is a 413 that names the limit and the variable that sets it.
+ *
+ * A body of unknown length that passes the cap is read on and dropped, up to
+ * DRAIN_BYTES more, before it is cancelled: a connection whose request body
+ * was left half read cannot carry the next request (wrangler dev's local proxy
+ * then answered that next request 503), and a body a little too large is the
+ * common case. Nothing drained is kept.
  */
 import { ApiError } from "./errors.js";
+
+/** How far past the cap a body of unknown length is read (and dropped) before it is cut. */
+export const DRAIN_BYTES = 4 * 1024 * 1024;
 
 /** Deepest nesting of arrays and objects a JSON body may have. */
 export const MAX_JSON_DEPTH = 64;
@@ -22,8 +31,9 @@ export function declaredLength(req: Request): number | undefined {
 }
 
 /**
- * Reads a stream into memory, refusing it (413 from `tooLarge`) as soon as it
- * passes `cap` bytes; the rest of the stream is cancelled, not read.
+ * Reads a stream into memory, refusing it (413 from `tooLarge`) once it has
+ * passed `cap` bytes: nothing past the cap is kept, the rest is dropped up to
+ * DRAIN_BYTES and the stream cancelled after that.
  */
 export async function readCapped(
   body: ReadableStream<Uint8Array> | null,
@@ -39,15 +49,16 @@ export async function readCapped(
       const { done, value } = await reader.read();
       if (done) break;
       total += value.length;
-      if (total > cap) {
+      if (total > cap + DRAIN_BYTES) {
         await reader.cancel().catch(() => {});
         throw tooLarge();
       }
-      parts.push(value);
+      if (total <= cap) parts.push(value);
     }
   } finally {
     reader.releaseLock();
   }
+  if (total > cap) throw tooLarge();
   const out = new Uint8Array(total);
   let at = 0;
   for (const p of parts) {
