@@ -9,7 +9,9 @@
  * A block without a marker is an error, so a new example is either checked or
  * says why not. Examples are written for `npm start` on this machine; to run
  * them against a stack on other ports, `localize` substitutes the host, the
- * ports and the keys (and gives /tmp/ a fresh directory), nothing else.
+ * ports and the file of local secrets the examples read (edge/.dev.vars, which
+ * npm start writes; the test writes its own) and gives /tmp/ a fresh
+ * directory, nothing else.
  */
 
 export type ExampleKind = "run" | "shape" | "skip";
@@ -61,23 +63,21 @@ export function extractExamples(markdown: string): Example[] {
 export interface Localization {
   edgeUrl: string;
   gpuUrl: string;
-  devKey: string;
-  adminToken: string;
+  /** A file like edge/.dev.vars holding the stack's dev key and admin token. */
+  devVars: string;
   /** A fresh directory standing in for /tmp. */
   tmp: string;
 }
 
 export const README_EDGE = "http://127.0.0.1:8787";
 export const README_GPU = "http://127.0.0.1:50651";
-export const README_DEV_KEY = "sk-twig-dev_local_key_00000000000000000000000000000";
-export const README_ADMIN_TOKEN = "dev-admin-token";
+export const README_DEV_VARS = "edge/.dev.vars";
 
-/** The example with the host, ports and keys of `to`, and /tmp/ replaced by a fresh directory: nothing else changes. */
+/** The example with the host, ports and secrets file of `to`, and /tmp/ replaced by a fresh directory: nothing else changes. */
 export function localize(code: string, to: Localization): string {
   return code
     .replaceAll(README_EDGE, to.edgeUrl)
     .replaceAll(README_GPU, to.gpuUrl)
-    .replaceAll(README_DEV_KEY, to.devKey)
-    .replaceAll(README_ADMIN_TOKEN, to.adminToken)
+    .replaceAll(README_DEV_VARS, to.devVars)
     .replaceAll("/tmp/", `${to.tmp}/`);
 }

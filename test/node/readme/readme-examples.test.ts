@@ -5,7 +5,7 @@
  * marker (test/support/readme-examples.ts): `run` blocks are executed (shell
  * with bash, TypeScript with tsx) and checked for what the text around them
  * says; `shape` blocks (JSON fragments) are held against real answers; `skip`
- * blocks say why they are not run. Only the host, the ports, the keys and
+ * blocks say why they are not run. Only the host, the ports, the secrets file and
  * /tmp/ are substituted (`localize`).
  */
 import { type SpawnOptions, spawn } from "node:child_process";
@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
+import { writeDevVars } from "../../../scripts/dev-vars.js";
 import { type DemoStack, startDemoStack } from "../../support/demo-stack.js";
 import { freePort } from "../../support/free-port.js";
 import { repoRoot } from "../../support/gpu-service.js";
@@ -41,13 +42,11 @@ let where: Localization;
 
 beforeAll(async () => {
   stack = await startDemoStack();
-  where = {
-    edgeUrl: stack.edge.url,
-    gpuUrl: stack.gpu.url,
-    devKey: stack.devKey,
-    adminToken: stack.adminToken,
-    tmp: mkdtempSync(join(tmpdir(), "twigserve-readme-")),
-  };
+  const tmp = mkdtempSync(join(tmpdir(), "twigserve-readme-"));
+  // the examples read the dev key and admin token from edge/.dev.vars, as npm start writes it
+  const devVars = join(tmp, "dev.vars");
+  writeDevVars(devVars, stack.edge.secrets);
+  where = { edgeUrl: stack.edge.url, gpuUrl: stack.gpu.url, devVars, tmp };
 }, 240_000);
 
 afterAll(async () => {
