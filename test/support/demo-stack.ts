@@ -2,11 +2,10 @@
  * The whole service as `npm start` runs it, for tests and scripts that use it
  * as a user would: the GPU service on the shipped demo model (`models/demo`,
  * served as "demo") and the edge under `wrangler dev`, both on free loopback
- * ports, with the local dev key and an admin token.
+ * ports, with the local dev key and an admin token (fresh ones, edge-dev.ts).
  */
 import { join } from "node:path";
-import { devApiKey, type EdgeDevProcess, startEdgeDev } from "./edge-dev.js";
-import { freePort } from "./free-port.js";
+import { type EdgeDevProcess, startEdgeDev } from "./edge-dev.js";
 import { type GpuServiceProcess, repoRoot, startGpuService } from "./gpu-service.js";
 
 export const DEMO_MODEL = "demo";
@@ -28,13 +27,11 @@ export async function startDemoStack(vars: Record<string, string> = {}): Promise
     TWIG_DEFAULT_MODEL: DEMO_MODEL,
     TWIG_ENGINE_THREADS: "1",
   });
-  const adminToken = "test-admin-token";
   let edge: EdgeDevProcess;
   try {
-    edge = await startEdgeDev(await freePort({ pair: true }), {
+    edge = await startEdgeDev({
       GPU_SERVICE_URL: gpu.url,
       MODEL_ROUTES: JSON.stringify({ [DEMO_MODEL]: [gpu.url] }),
-      ADMIN_TOKEN: adminToken,
       ...vars,
     });
   } catch (err) {
@@ -44,8 +41,8 @@ export async function startDemoStack(vars: Record<string, string> = {}): Promise
   return {
     gpu,
     edge,
-    devKey: devApiKey(),
-    adminToken,
+    devKey: edge.secrets.DEV_API_KEY,
+    adminToken: edge.secrets.ADMIN_TOKEN,
     stop: async () => {
       await edge.stop();
       await gpu.stop();
