@@ -1,7 +1,8 @@
 /**
  * GET /playground/config hands the page the dev key only when the edge runs
- * locally: DEV_API_KEY set (wrangler dev's .dev.vars) and the request on a
- * loopback address. A deployed edge (any other host) never shows a key.
+ * locally: DEV_API_KEY and ENVIRONMENT=development set (wrangler dev's
+ * generated .dev.vars) and the request on a loopback address. A deployed edge
+ * (any other host, or without ENVIRONMENT=development) never shows a key.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
@@ -9,8 +10,8 @@ import app from "../../edge/src/index.js";
 
 const KEY = "sk-twig-dev_local_key_00000000000000000000000000000";
 
-const config = async (url: string, devKey: string | undefined) => {
-  const res = await app.request(url, {}, { ...env, DEV_API_KEY: devKey });
+const config = async (url: string, devKey: string | undefined, environment = "development") => {
+  const res = await app.request(url, {}, { ...env, DEV_API_KEY: devKey, ENVIRONMENT: environment });
   expect(res.status).toBe(200);
   expect(res.headers.get("cache-control")).toBe("no-store");
   return res.json();
@@ -27,5 +28,6 @@ describe("GET /playground/config", () => {
     expect(await config("http://127.0.0.1.example.com/playground/config", KEY)).toEqual({ dev_api_key: null });
     expect(await config("http://127.0.0.1:8787/playground/config", undefined)).toEqual({ dev_api_key: null });
     expect(await config("http://127.0.0.1:8787/playground/config", "")).toEqual({ dev_api_key: null });
+    expect(await config("http://127.0.0.1:8787/playground/config", KEY, "production")).toEqual({ dev_api_key: null });
   });
 });
