@@ -1,9 +1,11 @@
 /**
  * Ports from the operating system, never fixed ones: `listenOnFreePort` binds a
- * server to port 0 on loopback and says which port it got; `freePort` asks for
- * a port that a child process (wrangler dev) is then told to bind.
+ * server to port 0 on loopback and says which port it got; `freePort`
+ * (free-port.ts) asks for a port that a child process is then told to bind.
  */
-import net from "node:net";
+import type net from "node:net";
+
+export { freePort } from "./free-port.js";
 
 /** Binds `server` to a free loopback port and resolves with that port. */
 export function listenOnFreePort(server: net.Server, host = "127.0.0.1"): Promise<number> {
@@ -15,12 +17,4 @@ export function listenOnFreePort(server: net.Server, host = "127.0.0.1"): Promis
       resolve(address.port);
     });
   });
-}
-
-/** A loopback port that was free a moment ago (the system's choice), for a process that must be told its port. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  const port = await listenOnFreePort(server);
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }

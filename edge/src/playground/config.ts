@@ -13,9 +13,7 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 /** True when this request reached a local development edge (never a deployed one). */
 export function isLocalDevRequest(c: Context<AppEnv>): boolean {
-  return (
-    Boolean(c.env.DEV_API_KEY) && c.env.ENVIRONMENT === "development" && LOOPBACK.has(new URL(c.req.url).hostname)
-  );
+  return Boolean(c.env.DEV_API_KEY) && c.env.ENVIRONMENT === "development" && LOOPBACK.has(new URL(c.req.url).hostname);
 }
 
 export function playgroundConfig(c: Context<AppEnv>): Response {
