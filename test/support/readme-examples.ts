@@ -78,6 +78,6 @@ export function localize(code: string, to: Localization): string {
   return code
     .replaceAll(README_EDGE, to.edgeUrl)
     .replaceAll(README_GPU, to.gpuUrl)
-    .replaceAll(README_DEV_VARS, to.devVars)
-    .replaceAll("/tmp/", `${to.tmp}/`);
+    .replaceAll("/tmp/", `${to.tmp}/`)
+    .replaceAll(README_DEV_VARS, to.devVars);
 }
