@@ -13,7 +13,6 @@ import { estimatePromptTokens } from "../../edge/src/chat/estimate.js";
 import type { ChatRequest } from "../../edge/src/chat/request.js";
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
-import { freePort } from "../support/free-port.js";
 import { type ScriptedGpuService, startScriptedGpuService } from "../support/scripted-gpu-service.js";
 import { type ChatStreamResult, streamChat } from "../support/sse-client.js";
 
@@ -45,8 +44,8 @@ const reservation = (script: string) =>
   estimatePromptTokens({ messages: [{ role: "user", content: script }] } as ChatRequest) + MAX_TOKENS;
 
 beforeAll(async () => {
-  scripted = await startScriptedGpuService(await freePort());
-  edge = await startEdgeDev(await freePort({ pair: true }), {
+  scripted = await startScriptedGpuService();
+  edge = await startEdgeDev({
     GPU_SERVICE_URL: scripted.url,
     MODEL_ROUTES: JSON.stringify({ scripted: [scripted.url] }),
     ADMIN_TOKEN,

@@ -23,7 +23,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
-import { freePort } from "../support/free-port.js";
 import { type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";
 import { jsonLines } from "../support/service-logs.js";
 import { type ChatStreamResult, streamChat } from "../support/sse-client.js";
@@ -109,7 +108,7 @@ beforeAll(async () => {
     startGpuService(0, shardEnv("tiny")),
     startGpuService(0, shardEnv("solo")),
   ]);
-  edge = await startEdgeDev(await freePort({ pair: true }), {
+  edge = await startEdgeDev({
     GPU_SERVICE_URL: shardA.url,
     MODEL_ROUTES: JSON.stringify({ tiny: [shardA.url, shardB.url], solo: [solo.url] }),
     ADMIN_TOKEN,

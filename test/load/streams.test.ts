@@ -26,7 +26,6 @@ import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
-import { freePort } from "../support/free-port.js";
 import { demoModelDir, type GpuServiceProcess, repoRoot, startGpuService } from "../support/gpu-service.js";
 import { type ChatStreamResult, quantile, streamChat } from "../support/sse-client.js";
 
@@ -100,7 +99,7 @@ beforeAll(async () => {
     TWIG_SERVICE_TOKEN: SERVICE_TOKEN,
   };
   shards = await Promise.all([startGpuService(0, env), startGpuService(0, env)]);
-  edge = await startEdgeDev(await freePort({ pair: true }), {
+  edge = await startEdgeDev({
     GPU_SERVICE_URL: shards[0].url,
     MODEL_ROUTES: JSON.stringify({ demo: shards.map((s) => s.url) }),
     GPU_SERVICE_TOKEN: SERVICE_TOKEN,
