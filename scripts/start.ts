@@ -158,6 +158,8 @@ async function streamAnswer(question: string, image: Buffer, retainBudget?: numb
 let stopping = false;
 function stop(code: number): void {
   stopping = true;
+  // the exit timer below is unref'd: when the loop empties first, Node exits on its own with this code
+  process.exitCode = code;
   for (const child of children) child.kill("SIGTERM");
   setTimeout(() => process.exit(code), 1500).unref();
 }

@@ -24,15 +24,19 @@ describe("API keys", () => {
   });
 
   it("refuses malformed keys before any lookup", async () => {
-    for (const h of [
+    const malformed = [
       "Bearer",
       "Basic abc",
       "Bearer sk-twig-short",
       "Bearer sk-other-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
       "sk-twig-x",
-    ]) {
+    ];
+    let refused = 0;
+    for (const h of malformed) {
       await expectOpenAIError(await models(undefined, h), 401, "invalid_api_key");
+      refused++;
     }
+    expect(refused).toBe(malformed.length);
   });
 
   it("refuses a well-formed key that was never issued", async () => {

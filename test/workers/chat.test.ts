@@ -48,6 +48,8 @@ describe("streaming (SSE)", () => {
     const data = sseData(await res.text());
     expect(data.at(-1)).toBe("[DONE]");
     const chunks = data.slice(0, -1).map((d) => JSON.parse(d) as Chunk);
+    // role, three deltas, the finish, the usage
+    expect(chunks).toHaveLength(6);
     for (const c of chunks) {
       expect(c).toMatchObject({ id: "chatcmpl-req-abc.1", object: "chat.completion.chunk", model: "scripted" });
     }
@@ -214,7 +216,9 @@ describe("request validation", () => {
     expect(text.status).toBe(415);
     expect(await text.json()).toMatchObject({ error: { message: expect.stringContaining("PNG, JPEG, WebP or GIF") } });
     // GIF87a and GIF89a reach the GPU service as image/gif (it reads an animated GIF's first frame)
-    for (const magic of ["GIF87a", "GIF89a"]) {
+    const magics = ["GIF87a", "GIF89a"];
+    let gifs = 0;
+    for (const magic of magics) {
       const gif = new TextEncoder().encode(`${magic}\x01\x00\x01\x00\x00\x00\x00;`);
       const res = await chat(t.key, chatBody("echo", {}, dataUrl(gif, "image/gif")));
       expect(res.status).toBe(200);
@@ -223,7 +227,9 @@ describe("request validation", () => {
         lastImageBytes: gif.length,
         lastImageMediaType: "image/gif",
       });
+      gifs++;
     }
+    expect(gifs).toBe(magics.length);
   });
 
   it("answers 404 for an unknown model and passes the GPU service's INVALID_ARGUMENT on as a 400", async () => {

@@ -223,6 +223,7 @@ describe("the openai client through wrangler dev and the real GPU service", () =
       expect(res.choices[0].message.content, name).toBe(expected.text);
       answers[name] = expected.text;
     }
+    expect(Object.keys(answers)).toEqual(["last-token", "all-text"]);
     console.log(`e2e score_source at R-bar ${retainBudget}: ${JSON.stringify(answers)}`);
     // the check above tells the scorers apart only where their answers differ (the demo model's do here)
     expect(answers["last-token"]).not.toBe(answers["all-text"]);
