@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <name> [...]` runs one benchmark of gpu-service/src/bench
+ * `npm run bench -- <name> [...]` runs one benchmark of gpu-service/tools/bench
  * (engine, twig, service). `npm run bench` with no arguments runs each
  * measurement at a size that fits a few minutes, prints each one's own output
  * as it goes, and ends with one side-by-side table of their headline figures:
@@ -73,7 +73,7 @@ interface Figure {
 
 async function engine(): Promise<Figure[]> {
   console.log("\n=== engine: decode step against its bandwidth floor (random weights, 1024 wide, 8 layers) ===");
-  const { code, out } = await run("gpu-service/src/bench/main.ts", [
+  const { code, out } = await run("gpu-service/tools/bench/main.ts", [
     "engine",
     ...["--hidden", "1024", "--layers", "8", "--context", "600", "--precision", "fp32,int4"],
     ...["--attention", "direct", "--reps", "5"],
@@ -94,7 +94,7 @@ async function modes(): Promise<Figure[]> {
   console.log("\n=== modes: every TwigVLM mode against base on the demo model (10 held-out scenes) ===");
   const out = mkdtempSync(join(tmpdir(), "twigserve-bench-eval-"));
   try {
-    const { code } = await run("gpu-service/src/cli/main.ts", ["eval", "--limit", "10", "--out", out]);
+    const { code } = await run("gpu-service/tools/cli/main.ts", ["eval", "--limit", "10", "--out", out]);
     const file = join(out, "eval.json");
     if (code !== 0 || !existsSync(file))
       return [{ part: "modes", what: "twig eval", value: `not measured (exit ${code})` }];
@@ -113,7 +113,7 @@ async function modes(): Promise<Figure[]> {
 
 async function service(): Promise<Figure[]> {
   console.log("\n=== service: throughput under concurrency, the real GPU service on the demo model ===");
-  const { code, out } = await run("gpu-service/src/bench/main.ts", [
+  const { code, out } = await run("gpu-service/tools/bench/main.ts", [
     "service",
     ...["--model", "models/demo", "--per-stream", "2", "--max-tokens", "48"],
   ]);
@@ -164,4 +164,4 @@ async function summary(): Promise<void> {
 
 const args = process.argv.slice(2);
 if (args.length === 0) await summary();
-else process.exitCode = (await run("gpu-service/src/bench/main.ts", args)).code ?? 1;
+else process.exitCode = (await run("gpu-service/tools/bench/main.ts", args)).code ?? 1;

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { budgetForPrunedFraction } from "../gpu-service/src/engine/decoding/budget.js";
-import { writeTinyModel } from "../gpu-service/src/engine/tiny-model.js";
+import { writeTinyModel } from "../gpu-service/tools/make-tiny/tiny-model.js";
 import { ensureDevVars } from "./dev-vars.js";
 
 process.env.WRANGLER_SEND_METRICS ??= "false";

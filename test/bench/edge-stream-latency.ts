@@ -26,7 +26,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
-import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
+import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js";
 import { startEdgeDev } from "../support/edge-dev.js";
 import { type FrameProxy, startFrameProxy, type TimedDelta } from "../support/frame-proxy.js";
 import { startGpuService } from "../support/gpu-service.js";

@@ -20,7 +20,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
+import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js";
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
 import { type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeTinyModel } from "../../gpu-service/src/engine/tiny-model.js";
+import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 

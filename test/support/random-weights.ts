@@ -4,4 +4,4 @@ export {
   randomLlavaWeights,
   randomTensor,
   tinyTextConfig,
-} from "../../gpu-service/src/engine/tiny-model.js";
+} from "../../gpu-service/tools/make-tiny/tiny-model.js";

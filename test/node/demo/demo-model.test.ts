@@ -11,10 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
-import { checkParity, type ParityFixture } from "../../../gpu-service/src/eval/parity.js";
-import { parityFailures } from "../../../gpu-service/src/eval/parity-command.js";
-import { readSplit, runEval } from "../../../gpu-service/src/eval/run.js";
-import { sameAnswer } from "../../../gpu-service/src/eval/scene-answers.js";
+import { checkParity, type ParityFixture } from "../../../gpu-service/tools/eval/parity.js";
+import { parityFailures } from "../../../gpu-service/tools/eval/parity-command.js";
+import { readSplit, runEval } from "../../../gpu-service/tools/eval/run.js";
+import { sameAnswer } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
 const modelDir = join(repoRoot, "models", "demo");

@@ -23,7 +23,7 @@ import {
 } from "../../../gpu-service/src/engine/anyres/layout.js";
 import { resizePicture } from "../../../gpu-service/src/engine/pad-resize.js";
 import { packImageFeaturesRef, pillowResizeRef } from "../../../gpu-service/src/engine/reference/next.js";
-import { nextPinpoints } from "../../../gpu-service/src/engine/tiny-next.js";
+import { nextPinpoints } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
 /** llava-hf/llava-v1.6-*: a 336-pixel CLIP tower, patch 14, these pinpoints. */

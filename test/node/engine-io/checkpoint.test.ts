@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadLlava, loadTwig } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { SafetensorsFile, writeSafetensors } from "../../../gpu-service/src/engine/checkpoint/safetensors.js";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
-import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
+import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
+import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
 const root = mkdtempSync(join(tmpdir(), "twig-ckpt-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

@@ -12,7 +12,9 @@ import { repoRoot } from "../../support/gpu-service.js";
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), "twig-cli-"));
 const cli = (...args: string[]) =>
-  run(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/src/cli/main.ts"), ...args], { cwd: repoRoot });
+  run(process.execPath, ["--import", "tsx", join(repoRoot, "gpu-service/tools/cli/main.ts"), ...args], {
+    cwd: repoRoot,
+  });
 
 beforeAll(async () => {
   await cli("make-tiny", "--out", join(dir, "tiny"), "--seed", "5");

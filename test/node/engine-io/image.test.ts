@@ -14,7 +14,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectImage, type PreprocessSpec, preprocessImage } from "../../../gpu-service/src/engine/image.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import { COLOURS, KINDS } from "../../../gpu-service/src/eval/scene-answers.js";
+import { COLOURS, KINDS } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
 import { blackPng } from "../../support/png.js";
 

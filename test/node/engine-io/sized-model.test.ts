@@ -27,7 +27,7 @@ describe("make-tiny with sizes", () => {
       [
         "--import",
         "tsx",
-        join(repoRoot, "gpu-service/src/cli/main.ts"),
+        join(repoRoot, "gpu-service/tools/cli/main.ts"),
         "make-tiny",
         "--out",
         out,

@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import { LLAVA_V1_SYSTEM, TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
+import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
 const root = mkdtempSync(join(tmpdir(), "twig-tok-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

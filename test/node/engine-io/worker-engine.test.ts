@@ -9,9 +9,9 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import type { EngineEvent, GenerateParams } from "../../../gpu-service/src/engine/types.js";
 import { WorkerEngine } from "../../../gpu-service/src/engine/worker-host.js";
+import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twig-worker-"));
 let png: Uint8Array;

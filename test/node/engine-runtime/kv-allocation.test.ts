@@ -9,9 +9,9 @@ import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { SlotKvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { probe } from "../../../gpu-service/src/engine/runtime/tensor-io.js";
-import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
 import { TwigDecoder } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
 import type { Mode } from "../../../gpu-service/src/engine/types.js";
+import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const weights = randomLlavaWeights(31, { numLayers: 8, maxPositionEmbeddings: 128 });

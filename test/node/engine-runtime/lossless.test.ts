@@ -16,8 +16,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import { writeTinyModel, writeTwig } from "../../../gpu-service/src/engine/tiny-model.js";
-import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
 import {
   type TwigDecoder as Decoder,
   TwigDecoder,
@@ -25,6 +23,8 @@ import {
   type TwigGenerateResult,
 } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
 import type { EngineEvent, Mode } from "../../../gpu-service/src/engine/types.js";
+import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
+import { writeTinyModel, writeTwig } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const SEEDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];

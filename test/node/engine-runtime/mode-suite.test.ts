@@ -21,7 +21,6 @@ import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
 import { decoderLayersRef, type Vec } from "../../../gpu-service/src/engine/reference/llama.js";
 import { visionForwardRef } from "../../../gpu-service/src/engine/reference/vision.js";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
 import { MODE_PLANS, usesTwig } from "../../../gpu-service/src/engine/twig/modes.js";
 import {
@@ -33,6 +32,7 @@ import {
   type Mode,
   type TwigWeights,
 } from "../../../gpu-service/src/engine/types.js";
+import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twig-mode-suite-"));
 /** The suite's one parameter: a model directory with a twig. */

@@ -26,7 +26,6 @@ import { decoderLayersRef, type Vec } from "../../../gpu-service/src/engine/refe
 import { nextVisualRef, type Rgb, videoVisualRef } from "../../../gpu-service/src/engine/reference/next.js";
 import { greedyRef, promptRowsRef } from "../../../gpu-service/src/engine/reference/pruned.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import { type NextVariant, writeTinyNextModel } from "../../../gpu-service/src/engine/tiny-next.js";
 import { MODE_PLANS } from "../../../gpu-service/src/engine/twig/modes.js";
 import type {
   EngineEvent,
@@ -35,6 +34,7 @@ import type {
   Mode,
   TwigWeights,
 } from "../../../gpu-service/src/engine/types.js";
+import { type NextVariant, writeTinyNextModel } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { maxRelError } from "../../support/tolerance.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twig-next-ref-"));

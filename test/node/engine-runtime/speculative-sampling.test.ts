@@ -11,8 +11,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
 import { TwigDecoder } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
+import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const weights = randomLlavaWeights(31, { numLayers: 8, vocabSize: 24, maxPositionEmbeddings: 96 });

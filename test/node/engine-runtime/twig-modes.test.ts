@@ -14,9 +14,9 @@ import { type ScoreSource, topR, visualScores } from "../../../gpu-service/src/e
 import { decoderLayersRef } from "../../../gpu-service/src/engine/reference/llama.js";
 import type { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import { growTwig } from "../../../gpu-service/src/engine/twig/grow.js";
 import { TwigDecoder, type TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
 import type { Mode } from "../../../gpu-service/src/engine/types.js";
+import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const weights = randomLlavaWeights(21, { numLayers: 8, maxPositionEmbeddings: 128 });

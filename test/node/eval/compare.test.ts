@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
-import { compareEvals } from "../../../gpu-service/src/eval/compare.js";
-import type { EvalResult, EvalRow } from "../../../gpu-service/src/eval/run.js";
+import { compareEvals } from "../../../gpu-service/tools/eval/compare.js";
+import type { EvalResult, EvalRow } from "../../../gpu-service/tools/eval/run.js";
 
 function row(label: string, over: Partial<EvalRow> = {}): EvalRow {
   return {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { descriptionTable, kindTable } from "../../../gpu-service/src/eval/report.js";
-import type { EvalResult, EvalRow } from "../../../gpu-service/src/eval/run.js";
-import { questionKind } from "../../../gpu-service/src/eval/scene-answers.js";
+import { descriptionTable, kindTable } from "../../../gpu-service/tools/eval/report.js";
+import type { EvalResult, EvalRow } from "../../../gpu-service/tools/eval/run.js";
+import { questionKind } from "../../../gpu-service/tools/eval/scene-answers.js";
 
 describe("questionKind", () => {
   it("keeps a question's frame and folds what it names into one placeholder", () => {

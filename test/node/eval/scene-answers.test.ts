@@ -4,7 +4,7 @@ import {
   descriptionMatch,
   POSITIONS,
   type SceneObject,
-} from "../../../gpu-service/src/eval/scene-answers.js";
+} from "../../../gpu-service/tools/eval/scene-answers.js";
 
 const at = (place: string, size: string, colour: string, kind: string): SceneObject => ({
   cell: POSITIONS.indexOf(place),

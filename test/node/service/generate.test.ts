@@ -95,7 +95,7 @@ async function cliAnswer(mode: "twig" | "base", retain?: number) {
     const args = [
       "--import",
       "tsx",
-      join(repoRoot, "gpu-service/src/cli/main.ts"),
+      join(repoRoot, "gpu-service/tools/cli/main.ts"),
       "generate",
       ...["--model", service.modelDir, "--image", join(dir, "image.png"), "--prompt", PROMPT],
       ...["--mode", mode, "--max-tokens", "16", "--threads", "1", "--trace", join(dir, "trace.json")],

@@ -20,8 +20,8 @@ import {
   Mode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeTinyModel } from "../../../gpu-service/src/engine/tiny-model.js";
-import { writeTinyNextModel } from "../../../gpu-service/src/engine/tiny-next.js";
+import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
+import { writeTinyNextModel } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { makeClip, photoPng } from "../../support/clips.js";
 import { type GpuServiceProcess, startGpuService } from "../../support/gpu-service.js";
 

@@ -9,13 +9,13 @@
  * acceptance rate can buy. Random weights accept almost no drafts, so the mode
  * table shows SSD's overhead here, not its gain.
  */
-import { Rng } from "../engine/decoding/sampling.js";
-import type { LayerKv } from "../engine/runtime/kv-cache.js";
-import { LlavaRuntime } from "../engine/runtime/llava-runtime.js";
-import { randomLlavaWeights, randomTensor } from "../engine/tiny-model.js";
-import { growTwig } from "../engine/twig/grow.js";
-import { TwigDecoder } from "../engine/twig/twig-decoder.js";
-import type { Mode } from "../engine/types.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import type { LayerKv } from "../../src/engine/runtime/kv-cache.js";
+import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
+import { TwigDecoder } from "../../src/engine/twig/twig-decoder.js";
+import type { Mode } from "../../src/engine/types.js";
+import { growTwig } from "../make-tiny/grow-twig.js";
+import { randomLlavaWeights, randomTensor } from "../make-tiny/tiny-model.js";
 
 const MODES: Mode[] = ["base", "twig", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const UNSPLIT = "base (1 segment)";

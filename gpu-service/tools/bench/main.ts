@@ -1,8 +1,8 @@
 /** `npm run bench -- <name> [--key value]...`: benchmarks that print tables. */
 import { parseArgs } from "node:util";
-import { ATTENTION_IMPLS, type AttentionImpl } from "../engine/onnx/attention.js";
-import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
-import type { Mode } from "../engine/types.js";
+import { ATTENTION_IMPLS, type AttentionImpl } from "../../src/engine/onnx/attention.js";
+import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
+import type { Mode } from "../../src/engine/types.js";
 import { benchEngine } from "./engine.js";
 import { benchInt4 } from "./int4.js";
 import { benchRealPath } from "./real-path.js";

@@ -23,14 +23,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
-import { Rng } from "../engine/decoding/sampling.js";
-import { LocalEngine } from "../engine/local-engine.js";
-import type { Precision } from "../engine/onnx/layers.js";
-import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
-import { probe } from "../engine/runtime/tensor-io.js";
-import { writeSizedModel } from "../engine/sized-model.js";
-import { TextCodec } from "../engine/tokenizer.js";
-import type { ExecutionProvider, Mode, TextConfig } from "../engine/types.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import { LocalEngine } from "../../src/engine/local-engine.js";
+import type { Precision } from "../../src/engine/onnx/layers.js";
+import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
+import { probe } from "../../src/engine/runtime/tensor-io.js";
+import { TextCodec } from "../../src/engine/tokenizer.js";
+import type { ExecutionProvider, Mode, TextConfig } from "../../src/engine/types.js";
+import { writeSizedModel } from "../make-tiny/sized-model.js";
 import { measureBandwidth, median, printTable, weightBytes } from "./engine.js";
 
 export interface RealPathBenchArgs {

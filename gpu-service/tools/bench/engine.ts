@@ -11,15 +11,15 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Rng } from "../engine/decoding/sampling.js";
-import type { AttentionImpl } from "../engine/onnx/attention.js";
-import { GraphBuilder } from "../engine/onnx/graph.js";
-import type { Precision } from "../engine/onnx/layers.js";
-import { INT4_BLOCK } from "../engine/onnx/quantize.js";
-import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
-import { createSession, ort } from "../engine/runtime/session.js";
-import { randomDecoderLayers, tinyTextConfig } from "../engine/tiny-model.js";
-import type { TextConfig } from "../engine/types.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import type { AttentionImpl } from "../../src/engine/onnx/attention.js";
+import { GraphBuilder } from "../../src/engine/onnx/graph.js";
+import type { Precision } from "../../src/engine/onnx/layers.js";
+import { INT4_BLOCK } from "../../src/engine/onnx/quantize.js";
+import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
+import { createSession, ort } from "../../src/engine/runtime/session.js";
+import type { TextConfig } from "../../src/engine/types.js";
+import { randomDecoderLayers, tinyTextConfig } from "../make-tiny/tiny-model.js";
 
 export interface EngineBenchArgs {
   hidden: number;

@@ -20,9 +20,9 @@ import {
   Mode as ProtoMode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
-import { LocalEngine } from "../engine/local-engine.js";
-import { writeTinyModel } from "../engine/tiny-model.js";
-import type { Mode } from "../engine/types.js";
+import { LocalEngine } from "../../src/engine/local-engine.js";
+import type { Mode } from "../../src/engine/types.js";
+import { writeTinyModel } from "../make-tiny/tiny-model.js";
 
 export interface ServiceBenchArgs {
   /** Model directory; undefined = a tiny random model. */
@@ -37,7 +37,7 @@ export interface ServiceBenchArgs {
 
 const LEVELS = [1, 2, 4, 8];
 const QUESTIONS = ["describe the picture", "what colour is the circle ?", "how many shapes are there ?"];
-const serviceEntry = fileURLToPath(new URL("../main.ts", import.meta.url));
+const serviceEntry = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
 interface Timing {
   ttft: number;

@@ -17,8 +17,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Rng } from "./decoding/sampling.js";
-import { TINY_WORDS, wordTokenizer, writeLlavaCheckpoint, writeTwig } from "./tiny-model.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
 import type {
   DecoderLayerWeights,
   LinearWeights,
@@ -28,7 +27,8 @@ import type {
   TextConfig,
   TwigWeights,
   VisionConfig,
-} from "./types.js";
+} from "../../src/engine/types.js";
+import { TINY_WORDS, wordTokenizer, writeLlavaCheckpoint, writeTwig } from "./tiny-model.js";
 
 /** The demo model's vision tower and tokenizer sizes (models/demo/config.json): the defaults. */
 export const DEMO_VISION: VisionConfig = {

@@ -11,10 +11,10 @@
  * step against the bandwidth floor (those bytes plus the KV over the bandwidth measured in the
  * same run).
  */
-import { Rng } from "../engine/decoding/sampling.js";
-import type { DecoderGraphOptions } from "../engine/onnx/decoder.js";
-import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
-import { randomDecoderLayers, tinyTextConfig } from "../engine/tiny-model.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import type { DecoderGraphOptions } from "../../src/engine/onnx/decoder.js";
+import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
+import { randomDecoderLayers, tinyTextConfig } from "../make-tiny/tiny-model.js";
 import { measureBandwidth, median, printTable, weightBytes } from "./engine.js";
 
 export interface Int4BenchArgs {

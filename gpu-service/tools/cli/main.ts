@@ -6,22 +6,22 @@
  *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
  *   make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video]
  *   make-tiny --out DIR --hidden N --layers N ... (a benchmark-size model: see USAGE and sized-model.ts)
- *   eval and parity: see gpu-service/src/eval/command.ts and parity-command.ts
+ *   eval and parity: see gpu-service/tools/eval/command.ts and parity-command.ts
  * Each command is a function in COMMANDS at the end of this file.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { writeSafetensors } from "../engine/checkpoint/safetensors.js";
-import { LocalEngine } from "../engine/local-engine.js";
-import { ATTENTION_CHOICES, type AttentionChoice } from "../engine/onnx/attention.js";
-import { PRECISIONS, type Precision } from "../engine/onnx/layers.js";
-import { DEMO_VISION, writeSizedModel } from "../engine/sized-model.js";
-import { writeTinyModel } from "../engine/tiny-model.js";
-import { writeTinyNextModel } from "../engine/tiny-next.js";
-import type { ExecutionProvider, Mode } from "../engine/types.js";
+import { writeSafetensors } from "../../src/engine/checkpoint/safetensors.js";
+import { LocalEngine } from "../../src/engine/local-engine.js";
+import { ATTENTION_CHOICES, type AttentionChoice } from "../../src/engine/onnx/attention.js";
+import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
+import type { ExecutionProvider, Mode } from "../../src/engine/types.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
+import { DEMO_VISION, writeSizedModel } from "../make-tiny/sized-model.js";
+import { writeTinyModel } from "../make-tiny/tiny-model.js";
+import { writeTinyNextModel } from "../make-tiny/tiny-next.js";
 
 const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const repoRoot = resolve(dirname(new URL(import.meta.url).pathname), "../../..");

@@ -6,7 +6,9 @@
  * frame's patches. Deterministic from a seed; `make-tiny --arch next|next-video` writes them.
  */
 import { join } from "node:path";
-import { Rng } from "./decoding/sampling.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import type { LlavaWeights, TextConfig, VisionConfig } from "../../src/engine/types.js";
+import { growTwig } from "./grow-twig.js";
 import {
   randomLlavaWeights,
   randomTensor,
@@ -15,8 +17,6 @@ import {
   writeLlavaCheckpoint,
   writeTwig,
 } from "./tiny-model.js";
-import { growTwig } from "./twig/grow.js";
-import type { LlavaWeights, TextConfig, VisionConfig } from "./types.js";
 
 export type NextVariant = "next" | "next-video";
 

@@ -11,10 +11,10 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { budgetForPrunedFraction } from "../engine/decoding/budget.js";
-import type { ScoreSource } from "../engine/decoding/ttp.js";
-import type { LocalEngine } from "../engine/local-engine.js";
-import { type GenerateStats, InvalidRequestError, type Mode } from "../engine/types.js";
+import { budgetForPrunedFraction } from "../../src/engine/decoding/budget.js";
+import type { ScoreSource } from "../../src/engine/decoding/ttp.js";
+import type { LocalEngine } from "../../src/engine/local-engine.js";
+import { type GenerateStats, InvalidRequestError, type Mode } from "../../src/engine/types.js";
 import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 
 export interface EvalScene {

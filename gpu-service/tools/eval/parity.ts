@@ -8,14 +8,14 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { loadLlava, loadTwig } from "../engine/checkpoint/llava-loader.js";
-import { argmax } from "../engine/decoding/sampling.js";
-import { preprocessImage } from "../engine/image.js";
-import { headGraph } from "../engine/onnx/decoder.js";
-import { DecoderSegment } from "../engine/runtime/decoder-segment.js";
-import { LlavaRuntime, type RuntimeOptions } from "../engine/runtime/llava-runtime.js";
-import { createSession, ort } from "../engine/runtime/session.js";
-import { TextCodec } from "../engine/tokenizer.js";
+import { loadLlava, loadTwig } from "../../src/engine/checkpoint/llava-loader.js";
+import { argmax } from "../../src/engine/decoding/sampling.js";
+import { preprocessImage } from "../../src/engine/image.js";
+import { headGraph } from "../../src/engine/onnx/decoder.js";
+import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
+import { LlavaRuntime, type RuntimeOptions } from "../../src/engine/runtime/llava-runtime.js";
+import { createSession, ort } from "../../src/engine/runtime/session.js";
+import { TextCodec } from "../../src/engine/tokenizer.js";
 
 export interface ParityCase {
   image: string;

@@ -7,10 +7,17 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeSafetensors } from "./checkpoint/safetensors.js";
-import { Rng } from "./decoding/sampling.js";
-import { growTwig } from "./twig/grow.js";
-import type { DecoderLayerWeights, LlavaWeights, Tensor, TextConfig, TwigWeights, VisionConfig } from "./types.js";
+import { writeSafetensors } from "../../src/engine/checkpoint/safetensors.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
+import type {
+  DecoderLayerWeights,
+  LlavaWeights,
+  Tensor,
+  TextConfig,
+  TwigWeights,
+  VisionConfig,
+} from "../../src/engine/types.js";
+import { growTwig } from "./grow-twig.js";
 
 export function randomTensor(rng: Rng, shape: number[], scale: number, offset = 0): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
