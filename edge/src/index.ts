@@ -12,6 +12,7 @@ import { Hono } from "hono";
 import type { AppEnv } from "./app-types.js";
 import { adminRoutes } from "./auth/admin.js";
 import { requireApiKey } from "./auth/api-key.js";
+import { devKeyRefusal } from "./auth/dev-seed.js";
 import { chatRoutes } from "./chat/routes.js";
 import { refuseIfMisconfigured, reportConfigProblems } from "./config/check.js";
 import type { Env } from "./env.js";
@@ -26,6 +27,8 @@ export { TenantLimiter } from "./limits/limiter.js";
 
 // at startup, so that an operator sees a bad configuration before the first request does
 reportConfigProblems(env as unknown as Env);
+const devKeyProblem = devKeyRefusal(env as unknown as Env);
+if (devKeyProblem) console.warn(`TwigServe: ${devKeyProblem}`);
 
 const app = new Hono<AppEnv>();
 

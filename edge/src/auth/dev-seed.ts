@@ -8,8 +8,8 @@
  * wrangler's local emulation (its query results say `served_by:
  * "miniflare.db"`; the hosted D1 names its own servers), so a key that leaks
  * into a deployment's secrets still creates nothing in a production database.
- * A malformed DEV_API_KEY is reported once and ignored; no request fails
- * because of it.
+ * A malformed DEV_API_KEY is reported in the log (at startup, and with the
+ * first request) and ignored; no request fails because of it.
  */
 import type { Env } from "../env.js";
 import { isWellFormedKey, sha256Hex } from "./keys.js";
@@ -32,12 +32,21 @@ export async function isLocalD1(db: D1Database): Promise<boolean> {
   return (res.meta as { served_by?: string }).served_by === LOCAL_D1_SERVER;
 }
 
-/** Why the dev tenant may not be seeded from `env`, or undefined when it may. */
-async function refusal(env: Env, key: string): Promise<string | undefined> {
+/** Why DEV_API_KEY, when set, will not seed the dev tenant, as far as the variables alone tell (no D1 query). */
+export function devKeyRefusal(env: Pick<Env, "DEV_API_KEY" | "ENVIRONMENT">): string | undefined {
+  const key = env.DEV_API_KEY;
+  if (!key) return undefined;
   if (env.ENVIRONMENT !== "development")
     return `DEV_API_KEY is set but ENVIRONMENT is ${JSON.stringify(env.ENVIRONMENT ?? null)}, not "development": no dev tenant`;
   if (!isWellFormedKey(key))
     return "DEV_API_KEY is malformed (expected sk-twig- and 43 base64url characters): ignored, no dev tenant";
+  return undefined;
+}
+
+/** Why the dev tenant may not be seeded from `env`, or undefined when it may. */
+async function refusal(env: Env): Promise<string | undefined> {
+  const refused = devKeyRefusal(env);
+  if (refused) return refused;
   if (!(await isLocalD1(env.DB)))
     return "DEV_API_KEY is set but the D1 binding is not the local emulation: no dev tenant";
   return undefined;
@@ -53,7 +62,7 @@ export function seedDevTenant(env: Env): Promise<void> {
   let done = seeded.get(memo);
   if (!done) {
     done = (async () => {
-      const refused = await refusal(env, key);
+      const refused = await refusal(env);
       if (refused) {
         console.warn(`TwigServe: ${refused}`);
         return;

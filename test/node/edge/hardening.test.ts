@@ -324,3 +324,35 @@ describe("an edge configured with plain http to a non-loopback GPU service", () 
     }
   });
 });
+
+describe("an edge given a malformed DEV_API_KEY", () => {
+  it("says so in its log at startup and serves every request as usual", async () => {
+    const edge = await startEdgeDev({
+      GPU_SERVICE_URL: stack.gpu.url,
+      MODEL_ROUTES: JSON.stringify({ demo: [stack.gpu.url] }),
+      DEV_API_KEY: "sk-twig-not-a-real-key",
+    });
+    try {
+      const t = await newTenant(edge);
+      const res = await fetch(`${edge.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${t.key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("demo", dataUrl(scene(0)), QUESTION, { max_tokens: MAX_TOKENS })),
+      });
+      expect(res.status).toBe(200);
+      expect(await answerOf(res)).toBe(expected);
+      // the malformed key itself is just an unknown key
+      const refused = await fetch(`${edge.url}/v1/models`, {
+        headers: { authorization: "Bearer sk-twig-not-a-real-key" },
+      });
+      expect(refused.status).toBe(401);
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: wrangler colours its log with ANSI escapes
+      const log = edge.output().replace(/\u001b\[[0-9;]*m/g, "");
+      const why = log.indexOf("TwigServe: DEV_API_KEY is malformed (expected sk-twig- and 43 base64url characters)");
+      expect(why).toBeGreaterThan(-1);
+      expect(why).toBeLessThan(log.indexOf("Ready on"));
+    } finally {
+      await edge.stop();
+    }
+  });
+});
