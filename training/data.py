@@ -18,6 +18,7 @@ import random
 
 import numpy as np
 import torch
+from PIL import Image
 
 import scenes
 
@@ -61,8 +62,29 @@ def held_out_keys(base_seed=0):
     return keys
 
 
-def pixels(img):
-    a = (np.asarray(img, dtype=np.float32) / 255.0 - MEAN) / STD
+def expand2square(img, fill):
+    """LLaVA's pad to a square: the picture on a square of colour `fill`, centred (offsets rounded down)."""
+    w, h = img.size
+    if w == h:
+        return img
+    out = Image.new(img.mode, (max(w, h), max(w, h)), fill)
+    out.paste(img, ((h - w) // 2, 0) if h > w else (0, (w - h) // 2))
+    return out
+
+
+def square_image(img, size=scenes.IMAGE_SIZE):
+    """LLaVA-1.5's image preprocessing up to the 8-bit pixels (image_aspect_ratio "pad", then the CLIP processor's
+    resize): RGB as PIL's convert makes it (alpha dropped, grey and palette expanded), padded to a square with the
+    CLIP mean colour as LLaVA writes it (int(mean * 255)), then resized to size x size, bicubic. A picture that is
+    already size x size RGB comes back unchanged (the scenes of training)."""
+    img = expand2square(img.convert("RGB"), tuple(int(m * 255) for m in MEAN.tolist()))
+    return img if img.size == (size, size) else img.resize((size, size), Image.BICUBIC)
+
+
+def pixels(img, size=scenes.IMAGE_SIZE):
+    """The model's input for a picture: square_image, rescaled to [0, 1] and normalised with the CLIP mean/std,
+    float32 [3, size, size]. Training, evaluation and the parity fixtures all go through here."""
+    a = (np.asarray(square_image(img, size), dtype=np.float32) / 255.0 - MEAN) / STD
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
 
 

@@ -1,6 +1,8 @@
 /**
  * The shipped demo model (models/demo), through the real engine: it agrees with
- * PyTorch (fixtures written by training/parity.py), its answers to held-out
+ * PyTorch (fixtures written by training/parity.py: prompt ids, every value of the
+ * preprocessed picture, logits, greedy output, and the visual tokens TTP and FastV
+ * keep at each budget under each scorer), its answers to held-out
  * questions depend on the picture, and TwigVLM on it is lossless while drafts are
  * really accepted (a trained twig, unlike a random one, agrees with the model).
  */
@@ -11,8 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
-import { checkParity, type ParityFixture } from "../../../gpu-service/tools/eval/parity.js";
-import { parityFailures } from "../../../gpu-service/tools/eval/parity-command.js";
+import { checkParity, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
+import { parityFailures, selectionSummary } from "../../../gpu-service/tools/eval/parity-command.js";
 import { readSplit, runEval } from "../../../gpu-service/tools/eval/run.js";
 import { sameAnswer } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
@@ -21,11 +23,21 @@ const modelDir = join(repoRoot, "models", "demo");
 const dataDir = join(repoRoot, "training", "data");
 
 describe("demo model: parity with PyTorch", () => {
-  it("matches the committed PyTorch fixture: prompt ids, pixels, logits of both paths, greedy output", async () => {
-    const fixture = JSON.parse(readFileSync(join(modelDir, "parity.json"), "utf8")) as ParityFixture;
+  it("matches the committed PyTorch fixture: prompt ids, every pixel, logits of both paths, greedy output, kept visual tokens", async () => {
+    const fixture = readParityFixture(join(modelDir, "parity.json"));
     const results = await checkParity(modelDir, fixture, dataDir);
     expect(results).toHaveLength(fixture.cases.length);
-    for (const r of results) expect(parityFailures(r), `${r.image} "${r.question}"`).toEqual([]);
+    for (const r of results) expect(parityFailures(r).join("\n"), `${r.image} "${r.question}"`).toBe("");
+    // every value of every picture was compared
+    const S = 96;
+    expect(results.map((r) => r.pixels.values)).toEqual(fixture.cases.map(() => 3 * S * S));
+    // TTP and FastV, both scorers, three budgets, every case: kept exactly as PyTorch keeps them (ties counted)
+    const s = selectionSummary(results);
+    expect(fixture.budgets.map((b) => b.r)).toEqual([57, 34, 11]);
+    expect(s.checked).toBe(fixture.cases.length * 2 * 2 * 3);
+    console.log(
+      `demo parity: ${results.length} cases, pixels at most ${Math.max(...results.map((r) => r.pixels.meanSteps)).toFixed(3)} 8-bit steps off on average; kept sets ${s.equal}/${s.checked} equal, ${s.ties} exact ties`,
+    );
     // the fixture is not trivially empty: the model says something
     expect(results.some((r) => r.greedyIds.length >= 10)).toBe(true);
   });
@@ -91,6 +103,7 @@ describe("demo model: answers and TwigVLM", () => {
     let seeing = 0;
     let blind = 0;
     const questions = scenes.flatMap((s) => s.questions.map((q) => ({ ...q, image: s.image })));
+    expect(questions).toHaveLength(12 * 3);
     for (const q of questions) {
       if (sameAnswer((await ask(q.image, q.question, "base", 8)).text, q.answer)) seeing++;
       if (sameAnswer((await ask(blank, q.question, "base", 8)).text, q.answer)) blind++;
