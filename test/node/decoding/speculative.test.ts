@@ -1,21 +1,28 @@
 /**
  * The verification rules on a toy Markov "model" pair: the target's and the
  * draft's next-token logits depend on the previous token. Greedy SSD must
- * reproduce greedy decoding exactly; speculative sampling must reproduce the
- * target's distribution (chi-square test at significance 0.001).
+ * reproduce greedy decoding exactly; speculative sampling must follow the
+ * acceptance rule and reproduce the target's distribution (chi-square tests at
+ * significance 0.001). Every expected probability comes from the test-only
+ * reference (test/reference/sampling.ts), not from the module under test.
  */
 import { describe, expect, it } from "vitest";
 import { argmax, distribution, Rng, sample, softmaxAt } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { verifyGreedy, verifySampled } from "../../../gpu-service/src/engine/decoding/speculative.js";
+import { chiSquare, referenceDistribution, speculativeOutcome, TestRng } from "../../reference/index.js";
 
 const V = 6;
 function table(seed: number, sharp: number): number[][] {
-  const rng = new Rng(seed);
+  const rng = new TestRng(seed);
   return Array.from({ length: V }, () => Array.from({ length: V }, () => (rng.next() - 0.5) * sharp));
 }
 const target = table(1, 4);
 // a draft that is close to, but not the same as, the target
 const draft = target.map((row, i) => row.map((x, j) => x + ((i * 7 + j * 3) % 5) * 0.4 - 0.8));
+const SETTINGS = [
+  { temperature: 1, topP: 1 },
+  { temperature: 0.7, topP: 0.8 },
+];
 
 function ssdStep(prev: number, n: number, opts: { temperature: number; topP: number }, rng: Rng): number[] {
   const drafted: number[] = [];
@@ -31,6 +38,44 @@ function ssdStep(prev: number, n: number, opts: { temperature: number; topP: num
   const v = opts.temperature > 0 ? verifySampled(drafted, q, rows, opts, rng) : verifyGreedy(drafted, rows);
   return [...drafted.slice(0, v.accepted), v.bonus];
 }
+
+describe("the sampling distribution", () => {
+  it("equals the reference's softmax with temperature and top-p on random rows, ties included", () => {
+    const rng = new TestRng(99);
+    let checked = 0;
+    for (let trial = 0; trial < 300; trial++) {
+      const n = 2 + (trial % 30);
+      // a third of the rows have repeated logits, so the nucleus boundary falls inside ties
+      const logits = Array.from({ length: n }, () =>
+        trial % 3 === 0 ? Math.floor(rng.next() * 4) : (rng.next() - 0.5) * 12,
+      );
+      for (const temperature of [0, 0.3, 1, 2.5]) {
+        for (const topP of [0.05, 0.5, 0.9, 1]) {
+          const got = Array.from(distribution(logits, { temperature, topP }));
+          const want = referenceDistribution(logits, temperature, topP);
+          expect(got, `row ${trial} T=${temperature} top-p=${topP}`).toEqual(want.map((p) => expect.closeTo(p, 12)));
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(300 * 16);
+  });
+
+  it("draws tokens with the reference's probabilities (chi-square)", () => {
+    const rng = new Rng(4242);
+    let tested = 0;
+    for (const opts of SETTINGS) {
+      const p = referenceDistribution(target[3], opts.temperature, opts.topP);
+      const counts = new Array(V).fill(0);
+      for (let s = 0; s < 20000; s++) counts[sample(distribution(target[3], opts), rng)]++;
+      const { chi2, critical, impossible } = chiSquare(counts, p);
+      expect(impossible).toBe(0);
+      expect(chi2).toBeLessThan(critical);
+      tested++;
+    }
+    expect(tested).toBe(SETTINGS.length);
+  });
+});
 
 describe("speculative verification", () => {
   it("greedy SSD equals greedy decoding token for token", () => {
@@ -65,15 +110,37 @@ describe("speculative verification", () => {
     expect(verifyGreedy([0, 0], rows)).toEqual({ accepted: 0, bonus: 1 });
   });
 
-  for (const opts of [
-    { temperature: 1, topP: 1 },
-    { temperature: 0.7, topP: 0.8 },
-  ]) {
+  for (const opts of SETTINGS) {
+    it(`accepts and resamples one draft by the rule: min(1, p/q), then the residual max(0, p - q) (T=${opts.temperature}, top-p=${opts.topP})`, () => {
+      // for each previous token: the joint outcome (accepted or not, emitted token) against the reference's
+      const rng = new Rng(777);
+      const drafts = new TestRng(31);
+      let rejected = 0;
+      for (let prev = 0; prev < V; prev++) {
+        const p = referenceDistribution(target[prev], opts.temperature, opts.topP);
+        const q = referenceDistribution(draft[prev], opts.temperature, opts.topP);
+        const want = speculativeOutcome(p, q);
+        const counts = new Array(2 * V).fill(0);
+        const trials = 12000;
+        for (let s = 0; s < trials; s++) {
+          const d = drafts.draw(q);
+          const v = verifySampled([d], [Float64Array.from(q)], [target[prev], target[d]], opts, rng);
+          if (v.accepted === 1) counts[d]++;
+          else counts[V + v.bonus]++;
+        }
+        rejected += counts.slice(V).reduce((a, b) => a + b, 0);
+        const { chi2, critical, impossible } = chiSquare(counts, [...want.accept, ...want.reject]);
+        expect(impossible, `previous token ${prev}`).toBe(0);
+        expect(chi2, `previous token ${prev}`).toBeLessThan(critical);
+      }
+      expect(rejected).toBeGreaterThan(0.05 * V * 12000); // the residual path ran often
+    });
+
     it(`speculative sampling draws the first two tokens from the target's distribution (T=${opts.temperature}, top-p=${opts.topP})`, () => {
       const start = 2;
       const trials = 30000;
       const rng = new Rng(12345);
-      const counts = new Float64Array(V * V);
+      const counts = new Array(V * V).fill(0);
       for (let s = 0; s < trials; s++) {
         const out: number[] = [];
         let prev = start;
@@ -83,24 +150,13 @@ describe("speculative verification", () => {
         }
         counts[out[0] * V + out[1]]++;
       }
-      const p1 = distribution(target[start], opts);
-      let chi2 = 0;
-      let df = -1;
-      for (let a = 0; a < V; a++) {
-        const p2 = distribution(target[a], opts);
-        for (let b = 0; b < V; b++) {
-          const expected = p1[a] * p2[b] * trials;
-          if (expected === 0) {
-            expect(counts[a * V + b]).toBe(0); // top-p removed it: it must never appear
-            continue;
-          }
-          chi2 += (counts[a * V + b] - expected) ** 2 / expected;
-          df++;
-        }
-      }
-      // chi-square critical value at significance 0.001 (Wilson-Hilferty approximation)
-      const z = 3.0902;
-      const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
+      const p1 = referenceDistribution(target[start], opts.temperature, opts.topP);
+      const expected = counts.map((_, i) => {
+        const [a, b] = [Math.floor(i / V), i % V];
+        return p1[a] * referenceDistribution(target[a], opts.temperature, opts.topP)[b];
+      });
+      const { chi2, critical, impossible } = chiSquare(counts, expected);
+      expect(impossible).toBe(0); // top-p removed it: it must never appear
       expect(chi2).toBeLessThan(critical);
     });
   }
@@ -109,17 +165,15 @@ describe("speculative verification", () => {
     const opts = { temperature: 1, topP: 1 };
     const trials = 30000;
     const rng = new Rng(7);
-    const counts = new Float64Array(V);
+    const counts = new Array(V).fill(0);
     for (let s = 0; s < trials; s++) counts[sample(distribution(draft[2], opts), rng)]++;
-    const p = distribution(target[2], opts);
-    let chi2 = 0;
-    for (let a = 0; a < V; a++) chi2 += (counts[a] - p[a] * trials) ** 2 / (p[a] * trials);
-    expect(chi2).toBeGreaterThan(20.52); // df=5 critical value at 0.001
+    const { chi2, critical } = chiSquare(counts, referenceDistribution(target[2], 1, 1));
+    expect(chi2).toBeGreaterThan(critical);
   });
 
   it("softmaxAt is one entry of the temperature-1 softmax", () => {
     const logits = [2, -1, 0.5, 3, 3];
-    const full = distribution(logits, { temperature: 1, topP: 1 });
+    const full = referenceDistribution(logits, 1, 1);
     logits.forEach((_, i) => {
       expect(softmaxAt(logits, i)).toBeCloseTo(full[i], 12);
     });

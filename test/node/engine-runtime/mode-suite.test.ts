@@ -1,26 +1,23 @@
 /**
  * Every decoding mode through one shared suite, the way interchangeable routers
- * share one test suite: the same table of prompts and images runs through the
- * real LocalEngine (tokenizer, image preprocessing, ONNX graphs, twig) in every
- * mode, and each mode is checked for the invariants it promises. The kept visual
- * tokens of the pruning modes are checked against scores computed independently
- * by the float64 reference (vision tower, lower layers, twig).
- *
- * The model directory is the one parameter (MODEL_DIR below): the tiny random
- * model with its twig today; the trained demo model once it lands.
+ * share one test suite: the same table of prompts and pictures runs through the
+ * real LocalEngine (tokenizer, image preprocessing, ONNX graphs, twig) on the
+ * demo model in every mode, and each mode is checked for the invariants it
+ * promises. The visual tokens the pruning modes keep are checked against
+ * references that share no code with the engine's decoding:
+ *  - PyTorch's kept indices (models/demo/parity.json, training/parity.py) where a
+ *    case is one of the fixture's prompts at one of its budgets;
+ *  - for every case, the test-only reference (test/reference/): the prompt
+ *    tokenized by word lookup, PyTorch's preprocessed pixels of the picture, the
+ *    float64 reference forward, TTP/FastV scoring and top-R written again.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
-import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
-import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
+import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
-import { decoderLayersRef, type Vec } from "../../../gpu-service/src/engine/reference/llama.js";
-import { visionForwardRef } from "../../../gpu-service/src/engine/reference/vision.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
 import { MODE_PLANS, usesTwig } from "../../../gpu-service/src/engine/twig/modes.js";
 import {
@@ -32,63 +29,57 @@ import {
   type Mode,
   type TwigWeights,
 } from "../../../gpu-service/src/engine/types.js";
-import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
+import { fixtureInput, type ParityCase, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
+import {
+  lastLayerAttention,
+  promptRows,
+  referenceTopR,
+  referenceVisualScores,
+  tieAtBoundary,
+  wordIds,
+} from "../../reference/index.js";
+import { repoRoot } from "../../support/gpu-service.js";
 
-const dir = mkdtempSync(join(tmpdir(), "twig-mode-suite-"));
-/** The suite's one parameter: a model directory with a twig. */
-const MODEL_DIR = join(dir, "tiny");
-writeTinyModel(MODEL_DIR, 11);
+/** The suite's one parameter: a model directory with a twig and a PyTorch parity fixture. */
+const MODEL_DIR = join(repoRoot, "models", "demo");
+const DATA_DIR = join(repoRoot, "training", "data");
+const fixture = readParityFixture(join(MODEL_DIR, "parity.json"));
 
 const MODES = Object.keys(MODE_PLANS) as Mode[];
 const MAX_TOKENS = 12;
 
-async function picture(kind: "flat" | "noise" | "stripes", seed: number): Promise<Uint8Array> {
-  const [w, h] = [40, 30];
-  const rng = new Rng(seed);
-  const px = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < w * h; i++) {
-    const x = i % w;
-    for (let c = 0; c < 3; c++) {
-      px[i * 3 + c] =
-        kind === "flat" ? 40 + 60 * c : kind === "noise" ? Math.floor(rng.next() * 256) : (x >> 2) % 2 ? 230 : 20 * c;
-    }
-  }
-  return new Uint8Array(
-    await sharp(px, { raw: { width: w, height: h, channels: 3 } })
-      .png()
-      .toBuffer(),
-  );
-}
-
-/** The table of cases: each runs through every mode. */
+/** The table of cases: each runs through every mode. Pictures are fixture pictures at the tower's size. */
 const CASES: {
   name: string;
-  image: () => Promise<Uint8Array>;
+  image: string;
   request: Pick<GenerateParams, "messages" | "prompt">;
-  /** Share of the visual tokens the pruning modes keep above K (sets R-bar); none: the model's default budget. */
-  keep?: number;
+  /** Index into the fixture's budgets (66.7/77.8/88.9% pruned); none: the model's default budget. */
+  budget?: number;
+  /** The scorer of TTP and FastV; none: the model's default. */
+  scoreSource?: ScoreSource;
 }[] = [
   {
-    name: "chat question, flat picture",
-    image: () => picture("flat", 1),
+    name: "chat question, 88.9% pruned, the model's default scorer",
+    image: "test/0000.png",
     request: { messages: [{ role: "user", content: "what colour is the circle ?" }] },
-    keep: 0.25,
+    budget: 2,
   },
   {
-    name: "chat description, noisy picture",
-    image: () => picture("noise", 2),
-    request: { messages: [{ role: "user", content: "describe the scene" }] },
-    keep: 0.4,
+    name: "chat description, 77.8% pruned, scored by the last prompt token",
+    image: "test/0002.png",
+    request: { messages: [{ role: "user", content: "describe the picture ." }] },
+    budget: 1,
+    scoreSource: "last-token",
   },
   {
-    name: "raw prompt with the image in the middle, stripes",
-    image: () => picture("stripes", 3),
-    request: { prompt: "USER : how many shapes <image> are there ? ASSISTANT :" },
-    keep: 0.5,
+    name: "raw prompt with the image in the middle, 66.7% pruned",
+    image: "test/0001.png",
+    request: { prompt: "<s>USER: how many objects <image> are there ? ASSISTANT:" },
+    budget: 0,
   },
   {
     name: "raw prompt, image first, few text tokens, the model's default budget",
-    image: () => picture("noise", 4),
+    image: "test/0003.png",
     request: { prompt: "<image> red" },
   },
 ];
@@ -113,7 +104,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await engine?.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 async function generate(image: Uint8Array, params: Partial<GenerateParams> & { mode: Mode }): Promise<Run> {
@@ -129,37 +119,53 @@ async function generate(image: Uint8Array, params: Partial<GenerateParams> & { m
   return { started, deltas, finished, trace };
 }
 
-/** Float64 reference scores of the visual tokens: TTP (twig's last layer), FastV (base layer K), VisionZip (CLS). */
-function referenceScores(trace: RequestTrace) {
-  const cfg = weights.config.text;
-  const H = cfg.hiddenSize;
-  const vision = visionForwardRef(weights, trace.pixelValues);
-  const embed = (id: number) => Float64Array.from(weights.text.embedTokens.data.subarray(id * H, (id + 1) * H));
-  const ids = trace.inputIds;
-  const rows: Vec[] = [
-    ...ids.slice(0, trace.imagePosition).map(embed),
-    ...vision.features,
-    ...ids.slice(trace.imagePosition + 1).map(embed),
-  ];
-  const positions = rows.map((_, i) => i);
-  const empty = () => ({ keys: [], values: [] });
-  const lower = decoderLayersRef(cfg, weights.text.layers.slice(0, twig.k), rows, positions, twig.layers.map(empty));
-  const tw = decoderLayersRef(cfg, twig.layers, lower.hidden, positions, twig.layers.map(empty));
-  const S = rows.length;
-  const attention = (probs: number[][][]) =>
-    visualScores(
-      new Float32Array(probs.flat(2)),
-      { heads: cfg.numHeads, queries: S, keys: S },
-      positions,
-      trace.imagePosition,
-      vision.features.length,
-      "last-token",
+/** The fixture's case for this picture and chat question, if there is one. */
+function fixtureCase(image: string, request: Pick<GenerateParams, "messages" | "prompt">): ParityCase | undefined {
+  const question = request.messages?.length === 1 ? request.messages[0].content : undefined;
+  return fixture.cases.find((c) => c.image === image && c.question === question);
+}
+
+/**
+ * Reference scores of the visual tokens, from the raw text and PyTorch's pixels of the picture: TTP (the twig's
+ * last layer), FastV (base layer K), VisionZip (the tower's CLS attention), and the token ids they were fed.
+ */
+function referenceScores(image: string, request: Pick<GenerateParams, "messages" | "prompt">, source: ScoreSource) {
+  const pictured = fixture.cases.find((c) => c.image === image);
+  if (!pictured) throw new Error(`${image} is not a fixture picture`);
+  const inputIds =
+    request.prompt !== undefined ? wordIds(MODEL_DIR, request.prompt) : fixtureCase(image, request)?.inputIds;
+  if (!inputIds) throw new Error("a chat case must be a fixture case (its prompt ids are PyTorch's)");
+  const pixels = fixtureInput(pictured, weights.config.imageMean, weights.config.imageStd);
+  const prompt = promptRows(weights, inputIds, pixels);
+  const lower = weights.text.layers.slice(0, twig.k);
+  const score = (layers: typeof lower) =>
+    referenceVisualScores(
+      lastLayerAttention(weights, layers, prompt.rows).probs,
+      prompt.visualStart,
+      prompt.numVisual,
+      source,
     );
   return {
-    twig: attention(tw.probs[twig.t - 1]),
-    fastv: attention(lower.probs[twig.k - 1]),
-    visionzip: vision.clsAttention,
+    inputIds,
+    twig: score([...lower, ...twig.layers]),
+    fastv: score(lower),
+    visionzip: Array.from(prompt.clsAttention),
   };
+}
+
+/** Kept indices against a reference's scores: equal, or (at an exact tie on the R-th score) equal above the tie. */
+function expectKept(kept: number[], scores: number[], expected: number[], what: string) {
+  expect(kept, what).toHaveLength(expected.length);
+  if (!tieAtBoundary(scores, expected.length)) {
+    expect(kept, what).toEqual(expected);
+    return 0;
+  }
+  const boundary = [...scores].sort((a, b) => b - a)[expected.length - 1];
+  expect(
+    kept.filter((i) => scores[i] > boundary),
+    what,
+  ).toEqual(expected.filter((i) => scores[i] > boundary));
+  return 1;
 }
 
 /** What every mode promises. */
@@ -232,30 +238,46 @@ function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined) {
   else expect(r.steps).toEqual([]);
 }
 
+/** How many kept sets were checked against PyTorch and against the reference, and exact ties met. */
+const checked = { pytorch: 0, reference: 0, ties: 0 };
+
 for (const c of CASES) {
   describe(`every mode on: ${c.name}`, () => {
     const runs = new Map<Mode, Run>();
     let image: Uint8Array;
     let reference: ReturnType<typeof referenceScores>;
     let otherSeed: Run;
-
-    let retainBudget: number | undefined;
+    const retainBudget = c.budget === undefined ? undefined : fixture.budgets[c.budget].retainBudget;
+    const pytorch = fixtureCase(c.image, c.request);
 
     beforeAll(async () => {
-      image = await c.image();
-      if (c.keep !== undefined) {
-        // R-bar = (N*K + R*(K_f - K)) / L for R = keep * N
-        const N = engine.info.visualTokens;
-        retainBudget = (N * twig.k + Math.round(c.keep * N) * (twig.finalWipeLayer - twig.k)) / engine.info.numLayers;
-      }
-      const request = { ...c.request, retainBudget };
+      image = new Uint8Array(readFileSync(join(DATA_DIR, c.image)));
+      const request = { ...c.request, retainBudget, scoreSource: c.scoreSource };
       for (const mode of MODES) runs.set(mode, await generate(image, { ...request, mode, seed: 1 }));
       otherSeed = await generate(image, { ...request, mode: "random", seed: 2 });
-      reference = referenceScores((runs.get("base") as Run).trace);
+      reference = referenceScores(
+        c.image,
+        c.request,
+        c.scoreSource ?? (engine.info.twig?.defaultScoreSource as ScoreSource),
+      );
     });
     const run = (m: Mode) => runs.get(m) as Run;
     const kept = (m: Mode) => run(m).started.keptVisualIndices;
     const tokens = (m: Mode) => run(m).trace.result.outputIds;
+
+    /** A pruning mode's kept set: the reference's top R, and PyTorch's where the fixture has this case and budget. */
+    const pruned = (mode: "ttp-only" | "fastv", scores: number[], method: "ttp" | "fastv") => {
+      expect(run(mode).trace.inputIds).toEqual(reference.inputIds);
+      const r = kept(mode).length;
+      checked.ties += expectKept(kept(mode), scores, referenceTopR(scores, r), `${mode} against the reference`);
+      checked.reference++;
+      if (pytorch && c.budget !== undefined) {
+        const want = pytorch.selection[method][c.scoreSource ?? (engine.info.twig?.defaultScoreSource as ScoreSource)];
+        expect(r).toBe(fixture.budgets[c.budget].r);
+        checked.ties += expectKept(kept(mode), want.scores, want.kept[c.budget], `${mode} against PyTorch`);
+        checked.pytorch++;
+      }
+    };
 
     /** Each mode's own promise, beyond the common ones. */
     const INVARIANTS: Record<Mode, () => void | Promise<void>> = {
@@ -264,13 +286,22 @@ for (const c of CASES) {
         expect(tokens("ssd-only")).toEqual(tokens("base"));
         expect(kept("ssd-only")).toEqual(kept("base"));
       },
-      "ttp-only": () => expect(kept("ttp-only")).toEqual(topR(reference.twig, kept("ttp-only").length)),
+      "ttp-only": () => pruned("ttp-only", reference.twig, "ttp"),
       twig: () => {
         expect(tokens("twig")).toEqual(tokens("ttp-only"));
         expect(kept("twig")).toEqual(kept("ttp-only"));
       },
-      fastv: () => expect(kept("fastv")).toEqual(topR(reference.fastv, kept("fastv").length)),
-      visionzip: () => expect(kept("visionzip")).toEqual(topR(reference.visionzip, kept("visionzip").length)),
+      fastv: () => pruned("fastv", reference.fastv, "fastv"),
+      visionzip: () => {
+        const r = kept("visionzip").length;
+        checked.ties += expectKept(
+          kept("visionzip"),
+          reference.visionzip,
+          referenceTopR(reference.visionzip, r),
+          "visionzip",
+        );
+        checked.reference++;
+      },
       random: async () => {
         const again = await generate(image, { ...c.request, retainBudget, mode: "random", seed: 1 });
         expect(again.started.keptVisualIndices).toEqual(kept("random"));
@@ -288,9 +319,21 @@ for (const c of CASES) {
   });
 }
 
+describe("the references were used", () => {
+  it("checked every pruning mode's kept set against the reference, and TTP and FastV against PyTorch", () => {
+    // ttp-only, fastv and visionzip in every case; ttp-only and fastv in the fixture's cases with a budget
+    const inFixture = CASES.filter((c) => c.budget !== undefined && fixtureCase(c.image, c.request)).length;
+    expect(inFixture).toBe(2);
+    expect(checked).toEqual({ reference: 3 * CASES.length, pytorch: 2 * inFixture, ties: checked.ties });
+    console.log(
+      `mode suite: ${checked.reference} kept sets against the reference, ${checked.pytorch} against PyTorch, ${checked.ties} exact ties`,
+    );
+  });
+});
+
 describe("a prompt that ends with the image", () => {
   it("runs in the modes that keep every visual token and is refused by the pruning modes", async () => {
-    const image = await picture("flat", 5);
+    const image = new Uint8Array(readFileSync(join(DATA_DIR, "test/0004.png")));
     for (const mode of MODES) {
       const request = generate(image, { mode, prompt: "USER : <image>", retainBudget: 6 });
       if (MODE_PLANS[mode].pruning === "none") checkCommon(mode, await request, 6);

@@ -6,13 +6,16 @@
  * verification is the prefill above K) are distributed as under plain sampling
  * from the full model.
  * Two-sample chi-square test of homogeneity at significance 0.001 per token
- * position, over 1200 seeds per arm.
+ * position, over 1200 seeds per arm; and the first token of each arm against the
+ * distribution the test-only reference computes from the float64 forward's logits.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import { logitsRef } from "../../../gpu-service/src/engine/reference/llama.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { TwigDecoder } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
 import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
+import { chiSquare, lastLayerAttention, promptRows, referenceDistribution } from "../../reference/index.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const weights = randomLlavaWeights(31, { numLayers: 8, vocabSize: 24, maxPositionEmbeddings: 96 });
@@ -89,9 +92,26 @@ describe("speculative sampling on the model", () => {
     // both paths of the rule ran: some drafts accepted, some rejected and resampled
     expect(accepted).toBeGreaterThan(0.1 * drafted);
     expect(accepted).toBeLessThan(0.9 * drafted);
+    let compared = 0;
     for (const pos of [0, 1, 2]) {
       const { chi2, critical } = homogeneity(counts.ssd[pos], counts.base[pos]);
       expect(chi2, `token ${pos + 1}`).toBeLessThan(critical);
+      compared++;
+    }
+    expect(compared).toBe(3);
+    // the first token of both arms against the reference: the float64 forward's logits, the distribution written again
+    const prompt = promptRows(weights, inputIds, pixels);
+    const { hidden } = lastLayerAttention(weights, weights.text.layers, prompt.rows);
+    const cfg = weights.config.text;
+    const logits = logitsRef(cfg, weights.text.norm, weights.text.lmHead, hidden[hidden.length - 1]);
+    const p = referenceDistribution(logits, 1, 0.95);
+    for (const arm of ["ssd", "base"] as const) {
+      // a run whose first token is EOS ends with no output: count it as EOS
+      const first = [...counts[arm][0]];
+      first[cfg.eosTokenId] += trials - first.reduce((a, b) => a + b, 0);
+      const { chi2, critical, impossible } = chiSquare(first, p);
+      expect(impossible, `${arm}: a token outside the nucleus`).toBe(0);
+      expect(chi2, `${arm}: first token against the reference distribution`).toBeLessThan(critical);
     }
   }, 120_000);
 });

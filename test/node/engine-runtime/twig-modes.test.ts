@@ -4,23 +4,29 @@
  *  - the first verification pass is also the prefill of the layers above K: SSD
  *    modes run those layers once per verification and never on the prompt alone;
  *  - TTP's paper variant (attention summed over all text tokens) keeps the top-R of
- *    that score, computed independently by the float64 reference;
+ *    that score, computed by the test-only reference (test/reference/) from its own
+ *    prompt rows and the float64 reference forward;
  *  - budgets out of range and prompts that end with the image are refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
-import { type ScoreSource, topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
-import { decoderLayersRef } from "../../../gpu-service/src/engine/reference/llama.js";
+import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import type { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { TwigDecoder, type TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
 import type { Mode } from "../../../gpu-service/src/engine/types.js";
 import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
+import {
+  lastLayerAttention,
+  promptRows,
+  referenceTopR,
+  referenceVisualScores,
+  tieAtBoundary,
+} from "../../reference/index.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 
 const weights = randomLlavaWeights(21, { numLayers: 8, maxPositionEmbeddings: 128 });
-const cfg = weights.config.text;
 const img = weights.config.imageTokenIndex;
 const S = weights.config.vision.imageSize;
 const images = [1, 2, 3].map((seed) => randomTensor(new Rng(seed), [1, 3, S, S], 2).data);
@@ -111,6 +117,7 @@ describe("TwigDecoder on a tiny random model", () => {
   });
 
   it("scores by the attention summed over all text tokens when asked (the paper's formula)", async () => {
+    let checked = 0;
     for (let i = 0; i < prompts.length; i++) {
       const res = await run(partial, "ttp-only", {
         inputIds: prompts[i],
@@ -118,24 +125,23 @@ describe("TwigDecoder on a tiny random model", () => {
         maxTokens: 1,
         scoreSource: "all-text",
       });
-      const prompt = runtime.embedPrompt(prompts[i], await runtime.encodeImage(images[i]));
-      const H = cfg.hiddenSize;
-      const n = prompt.positions.length;
-      const rows = Array.from({ length: n }, (_, t) => Float64Array.from(prompt.hidden.subarray(t * H, (t + 1) * H)));
-      const empty = () => ({ keys: [], values: [] });
-      const lower = decoderLayersRef(cfg, weights.text.layers.slice(0, 2), rows, prompt.positions, [empty(), empty()]);
-      const tw = decoderLayersRef(cfg, growTwig(weights, 2, 2, 6).layers, lower.hidden, prompt.positions, [
-        empty(),
-        empty(),
-      ]);
-      const flat = new Float32Array(tw.probs[1].flatMap((head) => head.flatMap((row) => row.slice(0, n))));
-      const heads = { heads: cfg.numHeads, queries: n, keys: n };
-      const allText = visualScores(flat, heads, prompt.positions, prompt.visualStart, 16, "all-text");
-      const lastToken = visualScores(flat, heads, prompt.positions, prompt.visualStart, 16, "last-token");
+      // the reference: its own prompt rows (float64 vision tower, embeddings), forward, scoring and top-R
+      const prompt = promptRows(weights, prompts[i], images[i]);
+      const { probs } = lastLayerAttention(
+        weights,
+        [...weights.text.layers.slice(0, 2), ...growTwig(weights, 2, 2, 6).layers],
+        prompt.rows,
+      );
+      const allText = referenceVisualScores(probs, prompt.visualStart, prompt.numVisual, "all-text");
+      const lastToken = referenceVisualScores(probs, prompt.visualStart, prompt.numVisual, "last-token");
       const r = keptTokensForBudget(6, shape);
-      expect(res.keptVisualIndices).toEqual(topR(allText, r));
-      if (i === 0) expect(topR(allText, r)).not.toEqual(topR(lastToken, r)); // the option makes a difference here
+      expect(tieAtBoundary(allText, r)).toBe(false);
+      expect(res.keptVisualIndices).toEqual(referenceTopR(allText, r));
+      // the option makes a difference here
+      if (i === 0) expect(referenceTopR(allText, r)).not.toEqual(referenceTopR(lastToken, r));
+      checked++;
     }
+    expect(checked).toBe(prompts.length);
   });
 
   it("takes the twig's own default scorer when a request names none, and the request's when it does", async () => {
