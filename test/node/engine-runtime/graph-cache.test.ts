@@ -2,23 +2,22 @@
  * External data: with a low threshold, decoder and head graphs go to a cache directory
  * as model.onnx + model.onnx.data, built once; a second runtime over the same weights
  * reuses the files (not rewritten: same mtimes, no rebuild) and gives the same outputs as
- * the in-memory graphs; other weights or options get their own entries.
- *
- * MODEL_DIR: the tiny random model until the trained demo model exists (then models/demo).
+ * the in-memory graphs; other weights or options get their own entries. On the demo
+ * model (models/demo) with a test scene.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
-import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { GraphBuilder } from "../../../gpu-service/src/engine/onnx/graph.js";
 import { createGraphSession, graphCacheKey } from "../../../gpu-service/src/engine/runtime/graph-cache.js";
 import { LlavaRuntime, type RuntimeOptions } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { ort } from "../../../gpu-service/src/engine/runtime/session.js";
-import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
+import { fixtureInput, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
+import { repoRoot } from "../../support/gpu-service.js";
 
-const MODEL_DIR: string | undefined = undefined;
+const MODEL_DIR = join(repoRoot, "models", "demo");
 
 const cacheDir = mkdtempSync(join(tmpdir(), "twig-graph-cache-"));
 afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
@@ -32,11 +31,10 @@ function snapshot(dir: string): Map<string, number> {
 }
 
 describe("external data cache", () => {
-  const weights = MODEL_DIR ? loadLlava(MODEL_DIR) : randomLlavaWeights(21);
-  const S = weights.config.vision.imageSize;
-  const pixels = randomTensor(new Rng(5), [1, 3, S, S], 2).data;
-  const img = weights.config.imageTokenIndex;
-  const inputIds = [1, 5, img, 12, 7];
+  const weights = loadLlava(MODEL_DIR);
+  const fixture = readParityFixture(join(MODEL_DIR, "parity.json"));
+  const pixels = fixtureInput(fixture.cases[0], weights.config.imageMean, weights.config.imageStd);
+  const inputIds = fixture.cases[0].inputIds;
   const generate = async (o: RuntimeOptions) => {
     const rt = await LlavaRuntime.create(weights, { threads: 1, ...o });
     try {

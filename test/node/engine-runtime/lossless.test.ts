@@ -78,6 +78,8 @@ function fromAcceptedDraft(r: TwigGenerateResult, t: number): boolean {
 describe("SSD is lossless across seeds, prompts, images and twigs", () => {
   /** Runs where the end of the output (EOS, max tokens) fell on a token from an accepted draft, over all seeds. */
   const insideDraft = { eos: 0, maxTokens: 0 };
+  /** Ends tried over all seeds: an EOS placed at a token's first occurrence, a caller's stop after token t. */
+  const tried = { eos: 0, stops: 0 };
 
   for (const seed of SEEDS) {
     describe(`seed ${seed}`, () => {
@@ -140,10 +142,12 @@ describe("SSD is lossless across seeds, prompts, images and twigs", () => {
           expect(accepted(spec)).toBeGreaterThan(0);
           // EOS: the first occurrence of some generated token becomes the end of sequence
           const saved = cfg.eosTokenId;
+          let ends = 0;
           try {
             for (const t of [1, 2, 3, 4, 6, 7, 9]) {
               const token = reference.outputIds[t];
               if (token === undefined || reference.outputIds.indexOf(token) !== t) continue;
+              ends++;
               cfg.eosTokenId = token;
               const a = await greedy(deep, mode, input);
               const b = await greedy(deep, plain, input);
@@ -155,6 +159,7 @@ describe("SSD is lossless across seeds, prompts, images and twigs", () => {
           } finally {
             cfg.eosTokenId = saved;
           }
+          tried.eos += ends;
           // max tokens: the output is the reference's prefix, cut exactly there
           for (const maxTokens of [1, 2, 3, 4, 5, 7, 8, 13]) {
             const a = await greedy(deep, mode, { ...input, maxTokens });
@@ -173,8 +178,10 @@ describe("SSD is lossless across seeds, prompts, images and twigs", () => {
           draftThreshold: 0,
         };
         const reference = await greedy(deep, "base", input);
+        let stopped = 0;
         for (const t of [1, 3, 4]) {
           if (t >= reference.outputIds.length) continue;
+          stopped++;
           const seen: number[] = [];
           const r = await greedy(deep, "ssd-only", {
             ...input,
@@ -188,9 +195,17 @@ describe("SSD is lossless across seeds, prompts, images and twigs", () => {
           expect(seen.length).toBeGreaterThan(t);
           expect(seen).toEqual(reference.outputIds.slice(0, seen.length));
         }
+        tried.stops += stopped;
       });
     });
   }
+
+  it("tried EOS and caller stops at many places (the loops above skip places an output does not reach)", () => {
+    // per seed: up to 7 EOS places in each of 2 modes, and 3 stops
+    console.log(`lossless: ${tried.eos} EOS places, ${tried.stops} caller stops`);
+    expect(tried.eos).toBeGreaterThan(SEEDS.length * 4);
+    expect(tried.stops).toBeGreaterThan(SEEDS.length * 2);
+  });
 
   it("did end outputs inside accepted drafts, by EOS and by max tokens", () => {
     expect(insideDraft.eos).toBeGreaterThan(SEEDS.length / 2);

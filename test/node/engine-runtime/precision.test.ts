@@ -5,11 +5,11 @@
  * accuracy_level 4, int8 activations): logits within a stated tolerance, and how many
  * greedy tokens agree is printed (reported, not required: rounding may flip a close call).
  *
- * MODEL_DIR: the tiny random model until the trained demo model exists (then models/demo).
+ * On the demo model (models/demo), with a fixture picture's PyTorch pixels and prompt ids.
  */
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
-import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import {
   dequantizeInt4,
   fromFloat16Bits,
@@ -19,15 +19,16 @@ import {
 import { decoderLayersRef, logitsRef } from "../../../gpu-service/src/engine/reference/llama.js";
 import { LlavaRuntime, type RuntimeOptions } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import type { DecoderLayerWeights, LlavaWeights, Tensor } from "../../../gpu-service/src/engine/types.js";
-import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
+import { fixtureInput, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
+import { repoRoot } from "../../support/gpu-service.js";
 import { maxRelError } from "../../support/tolerance.js";
 
-const MODEL_DIR: string | undefined = undefined;
+const MODEL_DIR = join(repoRoot, "models", "demo");
 
 /**
- * int4 logits (accuracy_level 4) against fp32: max |Δ| / max |logit|. Measured 0.146 on the
+ * int4 logits (accuracy_level 4) against fp32: max |Δ| / max |logit|. Measured 0.146 on a
  * tiny random model (uniform random weights, hidden 32: one 32-wide block per row), almost all
- * of it weight rounding (accuracy_level 0 gives the same); trained weights should do better.
+ * of it weight rounding (accuracy_level 0 gives the same).
  */
 const INT4_TOLERANCE = 0.25;
 /** int4 accuracy_level 4 (int8 activations) against accuracy_level 0 (fp32 activations). */
@@ -63,12 +64,12 @@ function rounded(w: LlavaWeights, round: (t: Tensor) => Tensor): LlavaWeights {
 }
 
 describe("weight precision on the whole model", () => {
-  const weights = MODEL_DIR ? loadLlava(MODEL_DIR) : randomLlavaWeights(11, { numLayers: 4 });
+  const weights = loadLlava(MODEL_DIR);
   const cfg = weights.config.text;
-  const S = weights.config.vision.imageSize;
-  const pixels = randomTensor(new Rng(5), [1, 3, S, S], 2).data;
-  const img = weights.config.imageTokenIndex;
-  const inputIds = [1, 5, 9, img, 12, 7, 3].map((id) => (id === img ? id : id % cfg.vocabSize));
+  const fixture = readParityFixture(join(MODEL_DIR, "parity.json"));
+  const picture = fixture.cases[2]; // a description: many greedy tokens to compare
+  const pixels = fixtureInput(picture, weights.config.imageMean, weights.config.imageStd);
+  const inputIds = picture.inputIds;
   const runtimes = new Map<string, LlavaRuntime>();
   const variants: Record<string, RuntimeOptions> = {
     fp32: {},
@@ -142,7 +143,7 @@ describe("weight precision on the whole model", () => {
         `${name}: logits rel. error ${errors[name].toExponential(2)}; greedy: ${prefix} leading tokens agree, ${same}/${base.length} positions equal`,
       );
     }
-    console.log(`precision vs fp32 (${MODEL_DIR ?? "tiny random model"}):\n  ${report.join("\n  ")}`);
+    console.log(`precision vs fp32 (${MODEL_DIR}):\n  ${report.join("\n  ")}`);
     expect(base.length).toBeGreaterThan(0);
     expect(errors.fp16).toBeLessThan(FP16_TOLERANCE);
     expect(errors.int4).toBeLessThan(INT4_TOLERANCE);
