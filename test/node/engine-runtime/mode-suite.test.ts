@@ -48,7 +48,7 @@ const fixture = readParityFixture(join(MODEL_DIR, "parity.json"));
 const MODES = Object.keys(MODE_PLANS) as Mode[];
 const MAX_TOKENS = 12;
 
-/** The table of cases: each runs through every mode. Pictures are fixture pictures at the tower's size. */
+/** The table of cases: each runs through every mode. Pictures are the fixture's (PyTorch preprocessed them too). */
 const CASES: {
   name: string;
   image: string;
@@ -78,8 +78,8 @@ const CASES: {
     budget: 0,
   },
   {
-    name: "raw prompt, image first, few text tokens, the model's default budget",
-    image: "test/0003.png",
+    name: "raw prompt, image first, few text tokens, a 197x96 picture, the model's default budget",
+    image: "parity/landscape.png",
     request: { prompt: "<image> red" },
   },
 ];
@@ -117,6 +117,13 @@ async function generate(image: Uint8Array, params: Partial<GenerateParams> & { m
   if (started.type !== "started" || finished.type !== "finished") throw new Error("events out of order");
   const deltas = events.filter((e): e is Extract<EngineEvent, { type: "delta" }> => e.type === "delta");
   return { started, deltas, finished, trace };
+}
+
+/** Width and height of a fixture picture (as PyTorch read it). */
+function pictureSize(image: string): [number, number] {
+  const c = fixture.cases.find((x) => x.image === image);
+  if (!c) throw new Error(`${image} is not a fixture picture`);
+  return c.imageSize;
 }
 
 /** The fixture's case for this picture and chat question, if there is one. */
@@ -169,7 +176,7 @@ function expectKept(kept: number[], scores: number[], expected: number[], what: 
 }
 
 /** What every mode promises. */
-function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined) {
+function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined, picture: [number, number]) {
   const { started, deltas, finished, trace } = run;
   const r = trace.result;
   const s: GenerateStats = finished.stats;
@@ -221,11 +228,21 @@ function checkCommon(mode: Mode, run: Run, retainBudget: number | undefined) {
   // a delta holds a verification's accepted drafts or the model's own token, never both
   expect(deltas.filter((d) => d.acceptedDraftTokens !== 0 && d.acceptedDraftTokens !== d.tokenIds.length)).toEqual([]);
   if (!plan.speculative) expect(deltas.every((d) => d.acceptedDraftTokens === 0)).toBe(true);
-  // where the visual tokens lie: the tower's patch grid over the 40x30 picture padded (centred) to 40x40
-  const side = weights.config.vision.imageSize / weights.config.vision.patchSize;
-  expect(side * side).toBe(N);
+  // where the visual tokens lie: the tower's patch grid over the picture padded (centred, LLaVA's offsets) to a square
+  const grid = weights.config.vision.imageSize / weights.config.vision.patchSize;
+  expect(grid * grid).toBe(N);
+  const [w, h] = picture;
+  const square = Math.max(w, h);
   expect(started.visualGrids).toEqual([
-    { firstIndex: 0, rows: side, cols: side, left: 0, top: -5 / 30, width: 1, height: 40 / 30 },
+    {
+      firstIndex: 0,
+      rows: grid,
+      cols: grid,
+      left: (0 - Math.floor((square - w) / 2)) / w,
+      top: (0 - Math.floor((square - h) / 2)) / h,
+      width: square / w,
+      height: square / h,
+    },
   ]);
   expect(s.prefillMs).toBeLessThanOrEqual(s.timeToFirstTokenMs);
   for (const step of r.steps) {
@@ -312,7 +329,7 @@ for (const c of CASES) {
 
     for (const mode of MODES) {
       it(mode, async () => {
-        checkCommon(mode, run(mode), retainBudget);
+        checkCommon(mode, run(mode), retainBudget, pictureSize(c.image));
         await INVARIANTS[mode]();
       });
     }
@@ -336,7 +353,7 @@ describe("a prompt that ends with the image", () => {
     const image = new Uint8Array(readFileSync(join(DATA_DIR, "test/0004.png")));
     for (const mode of MODES) {
       const request = generate(image, { mode, prompt: "USER : <image>", retainBudget: 6 });
-      if (MODE_PLANS[mode].pruning === "none") checkCommon(mode, await request, 6);
+      if (MODE_PLANS[mode].pruning === "none") checkCommon(mode, await request, 6, [96, 96]);
       else await expect(request).rejects.toThrow(InvalidRequestError);
     }
   });
