@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
@@ -18,6 +18,10 @@ import { parityFailures, selectionSummary } from "../../../gpu-service/tools/eva
 import { readSplit, runEval } from "../../../gpu-service/tools/eval/run.js";
 import { sameAnswer } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
+
+// the demo model (and the float64 reference on it) is heavy work for a shared 2-core machine: the
+// limit only catches a hang, it is not a speed requirement
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 
 const modelDir = join(repoRoot, "models", "demo");
 const dataDir = join(repoRoot, "training", "data");

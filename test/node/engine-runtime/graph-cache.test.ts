@@ -8,7 +8,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { GraphBuilder } from "../../../gpu-service/src/engine/onnx/graph.js";
 import { createGraphSession, graphCacheKey } from "../../../gpu-service/src/engine/runtime/graph-cache.js";
@@ -16,6 +16,10 @@ import { LlavaRuntime, type RuntimeOptions } from "../../../gpu-service/src/engi
 import { ort } from "../../../gpu-service/src/engine/runtime/session.js";
 import { fixtureInput, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
 import { repoRoot } from "../../support/gpu-service.js";
+
+// the demo model (and the float64 reference on it) is heavy work for a shared 2-core machine: the
+// limit only catches a hang, it is not a speed requirement
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 
 const MODEL_DIR = join(repoRoot, "models", "demo");
 

@@ -13,7 +13,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
@@ -39,6 +39,10 @@ import {
   wordIds,
 } from "../../reference/index.js";
 import { repoRoot } from "../../support/gpu-service.js";
+
+// the demo model (and the float64 reference on it) is heavy work for a shared 2-core machine: the
+// limit only catches a hang, it is not a speed requirement
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 
 /** The suite's one parameter: a model directory with a twig and a PyTorch parity fixture. */
 const MODEL_DIR = join(repoRoot, "models", "demo");

@@ -8,7 +8,7 @@
  * On the demo model (models/demo), with a fixture picture's PyTorch pixels and prompt ids.
  */
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import {
   dequantizeInt4,
@@ -22,6 +22,10 @@ import type { DecoderLayerWeights, LlavaWeights, Tensor } from "../../../gpu-ser
 import { fixtureInput, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
 import { repoRoot } from "../../support/gpu-service.js";
 import { maxRelError } from "../../support/tolerance.js";
+
+// the demo model (and the float64 reference on it) is heavy work for a shared 2-core machine: the
+// limit only catches a hang, it is not a speed requirement
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 
 const MODEL_DIR = join(repoRoot, "models", "demo");
 
