@@ -20,10 +20,7 @@ import { loadLlava, loadTwig } from "../../src/engine/checkpoint/llava-loader.js
 import { argmax } from "../../src/engine/decoding/sampling.js";
 import type { ScoreSource } from "../../src/engine/decoding/ttp.js";
 import { preprocessImage } from "../../src/engine/image.js";
-import { headGraph } from "../../src/engine/onnx/decoder.js";
-import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime, type RuntimeOptions } from "../../src/engine/runtime/llava-runtime.js";
-import { createSession, ort } from "../../src/engine/runtime/session.js";
 import { TextCodec } from "../../src/engine/tokenizer.js";
 import { TwigDecoder } from "../../src/engine/twig/twig-decoder.js";
 import { fixturePixels, normalisePixels, type PixelDifference, pixelDifference } from "./parity-pixels.js";
