@@ -44,6 +44,10 @@ export interface ServiceConfig {
   image: ImageLimits;
   /** Videos: encoded bytes, duration, frames sampled, a frame's pixels, how long ffmpeg may take. */
   video: VideoLimits;
+  /** A connection with no request in progress for this long is closed (ms), one that never sends a byte too. */
+  idleTimeoutMs: number;
+  /** Health.Watch streams open at once; past it, RESOURCE_EXHAUSTED. */
+  maxHealthWatches: number;
   /** pino level of the JSON logs. */
   logLevel: string;
   /** Opt-in: request log lines carry the prompt text (never the image). */
@@ -122,6 +126,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
       maxFramePixels: intFromEnv(env, "TWIG_MAX_VIDEO_FRAME_PIXELS", 4096 * 2160),
       timeoutMs: Math.max(1, intFromEnv(env, "TWIG_VIDEO_DECODE_TIMEOUT_MS", 20_000)),
     },
+    idleTimeoutMs: Math.max(1, intFromEnv(env, "TWIG_IDLE_TIMEOUT_MS", 60_000)),
+    maxHealthWatches: intFromEnv(env, "TWIG_MAX_HEALTH_WATCHES", 100),
     logLevel: logLevel(env.TWIG_LOG_LEVEL || "info"),
     logPrompts: env.TWIG_LOG_PROMPTS === "1" || env.TWIG_LOG_PROMPTS === "true",
   };

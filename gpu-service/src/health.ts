@@ -36,7 +36,9 @@ export class HealthState {
   }
 }
 
-export function healthService(state: HealthState): ServiceImpl<typeof Health> {
+/** Health over `state`; at most `maxWatches` Watch streams are open at once (RESOURCE_EXHAUSTED past it). */
+export function healthService(state: HealthState, maxWatches: number): ServiceImpl<typeof Health> {
+  let watching = 0;
   return {
     check(req) {
       const status = state.get(req.service);
@@ -49,6 +51,12 @@ export function healthService(state: HealthState): ServiceImpl<typeof Health> {
       return { statuses };
     },
     async *watch(req, ctx) {
+      if (watching >= maxWatches)
+        throw new ConnectError(
+          `too many Health.Watch streams (${maxWatches} open); retry later`,
+          Code.ResourceExhausted,
+        );
+      watching++;
       let wake: (() => void) | undefined;
       const unsubscribe = state.onChange(() => wake?.());
       const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
@@ -68,6 +76,7 @@ export function healthService(state: HealthState): ServiceImpl<typeof Health> {
           ]);
         }
       } finally {
+        watching--;
         unsubscribe();
       }
     },

@@ -9,7 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
-import { bearerAuth } from "./auth.js";
+import { bearerCheck } from "./auth.js";
 import { loadConfig } from "./config.js";
 import type { Engine } from "./engine/types.js";
 import { WorkerEngine } from "./engine/worker-host.js";
@@ -18,10 +18,11 @@ import { inferenceService, type ServedModel } from "./inference.js";
 import { createLogger } from "./log.js";
 import { metrics, serveMetrics } from "./metrics.js";
 import { scanModels } from "./registry.js";
+import { unparsableRequests } from "./request-errors.js";
 import { withRequestLog } from "./request-log.js";
 import { Scheduler } from "./scheduler.js";
 import { listen } from "./server.js";
-import { DEFAULT_LIMITS } from "./validate.js";
+import { DEFAULT_LIMITS, requestMaxBytes } from "./validate.js";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel);
@@ -52,7 +53,7 @@ const generate = withRequestLog(inference.generate.bind(inference), {
 });
 const server = await listen(
   (router) => {
-    router.service(Health, healthService(health));
+    router.service(Health, healthService(health, config.maxHealthWatches));
     router.service(InferenceService, {
       ...inference,
       async *generate(req, ctx) {
@@ -79,10 +80,15 @@ const server = await listen(
       },
     });
   },
-  config.host,
-  config.port,
-  [bearerAuth(config.serviceToken, [Health.typeName])],
-  config.tls,
+  {
+    host: config.host,
+    port: config.port,
+    tls: config.tls,
+    interceptors: [unparsableRequests],
+    readMaxBytes: requestMaxBytes(config.image.maxBytes),
+    idleTimeoutMs: config.idleTimeoutMs,
+    checkHeaders: bearerCheck(config.serviceToken, [Health.typeName]),
+  },
 );
 log.info(
   `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect${config.tls ? " over TLS" : ", cleartext"}); models: ${models.map((m) => m.name).join(", ") || "none"}`,

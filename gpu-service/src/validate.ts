@@ -25,6 +25,11 @@ export const DEFAULT_LIMITS: ValidationLimits = {
   maxStopSequences: 8,
 };
 
+/** Largest request message accepted: the largest image plus 1 MiB for the prompt and the other fields. */
+export function requestMaxBytes(maxImageBytes: number): number {
+  return maxImageBytes + 1024 * 1024;
+}
+
 /** Engine mode of each wire mode (and back); an unspecified mode is the service default, twig. */
 const PROTO_MODES: [ProtoMode, Mode][] = [
   [ProtoMode.TWIG, "twig"],

@@ -4,7 +4,7 @@
  * and reads one gauge of the Prometheus endpoint.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 
@@ -25,10 +25,15 @@ export interface CallResult {
   decodeMs?: number;
 }
 
-export function serviceClient(port: number, image: Uint8Array) {
+/** A client of the service on `port` (with `authorization: Bearer <token>` when a token is given). */
+export function serviceClient(port: number, image: Uint8Array, token?: string) {
+  const bearer: Interceptor = (next) => (req) => {
+    if (token) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
   const client = createClient(
     InferenceService,
-    createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
+    createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer] }),
   );
   const request = (over: RequestInit = {}) =>
     create(GenerateRequestSchema, {

@@ -4,6 +4,7 @@ import { ATTENTION_IMPLS, type AttentionImpl } from "../../src/engine/onnx/atten
 import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
 import type { Mode } from "../../src/engine/types.js";
 import { benchEngine } from "./engine.js";
+import { benchHostile } from "./hostile.js";
 import { benchInt4 } from "./int4.js";
 import { benchRealPath } from "./real-path.js";
 import { benchService } from "./service.js";
@@ -99,9 +100,11 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     maxTokens: Number(values["max-tokens"]),
     transport: values.transport === "grpc" ? "grpc" : "connect",
   });
+} else if (name === "hostile") {
+  await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }

@@ -6,11 +6,9 @@
  * the service's cost per token against the in-process engine (LocalEngine) on
  * the same requests, one after the other, as a table with ratios.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -23,6 +21,7 @@ import sharp from "sharp";
 import { LocalEngine } from "../../src/engine/local-engine.js";
 import type { Mode } from "../../src/engine/types.js";
 import { writeTinyModel } from "../make-tiny/tiny-model.js";
+import { startServiceProcess } from "./service-process.js";
 
 export interface ServiceBenchArgs {
   /** Model directory; undefined = a tiny random model. */
@@ -37,7 +36,6 @@ export interface ServiceBenchArgs {
 
 const LEVELS = [1, 2, 4, 8];
 const QUESTIONS = ["describe the picture", "what colour is the circle ?", "how many shapes are there ?"];
-const serviceEntry = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
 interface Timing {
   ttft: number;
@@ -53,44 +51,6 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const triple = (xs: number[], digits = 1) => [50, 90, 99].map((p) => pct(xs, p).toFixed(digits)).join(" / ");
-
-/** Starts `gpu-service/src/main.ts` on a free port and resolves once it logs that it serves. */
-async function startService(modelsDir: string, args: ServiceBenchArgs): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["--import", "tsx", serviceEntry], {
-    env: {
-      ...process.env,
-      TWIG_GPU_HOST: "127.0.0.1",
-      TWIG_GPU_PORT: "0",
-      TWIG_METRICS_PORT: "0",
-      TWIG_MODELS_DIR: modelsDir,
-      TWIG_DEFAULT_MODEL: "bench",
-      TWIG_ENGINE_WORKERS: String(args.workers),
-      TWIG_ENGINE_THREADS: String(args.threads),
-      TWIG_MAX_QUEUE: "1000",
-      TWIG_LOG_LEVEL: "info", // the start-up lines this waits for are info lines
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  process.once("exit", () => child.kill("SIGKILL")); // never leave the service behind
-  let output = "";
-  return new Promise((resolvePort, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the service did not start within 5 minutes:\n${output}`));
-    }, 300_000);
-    const onData = (d: Buffer) => {
-      output += d;
-      const port = /listening on [^:]+:(\d+)/.exec(output)?.[1];
-      if (port && output.includes("gpu-service: serving")) {
-        clearTimeout(timer);
-        resolvePort({ port: Number(port), child });
-      }
-    };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`the service exited with ${code}:\n${output}`)));
-  });
-}
 
 export async function benchService(args: ServiceBenchArgs): Promise<void> {
   const scratch = mkdtempSync(join(tmpdir(), "twigserve-bench-"));
@@ -108,7 +68,11 @@ export async function benchService(args: ServiceBenchArgs): Promise<void> {
   const local = await LocalEngine.load(modelDir, { threads: args.threads });
   const modes: Mode[] = local.info.twig ? ["base", "twig"] : ["base"];
 
-  const { port, child } = await startService(modelsDir, args);
+  const { port, child } = await startServiceProcess(modelsDir, {
+    TWIG_ENGINE_WORKERS: String(args.workers),
+    TWIG_ENGINE_THREADS: String(args.threads),
+    TWIG_MAX_QUEUE: "1000",
+  });
   const baseUrl = `http://127.0.0.1:${port}`;
   const transport: Transport =
     args.transport === "grpc"

@@ -13,8 +13,8 @@ import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { blackPng } from "../../../gpu-service/tools/bench/hostile-requests.js";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
-import { blackPng } from "../../support/png.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
 const PORT = 27271;
