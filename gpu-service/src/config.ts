@@ -9,6 +9,7 @@ import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention
 import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
 import type { ExecutionProvider } from "./engine/types.js";
 import type { VideoLimits } from "./engine/video/decode.js";
+import type { FaultMarkers } from "./engine/worker-host.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -48,6 +49,8 @@ export interface ServiceConfig {
   idleTimeoutMs: number;
   /** Health.Watch streams open at once; past it, RESOURCE_EXHAUSTED. */
   maxHealthWatches: number;
+  /** Test-only: prompts with these markers make an engine worker exit or fail (TWIG_ALLOW_FAULT_INJECTION=1 only). */
+  faults?: FaultMarkers;
   /** pino level of the JSON logs. */
   logLevel: string;
   /** Opt-in: request log lines carry the prompt text (never the image). */
@@ -96,6 +99,18 @@ function choiceFromEnv<T extends string>(env: NodeJS.ProcessEnv, name: string, c
   return raw as T;
 }
 
+/** The fault injection markers, refused unless TWIG_ALLOW_FAULT_INJECTION=1 says this is a test. */
+function faultsFromEnv(env: NodeJS.ProcessEnv): FaultMarkers | undefined {
+  const exitMarker = env.TWIG_FAULT_EXIT_MARKER || undefined;
+  const errorMarker = env.TWIG_FAULT_ERROR_MARKER || undefined;
+  if (!exitMarker && !errorMarker) return undefined;
+  if (env.TWIG_ALLOW_FAULT_INJECTION !== "1")
+    throw new Error(
+      "TWIG_FAULT_EXIT_MARKER and TWIG_FAULT_ERROR_MARKER break engine workers on purpose, for tests: they need TWIG_ALLOW_FAULT_INJECTION=1",
+    );
+  return { exitMarker, errorMarker };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
   return {
     host: env.TWIG_GPU_HOST || "127.0.0.1",
@@ -128,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     },
     idleTimeoutMs: Math.max(1, intFromEnv(env, "TWIG_IDLE_TIMEOUT_MS", 60_000)),
     maxHealthWatches: intFromEnv(env, "TWIG_MAX_HEALTH_WATCHES", 100),
+    faults: faultsFromEnv(env),
     logLevel: logLevel(env.TWIG_LOG_LEVEL || "info"),
     logPrompts: env.TWIG_LOG_PROMPTS === "1" || env.TWIG_LOG_PROMPTS === "true",
   };

@@ -92,6 +92,8 @@ function toConnectError(err: unknown, deadline: AbortSignal | undefined): Connec
   if (err instanceof ConnectError) return err;
   const e = err as Error;
   if (e?.name === "InvalidRequestError") return new ConnectError(e.message, Code.InvalidArgument);
+  if (e?.name === "EngineWorkerExitedError")
+    return new ConnectError(`${e.message} during the request; retry (on another replica)`, Code.Unavailable);
   if (deadline?.aborted) return new ConnectError("the request's deadline passed", Code.DeadlineExceeded);
   if (e?.name === "AbortError" || e?.name === "TimeoutError")
     return new ConnectError("the request was cancelled", Code.Canceled);

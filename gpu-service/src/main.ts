@@ -2,29 +2,35 @@
  * The GPU service process: serves grpc.health.v1.Health and
  * twigvlm.v1.InferenceService on one port, loads every model of the models
  * directory into engine workers (Health says NOT_SERVING until they are loaded
- * and warmed up), and drains on SIGTERM.
+ * and warmed up, and for a model while none of its workers is up), and drains
+ * on SIGTERM.
  */
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import sharp from "sharp";
 import { bearerCheck } from "./auth.js";
-import { loadConfig } from "./config.js";
-import type { Engine } from "./engine/types.js";
-import { WorkerEngine } from "./engine/worker-host.js";
+import { loadConfig, type ServiceConfig } from "./config.js";
 import { HealthState, healthService, ServingStatus } from "./health.js";
 import { inferenceService, type ServedModel } from "./inference.js";
 import { createLogger } from "./log.js";
 import { metrics, serveMetrics } from "./metrics.js";
+import { startModelWorkers } from "./model-workers.js";
 import { scanModels } from "./registry.js";
 import { unparsableRequests } from "./request-errors.js";
 import { withRequestLog } from "./request-log.js";
-import { Scheduler } from "./scheduler.js";
 import { listen } from "./server.js";
+import type { Supervisor } from "./supervisor.js";
 import { DEFAULT_LIMITS, requestMaxBytes } from "./validate.js";
 
-const config = loadConfig();
+let config: ServiceConfig;
+try {
+  config = loadConfig();
+} catch (err) {
+  // a configuration the service refuses: say why, and exit before listening
+  console.error(`gpu-service: ${(err as Error).message}`);
+  process.exit(2);
+}
 const log = createLogger(config.logLevel);
 const { models, errors } = scanModels(config.modelsDir);
 for (const error of errors) log.warn(`gpu-service: skipping model: ${error}`);
@@ -33,11 +39,16 @@ let draining = false;
 let inFlight = 0;
 
 const health = new HealthState();
-const setOverall = (status: ServingStatus) => {
+const supervisors: Supervisor[] = [];
+let loaded = false;
+/** The whole service serves once loading is over, while no model that loaded is without a worker, until it drains. */
+const refreshOverall = () => {
+  const up = loaded && !draining && supervisors.every((s) => s.live > 0);
+  const status = up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   health.set("", status);
   health.set(InferenceService.typeName, status);
 };
-setOverall(ServingStatus.NOT_SERVING);
+refreshOverall();
 for (const m of served) health.set(m.entry.name, ServingStatus.NOT_SERVING);
 
 const inference = inferenceService({
@@ -94,24 +105,6 @@ log.info(
   `gpu-service listening on ${config.host}:${server.port} (gRPC, gRPC-Web, Connect${config.tls ? " over TLS" : ", cleartext"}); models: ${models.map((m) => m.name).join(", ") || "none"}`,
 );
 
-async function warmUp(engine: Engine): Promise<void> {
-  const image = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 120, g: 120, b: 120 } } })
-    .png()
-    .toBuffer();
-  await engine.generate(
-    {
-      image,
-      messages: [{ role: "user", content: "describe the picture" }],
-      maxTokens: 2,
-      temperature: 0,
-      topP: 1,
-      stop: [],
-      mode: engine.info.twig ? "twig" : "base",
-    },
-    () => {},
-  );
-}
-
 try {
   const m = await serveMetrics(config.host, config.metricsPort);
   log.info(`gpu-service: metrics on http://${config.host}:${m.port}/metrics`);
@@ -122,24 +115,11 @@ try {
 for (const m of served) {
   try {
     const t0 = performance.now();
-    const engines = await Promise.all(
-      Array.from({ length: config.workersPerModel }, () =>
-        WorkerEngine.start(m.entry.dir, {
-          threads: config.engineThreads,
-          name: m.entry.name,
-          imageLimits: config.image,
-          videoLimits: config.video,
-          precision: config.precision,
-          attention: config.attention,
-          provider: config.provider,
-          graphCacheDir: config.graphCacheDir,
-        }),
-      ),
-    );
-    await Promise.all(engines.map(warmUp));
-    m.engine = engines[0];
-    m.scheduler = new Scheduler(engines, config.maxQueue);
-    health.set(m.entry.name, ServingStatus.SERVING);
+    const onLive = (live: number) => {
+      health.set(m.entry.name, live > 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+      refreshOverall();
+    };
+    supervisors.push(await startModelWorkers(m, config, log, onLive));
     log.info(
       `gpu-service: model ${m.entry.name} ready (${config.workersPerModel} worker(s), ${Math.round(performance.now() - t0)} ms)`,
     );
@@ -147,16 +127,18 @@ for (const m of served) {
     log.error(`gpu-service: model ${m.entry.name} failed to load: ${(err as Error).message}`);
   }
 }
-if (!draining) setOverall(ServingStatus.SERVING);
+loaded = true;
+refreshOverall();
 log.info("gpu-service: serving");
 
 async function stop(signal: string): Promise<void> {
   if (draining) return;
   draining = true;
   log.info(`gpu-service: ${signal}, draining (${inFlight} in flight, grace ${config.drainGraceMs} ms)`);
-  setOverall(ServingStatus.NOT_SERVING);
+  refreshOverall();
   const deadline = Date.now() + config.drainGraceMs;
   while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const s of supervisors) void s.stop(); // no restarts while the process ends
   await server.close();
   process.exit(0);
 }

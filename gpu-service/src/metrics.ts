@@ -28,6 +28,8 @@ export const metrics = {
   acceptedTokens: counter("twig_accepted_tokens_total", "Drafted tokens accepted by the full model"),
   visualKept: counter("twig_visual_tokens_kept_total", "Visual tokens kept by pruning"),
   visualPruned: counter("twig_visual_tokens_pruned_total", "Visual tokens pruned"),
+  workers: gauge("twig_engine_workers", "Engine worker threads up"),
+  workerRestarts: counter("twig_engine_worker_restarts_total", "Engine workers started to replace one that died"),
   errors: new client.Counter({
     name: "twig_request_errors_total",
     help: "Failed requests by gRPC code",

@@ -8,9 +8,20 @@
  * RESOURCE_EXHAUSTED past it). A request whose signal aborts while waiting
  * leaves the queue; one that aborts while running is stopped by its engine
  * within a decoding step, and the worker takes the next request at once.
+ *
+ * Workers come and go (supervisor.ts replaces one that dies): a removed worker
+ * is never handed a request again. While the model has no worker at all, new
+ * and waiting requests are answered UNAVAILABLE, so that callers go to another
+ * replica instead of waiting for a restart.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Engine, EngineEvent, GenerateParams } from "./engine/types.js";
+
+const noWorker = () =>
+  new ConnectError(
+    "no engine worker of this model is up (one is restarting); retry on another replica",
+    Code.Unavailable,
+  );
 
 interface Job {
   tenant: string;
@@ -29,6 +40,7 @@ export interface SchedulerStats {
 }
 
 export class Scheduler {
+  private readonly engines: Set<Engine>;
   private readonly idle: Engine[];
   private readonly queues = new Map<string, Job[]>();
   /** Tenants with waiting jobs. */
@@ -43,7 +55,29 @@ export class Scheduler {
     engines: readonly Engine[],
     private readonly maxQueue: number,
   ) {
+    this.engines = new Set(engines);
     this.idle = [...engines];
+  }
+
+  /** A worker that may take requests from now on. */
+  add(engine: Engine): void {
+    this.engines.add(engine);
+    this.idle.push(engine);
+    this.dispatch();
+  }
+
+  /** A worker that must take no more requests (its current one, if any, ends as its engine ends it). */
+  remove(engine: Engine): void {
+    this.engines.delete(engine);
+    const i = this.idle.indexOf(engine);
+    if (i >= 0) this.idle.splice(i, 1);
+    if (this.engines.size > 0) return;
+    for (const tenant of [...this.rotation]) {
+      for (const job of [...(this.queues.get(tenant) ?? [])]) {
+        this.dequeue(job);
+        job.reject(noWorker());
+      }
+    }
   }
 
   stats(): SchedulerStats {
@@ -58,6 +92,7 @@ export class Scheduler {
     signal?: AbortSignal,
   ): Promise<number> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.engines.size === 0) return Promise.reject(noWorker());
     if (this.waiting >= this.maxQueue && this.idle.length === 0) {
       return Promise.reject(
         new ConnectError(`the queue is full (${this.maxQueue} waiting); retry later`, Code.ResourceExhausted),
@@ -80,7 +115,7 @@ export class Scheduler {
             .then(() => resolve(queueMs), reject)
             .finally(() => {
               this.running--;
-              this.idle.push(engine);
+              if (this.engines.has(engine)) this.idle.push(engine);
               this.dispatch();
             });
         },
@@ -93,7 +128,7 @@ export class Scheduler {
       signal?.addEventListener(
         "abort",
         () => {
-          if (this.remove(job)) reject(signal.reason);
+          if (this.dequeue(job)) reject(signal.reason);
         },
         { once: true },
       );
@@ -101,7 +136,7 @@ export class Scheduler {
     });
   }
 
-  private remove(job: Job): boolean {
+  private dequeue(job: Job): boolean {
     const queue = this.queues.get(job.tenant);
     const i = queue?.indexOf(job) ?? -1;
     if (!queue || i < 0) return false;

@@ -58,7 +58,8 @@ export function serviceClient(port: number, image: Uint8Array, token?: string) {
           r.startedAt = performance.now();
           opts.onStarted?.();
         } else if (ev.event.case === "delta") {
-          opts.onDelta?.(++r.deltas);
+          r.deltas++; // not inside the optional call below: `f?.(++x)` skips the increment when f is absent
+          opts.onDelta?.(r.deltas);
         } else if (ev.event.case === "finished") {
           r.code = "OK";
           r.queueMs = ev.event.value.stats?.queueMs;

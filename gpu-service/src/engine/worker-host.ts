@@ -1,7 +1,9 @@
 /**
  * An Engine whose model runs in a worker thread, so the service's event loop
  * stays live while ONNX Runtime computes. One request at a time per worker;
- * the scheduler decides which request runs where.
+ * the scheduler decides which request runs where. A worker that exits fails
+ * its request with EngineWorkerExitedError and every later one at once; its
+ * owner (supervisor.ts) hears of it through `onExit` and replaces it.
  */
 import { Worker } from "node:worker_threads";
 import type { LocalEngineOptions } from "./local-engine.js";
@@ -15,6 +17,19 @@ type Outbound =
   | { type: "error"; id: number; name: string; message: string; aborted: boolean }
   | { type: "closed" };
 
+/** Test-only fault injection (see worker-main.ts): prompts containing these markers break the worker. */
+export interface FaultMarkers {
+  /** The worker thread exits 20 ms after the third delta of such a request. */
+  exitMarker?: string;
+  /** The request fails with an internal error at its third delta. */
+  errorMarker?: string;
+}
+
+/** The worker running a request exited; another worker (or replica) can serve it. */
+export class EngineWorkerExitedError extends Error {
+  override name = "EngineWorkerExitedError";
+}
+
 interface Pending {
   onEvent: (event: EngineEvent) => void;
   resolve: () => void;
@@ -25,6 +40,7 @@ export class WorkerEngine implements Engine {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private failure?: Error;
+  private readonly exitListeners: ((code: number) => void)[] = [];
 
   private constructor(
     private readonly worker: Worker,
@@ -43,17 +59,25 @@ export class WorkerEngine implements Engine {
       }
     });
     const fail = (err: Error) => {
-      this.failure = err;
-      for (const id of [...this.pending.keys()]) this.settle(id, err);
+      this.failure ??= err;
+      for (const id of [...this.pending.keys()]) this.settle(id, this.failure);
     };
-    worker.on("error", fail);
-    worker.on("exit", (code) => fail(new Error(`engine worker exited (${code})`)));
+    worker.on("error", (err) => fail(new EngineWorkerExitedError(`the engine worker failed: ${err.message}`)));
+    worker.on("exit", (code) => {
+      fail(new EngineWorkerExitedError(`the engine worker exited (code ${code})`));
+      for (const listener of this.exitListeners) listener(code);
+    });
+  }
+
+  /** Calls `listener` with the exit code when the worker thread ends (also after close()). */
+  onExit(listener: (code: number) => void): void {
+    this.exitListeners.push(listener);
   }
 
   /** Starts a worker and loads the model in it. */
-  static start(modelDir: string, options: LocalEngineOptions = {}): Promise<WorkerEngine> {
+  static start(modelDir: string, options: LocalEngineOptions = {}, faults?: FaultMarkers): Promise<WorkerEngine> {
     const worker = new Worker(new URL("./worker-bootstrap.mjs", import.meta.url), {
-      workerData: { modelDir, options },
+      workerData: { modelDir, options, faults },
     });
     return new Promise((resolve, reject) => {
       const onMessage = (msg: Outbound) => {
@@ -67,6 +91,7 @@ export class WorkerEngine implements Engine {
       };
       worker.on("message", onMessage);
       worker.once("error", reject);
+      worker.once("exit", (code) => reject(new Error(`loading ${modelDir} failed: the worker exited (code ${code})`)));
     });
   }
 

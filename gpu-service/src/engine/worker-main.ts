@@ -2,17 +2,28 @@
  * The engine worker: loads a LocalEngine and runs requests sent by
  * worker-host.ts, one at a time, posting its events back. An "abort" message
  * stops the running request at its next decoding step.
+ *
+ * Fault injection, for tests of what survives a failure (off unless the host
+ * passes markers, which the service does only under TWIG_ALLOW_FAULT_INJECTION):
+ * a request whose prompt contains `faults.exitMarker` ends this thread 20 ms
+ * after its third delta, mid-request; one containing `faults.errorMarker`
+ * fails at its third delta with an internal error.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { LocalEngine, type LocalEngineOptions } from "./local-engine.js";
-import { type GenerateParams, InvalidRequestError } from "./types.js";
+import { type EngineEvent, type GenerateParams, InvalidRequestError } from "./types.js";
+import type { FaultMarkers } from "./worker-host.js";
 
 type Inbound =
   | { type: "generate"; id: number; params: GenerateParams }
   | { type: "abort"; id: number }
   | { type: "close" };
 
-const { modelDir, options } = workerData as { modelDir: string; options: LocalEngineOptions };
+const { modelDir, options, faults } = workerData as {
+  modelDir: string;
+  options: LocalEngineOptions;
+  faults?: FaultMarkers;
+};
 const port = parentPort;
 if (!port) throw new Error("worker-main.ts must run in a worker thread");
 
@@ -29,8 +40,9 @@ try {
     }
     const ctrl = new AbortController();
     aborts.set(msg.id, ctrl);
+    const post = (event: EngineEvent) => port.postMessage({ type: "event", id: msg.id, event });
     try {
-      await engine.generate(msg.params, (event) => port.postMessage({ type: "event", id: msg.id, event }), ctrl.signal);
+      await engine.generate(msg.params, faults ? withFaults(msg.params, post, faults) : post, ctrl.signal);
       port.postMessage({ type: "done", id: msg.id });
     } catch (err) {
       const e = err as Error;
@@ -47,4 +59,22 @@ try {
   });
 } catch (err) {
   port.postMessage({ type: "failed", message: (err as Error).message });
+}
+
+/** The event callback of one request, with the injected fault its prompt asks for (if any). */
+function withFaults(params: GenerateParams, post: (e: EngineEvent) => void, faults: FaultMarkers) {
+  const text = params.prompt ?? (params.messages ?? []).map((m) => m.content).join("\n");
+  const exit = faults.exitMarker !== undefined && text.includes(faults.exitMarker);
+  const fail = faults.errorMarker !== undefined && text.includes(faults.errorMarker);
+  if (!exit && !fail) return post;
+  let deltas = 0;
+  return (event: EngineEvent) => {
+    post(event);
+    if (event.type !== "delta" || ++deltas !== 3) return;
+    // in a worker thread process.exit ends the thread, not the process; a moment later, while the
+    // request still decodes, so that the deltas posted so far reach the host (a thread that ends
+    // drops the messages it has queued)
+    if (exit) setTimeout(() => process.exit(70), 20);
+    else throw new Error(`injected fault: engine state lost at ${modelDir}`);
+  };
 }

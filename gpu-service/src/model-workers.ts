@@ -1,0 +1,87 @@
+/**
+ * One served model's engine workers: each started in its own thread, loaded,
+ * warmed up (one short request, so the first real one does not pay for ONNX
+ * Runtime's first run), and kept up by a Supervisor that hands them to the
+ * model's Scheduler and replaces those that die.
+ */
+import sharp from "sharp";
+import type { ServiceConfig } from "./config.js";
+import type { Engine } from "./engine/types.js";
+import { WorkerEngine } from "./engine/worker-host.js";
+import type { ServedModel } from "./inference.js";
+import type { Logger } from "./log.js";
+import { metrics } from "./metrics.js";
+import { Scheduler } from "./scheduler.js";
+import { type SupervisedEngine, Supervisor } from "./supervisor.js";
+
+async function warmUp(engine: Engine): Promise<void> {
+  const image = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 120, g: 120, b: 120 } } })
+    .png()
+    .toBuffer();
+  await engine.generate(
+    {
+      image,
+      messages: [{ role: "user", content: "describe the picture" }],
+      maxTokens: 2,
+      temperature: 0,
+      topP: 1,
+      stop: [],
+      mode: engine.info.twig ? "twig" : "base",
+    },
+    () => {},
+  );
+}
+
+/**
+ * Starts `model`'s workers and fills in its engine and scheduler; rejects if
+ * they cannot load. `onLive` hears the number of workers up whenever it changes.
+ */
+export async function startModelWorkers(
+  model: ServedModel,
+  config: ServiceConfig,
+  log: Logger,
+  onLive: (live: number) => void,
+): Promise<Supervisor> {
+  const name = model.entry.name;
+  const start = async (): Promise<SupervisedEngine> => {
+    const engine = await WorkerEngine.start(
+      model.entry.dir,
+      {
+        threads: config.engineThreads,
+        name,
+        imageLimits: config.image,
+        videoLimits: config.video,
+        precision: config.precision,
+        attention: config.attention,
+        provider: config.provider,
+        graphCacheDir: config.graphCacheDir,
+      },
+      config.faults,
+    );
+    try {
+      await warmUp(engine);
+    } catch (err) {
+      await engine.close();
+      throw err;
+    }
+    return engine;
+  };
+  const scheduler = new Scheduler([], config.maxQueue);
+  metrics.workerRestarts.inc({ model: name }, 0); // the series exists from the start, at 0
+  const supervisor = new Supervisor({
+    name,
+    workers: config.workersPerModel,
+    start,
+    scheduler,
+    onLive: (live) => {
+      metrics.workers.set({ model: name }, live);
+      onLive(live);
+    },
+    onRestart: () => metrics.workerRestarts.inc({ model: name }),
+    log: (level, message) => log[level](`gpu-service: ${message}`),
+  });
+  const engines = await supervisor.start();
+  model.engine = engines[0]; // for the model's description (info) only: requests go through the scheduler
+  model.scheduler = scheduler;
+  return supervisor;
+}
