@@ -3,6 +3,7 @@
  * Every variable is listed, with its default, in the README.
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { resolve } from "node:path";
 import type { ImageLimits } from "./engine/image-format.js";
 import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention.js";
@@ -35,7 +36,8 @@ export interface ServiceConfig {
   maxQueue: number;
   /** On SIGTERM, how long in-flight streams may run before the process exits. */
   drainGraceMs: number;
-  /** Port of the Prometheus /metrics endpoint (same host). */
+  /** Interface and port of the Prometheus /metrics endpoint (loopback unless configured). */
+  metricsHost: string;
   metricsPort: number;
   /** When set, callers of the inference service must present it as a bearer token. */
   serviceToken?: string;
@@ -111,9 +113,32 @@ function faultsFromEnv(env: NodeJS.ProcessEnv): FaultMarkers | undefined {
   return { exitMarker, errorMarker };
 }
 
+/** Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): only this machine can connect. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  if (h === "localhost" || h === "::1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
+  return isIP(v4) === 4 && v4.startsWith("127.");
+}
+
+/**
+ * Listening beyond this machine without a service token lets anyone on the
+ * network use the models: refused, unless TWIG_ALLOW_UNAUTHENTICATED=1 says the
+ * network is trusted.
+ */
+function checkExposure(host: string, token: string | undefined, env: NodeJS.ProcessEnv): void {
+  if (token || isLoopback(host) || env.TWIG_ALLOW_UNAUTHENTICATED === "1") return;
+  throw new Error(
+    `TWIG_GPU_HOST=${host} is not a loopback address and TWIG_SERVICE_TOKEN is not set: anyone who can reach it could use the models. Set TWIG_SERVICE_TOKEN (the edge's GPU_SERVICE_TOKEN), listen on 127.0.0.1, or set TWIG_ALLOW_UNAUTHENTICATED=1 on a trusted network`,
+  );
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  const host = env.TWIG_GPU_HOST || "127.0.0.1";
+  const serviceToken = env.TWIG_SERVICE_TOKEN || undefined;
+  checkExposure(host, serviceToken, env);
   return {
-    host: env.TWIG_GPU_HOST || "127.0.0.1",
+    host,
     port: intFromEnv(env, "TWIG_GPU_PORT", 50651),
     modelsDir: resolve(env.TWIG_MODELS_DIR || new URL("../../models", import.meta.url).pathname),
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
@@ -125,7 +150,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,
     maxQueue: intFromEnv(env, "TWIG_MAX_QUEUE", 32),
     drainGraceMs: intFromEnv(env, "TWIG_DRAIN_GRACE_MS", 30_000),
-    serviceToken: env.TWIG_SERVICE_TOKEN || undefined,
+    serviceToken,
+    metricsHost: env.TWIG_METRICS_HOST || "127.0.0.1",
     metricsPort: intFromEnv(env, "TWIG_METRICS_PORT", 9464),
     tls: tlsFromEnv(env),
     image: {

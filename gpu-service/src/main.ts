@@ -17,7 +17,7 @@ import { createLogger } from "./log.js";
 import { metrics, serveMetrics } from "./metrics.js";
 import { startModelWorkers } from "./model-workers.js";
 import { scanModels } from "./registry.js";
-import { unparsableRequests } from "./request-errors.js";
+import { callerErrors } from "./request-errors.js";
 import { withRequestLog } from "./request-log.js";
 import { listen } from "./server.js";
 import type { Supervisor } from "./supervisor.js";
@@ -95,7 +95,7 @@ const server = await listen(
     host: config.host,
     port: config.port,
     tls: config.tls,
-    interceptors: [unparsableRequests],
+    interceptors: [callerErrors(log)],
     readMaxBytes: requestMaxBytes(config.image.maxBytes),
     idleTimeoutMs: config.idleTimeoutMs,
     checkHeaders: bearerCheck(config.serviceToken, [Health.typeName]),
@@ -106,8 +106,8 @@ log.info(
 );
 
 try {
-  const m = await serveMetrics(config.host, config.metricsPort);
-  log.info(`gpu-service: metrics on http://${config.host}:${m.port}/metrics`);
+  const m = await serveMetrics(config.metricsHost, config.metricsPort);
+  log.info(`gpu-service: metrics on http://${config.metricsHost}:${m.port}/metrics`);
 } catch (err) {
   log.warn(`gpu-service: metrics endpoint not started: ${(err as Error).message}`);
 }

@@ -2,7 +2,8 @@
  * One log line per Generate call, written when the call ends (finished,
  * failed, or abandoned by its caller): request id, tenant, model, mode, gRPC
  * code, token counts and timings. The prompt goes in only when `logPrompts`
- * is set; the image never does.
+ * is set; the image never does. An internal error's details go into the line,
+ * and the caller gets a generic message with the request id.
  */
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
@@ -13,6 +14,7 @@ import {
   Mode,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import type { Logger } from "./log.js";
+import { callerError, errorDetails } from "./request-errors.js";
 
 export interface RequestLogOptions {
   logger: Logger;
@@ -72,8 +74,9 @@ export function withRequestLog(generate: Generate, opts: RequestLogOptions): Gen
       write(undefined);
     } catch (err) {
       const e = ConnectError.from(err);
-      write(e.code, e.rawMessage);
-      throw err;
+      write(e.code, errorDetails(e));
+      // INTERNAL: the details stay in this line; the caller learns its request id
+      throw callerError(e, req.requestId);
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);
     }

@@ -52,6 +52,7 @@ FROM node:20.20.2-bookworm-slim AS cpu
 ENV NODE_ENV=production \
     TWIG_GPU_HOST=0.0.0.0 \
     TWIG_GPU_PORT=50651 \
+    TWIG_METRICS_HOST=0.0.0.0 \
     TWIG_METRICS_PORT=9464 \
     TWIG_MODELS_DIR=/models \
     TWIG_GRAPH_CACHE_DIR=/cache/graphs \
@@ -80,6 +81,7 @@ FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS cuda
 ENV NODE_ENV=production \
     TWIG_GPU_HOST=0.0.0.0 \
     TWIG_GPU_PORT=50651 \
+    TWIG_METRICS_HOST=0.0.0.0 \
     TWIG_METRICS_PORT=9464 \
     TWIG_MODELS_DIR=/models \
     TWIG_GRAPH_CACHE_DIR=/cache/graphs \

@@ -53,6 +53,7 @@ function environment(s: Settings, model: ModelDeployment): IEnvVar[] {
   const env: IEnvVar[] = [
     { name: "TWIG_GPU_HOST", value: "0.0.0.0" },
     { name: "TWIG_GPU_PORT", value: String(GRPC_PORT) },
+    { name: "TWIG_METRICS_HOST", value: "0.0.0.0" }, // Prometheus scrapes through the pod's Service
     { name: "TWIG_METRICS_PORT", value: String(METRICS_PORT) },
     { name: "TWIG_MODELS_DIR", value: MODELS_MOUNT },
     { name: "TWIG_DEFAULT_MODEL", value: model.name },

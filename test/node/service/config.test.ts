@@ -1,9 +1,9 @@
-/** Environment → ServiceConfig: TLS files both or neither, image limits, log settings. */
+/** Environment → ServiceConfig: TLS files both or neither, image limits, log settings, exposure without a token. */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../../gpu-service/src/config.js";
+import { isLoopback, loadConfig } from "../../../gpu-service/src/config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twigserve-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -71,5 +71,28 @@ describe("loadConfig", () => {
       /TWIG_MAX_VIDEO_SECONDS must be a positive number/,
     );
     expect(() => loadConfig({ TWIG_MAX_VIDEO_FRAMES: "two" })).toThrow(/non-negative integer/);
+  });
+
+  it("refuses a non-loopback address without a service token, unless told the network is trusted", () => {
+    const loopback = ["127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]", "::ffff:127.0.0.1"];
+    const exposed = ["0.0.0.0", "::", "10.1.2.3", "192.168.0.7", "gpu.internal", "::ffff:10.0.0.1"];
+    expect(loopback.filter(isLoopback)).toEqual(loopback);
+    expect(exposed.filter(isLoopback)).toEqual([]);
+    let refused = 0;
+    for (const host of exposed) {
+      expect(() => loadConfig({ TWIG_GPU_HOST: host }), host).toThrow(
+        `TWIG_GPU_HOST=${host} is not a loopback address and TWIG_SERVICE_TOKEN is not set`,
+      );
+      expect(loadConfig({ TWIG_GPU_HOST: host, TWIG_SERVICE_TOKEN: "t" }).host).toBe(host);
+      expect(loadConfig({ TWIG_GPU_HOST: host, TWIG_ALLOW_UNAUTHENTICATED: "1" }).serviceToken).toBeUndefined();
+      refused++;
+    }
+    expect(refused).toBe(exposed.length);
+    expect(loadConfig({}).host).toBe("127.0.0.1");
+  });
+
+  it("serves metrics on loopback unless TWIG_METRICS_HOST says otherwise", () => {
+    expect(loadConfig({ TWIG_GPU_HOST: "0.0.0.0", TWIG_SERVICE_TOKEN: "t" }).metricsHost).toBe("127.0.0.1");
+    expect(loadConfig({ TWIG_METRICS_HOST: "0.0.0.0" }).metricsHost).toBe("0.0.0.0");
   });
 });

@@ -5,7 +5,9 @@
  * the worker thread exits 20 ms after the third delta of a request whose
  * prompt holds the marker, while it still decodes. The stream ends UNAVAILABLE, Health (watched) goes
  * NOT_SERVING and back to SERVING, the next request is served by the new
- * worker, and the restart is counted.
+ * worker, and the restart is counted. With TWIG_FAULT_ERROR_MARKER a request
+ * fails with an internal error instead, which the caller sees only as a
+ * generic message with its request id.
  */
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -17,6 +19,7 @@ import { readMetric, serviceClient } from "../../support/service-client.js";
 import { jsonLines } from "../../support/service-logs.js";
 
 const MARKER = "worker-exit-marker";
+const ERROR_MARKER = "engine-error-marker";
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 
@@ -30,6 +33,7 @@ beforeAll(async () => {
     {
       TWIG_ALLOW_FAULT_INJECTION: "1",
       TWIG_FAULT_EXIT_MARKER: MARKER,
+      TWIG_FAULT_ERROR_MARKER: ERROR_MARKER,
       TWIG_ENGINE_WORKERS: "1",
     },
     { alwaysTiny: true },
@@ -100,6 +104,29 @@ describe("a worker that dies", () => {
       lines.some((l) => /engine worker of model tiny exited \(code 70\), crash 1 in a row/.test(String(l.msg))),
     ).toBe(true);
     expect(lines.some((l) => l.msg === "gpu-service: engine worker of model tiny replaced")).toBe(true);
+  });
+});
+
+describe("an internal error", () => {
+  it("reaches the caller as a generic message with its request id; the details are in the log under that id", async () => {
+    const client = serviceClient(service.port, png);
+    const failed = await client.call({
+      requestId: "internal-error-request",
+      input: { case: "conversation", value: { messages: [{ role: "user", content: `describe ${ERROR_MARKER}` }] } },
+    });
+    expect(failed.deltas).toBeGreaterThanOrEqual(1);
+    expect(failed.code).toBe(Code.Internal);
+    expect(failed.message).toBe(
+      "internal error; the service logged the details under request id internal-error-request",
+    );
+    const line = jsonLines(service.output()).find((l) => l.requestId === "internal-error-request");
+    expect(line).toMatchObject({
+      code: "Internal",
+      level: 50,
+      error: `generation failed: injected fault: engine state lost at ${service.modelDir}`,
+    });
+    // the worker survived its request's failure
+    expect((await client.call({ sampling: { maxTokens: 2 } })).code).toBe("OK");
   });
 });
 
