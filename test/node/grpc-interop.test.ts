@@ -9,8 +9,6 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configOnlyModelsDir, type GpuServiceProcess, repoRoot, startGpuService } from "../support/gpu-service.js";
 
-const PORT = 27211;
-
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
 type AnyClient = any;
 
@@ -34,12 +32,12 @@ describe("GPU service over real gRPC (grpc-js)", () => {
   const modelsDir = configOnlyModelsDir();
 
   beforeAll(async () => {
-    service = await startGpuService(PORT, { TWIG_MODELS_DIR: modelsDir, TWIG_DEFAULT_MODEL: "tiny" });
+    service = await startGpuService(0, { TWIG_MODELS_DIR: modelsDir, TWIG_DEFAULT_MODEL: "tiny" });
     const healthPkg = load("grpc/health/v1/health.proto") as AnyClient;
     const inferencePkg = load("twigvlm/v1/inference.proto") as AnyClient;
     const creds = grpc.credentials.createInsecure();
-    health = new healthPkg.grpc.health.v1.Health(`127.0.0.1:${PORT}`, creds);
-    inference = new inferencePkg.twigvlm.v1.InferenceService(`127.0.0.1:${PORT}`, creds);
+    health = new healthPkg.grpc.health.v1.Health(`127.0.0.1:${service.port}`, creds);
+    inference = new inferencePkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, creds);
   }, 90_000);
 
   afterAll(async () => {

@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { ATTENTION_IMPLS, type AttentionImpl } from "../../src/engine/onnx/attention.js";
 import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
 import type { Mode } from "../../src/engine/types.js";
+import { benchCancel } from "./cancel.js";
 import { benchEngine } from "./engine.js";
 import { benchHostile } from "./hostile.js";
 import { benchInt4 } from "./int4.js";
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     contexts: { type: "string", default: "200,600" },
     modes: { type: "string", default: "base,ttp-only,twig" },
     provider: { type: "string", default: "cpu" },
+    rounds: { type: "string", default: "60" },
   },
 });
 if (name === "engine" && (values.model !== undefined || values.real)) {
@@ -100,11 +102,13 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     maxTokens: Number(values["max-tokens"]),
     transport: values.transport === "grpc" ? "grpc" : "connect",
   });
+} else if (name === "cancel") {
+  await benchCancel({ model: values.model, rounds: Number(values.rounds) });
 } else if (name === "hostile") {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }

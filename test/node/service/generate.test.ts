@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -23,15 +23,11 @@ import { requestLogLines } from "../../support/service-logs.js";
 const run = promisify(execFile);
 const PROMPT = "what colour is the circle ?";
 
-const PORT = 27221;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
 let grpcClient: any;
-const connect = createClient(
-  InferenceService,
-  createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" }),
-);
+let connect: Client<typeof InferenceService>;
 
 /** The served model's default R-bar and visual tokens (from ListModels, in beforeAll). */
 let defaultBudget = 0;
@@ -67,7 +63,8 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 24, height: 20, channels: 3, background: { r: 200, g: 30, b: 30 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 4);
+  service = await startTinyModelService(0, 4);
+  connect = createClient(InferenceService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
   const info = (await connect.listModels({})).models[0];
   defaultBudget = info.defaultRetainBudget;
   visualTokens = info.visualTokens;
@@ -79,7 +76,7 @@ beforeAll(async () => {
   });
   // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
   const pkg = grpc.loadPackageDefinition(def) as any;
-  grpcClient = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${PORT}`, grpc.credentials.createInsecure());
+  grpcClient = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, grpc.credentials.createInsecure());
 }, 120_000);
 
 afterAll(async () => {
@@ -207,7 +204,9 @@ describe("Generate over the real service", () => {
   it("serves every wire mode, visionzip included, each keeping the visual tokens it promises", async () => {
     const keepsAll = [Mode.BASE, Mode.SSD_ONLY];
     const info = (await connect.listModels({})).models[0];
-    for (const mode of [Mode.TWIG, Mode.BASE, Mode.FASTV, Mode.RANDOM, Mode.SSD_ONLY, Mode.TTP_ONLY, Mode.VISIONZIP]) {
+    const modes = [Mode.TWIG, Mode.BASE, Mode.FASTV, Mode.RANDOM, Mode.SSD_ONLY, Mode.TTP_ONLY, Mode.VISIONZIP];
+    let served = 0;
+    for (const mode of modes) {
       const got = await connectText(
         request({ acceleration: { mode, retainBudget: defaultBudget }, sampling: { maxTokens: 3 } }),
       );
@@ -219,7 +218,9 @@ describe("Generate over the real service", () => {
         finalWipeLayer: info.finalWipeLayer,
       });
       expect(got.kept, Mode[mode]).toHaveLength(keepsAll.includes(mode) ? visualTokens : r);
+      served++;
     }
+    expect(served).toBe(modes.length);
   });
 
   it("answers bad requests with INVALID_ARGUMENT and a message that says what is wrong", async () => {
@@ -240,6 +241,7 @@ describe("Generate over the real service", () => {
       [{ acceleration: { mode: Mode.TWIG, retainBudget: 500 } }, /retain_budget 500 is outside/],
       [{ input: { case: undefined } }, /conversation or prompt/],
     ];
+    let refused = 0;
     for (const [over, message] of cases) {
       const err = await connectText(request(over)).then(
         () => undefined,
@@ -247,7 +249,9 @@ describe("Generate over the real service", () => {
       );
       expect(err?.code, String(message)).toBe(Code.InvalidArgument);
       expect(err?.rawMessage).toMatch(message);
+      refused++;
     }
+    expect(refused).toBe(cases.length);
   });
 
   it("exports Prometheus metrics for the requests it served and refused", async () => {

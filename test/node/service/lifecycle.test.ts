@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
@@ -6,12 +6,10 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-const PORT = 27231;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
-const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" });
-const client = createClient(InferenceService, transport);
-const health = createClient(Health, transport);
+let client: Client<typeof InferenceService>;
+let health: Client<typeof Health>;
 
 const request = (maxTokens: number) => ({
   model: "tiny",
@@ -25,7 +23,10 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true });
+  service = await startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true });
+  const transport = createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" });
+  client = createClient(InferenceService, transport);
+  health = createClient(Health, transport);
 }, 120_000);
 afterAll(async () => {
   await service?.stop();

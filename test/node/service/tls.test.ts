@@ -18,7 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
-const PORT = 27251;
 const PROMPT = "what colour is the square ?";
 let service: GpuServiceProcess & { modelDir: string };
 let certDir: string;
@@ -34,7 +33,7 @@ function inferenceStub(creds: grpc.ChannelCredentials): any {
   });
   // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
   const pkg = grpc.loadPackageDefinition(def) as any;
-  return new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${PORT}`, creds);
+  return new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, creds);
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
@@ -88,7 +87,7 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 20, height: 20, channels: 3, background: { r: 40, g: 160, b: 40 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 8, {
+  service = await startTinyModelService(0, 8, {
     TWIG_TLS_CERT: join(certDir, "cert.pem"),
     TWIG_TLS_KEY: join(certDir, "key.pem"),
     TWIG_LOG_PROMPTS: "1",
@@ -112,7 +111,7 @@ describe("the service over TLS", () => {
     const connect = createClient(
       InferenceService,
       createConnectTransport({
-        baseUrl: `https://127.0.0.1:${PORT}`,
+        baseUrl: `https://127.0.0.1:${service.port}`,
         httpVersion: "1.1",
         nodeOptions: { ca, servername: "localhost" },
       }),
@@ -136,6 +135,7 @@ describe("the service over TLS", () => {
   });
 
   it("refuses clients that do not trust the certificate or speak cleartext", async () => {
+    let refused = 0;
     for (const creds of [grpc.credentials.createSsl(), grpc.credentials.createInsecure()]) {
       const stub = inferenceStub(creds);
       const err = await grpcGenerate(stub, "tls-refused").then(
@@ -144,7 +144,9 @@ describe("the service over TLS", () => {
       );
       stub.close();
       expect(err?.code).toBe(grpc.status.UNAVAILABLE);
+      refused++;
     }
+    expect(refused).toBe(2);
   });
 
   it("logs the prompt when TWIG_LOG_PROMPTS opts in", async () => {

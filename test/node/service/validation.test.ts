@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
@@ -17,15 +17,14 @@ import { blackPng } from "../../../gpu-service/tools/bench/hostile-requests.js";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
-const PORT = 27271;
 const MAX_IMAGE_BYTES = 60_000;
 const MAX_IMAGE_PIXELS = 300 * 300;
 let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
 /** N of the served model (16 for the tiny random model). */
 let visualTokens: number;
-const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${PORT}`, httpVersion: "1.1" });
-const client = createClient(InferenceService, transport);
+let transport: Transport;
+let client: Client<typeof InferenceService>;
 
 type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
 const request = (over: RequestInit = {}) =>
@@ -62,10 +61,12 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 24, height: 20, channels: 3, background: { r: 200, g: 30, b: 30 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(PORT, 5, {
+  service = await startTinyModelService(0, 5, {
     TWIG_MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
     TWIG_MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS),
   });
+  transport = createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" });
+  client = createClient(InferenceService, transport);
   visualTokens = (await client.listModels({})).models[0].visualTokens;
 }, 120_000);
 afterAll(async () => {
