@@ -1,12 +1,34 @@
 /**
  * A small Connect client for service tests: runs one Generate call and
  * records what came back (events with their arrival times, or the error code),
- * and reads one gauge of the Prometheus endpoint.
+ * and reads one gauge of the Prometheus endpoint; and a grpc-js stub.
  */
+import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { repoRoot } from "./gpu-service.js";
+
+/**
+ * A plain @grpc/grpc-js stub of twigvlm.v1.InferenceService on a loopback
+ * `port` (real gRPC over HTTP/2), its types loaded from the .proto at run time:
+ * enums and 64-bit integers as strings, unset fields filled with defaults.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
+export function grpcInferenceStub(port: number, creds = grpc.credentials.createInsecure()): any {
+  const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
+    includeDirs: [join(repoRoot, "proto")],
+    enums: String,
+    longs: String,
+    defaults: true,
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
+  const pkg = grpc.loadPackageDefinition(def) as any;
+  return new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${port}`, creds);
+}
 
 export type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
 

@@ -5,15 +5,14 @@
  * served; Health stays open. The refusal is written from the headers alone
  * (hostile.test.ts shows that the body is not read).
  */
-import { join } from "node:path";
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
+import { grpcInferenceStub } from "../../support/service-client.js";
 
 let service: GpuServiceProcess & { modelDir: string };
 const bearer =
@@ -67,10 +66,7 @@ describe("service authentication", () => {
   });
 
   it("refuses grpc-js without the token, and serves it with the token", async () => {
-    const def = protoLoader.loadSync("twigvlm/v1/inference.proto", { includeDirs: [join(repoRoot, "proto")] });
-    // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
-    const pkg = grpc.loadPackageDefinition(def) as any;
-    const stub = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, grpc.credentials.createInsecure());
+    const stub = grpcInferenceStub(service.port);
     const list = (metadata: grpc.Metadata) =>
       new Promise<{ code: number; details?: string; models?: unknown[] }>((resolve) =>
         stub.listModels({}, metadata, (err: grpc.ServiceError | null, res: { models: unknown[] }) =>

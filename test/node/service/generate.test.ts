@@ -6,8 +6,6 @@ import { promisify } from "node:util";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import {
   type GenerateRequest,
   GenerateRequestSchema,
@@ -18,6 +16,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
+import { grpcInferenceStub } from "../../support/service-client.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
 const run = promisify(execFile);
@@ -68,15 +67,7 @@ beforeAll(async () => {
   const info = (await connect.listModels({})).models[0];
   defaultBudget = info.defaultRetainBudget;
   visualTokens = info.visualTokens;
-  const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
-    includeDirs: [join(repoRoot, "proto")],
-    enums: String,
-    longs: String,
-    defaults: true,
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
-  const pkg = grpc.loadPackageDefinition(def) as any;
-  grpcClient = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, grpc.credentials.createInsecure());
+  grpcClient = grpcInferenceStub(service.port);
 }, 120_000);
 
 afterAll(async () => {

@@ -9,10 +9,9 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+import { grpcInferenceStub } from "../../support/service-client.js";
 
 const dataDir = join(repoRoot, "training", "data");
 const scenes = readFileSync(join(dataDir, "test.jsonl"), "utf8")
@@ -34,15 +33,7 @@ beforeAll(async () => {
     TWIG_DEFAULT_MODEL: "demo",
     TWIG_ENGINE_THREADS: "1",
   });
-  const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
-    includeDirs: [join(repoRoot, "proto")],
-    enums: String,
-    longs: String,
-    defaults: true,
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
-  const pkg = grpc.loadPackageDefinition(def) as any;
-  stub = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, grpc.credentials.createInsecure());
+  stub = grpcInferenceStub(service.port);
   const models: Plain[] = await new Promise((resolve, reject) =>
     stub.listModels({}, (err: Error | null, res: Plain) => (err ? reject(err) : resolve(res.models))),
   );

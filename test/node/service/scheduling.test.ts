@@ -5,14 +5,18 @@
  * RESOURCE_EXHAUSTED, and deadlines answer DEADLINE_EXCEEDED whether they pass
  * while running, while waiting, or on the gRPC client's side (grpc-js).
  */
-import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
-import { type CallResult, readMetric, serviceClient, waitForMetric } from "../../support/service-client.js";
+import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
+import {
+  type CallResult,
+  grpcInferenceStub,
+  readMetric,
+  serviceClient,
+  waitForMetric,
+} from "../../support/service-client.js";
 
 const MAX_QUEUE = 8;
 const DEPTH = 'twig_queue_depth{model="tiny"}';
@@ -116,13 +120,7 @@ describe("scheduling in the real service", () => {
   }, 60_000);
 
   it("honours a grpc-js deadline and stays able to serve", async () => {
-    const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
-      includeDirs: [join(repoRoot, "proto")],
-      enums: String,
-    });
-    // biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
-    const pkg = grpc.loadPackageDefinition(def) as any;
-    const stub = new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, grpc.credentials.createInsecure());
+    const stub = grpcInferenceStub(service.port);
     const png = client.request().image?.source.value;
     const status = await new Promise<number>((resolve) => {
       const call = stub.generate(

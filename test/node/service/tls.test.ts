@@ -11,11 +11,11 @@ import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, repoRoot, startTinyModelService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
+import { grpcInferenceStub } from "../../support/service-client.js";
 import { requestLogLines } from "../../support/service-logs.js";
 
 const PROMPT = "what colour is the square ?";
@@ -24,17 +24,7 @@ let certDir: string;
 let ca: Buffer;
 let png: Buffer;
 
-// biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time
-function inferenceStub(creds: grpc.ChannelCredentials): any {
-  const def = protoLoader.loadSync("twigvlm/v1/inference.proto", {
-    includeDirs: [join(repoRoot, "proto")],
-    enums: String,
-    longs: String,
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
-  const pkg = grpc.loadPackageDefinition(def) as any;
-  return new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, creds);
-}
+const inferenceStub = (creds: grpc.ChannelCredentials) => grpcInferenceStub(service.port, creds);
 
 // biome-ignore lint/suspicious/noExplicitAny: run-time stubs
 function grpcGenerate(client: any, requestId: string): Promise<Record<string, unknown>[]> {
