@@ -1,13 +1,18 @@
 /**
  * TLS: the real service with a self-signed certificate made at test time
  * (openssl), called by a grpc-js client that trusts that certificate (gRPC over
- * HTTP/2 with ALPN) and by a Connect client over https (HTTP/1.1). The same
+ * HTTP/2 with ALPN) and by a Connect client over https (HTTP/1.1); idle
+ * connections are closed (TWIG_IDLE_TIMEOUT_MS) before and after the
+ * handshake. The same
  * service opts in to prompt logging, so its request lines carry the prompt.
  */
 import { execFileSync } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -81,6 +86,7 @@ beforeAll(async () => {
     TWIG_TLS_CERT: join(certDir, "cert.pem"),
     TWIG_TLS_KEY: join(certDir, "key.pem"),
     TWIG_LOG_PROMPTS: "1",
+    TWIG_IDLE_TIMEOUT_MS: "1500",
   });
 }, 120_000);
 
@@ -137,6 +143,23 @@ describe("the service over TLS", () => {
       refused++;
     }
     expect(refused).toBe(2);
+  });
+
+  it("closes a connection that never starts its handshake, and one that sends nothing after it (HTTP/1.1, HTTP/2)", async () => {
+    const silent = net.connect(service.port, "127.0.0.1");
+    silent.on("error", () => {});
+    await once(silent, "close"); // (never closed: the test times out)
+    let checked = 0;
+    for (const ALPNProtocols of [["http/1.1"], ["h2"]]) {
+      const secure = tls.connect({ host: "127.0.0.1", port: service.port, ca, servername: "localhost", ALPNProtocols });
+      secure.on("error", () => {});
+      secure.resume(); // read what the service sends (HTTP/2: its SETTINGS, then GOAWAY), or the end is never seen
+      await once(secure, "secureConnect");
+      expect(secure.alpnProtocol).toBe(ALPNProtocols[0]);
+      await once(secure, "close");
+      checked++;
+    }
+    expect(checked).toBe(2);
   });
 
   it("logs the prompt when TWIG_LOG_PROMPTS opts in", async () => {
