@@ -38,7 +38,7 @@ describe("GPU service over real gRPC (grpc-js)", () => {
     const creds = grpc.credentials.createInsecure();
     health = new healthPkg.grpc.health.v1.Health(`127.0.0.1:${service.port}`, creds);
     inference = new inferencePkg.twigvlm.v1.InferenceService(`127.0.0.1:${service.port}`, creds);
-  }, 90_000);
+  }, 120_000);
 
   afterAll(async () => {
     health?.close();

@@ -64,7 +64,7 @@ export async function startGpuService(port: number, env: Record<string, string> 
       // a service that never said it serves must not outlive the test that started it
       child.kill("SIGKILL");
       reject(new Error(`GPU service did not start in time:\n${output}`));
-    }, 60_000);
+    }, 110_000);
     const onData = () => {
       if (output.includes("gpu-service: serving")) {
         clearTimeout(timer);
