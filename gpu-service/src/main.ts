@@ -96,7 +96,7 @@ const server = await listen(
     port: config.port,
     tls: config.tls,
     interceptors: [callerErrors(log)],
-    readMaxBytes: requestMaxBytes(config.image.maxBytes),
+    readMaxBytes: requestMaxBytes(config),
     idleTimeoutMs: config.idleTimeoutMs,
     checkHeaders: bearerCheck(config.serviceToken, [Health.typeName]),
   },

@@ -25,9 +25,12 @@ export const DEFAULT_LIMITS: ValidationLimits = {
   maxStopSequences: 8,
 };
 
-/** Largest request message accepted: the largest image plus 1 MiB for the prompt and the other fields. */
-export function requestMaxBytes(maxImageBytes: number): number {
-  return maxImageBytes + 1024 * 1024;
+/**
+ * Largest request message accepted: the largest image or video (a video's list of frames together)
+ * plus 1 MiB for the prompt and the other fields.
+ */
+export function requestMaxBytes(limits: Pick<ValidationLimits, "image" | "video">): number {
+  return Math.max(limits.image.maxBytes, limits.video.maxBytes) + 1024 * 1024;
 }
 
 /** Engine mode of each wire mode (and back); an unspecified mode is the service default, twig. */
