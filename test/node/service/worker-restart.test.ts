@@ -16,7 +16,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startGpuService, startTinyModelService } from "../../support/gpu-service.js";
 import { readMetric, serviceClient } from "../../support/service-client.js";
-import { jsonLines } from "../../support/service-logs.js";
+import { jsonLines, requestLogLines } from "../../support/service-logs.js";
 
 const MARKER = "worker-exit-marker";
 const ERROR_MARKER = "engine-error-marker";
@@ -98,12 +98,11 @@ describe("a worker that dies", () => {
     expect(next.code).toBe("OK");
     expect(await readMetric(service.metricsUrl, 'twig_engine_worker_restarts_total{model="tiny"}')).toBe(1);
     expect(await readMetric(service.metricsUrl, 'twig_engine_workers{model="tiny"}')).toBe(1);
-    const lines = jsonLines(service.output());
-    expect(lines.find((l) => l.requestId === "killed-request")).toMatchObject({ code: "Unavailable" });
-    expect(
-      lines.some((l) => /engine worker of model tiny exited \(code 70\), crash 1 in a row/.test(String(l.msg))),
-    ).toBe(true);
-    expect(lines.some((l) => l.msg === "gpu-service: engine worker of model tiny replaced")).toBe(true);
+    const [killedLine] = await requestLogLines(service.output, "killed-request");
+    expect(killedLine).toMatchObject({ code: "Unavailable" });
+    const said = (pattern: RegExp) => jsonLines(service.output()).some((l) => pattern.test(String(l.msg)));
+    expect(said(/engine worker of model tiny exited \(code 70\), crash 1 in a row; restarting in 500 ms/)).toBe(true);
+    expect(said(/^gpu-service: engine worker of model tiny replaced$/)).toBe(true);
   });
 });
 
@@ -119,7 +118,8 @@ describe("an internal error", () => {
     expect(failed.message).toBe(
       "internal error; the service logged the details under request id internal-error-request",
     );
-    const line = jsonLines(service.output()).find((l) => l.requestId === "internal-error-request");
+    // (the service writes the line as the call ends: wait for it to come through the pipe)
+    const [line] = await requestLogLines(service.output, "internal-error-request");
     expect(line).toMatchObject({
       code: "Internal",
       level: 50,
