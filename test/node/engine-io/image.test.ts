@@ -12,9 +12,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { blackPng } from "../../../gpu-service/tools/bench/hostile-requests.js";
 import { inspectImage, type PreprocessSpec, preprocessImage } from "../../../gpu-service/src/engine/image.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
+import { blackPng } from "../../../gpu-service/tools/bench/hostile-requests.js";
 import { COLOURS, KINDS } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
