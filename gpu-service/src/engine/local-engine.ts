@@ -25,7 +25,7 @@ import {
   type TwigWeights,
 } from "./types.js";
 import { DEFAULT_VIDEO_LIMITS, type VideoLimits } from "./video/decode.js";
-import { type PreparedVisual, prepareVisual } from "./visual-input.js";
+import { countVisualTokens, type PreparedVisual, prepareVisual } from "./visual-input.js";
 import { frameTokens } from "./visual-tokens.js";
 
 export interface LocalEngineOptions extends RuntimeOptions {
@@ -109,6 +109,11 @@ export class LocalEngine implements Engine {
   /** The model's weights as loaded (benchmarks build an isolated segment from them). */
   get weights(): LlavaWeights {
     return this.runtime.weights;
+  }
+
+  /** N of a request's picture or video, read from its header (or ffprobe) without decoding it. */
+  countVisualTokens(media: Pick<GenerateParams, "image" | "video">): Promise<number> {
+    return countVisualTokens(media, this.runtime.weights.config, this.limits);
   }
 
   get twigWeights(): TwigWeights | undefined {

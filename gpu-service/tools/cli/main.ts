@@ -4,7 +4,7 @@
  *            [--twig DIR (default: the model's own twig/)] [--retain R-BAR] [--max-tokens N] [--temperature T]
  *            [--top-p P] [--seed S] [--stop TEXT]... [--trace FILE] [--precision fp32|fp16|int4]
  *            [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
- *   make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video]
+ *   make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video [--layers N]]
  *   make-tiny --out DIR --hidden N --layers N ... (a benchmark-size model: see USAGE and sized-model.ts)
  *   eval and parity: see gpu-service/tools/eval/command.ts and parity-command.ts
  * Each command is a function in COMMANDS at the end of this file.
@@ -216,8 +216,21 @@ function makeTiny(argv: string[]): void {
   if (arch !== "llava" && arch !== "next" && arch !== "next-video")
     fail(`--arch must be llava, next or next-video, got ${arch}`);
   const given = values as Record<string, string | undefined>;
+  if (arch !== "llava") {
+    if (values.layout !== "hf") fail("LLaVA-NeXT models are written in the HF layout only");
+    const other = SIZE_FLAGS.find((f) => f !== "layers" && given[f] !== undefined);
+    if (other) fail(`--${other} makes LLaVA checkpoints only; --arch ${arch} takes --layers alone`);
+    const layers = given.layers === undefined ? 8 : Number(given.layers);
+    if (!(Number.isInteger(layers) && layers >= 4))
+      fail(`--layers must be an integer of at least 4, got ${given.layers}`);
+    writeTinyNextModel(resolve(values.out), Number(values.seed), arch, layers);
+    const name = arch === "next" ? "LLaVA-NeXT" : "LLaVA-NeXT-Video";
+    console.log(
+      `wrote a tiny random ${name} (${layers} layers, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
+    );
+    return;
+  }
   if (SIZE_FLAGS.some((f) => given[f] !== undefined)) {
-    if (arch !== "llava") fail("size flags make LLaVA checkpoints only; --arch next and next-video write tiny ones");
     if (values.layout !== "hf") fail("sized models are written in the hf layout only");
     const int = (name: string, fallback: number) => {
       const v = given[name];
@@ -266,21 +279,18 @@ function makeTiny(argv: string[]): void {
     }
     return;
   }
-  if (arch !== "llava" && values.layout !== "hf") fail("LLaVA-NeXT models are written in the HF layout only");
-  if (arch === "llava") writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
-  else writeTinyNextModel(resolve(values.out), Number(values.seed), arch);
-  const name = { llava: "LLaVA", next: "LLaVA-NeXT", "next-video": "LLaVA-NeXT-Video" }[arch];
+  writeTinyModel(resolve(values.out), Number(values.seed), values.layout);
   console.log(
-    `wrote a tiny random ${name} (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
+    `wrote a tiny random LLaVA (${values.layout} layout, seed ${values.seed}) with its twig to ${resolve(values.out)}`,
   );
 }
 
 const USAGE = `usage: npm run twig -- generate --model DIR (--image FILE | --video FILE | --frame FILE...) --prompt TEXT [--mode twig] [--trace FILE] [--precision fp32|fp16|int4] [--attention auto|contrib|direct|plain] [--provider cpu|cuda]
-       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video]
+       npm run twig -- make-tiny --out DIR [--seed N] [--layout hf|original] [--arch llava|next|next-video [--layers N]]
        npm run twig -- make-tiny --out DIR [--hidden 2048] [--layers 16] [--heads H/64] [--kv-heads HEADS] [--intermediate 11H/4]
                         [--vocab (the demo tokenizer's)] [--max-positions 1024] [--vision-hidden 128] [--vision-layers 5] [--vision-heads 4]
                         [--vision-intermediate 512] [--vision-image-size 96] [--vision-patch-size 8] [--twig-k 2] [--twig-t 3] [--final-wipe 3L/4]
-       npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source last-token|all-text]
+       npm run twig -- eval [--model DIR] [--data DIR] [--split test|next-test|video-test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source last-token|all-text]
        npm run twig -- parity [--model DIR] [--fixture FILE] [--data DIR]`;
 
 /** Command name → its function (argv after the name). */

@@ -1,5 +1,5 @@
 /**
- * `npm run twig -- eval [--model DIR] [--data DIR] [--split test] [--limit N] [--out DIR] [--modes a,b]
+ * `npm run twig -- eval [--model DIR] [--data DIR] [--split test|next-test|video-test] [--limit N] [--out DIR] [--modes a,b]
  *  [--compare FILE] [--score-source last-token|all-text]`: runs the held-out split through every mode
  * and budget, prints the table, and writes eval.json, eval.md and accuracy-vs-budget.{svg,png} into
  * --out. With --compare (an earlier eval.json, such as the one committed beside a model card) it also
@@ -20,13 +20,16 @@ import { type EvalResult, readSplit, runEval } from "./run.js";
 
 const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
 
+/** The default held-out split of each architecture (`model_type`) other than LLaVA-1.5's `test`. */
+const SPLIT_OF: Record<string, string> = { llava_next: "next-test", llava_next_video: "video-test" };
+
 export async function evalCommand(argv: string[], repoRoot: string, fail: (m: string) => never): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
       model: { type: "string" },
       data: { type: "string" },
-      split: { type: "string", default: "test" },
+      split: { type: "string" },
       limit: { type: "string" },
       out: { type: "string" },
       modes: { type: "string" },
@@ -38,7 +41,9 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
   if (!existsSync(join(modelDir, "config.json"))) fail(`${modelDir} is not a model directory (no config.json)`);
   const dataDir = resolve(values.data ?? join(repoRoot, "training", "data"));
-  const split = values.split ?? "test";
+  // a LLaVA-NeXT or NeXT-Video model's held-out split is its world's (training/gen_data.py --world next|video)
+  const modelType = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")).model_type;
+  const split = values.split ?? SPLIT_OF[modelType] ?? "test";
   if (!existsSync(join(dataDir, `${split}.jsonl`)))
     fail(
       `no ${split} split in ${dataDir} (make one with: /usr/bin/python3 training/gen_data.py --split ${split} --out ${dataDir})`,

@@ -14,13 +14,18 @@ import { join } from "node:path";
 import { budgetForPrunedFraction } from "../../src/engine/decoding/budget.js";
 import type { ScoreSource } from "../../src/engine/decoding/ttp.js";
 import type { LocalEngine } from "../../src/engine/local-engine.js";
-import { type GenerateStats, InvalidRequestError, type Mode } from "../../src/engine/types.js";
+import { type GenerateParams, type GenerateStats, InvalidRequestError, type Mode } from "../../src/engine/types.js";
+import { type ClipObject, clipDescriptionCounts, inFrame } from "./clip-answers.js";
 import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 
+/** A held-out scene: a picture (the demo's and LLaVA-NeXT's worlds) or a clip's frames (the video world). */
 export interface EvalScene {
   id: string;
-  image: string;
-  objects: SceneObject[];
+  image?: string;
+  /** A clip's frame files, in order. */
+  frames?: string[];
+  /** A clip's objects carry their frames and events (ClipObject). */
+  objects: SceneObject[] | ClipObject[];
   questions: { question: string; answer: string }[];
   describe: { prompt: string; reference: string };
 }
@@ -29,6 +34,7 @@ export interface EvalConfig {
   mode: Mode;
   /** Fraction of visual tokens pruned (R-bar = N * (1 - fraction)); undefined for unpruned modes. */
   pruned?: number;
+  /** R-bar, for a model whose N is fixed; where N varies (LLaVA-NeXT, video) each request's is its own N's. */
   retainBudget?: number;
   /** How the pruning modes score visual tokens (TWIGVLM.md's TTP step 2); undefined = the engine's default. */
   scoreSource?: ScoreSource;
@@ -66,6 +72,7 @@ export interface EvalResult {
   split: string;
   scenes: number;
   shortQuestions: number;
+  /** N; the mean over the requests where it varies (LLaVA-NeXT, video). */
   visualTokens: number;
   rows: EvalRow[];
   /** How the pruning modes scored visual tokens: `--score-source`, else the model's default (absent: no twig). */
@@ -83,12 +90,35 @@ export function readSplit(dataDir: string, split: string, limit?: number): EvalS
   return lines.slice(0, limit ?? lines.length).map((l) => JSON.parse(l) as EvalScene);
 }
 
-export function configsFor(visualTokens: number, modes: Mode[]): EvalConfig[] {
+/** A scene of a picture split (the demo's, LLaVA-NeXT's). */
+export type PictureScene = EvalScene & { image: string };
+
+/** `readSplit` for a split of pictures; refuses a record without one. */
+export function readPictures(dataDir: string, split: string, limit?: number): PictureScene[] {
+  return readSplit(dataDir, split, limit).map((s) => {
+    if (typeof s.image !== "string") throw new Error(`${split}: scene ${s.id} has no picture`);
+    return s as PictureScene;
+  });
+}
+
+/** The configurations: unpruned modes, then each pruning mode at each pruned share (R-bar fixed when N is, `visualTokens`). */
+export function configsFor(visualTokens: number | undefined, modes: Mode[]): EvalConfig[] {
   const out: EvalConfig[] = modes.filter((m) => m === "base" || m === "ssd-only").map((mode) => ({ mode }));
   for (const pruned of PRUNED_FRACTIONS)
     for (const mode of modes.filter((m) => PRUNING_MODES.includes(m)))
-      out.push({ mode, pruned, retainBudget: budgetForPrunedFraction(pruned, visualTokens) });
+      out.push(
+        visualTokens === undefined
+          ? { mode, pruned }
+          : { mode, pruned, retainBudget: budgetForPrunedFraction(pruned, visualTokens) },
+      );
   return out;
+}
+
+/** A scene's picture or clip (its frames, lossless) as a request's media. */
+export function mediaOf(scene: EvalScene, dataDir: string): Pick<GenerateParams, "image" | "video"> {
+  if (scene.frames) return { video: { frames: scene.frames.map((f) => readFileSync(join(dataDir, f))) } };
+  if (!scene.image) throw new Error(`scene ${scene.id} has neither an image nor frames`);
+  return { image: readFileSync(join(dataDir, scene.image)) };
 }
 
 export function labelOf(c: EvalConfig): string {
@@ -104,7 +134,8 @@ interface Sample {
 
 async function ask(
   engine: LocalEngine,
-  image: Uint8Array,
+  media: Pick<GenerateParams, "image" | "video">,
+  visualTokens: number,
   question: string,
   c: EvalConfig,
   maxTokens: number,
@@ -112,16 +143,18 @@ async function ask(
   let text = "";
   let stats: GenerateStats | undefined;
   let tokens = 0;
+  const retainBudget =
+    c.retainBudget ?? (c.pruned === undefined ? undefined : budgetForPrunedFraction(c.pruned, visualTokens));
   await engine.generate(
     {
-      image,
+      ...media,
       messages: [{ role: "user", content: question }],
       maxTokens,
       temperature: 0,
       topP: 1,
       stop: [],
       mode: c.mode,
-      retainBudget: c.retainBudget,
+      retainBudget,
       scoreSource: c.scoreSource,
     },
     (e) => {
@@ -147,16 +180,22 @@ export async function runEval(
   scoreSource?: ScoreSource,
 ): Promise<EvalResult> {
   const t0 = performance.now();
+  // N is the model's, or each request's own where it varies (LLaVA-NeXT's pictures, videos)
+  const vary = engine.info.visualTokensVary === true;
   const n = engine.info.visualTokens;
-  const image0 = readFileSync(join(dataDir, scenes[0].image));
+  const tokensOf = async (media: Pick<GenerateParams, "image" | "video">) =>
+    vary ? engine.countVisualTokens(media) : n;
+  const media0 = mediaOf(scenes[0], dataDir);
+  const n0 = await tokensOf(media0);
   const available: Mode[] = [];
   for (const m of modes) {
     try {
       await ask(
         engine,
-        image0,
-        "describe the picture .",
-        { mode: m, retainBudget: m === "base" ? undefined : n / 3 },
+        media0,
+        n0,
+        scenes[0].describe.prompt,
+        { mode: m, retainBudget: m === "base" ? undefined : n0 / 3 },
         2,
       );
       available.push(m);
@@ -166,27 +205,28 @@ export async function runEval(
     }
   }
   const source = scoreSource ?? engine.info.twig?.defaultScoreSource;
-  const configs = configsFor(n, available).map((c) =>
+  const configs = configsFor(vary ? undefined : n, available).map((c) =>
     c.pruned === undefined || !source ? c : { ...c, scoreSource: source },
   );
   // samples[config][sample]: short questions first, then the description, per scene
   const samples: Sample[][] = configs.map(() => []);
   const isLong: boolean[] = [];
   for (const [si, scene] of scenes.entries()) {
-    const image = readFileSync(join(dataDir, scene.image));
+    const media = mediaOf(scene, dataDir);
+    const N = await tokensOf(media);
     const asks = [
       ...scene.questions.map((q) => ({ q: q.question, max: 8, long: false })),
       { q: scene.describe.prompt, max: 96, long: true },
     ];
     for (const a of asks) {
       isLong.push(a.long);
-      for (const [ci, c] of configs.entries()) samples[ci].push(await ask(engine, image, a.q, c, a.max));
+      for (const [ci, c] of configs.entries()) samples[ci].push(await ask(engine, media, N, a.q, c, a.max));
     }
     onProgress(si + 1, scenes.length);
   }
-  const truth: { answer?: string; kind?: string; objects: SceneObject[] }[] = scenes.flatMap((s) => [
+  const truth: Truth[] = scenes.flatMap((s) => [
     ...s.questions.map((q) => ({ answer: q.answer, kind: questionKind(q.question, q.answer), objects: s.objects })),
-    { objects: s.objects },
+    { objects: s.objects, frames: s.frames?.length },
   ]);
   const baseIndex = configs.findIndex((c) => c.mode === "base");
   const rows = configs.map((c, ci) => summarise(c, samples[ci], samples[baseIndex], isLong, truth));
@@ -214,20 +254,45 @@ export async function runEval(
     split: "",
     scenes: scenes.length,
     shortQuestions: isLong.filter((l) => !l).length,
-    visualTokens: n,
+    visualTokens: vary ? meanVisualTokens(samples[baseIndex]) : n,
     rows,
     scoreSource: source,
     seconds: (performance.now() - t0) / 1000,
   };
 }
 
-function summarise(
-  c: EvalConfig,
-  mine: Sample[],
-  base: Sample[],
-  isLong: boolean[],
-  truth: { answer?: string; kind?: string; objects: SceneObject[] }[],
-): EvalRow {
+/** What a sample is scored against: a short answer, or the scene's objects (and a clip's frame count). */
+interface Truth {
+  answer?: string;
+  kind?: string;
+  objects: SceneObject[] | ClipObject[];
+  frames?: number;
+}
+
+/** The mean N over samples, to one decimal. */
+function meanVisualTokens(samples: Sample[]): number {
+  const total = samples.reduce((a, s) => a + s.stats.visualTokens, 0);
+  return Math.round((10 * total) / Math.max(1, samples.length)) / 10;
+}
+
+/** A description's counts: a picture's attributes keyed by place, or a clip's first frame and events. */
+function describedCounts(text: string, t: Truth) {
+  if (t.frames === undefined) {
+    const objects = t.objects as SceneObject[];
+    return { ...descriptionCounts(text, objects), ...descriptionMatch(text, objects), objects: objects.length };
+  }
+  const objects = t.objects as ClipObject[];
+  // the three-way scores read the first frame, as the first part of a clip's description names it
+  const first = inFrame(objects, 0);
+  const opening = text.split(" then ")[0];
+  return {
+    ...clipDescriptionCounts(text, objects, t.frames),
+    ...descriptionMatch(opening, first),
+    objects: first.length,
+  };
+}
+
+function summarise(c: EvalConfig, mine: Sample[], base: Sample[], isLong: boolean[], truth: Truth[]): EvalRow {
   const byKind: Record<string, { correct: number; total: number }> = {};
   let correct = 0;
   let total = 0;
@@ -248,15 +313,14 @@ function summarise(
   mine.forEach((s, i) => {
     const t = truth[i];
     if (isLong[i]) {
-      const d = descriptionCounts(s.text, t.objects);
+      const d = describedCounts(s.text, t);
       dc += d.correct;
       dm += d.mentioned;
       dt += d.truth;
-      const m = descriptionMatch(s.text, t.objects);
-      dMatched += m.matched;
-      dExact += m.exact;
-      dNamed += m.named;
-      dObjects += t.objects.length;
+      dMatched += d.matched;
+      dExact += d.exact;
+      dNamed += d.named;
+      dObjects += d.objects;
       longTokens += s.tokens;
       longMs += s.stats.prefillMs + s.stats.decodeMs;
     } else {

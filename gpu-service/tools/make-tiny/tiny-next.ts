@@ -50,8 +50,11 @@ export function randomNextWeights(
   return w;
 }
 
-/** A complete tiny NeXT (or NeXT-Video) model directory with `twig/`: 8 decoder layers, K=2, T=2, K_f=6. */
-export function writeTinyNextModel(dir: string, seed = 0, variant: NextVariant = "next"): LlavaWeights {
+/**
+ * A complete tiny NeXT (or NeXT-Video) model directory with `twig/`: 8 decoder layers (or `layers`), K=2, T=2,
+ * K_f = 3L/4 (6 of 8). With 24 layers every budget of the paper fits (R-bar down to N/9 needs L > 9K).
+ */
+export function writeTinyNextModel(dir: string, seed = 0, variant: NextVariant = "next", layers = 8): LlavaWeights {
   const tok = wordTokenizer(
     [...TINY_WORDS, "video", "frame", "moves", "appears"],
     variant === "next-video" ? ["<video>"] : [],
@@ -59,12 +62,12 @@ export function writeTinyNextModel(dir: string, seed = 0, variant: NextVariant =
   const weights = randomNextWeights(
     seed,
     variant,
-    { numLayers: 8, vocabSize: tok.vocabSize, maxPositionEmbeddings: 384 },
+    { numLayers: layers, vocabSize: tok.vocabSize, maxPositionEmbeddings: 384 },
     {},
     tok.ids["<video>"] ?? -1,
   );
   weights.config.imageTokenIndex = tok.imageTokenIndex;
   writeLlavaCheckpoint(dir, weights, "hf", tok.json);
-  writeTwig(join(dir, "twig"), growTwig(weights, 2, 2, 6));
+  writeTwig(join(dir, "twig"), growTwig(weights, 2, 2, Math.floor((3 * layers) / 4)));
   return weights;
 }

@@ -15,7 +15,7 @@ import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateStats, Mode } from "../../../gpu-service/src/engine/types.js";
 import { checkParity, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
 import { parityFailures, selectionSummary } from "../../../gpu-service/tools/eval/parity-command.js";
-import { readSplit, runEval } from "../../../gpu-service/tools/eval/run.js";
+import { readPictures, runEval } from "../../../gpu-service/tools/eval/run.js";
 import { sameAnswer } from "../../../gpu-service/tools/eval/scene-answers.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
@@ -49,7 +49,7 @@ describe("demo model: parity with PyTorch", () => {
 
 describe("demo model: answers and TwigVLM", () => {
   let engine: LocalEngine;
-  const scenes = readSplit(dataDir, "test", 12);
+  const scenes = readPictures(dataDir, "test", 12);
   beforeAll(async () => {
     engine = await LocalEngine.load(modelDir, { threads: 1 });
   });
