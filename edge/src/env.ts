@@ -14,6 +14,8 @@ export interface Env {
   DEV_API_KEY?: string;
   /** Numeric settings (see config/settings.ts): sizes, GPU call timeouts, storage quota and expiry. */
   MAX_IMAGE_BYTES?: string;
+  MAX_VIDEO_BYTES?: string;
+  MAX_VIDEO_FRAMES?: string;
   MAX_REQUEST_BYTES?: string;
   GPU_DEADLINE_MS?: string;
   GPU_CONNECT_TIMEOUT_MS?: string;

@@ -6,6 +6,7 @@ import {
   type Delta,
   type Finished,
   FinishReason,
+  GridSource,
   Mode,
   type Started,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
@@ -67,9 +68,20 @@ export function twigStarted(started: Started) {
       top: g.top,
       width: g.width,
       height: g.height,
+      // LLaVA-NeXT's base view and tiles, a video's frames (a LLaVA-1.5 grid has none of these)
+      ...(g.rowStride ? { row_stride: g.rowStride } : {}),
+      ...(SOURCE_NAME[g.source] ? { source: SOURCE_NAME[g.source], index: g.index } : {}),
     })),
+    ...(started.videoFrames.length ? { video_frames: started.videoFrames } : {}),
   };
 }
+
+/** A grid's source by name: a LLaVA-NeXT base view or tile, or a video frame. */
+const SOURCE_NAME: Record<number, string> = {
+  [GridSource.BASE]: "base",
+  [GridSource.TILE]: "tile",
+  [GridSource.FRAME]: "frame",
+};
 
 /** The `twigvlm` object of a content chunk: its tokens, and how many of them were accepted drafts. */
 export const twigDelta = (d: Delta) => ({ tokens: d.tokenIds.length, accepted_draft_tokens: d.acceptedDraftTokens });

@@ -6,9 +6,11 @@
  *               "retain_budget": 64, "draft_length": 5, "draft_threshold": 0.6,
  *               "score_source": "last-token" | "all-text"}
  *
- * Messages are text with exactly one image overall, given as an `image_url`
- * content part whose url is a `data:image/...;base64,` URL or the id of an
- * uploaded file (`file-<sha256>`, from POST /v1/files).
+ * Messages are text with exactly one picture or video overall, in a user message:
+ *   {"type": "image_url", "image_url": {"url": ...}}   a picture: a `data:image/...;base64,` URL or the id
+ *                                                     of an uploaded file (`file-<sha256>`, POST /v1/files)
+ *   {"type": "video_url", "video_url": {"url": ...}}   a short video: a `data:video/mp4;base64,` (or webm) URL
+ *   {"type": "video", "video": [url, ...]}             a video as its frames, in order, each as image_url's url
  */
 import { Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { invalidParam } from "../http/errors.js";
@@ -38,11 +40,17 @@ function oneOf<T>(table: Record<string, T>, name: unknown, field: string, note =
   throw invalidParam(field, `${field} must be one of ${Object.keys(table).join(", ")}${note}`);
 }
 
+/** The conversation's one picture or video, by the URLs the client gave. */
+export type ChatMedia =
+  | { kind: "image"; url: string }
+  | { kind: "video"; url: string }
+  | { kind: "frames"; urls: string[] };
+
 export interface ChatRequest {
   model: string;
   messages: { role: "system" | "user" | "assistant"; content: string }[];
-  /** The one image: a data: URL or a file id. */
-  imageUrl: string;
+  /** The one picture (a data: URL or a file id) or video (a data: URL, or its frames). */
+  media: ChatMedia;
   stream: boolean;
   includeUsage: boolean;
   maxTokens: number;
@@ -77,7 +85,16 @@ function num(body: Json, name: string, lo: number, hi: number, integer = false):
   return v;
 }
 
-function contentOf(msg: Json, i: number, images: string[]): string {
+/** A part's url: `part[field].url`, or `part[field]` itself when it is a string. */
+function urlOf(part: Json, field: string, where: string, what: string): string {
+  const v = part[field];
+  const url = isObject(v) ? v.url : v;
+  if (typeof url !== "string" || url === "")
+    throw invalidParam(`${where}.${field}.url`, `a ${field} part needs ${field}.url (${what})`);
+  return url;
+}
+
+function contentOf(msg: Json, i: number, media: ChatMedia[]): string {
   const c = msg.content;
   if (typeof c === "string") return c;
   if (!Array.isArray(c)) throw invalidParam(`messages[${i}].content`, "content must be a string or an array of parts");
@@ -88,18 +105,34 @@ function contentOf(msg: Json, i: number, images: string[]): string {
     if (part.type === "text") {
       if (typeof part.text !== "string") throw invalidParam(`${where}.text`, "a text part needs a string 'text'");
       texts.push(part.text);
-    } else if (part.type === "image_url") {
-      const iu = part.image_url;
-      const url = isObject(iu) ? iu.url : iu;
-      if (typeof url !== "string" || url === "")
-        throw invalidParam(
-          `${where}.image_url.url`,
-          "an image_url part needs image_url.url (a data: URL or a file id)",
-        );
-      if (msg.role !== "user") throw invalidParam(where, "images are accepted in user messages only");
-      images.push(url);
+    } else if (part.type === "image_url" || part.type === "video_url" || part.type === "video") {
+      if (msg.role !== "user") throw invalidParam(where, "pictures and videos are accepted in user messages only");
+      if (part.type === "image_url")
+        media.push({ kind: "image", url: urlOf(part, "image_url", where, "a data: URL or a file id") });
+      else if (part.type === "video_url")
+        media.push({
+          kind: "video",
+          url: urlOf(part, "video_url", where, "a data:video/mp4 or video/webm base64 URL"),
+        });
+      else {
+        const frames = part.video;
+        if (!Array.isArray(frames))
+          throw invalidParam(`${where}.video`, "a video part's video is a list of its frames: image URLs or file ids");
+        media.push({
+          kind: "frames",
+          urls: frames.map((f: unknown, k) => {
+            const url = isObject(f) ? f.url : f;
+            if (typeof url !== "string" || url === "")
+              throw invalidParam(`${where}.video[${k}]`, "each frame is a data:image URL or a file id");
+            return url;
+          }),
+        });
+      }
     } else {
-      throw invalidParam(`${where}.type`, `unsupported content part type ${shown(part.type)}; use text or image_url`);
+      throw invalidParam(
+        `${where}.type`,
+        `unsupported content part type ${shown(part.type)}; use text, image_url, video_url or video`,
+      );
     }
   });
   return texts.join("\n");
@@ -112,20 +145,20 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
     throw invalidParam("model", "model is required: the name of a model (at most 256 characters)");
   if (!Array.isArray(body.messages) || body.messages.length === 0)
     throw invalidParam("messages", "messages must be a non-empty array");
-  const images: string[] = [];
+  const media: ChatMedia[] = [];
   const messages = body.messages.map((m: unknown, i) => {
     if (!isObject(m)) throw invalidParam(`messages[${i}]`, "each message must be an object");
     const role = m.role === "developer" ? "system" : m.role;
     if (role !== "system" && role !== "user" && role !== "assistant")
       throw invalidParam(`messages[${i}].role`, "role must be system, developer, user or assistant");
-    return { role, content: contentOf(m, i, images) } as ChatRequest["messages"][number];
+    return { role, content: contentOf(m, i, media) } as ChatRequest["messages"][number];
   });
   if (messages[messages.length - 1].role !== "user")
     throw invalidParam("messages", "the last message must be the user's");
-  if (images.length !== 1)
+  if (media.length !== 1)
     throw invalidParam(
       "messages",
-      `the models served here need exactly one image per conversation (an image_url part); got ${images.length}`,
+      `the models served here need exactly one picture or video per conversation (an image_url, video_url or video part); got ${media.length}`,
     );
 
   const n = num(body, "n", 1, 128, true);
@@ -169,7 +202,7 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
   return {
     model,
     messages,
-    imageUrl: images[0],
+    media: media[0],
     stream: body.stream === true,
     includeUsage: isObject(so) && so.include_usage === true,
     maxTokens,

@@ -1,5 +1,5 @@
 /**
- * POST /v1/chat/completions: validate, resolve the image, reserve the tenant's
+ * POST /v1/chat/completions: validate, resolve the picture or video, reserve the tenant's
  * budget in its limiter, open a Generate stream on a GPU shard, and answer as
  * SSE chunks (stream: true) or one chat.completion object. Whatever happens,
  * the reservation is settled with the tokens really used.
@@ -20,6 +20,7 @@ import { estimatePromptTokens } from "./estimate.js";
 import { resolveImage } from "./image.js";
 import type { CompletionIds } from "./openai-shape.js";
 import { type ChatRequest, parseChatRequest, shown } from "./request.js";
+import { type ResolvedVideo, resolveFrames, resolveVideoUrl } from "./video.js";
 
 export const chatRoutes = new Hono<AppEnv>();
 
@@ -34,7 +35,18 @@ chatRoutes.post("/completions", async (c) => {
   if (!urls) throw new ApiError(404, `the model ${shown(req.model)} does not exist`, "model_not_found", "model");
   if (tenant.models.length > 0 && !tenant.models.includes(req.model))
     throw new ApiError(403, `this API key may not use the model ${shown(req.model)}`, "model_not_allowed", "model");
-  const image = await resolveImage(req.imageUrl, c.env, tenant.id, settings.maxImageBytes);
+  const media = req.media;
+  const visual =
+    media.kind === "image"
+      ? { image: await resolveImage(media.url, c.env, tenant.id, settings.maxImageBytes) }
+      : media.kind === "video"
+        ? { video: resolveVideoUrl(media.url, settings.maxVideoBytes) }
+        : {
+            video: await resolveFrames(media.urls, c.env, tenant.id, {
+              maxImageBytes: settings.maxImageBytes,
+              maxFrames: settings.maxVideoFrames,
+            }),
+          };
 
   const reserved = estimatePromptTokens(req) + req.maxTokens;
   // From here on the grant is settled exactly once, even if the client goes away (see limits/grant.ts).
@@ -46,7 +58,7 @@ chatRoutes.post("/completions", async (c) => {
   const abort = abortOnDisconnect(c.req.raw);
   let opened: OpenedGeneration;
   try {
-    opened = await openGeneration(req.model, urls, generateRequest(req, image, requestId, tenant.id), {
+    opened = await openGeneration(req.model, urls, generateRequest(req, visual, requestId, tenant.id), {
       token: c.env.GPU_SERVICE_TOKEN,
       signal: abort.signal,
       limits: {
@@ -65,15 +77,17 @@ chatRoutes.post("/completions", async (c) => {
 
 function generateRequest(
   req: ChatRequest,
-  image: { bytes: Uint8Array; mediaType: string },
+  visual: { image?: { bytes: Uint8Array; mediaType: string }; video?: ResolvedVideo },
   requestId: string,
   tenantId: string,
 ) {
+  const { image, video } = visual;
   return create(GenerateRequestSchema, {
     model: req.model,
     requestId,
     tenantId,
-    image: { source: { case: "data", value: image.bytes }, mediaType: image.mediaType },
+    image: image ? { source: { case: "data", value: image.bytes }, mediaType: image.mediaType } : undefined,
+    video: video ? { data: video.data, frames: video.frames, mediaType: video.mediaType } : undefined,
     input: { case: "conversation", value: { messages: req.messages } },
     sampling: {
       maxTokens: req.maxTokens,

@@ -18,6 +18,10 @@ interface Setting {
 export interface Settings {
   /** Largest image (uploads and data: URLs), in bytes. */
   maxImageBytes: number;
+  /** Largest video (a data: URL in a video_url part), in bytes. */
+  maxVideoBytes: number;
+  /** Most frames in a `video` part's list of pictures. */
+  maxVideoFrames: number;
   /** Largest JSON request body, in bytes (room for a base64 image and the text). */
   maxRequestBytes: number;
   /** Whole budget of one GPU call, failover included; the rest goes to the shard as its deadline. */
@@ -36,10 +40,12 @@ export interface Settings {
 
 const TABLE: Record<keyof Settings, Setting> = {
   maxImageBytes: { name: "MAX_IMAGE_BYTES", fallback: () => 10 * MiB, min: 1, max: 100 * MiB },
+  maxVideoBytes: { name: "MAX_VIDEO_BYTES", fallback: () => 10 * MiB, min: 1, max: 100 * MiB },
+  maxVideoFrames: { name: "MAX_VIDEO_FRAMES", fallback: () => 64, min: 1, max: 1024 },
   maxRequestBytes: {
     name: "MAX_REQUEST_BYTES",
-    // a base64 data: URL of the largest image, plus 1 MiB of text
-    fallback: (s) => Math.ceil((s.maxImageBytes ?? 10 * MiB) / 3) * 4 + MiB,
+    // a base64 data: URL of the largest image or video, plus 1 MiB of text
+    fallback: (s) => Math.ceil(Math.max(s.maxImageBytes ?? 10 * MiB, s.maxVideoBytes ?? 10 * MiB) / 3) * 4 + MiB,
     min: 1024,
     max: 200 * MiB,
   },

@@ -37,5 +37,8 @@ export function twigModel(m: ModelInfo) {
     twig: m.hasTwig
       ? { k: m.twigK, t: m.twigT, final_wipe_layer: m.finalWipeLayer, default_retain_budget: m.defaultRetainBudget }
       : null,
+    // N varies per request (LLaVA-NeXT's pictures, videos): visual_tokens is then the most a picture gives
+    ...(m.visualTokensVary ? { visual_tokens_vary: true } : {}),
+    ...(m.maxVideoFrames ? { video: { tokens_per_frame: m.videoTokensPerFrame, max_frames: m.maxVideoFrames } } : {}),
   };
 }

@@ -3,10 +3,11 @@
  * engine against PyTorch's numbers for an exported checkpoint (see parity.ts) and
  * exits 1 when they disagree beyond the tolerances below.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { checkParity, type ParityResult, readParityFixture } from "./parity.js";
+import { checkParity, type ParityFixture, type ParityResult } from "./parity.js";
+import { checkVariantParity, VARIANT_TOLERANCE, type VariantParityFixture } from "./parity-variants.js";
 
 /** float32 on both sides, 32 layers, different operation order. */
 export const LOGITS_TOLERANCE = 1e-3;
@@ -74,7 +75,11 @@ export async function parityCommand(argv: string[], repoRoot: string, fail: (m: 
   const fixturePath = resolve(values.fixture ?? join(modelDir, "parity.json"));
   if (!existsSync(fixturePath)) fail(`no parity fixture at ${fixturePath} (write one with training/parity.py)`);
   const dataDir = resolve(values.data ?? join(repoRoot, "training", "data"));
-  const fixture = readParityFixture(fixturePath);
+  const parsed = JSON.parse(readFileSync(fixturePath, "utf8"));
+  // a variant's fixture (training/parity_variants.py) names its variant and keeps its tensors beside it
+  if (parsed.variant === "next" || parsed.variant === "video")
+    return variantParity(modelDir, parsed as VariantParityFixture, fixturePath, dataDir, provider, fail);
+  const fixture = parsed as ParityFixture;
   const results = await checkParity(modelDir, fixture, dataDir, { provider });
   console.log(
     "| case | ids | pixels: mean / max 8-bit steps | logits rel. error | twig logits rel. error | greedy equal | kept = PyTorch's |",
@@ -98,4 +103,34 @@ export async function parityCommand(argv: string[], repoRoot: string, fail: (m: 
   );
   if (bad) fail(`${bad} of ${results.length} cases disagree with PyTorch`);
   console.log(`parity: all ${results.length} cases agree with PyTorch (logits within ${LOGITS_TOLERANCE})`);
+}
+
+/** The LLaVA-NeXT and NeXT-Video fixtures: one table row per case, a line per disagreement. */
+async function variantParity(
+  modelDir: string,
+  fixture: VariantParityFixture,
+  fixturePath: string,
+  dataDir: string,
+  provider: "cpu" | "cuda",
+  fail: (m: string) => never,
+): Promise<void> {
+  const results = await checkVariantParity(modelDir, fixture, fixturePath, dataDir, { provider });
+  console.log(
+    "| case | pixels | visual features rel. error | logits | twig logits | greedy | kept sets | pruned answers | budgets below the minimum |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  let bad = 0;
+  for (const r of results) {
+    console.log(
+      `| ${r.id} | ${r.pixelMaxDiff.toExponential(1)} | ${r.featuresRelError.toExponential(2)} | ${r.logitsRelError.toExponential(2)} | ${r.twigLogitsRelError.toExponential(2)} | ${r.greedyTokens} tokens | ${r.keptChecked} | ${r.prunedChecked} | ${r.budgetsSkipped} |`,
+    );
+    if (r.failures.length) {
+      bad++;
+      console.error(`parity: ${r.id}: ${r.failures.join("; ")}`);
+    }
+  }
+  if (bad) fail(`${bad} of ${results.length} ${fixture.variant} cases disagree with PyTorch`);
+  console.log(
+    `parity: all ${results.length} ${fixture.variant} cases agree with PyTorch (pixels within ${VARIANT_TOLERANCE.pixels}, visual features and logits within ${VARIANT_TOLERANCE.logits}, every kept set and greedy answer equal)`,
+  );
 }
