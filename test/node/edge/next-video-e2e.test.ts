@@ -17,7 +17,7 @@ import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/
 import OpenAI from "openai";
 import type { ChatCompletionContentPart } from "openai/resources/chat/completions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeTinyNextModel } from "../../../gpu-service/src/engine/tiny-next.js";
+import { writeTinyNextModel } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { makeClip, photoPng } from "../../support/clips.js";
 import { type EdgeDevProcess, startEdgeDev } from "../../support/edge-dev.js";
 import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
