@@ -29,19 +29,20 @@ def answer_weights(tgt, metas, description_weight):
     w = torch.zeros(tgt.shape)
     for b, (_, turns) in enumerate(metas):
         for (q, _), run in zip(turns, answer_runs(tgt[b])):
-            w[b, run] = (description_weight if q in scenes.DESCRIBE_PROMPTS else 1.0) / len(run)
+            w[b, run] = (description_weight if scenes.is_description(q) else 1.0) / len(run)
     return w
 
 
-def answer_accuracy(logits, tgt, metas):
-    """Teacher-forced exact match per answer: all its tokens (and </s>) argmax-right <=> greedy gives it."""
+def answer_counts(logits, tgt, metas):
+    """Teacher-forced exact match per answer (all its tokens and </s> argmax-right <=> greedy gives it):
+    (short answers right, short answers, descriptions right, descriptions, description tokens right, tokens)."""
     pred = logits.argmax(-1)
     right = short = desc_right = desc = 0
     tok_right = tok_total = 0
     for b, (_, turns) in enumerate(metas):
         for (q, _), run in zip(turns, answer_runs(tgt[b])):
             ok = all(pred[b, j] == tgt[b, j] for j in run)
-            if q in scenes.DESCRIBE_PROMPTS:
+            if scenes.is_description(q):
                 desc += 1
                 desc_right += ok
                 tok_right += sum(int(pred[b, j] == tgt[b, j]) for j in run)
@@ -49,6 +50,16 @@ def answer_accuracy(logits, tgt, metas):
             else:
                 short += 1
                 right += ok
+    return right, short, desc_right, desc, tok_right, tok_total
+
+
+def answer_accuracy(logits, tgt, metas):
+    """answer_counts as fractions: short answers, descriptions, description tokens."""
+    return ratios(answer_counts(logits, tgt, metas))
+
+
+def ratios(counts):
+    right, short, desc_right, desc, tok_right, tok_total = counts
     return right / max(1, short), desc_right / max(1, desc), tok_right / max(1, tok_total)
 
 
@@ -65,15 +76,16 @@ def question_kind(q):
     return " ".join(out)
 
 
-def accuracy_by_kind(model, vocab, forward, n=150):
-    """Held-out short-answer accuracy per question kind: every question of n validation scenes, packed as
-    independent turns (so each is its single-question prompt). {kind: (right, asked)}."""
+def accuracy_by_kind(model, vocab, forward, n=150, world=None):
+    """Held-out short-answer accuracy per question kind: every question of n validation scenes (a variant's
+    `world`'s scenes), packed as independent turns (so each is its single-question prompt). {kind: (right,
+    asked)}."""
     model.eval()
     by = {}
     with torch.no_grad():
         for lo in range(0, n, 16):
             ids, tgt, px, metas, layout = data.batch(vocab, "val", range(lo, min(n, lo + 16)), random.Random(lo),
-                                                     max_questions=12, description_p=0.0)
+                                                     max_questions=12, description_p=0.0, world=world)
             pred = forward(ids, px, layout=layout).argmax(-1)
             for b, (_, turns) in enumerate(metas):
                 for (q, _), run in zip(turns, answer_runs(tgt[b])):
@@ -84,17 +96,23 @@ def accuracy_by_kind(model, vocab, forward, n=150):
     return dict(sorted(by.items()))
 
 
-def held_out(model, vocab, forward, n=96):
+def held_out(model, vocab, forward, n=96, world=None):
+    """Held-out progress: one short answer of each of n validation scenes right, descriptions right, and
+    description tokens right (teacher-forced). A variant's `world`'s scenes go through in chunks of 8."""
     model.eval()
     accs = []
+    chunk = n if world is None else 8
     with torch.no_grad():
         for desc_p in (0.0, 1.0):
             rng = random.Random(1234)
-            ids, tgt, px, metas, layout = data.batch(vocab, "val", range(n), rng, single_turn=True,
-                                                     description_p=desc_p)
-            if desc_p:
-                # keep only the description turn
-                metas = [(s, t[:1]) for s, t in metas]
-            accs.append(answer_accuracy(forward(ids, px, layout=layout), tgt, metas))
+            counts = [0] * 6
+            for lo in range(0, n, chunk):
+                ids, tgt, px, metas, layout = data.batch(vocab, "val", range(lo, min(n, lo + chunk)), rng,
+                                                         single_turn=True, description_p=desc_p, world=world)
+                if desc_p:
+                    # keep only the description turn
+                    metas = [(s, t[:1]) for s, t in metas]
+                counts = [a + b for a, b in zip(counts, answer_counts(forward(ids, px, layout=layout), tgt, metas))]
+            accs.append(ratios(counts))
     model.train()
     return accs[0][0], accs[1][1], accs[1][2]

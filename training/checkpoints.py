@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import torch
 
-from model import Config, Llava
+from model import Config, model_for
 
 
 def save(path, **state):
@@ -41,7 +41,7 @@ def load_run(run):
     twig's untrained copy of base layers K+1..K+T), in eval mode, and the run's config.json."""
     info = json.load(open(os.path.join(run, "config.json")))
     cfg = Config(**info["model"])
-    model = Llava(cfg)
+    model = model_for(cfg)
     model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
     model.load_state_dict(torch.load(base_checkpoint(run))["weights"], strict=False)
     model.vision.load_state_dict(torch.load(os.path.join(run, "vision.pt"))["vision"])
@@ -121,7 +121,8 @@ def vision_tensors(prefix, v):
 
 
 def base_tensors(model):
-    """Checkpoint name -> parameter of the base model, in the HF LlavaForConditionalGeneration layout."""
+    """Checkpoint name -> parameter of the base model, in the HF LlavaForConditionalGeneration layout (the
+    variants' LlavaNext(Video)ForConditionalGeneration add the top-level image_newline)."""
     t = {"language_model.model.embed_tokens.weight": model.embed_tokens.weight,
          "language_model.model.norm.weight": model.norm.weight,
          "language_model.lm_head.weight": model.lm_head.weight}
@@ -130,6 +131,8 @@ def base_tensors(model):
         t[f"multi_modal_projector.linear_{i}.weight"], t[f"multi_modal_projector.linear_{i}.bias"] = lin.weight, lin.bias
     t.update(decoder_tensors("language_model.model.", model.layers))
     t.update(vision_tensors("vision_tower.vision_model.", model.vision))
+    if hasattr(model, "image_newline"):
+        t["image_newline"] = model.image_newline
     return t
 
 
@@ -141,11 +144,23 @@ def twig_tensors(twig):
     return t
 
 
+# the exported config's architecture -> the variant (model.Config.variant)
+VARIANTS = {"LlavaForConditionalGeneration": "llava", "LlavaNextForConditionalGeneration": "next",
+            "LlavaNextVideoForConditionalGeneration": "video"}
+
+
 def load_exported(model_dir):
-    """An exported model directory (export.py's layout) as a Llava with its twig, in eval mode."""
+    """An exported model directory (export.py's layout, or a variant's) as a model with its twig, in eval mode."""
     cfg_json = json.load(open(os.path.join(model_dir, "config.json")))
     tc, vc = cfg_json["text_config"], cfg_json["vision_config"]
     twig_cfg = json.load(open(os.path.join(model_dir, "twig", "config.json")))
+    variant = VARIANTS[cfg_json["architectures"][0]]
+    extra = {}
+    if variant != "llava":
+        extra["grid_pinpoints"] = tuple(tuple(g) for g in cfg_json["image_grid_pinpoints"])
+    if variant == "video":
+        assert cfg_json["spatial_pool_mode"] == "average", cfg_json["spatial_pool_mode"]
+        extra.update(pool_stride=cfg_json["spatial_pool_stride"], video_token=cfg_json["video_token_index"])
     c = Config(image_size=vc["image_size"], patch_size=vc["patch_size"], vision_width=vc["hidden_size"],
                vision_layers=vc["num_hidden_layers"], vision_heads=vc["num_attention_heads"],
                vision_mlp=vc["intermediate_size"], hidden=tc["hidden_size"], intermediate=tc["intermediate_size"],
@@ -153,8 +168,8 @@ def load_exported(model_dir):
                vocab=tc["vocab_size"], max_positions=tc["max_position_embeddings"], rope_theta=tc["rope_theta"],
                rms_eps=tc["rms_norm_eps"], ln_eps=vc["layer_norm_eps"], twig_k=twig_cfg["twig_K"],
                twig_t=twig_cfg["twig_T"], final_wipe_layer=twig_cfg["final_wipe_layer"],
-               image_token=cfg_json["image_token_index"])
-    model = Llava(c)
+               image_token=cfg_json["image_token_index"], variant=variant, **extra)
+    model = model_for(c)
     model.grow_twig()
     # the exporter's own name -> parameter maps, read backwards
     names, twig_names = base_tensors(model), twig_tensors(model.twig)

@@ -36,29 +36,37 @@ CHAT_TEMPLATE = (
 
 
 class Vocab:
-    def __init__(self):
+    """The word-level vocabulary: the specials, the demo world's words, <image>, then (for a variant) its extra
+    words and extra placeholders such as <video>, appended so that every demo id keeps its meaning."""
+
+    def __init__(self, extra_words=(), extra_specials=()):
         words = scenes.vocabulary()
-        self.itos = SPECIALS + words + ["<image>"]
+        assert not set(extra_words) & set(words), "an extra word the demo vocabulary has already"
+        self.itos = SPECIALS + words + ["<image>"] + list(extra_words) + list(extra_specials)
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.bos, self.eos, self.pad = 1, 2, 3
         self.image = self.stoi["<image>"]
+        self.specials = SPECIALS + ["<image>"] + list(extra_specials)
+        self.placeholders = {self.stoi[t] for t in ["<image>"] + list(extra_specials)}
 
     def encode(self, text):
         return [self.stoi.get(w, 0) for w in scenes.tokenize_words(text)]
 
     def decode(self, ids):
-        return " ".join(self.itos[i] for i in ids if i > 3 and i != self.image)
+        return " ".join(self.itos[i] for i in ids if i > 3 and i not in self.placeholders)
 
     def __len__(self):
         return len(self.itos)
 
 
-def held_out_keys(base_seed=0):
+def held_out_keys(base_seed=0, prefix="", draw=None):
+    """The keys of the first HELD_OUT_COUNT scenes of each held-out split, which training never draws: the demo
+    world's, or a variant's whose seeds take `prefix` before the split and whose `draw(rng)` draws a key."""
     keys = set()
     for split in HELD_OUT:
         for i in range(HELD_OUT_COUNT):
-            rng = random.Random(scenes.sample_seed(split, i, base_seed))
-            keys.add(scenes.scene_key(scenes.sample_objects(rng)))
+            rng = random.Random(scenes.sample_seed(prefix + split, i, base_seed))
+            keys.add(draw(rng) if draw else scenes.scene_key(scenes.sample_objects(rng)))
     return keys
 
 
@@ -120,15 +128,17 @@ def turns_for(scene, rng, max_questions, description_p, contrast=False, unordere
     return qa
 
 
-def prompt_ids(vocab, question):
-    """The ids of the single-question prompt the model serves: <s>USER: <image>{question} ASSISTANT:"""
-    return [vocab.bos] + vocab.encode("USER:") + [vocab.image] + vocab.encode(question) + vocab.encode("ASSISTANT:")
+def prompt_ids(vocab, question, placeholder=None):
+    """The ids of the single-question prompt the model serves: <s>USER: <image>{question} ASSISTANT: (a variant
+    may name another placeholder, such as <video>'s id)"""
+    placeholder = vocab.image if placeholder is None else placeholder
+    return [vocab.bos] + vocab.encode("USER:") + [placeholder] + vocab.encode(question) + vocab.encode("ASSISTANT:")
 
 
-def encode_turns(vocab, turns):
+def encode_turns(vocab, turns, placeholder=None):
     """ids, a loss mask (1 on answer tokens and their </s>) and each token's turn (0 = the shared prefix
     <s>USER: <image>, k = turn k)."""
-    ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image]
+    ids = [vocab.bos] + vocab.encode("USER:") + [vocab.image if placeholder is None else placeholder]
     mask, turn = [0] * len(ids), [0] * len(ids)
     for k, (q, a) in enumerate(turns, 1):
         user = vocab.encode(q) + vocab.encode("ASSISTANT:")
@@ -140,47 +150,65 @@ def encode_turns(vocab, turns):
 
 
 def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
-          max_objects=None, contrast=False, unordered_p=0.0, places=False):
-    """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels [B,3,H,W], scenes, layout); S' = S - 1 + N;
-    layout = (positions [B,S'], additive attention mask [B,1,S',S']) of the packed turns."""
-    seqs, px, metas = [], [], []
+          max_objects=None, contrast=False, unordered_p=0.0, places=False, world=None):
+    """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels, scenes, layout); S' = S - 1 + N (the
+    longest row's, with a variant's numbers of visual tokens per row); layout = (positions [B,S'], additive
+    attention mask [B,1,S',S']) of the packed turns. pixels: [B,3,H,W] for the demo world, or the list of each
+    scene's model input for a variant's `world` (canvas.WORLD, clips.WORLD), whose scenes also say how many
+    visual tokens they take (num_visual) and which token each label belongs to."""
+    seqs, px, metas, num_visual = [], [], [], []
     for i in indices:
-        s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
-        turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast, unordered_p,
-                          places)
-        seqs.append(encode_turns(vocab, turns))
-        px.append(pixels(s["image"]))
+        if world is None:
+            s = scenes.make_scene(split, i, exclude=exclude, max_objects=max_objects)
+            turns = turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast, unordered_p,
+                              places)
+            px.append(pixels(s["image"]))
+        else:
+            s = world.make_scene(split, i, exclude=exclude, max_objects=max_objects)
+            turns = world.turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast,
+                                    unordered_p, places)
+            px.append(s["pixels"])
+            num_visual.append(s["num_visual"])
+        seqs.append(encode_turns(vocab, turns, world and world.placeholder(vocab)))
         metas.append((s, turns))
-    ids, tgt, px = collate(vocab, seqs, torch.stack(px))
-    return ids, tgt, px, metas, packed_layout(seqs)
+    if world is None:
+        ids, tgt, px = collate(vocab, seqs, torch.stack(px))
+        return ids, tgt, px, metas, packed_layout(seqs)
+    ids, tgt, _ = collate(vocab, seqs, None, num_visual, world.placeholder(vocab))
+    return ids, tgt, px, metas, packed_layout(seqs, num_visual)
 
 
-def collate(vocab, seqs, px, num_visual=scenes.GRID * scenes.GRID):
+def collate(vocab, seqs, px, num_visual=scenes.GRID * scenes.GRID, placeholder=None):
+    """Token ids padded to one width, and the targets of the spliced sequences (the placeholder expanded to its
+    visual tokens: num_visual of them, or a list with each row's)."""
+    rows = num_visual if isinstance(num_visual, list) else [num_visual] * len(seqs)
+    placeholder = vocab.image if placeholder is None else placeholder
     width = max(len(ids) for ids, *_ in seqs)
     ids_t = torch.full((len(seqs), width), vocab.pad, dtype=torch.long)
-    tgt = torch.full((len(seqs), width - 1 + num_visual), -100, dtype=torch.long)
-    for b, (ids, mask, *_) in enumerate(seqs):
+    tgt = torch.full((len(seqs), width - 1 + max(rows)), -100, dtype=torch.long)
+    for b, ((ids, mask, *_), nv) in enumerate(zip(seqs, rows)):
         ids_t[b, : len(ids)] = torch.tensor(ids)
-        at = ids.index(vocab.image)
+        at = ids.index(placeholder)
         # position j of the spliced sequence predicts token j+1
         for j in range(1, len(ids)):
             if mask[j]:
-                sj = j - 1 + (num_visual - 1 if j > at else 0)
+                sj = j - 1 + (nv - 1 if j > at else 0)
                 tgt[b, sj] = ids[j]
     return ids_t, tgt, px
 
 
 def packed_layout(seqs, num_visual=scenes.GRID * scenes.GRID):
-    """Positions and attention mask of the spliced sequences (the image token expanded to N): a token sees
-    the earlier tokens of the shared prefix and of its own turn; each turn's positions start where the prefix
-    ends. Padding is a turn of its own."""
-    width = max(len(ids) for ids, *_ in seqs) - 1 + num_visual
+    """Positions and attention mask of the spliced sequences (the image token expanded to N, or to each row's
+    own number with a list): a token sees the earlier tokens of the shared prefix and of its own turn; each
+    turn's positions start where the prefix ends. Padding is a turn of its own."""
+    rows = num_visual if isinstance(num_visual, list) else [num_visual] * len(seqs)
+    width = max(len(ids) for ids, *_ in seqs) - 1 + max(rows)
     positions = torch.zeros(len(seqs), width, dtype=torch.long)
     turns = torch.full((len(seqs), width), -1, dtype=torch.long)
-    for b, (ids, _, turn) in enumerate(seqs):
+    for b, ((ids, _, turn), nv) in enumerate(zip(seqs, rows)):
         at = turn.count(0) - 1  # the prefix ends with the image token
-        spliced = turn[:at] + [0] * num_visual + turn[at + 1 :]
-        prefix = at + num_visual
+        spliced = turn[:at] + [0] * nv + turn[at + 1 :]
+        prefix = at + nv
         turns[b, : len(spliced)] = torch.tensor(spliced)
         pos, last = [], {}
         for j, t in enumerate(spliced):

@@ -37,7 +37,8 @@ import data  # noqa: E402
 import scenes  # noqa: E402
 from answers import accuracy_by_kind  # noqa: E402
 from checkpoints import base_checkpoint, load_exported, load_run  # noqa: E402
-from model import causal_mask, greedy  # noqa: E402
+from keep_sets import pruned_forward  # noqa: E402
+from model import greedy  # noqa: E402
 from pruning import PRUNED_FRACTIONS, keep_order, retained  # noqa: E402
 from supervision import object_columns  # noqa: E402
 
@@ -159,7 +160,7 @@ def binding(model, forward, n):
             done += 1
             ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
             px = data.pixels(s["image"])[None]
-            opener = f"there are {scenes.NUMBERS[len(objs)]} objects . "
+            opener = f"there are {scenes.NUMBER_WORDS[len(objs)]} objects . "
             for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
                 for which, o in (("in order", seq[0]), ("out of order", seq[1])):
                     forced = vocab.encode(f"{opener}{lead} a {o['size']} {o['colour']} {o['kind']} at the")
@@ -200,7 +201,7 @@ def places(model, forward, n):
                 continue
             ids = data.prompt_ids(vocab, scenes.DESCRIBE_PROMPTS[i % 3])
             for lead, seq in (("from the top :", objs), ("from the bottom :", objs[::-1])):
-                prefix = f"there are {scenes.NUMBERS[len(objs)]} objects . {lead} at the"
+                prefix = f"there are {scenes.NUMBER_WORDS[len(objs)]} objects . {lead} at the"
                 out = greedy(forward, ids + vocab.encode(prefix), px, vocab.eos, 12)
                 named = scenes.parse_description("at the " + vocab.decode(out).split(".")[0] + " .")
                 g = named[0] if named else {}
@@ -290,17 +291,7 @@ def pruned(model, n, fraction=PRUNED_FRACTIONS[-1]):
 
     def answer(ids, px, start, keep, max_tokens):
         """Greedy answer with only `keep` of the visual tokens in base layers K+1..K_f and none after (None: all)."""
-        def forward(x, p):
-            if keep is None:
-                return model.forward(x, p)
-            s = x.shape[1] - 1 + num
-            mask = causal_mask(s)
-            mid, late = mask.clone(), mask.clone()
-            late[:, start : start + num] = float("-inf")
-            mid[:, [start + j for j in range(num) if j not in keep]] = float("-inf")
-            return model.forward(x, p, layout=(torch.arange(s), mask, mid, late))
-
-        return greedy(forward, ids, px, vocab.eos, max_tokens)
+        return greedy(pruned_forward(model, keep, start, num), ids, px, vocab.eos, max_tokens)
 
     model.eval()
     with torch.no_grad():

@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 from checkpoints import base_tensors, load_run, twig_tensors, write_safetensors  # noqa: E402
+from variants import vocab_for, world_of  # noqa: E402
 
 
 def tokenizer_json(vocab):
@@ -26,7 +27,7 @@ def tokenizer_json(vocab):
     added = [
         {"id": vocab.stoi[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
          "normalized": False, "special": True}
-        for t in data.SPECIALS + ["<image>"]
+        for t in vocab.specials
     ]
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
@@ -37,10 +38,39 @@ def tokenizer_json(vocab):
     }
 
 
+def variant_configs(c, config, preprocessor, vocab, out):
+    """A variant's config.json (transformers' LlavaNextConfig or LlavaNextVideoConfig keys) and
+    preprocessor_config.json (LlavaNextImageProcessor's), from the demo layout's; writes its
+    processor_config.json and, for video, video_preprocessor_config.json."""
+    pinpoints = [list(g) for g in c.grid_pinpoints]
+    config = dict(config, image_grid_pinpoints=pinpoints, tie_word_embeddings=False, use_image_newline_parameter=True,
+                  multimodal_projector_bias=True)
+    preprocessor = dict(preprocessor, image_processor_type="LlavaNextImageProcessor", image_grid_pinpoints=pinpoints,
+                        crop_size={"height": c.image_size, "width": c.image_size}, resample=3, do_resize=True,
+                        do_center_crop=True, do_rescale=True, rescale_factor=1 / 255, do_normalize=True, do_pad=True,
+                        do_convert_rgb=True)
+    processor = {"processor_class": "LlavaNextProcessor", "image_token": "<image>", "patch_size": c.patch_size,
+                 "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+    if c.variant == "next":
+        config.update(architectures=["LlavaNextForConditionalGeneration"], model_type="llava_next")
+    else:
+        config.update(architectures=["LlavaNextVideoForConditionalGeneration"], model_type="llava_next_video",
+                      video_token_index=c.video_token, spatial_pool_mode="average", spatial_pool_stride=c.pool_stride,
+                      video_seq_length=(c.image_size // c.patch_size // c.pool_stride) ** 2)
+        processor.update(processor_class="LlavaNextVideoProcessor", video_token="<video>")
+        video = {k: v for k, v in preprocessor.items() if k not in ("image_grid_pinpoints", "do_pad")}
+        video["video_processor_type"] = "LlavaNextVideoVideoProcessor"
+        del video["image_processor_type"]
+        json.dump(video, open(os.path.join(out, "video_preprocessor_config.json"), "w"), indent=2)
+    json.dump(processor, open(os.path.join(out, "processor_config.json"), "w"), indent=2)
+    return config, preprocessor
+
+
 def export(model, out, ttp_score_source=None):
     """Writes a model with its twig to directory `out` (the layout in this module's doc)."""
     c = model.c
-    vocab = data.Vocab()
+    vocab = vocab_for(world_of(None if c.variant == "llava" else c.variant))
+    assert len(vocab) == c.vocab, f"the {c.variant} vocabulary has {len(vocab)} words, the model {c.vocab}"
     os.makedirs(os.path.join(out, "twig"), exist_ok=True)
     t = base_tensors(model)
     write_safetensors(os.path.join(out, "model.safetensors"), t)
@@ -59,13 +89,15 @@ def export(model, out, ttp_score_source=None):
                           "patch_size": c.patch_size, "num_channels": 3, "hidden_act": "quick_gelu",
                           "layer_norm_eps": c.ln_eps},
     }
+    preprocessor = {"image_mean": data.MEAN.tolist(), "image_std": data.STD.tolist(),
+                    "size": {"shortest_edge": c.image_size}, "crop_size": c.image_size}
+    if c.variant != "llava":
+        config, preprocessor = variant_configs(c, config, preprocessor, vocab, out)
     json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=2)
     json.dump(tokenizer_json(vocab), open(os.path.join(out, "tokenizer.json"), "w"))
     json.dump({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
                "chat_template": data.CHAT_TEMPLATE}, open(os.path.join(out, "tokenizer_config.json"), "w"), indent=2)
-    json.dump({"image_mean": data.MEAN.tolist(), "image_std": data.STD.tolist(),
-               "size": {"shortest_edge": c.image_size}, "crop_size": c.image_size},
-              open(os.path.join(out, "preprocessor_config.json"), "w"), indent=2)
+    json.dump(preprocessor, open(os.path.join(out, "preprocessor_config.json"), "w"), indent=2)
     tw = twig_tensors(model.twig)
     write_safetensors(os.path.join(out, "twig", "model.safetensors"), tw)
     twig_config = {"twig_K": c.twig_k, "twig_T": c.twig_t, "final_wipe_layer": c.final_wipe_layer}

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import anyres
+
 
 @dataclass
 class Config:
@@ -47,10 +49,22 @@ class Config:
     eos: int = 2
     pad: int = 3
     image_token: int = 81
+    # the variant: "llava" (one 96x96 view), "next" (LLaVA-NeXT's AnyRes over grid_pinpoints, (height, width)
+    # each, with image_newline), "video" (LLaVA-NeXT-Video: frames through the tower, pool_stride x pool_stride
+    # average pooling before the projector, the <video> placeholder video_token)
+    variant: str = "llava"
+    grid_pinpoints: tuple = ()
+    pool_stride: int = 0
+    video_token: int = -1
 
     @property
     def num_patches(self):
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def placeholder(self):
+        """The prompt token that the visual tokens replace."""
+        return self.video_token if self.variant == "video" else self.image_token
 
     def to_dict(self):
         return asdict(self)
@@ -67,7 +81,7 @@ class VisionLayer(nn.Module):
         self.fc2 = nn.Linear(c.vision_mlp, w)
         self.heads = c.vision_heads
 
-    def forward(self, x):
+    def forward(self, x, want_probs=False):
         b, s, w = x.shape
         hd = w // self.heads
         h = self.layer_norm1(x)
@@ -77,7 +91,8 @@ class VisionLayer(nn.Module):
         a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
         x = x + self.out_proj((a @ v).transpose(1, 2).reshape(b, s, w))
         h = self.fc1(self.layer_norm2(x))
-        return x + self.fc2(h * torch.sigmoid(1.702 * h))
+        x = x + self.fc2(h * torch.sigmoid(1.702 * h))
+        return (x, a) if want_probs else x
 
 
 class VisionTower(nn.Module):
@@ -91,15 +106,18 @@ class VisionTower(nn.Module):
         self.layers = nn.ModuleList(VisionLayer(c) for _ in range(c.vision_layers))
         self.post_layernorm = nn.LayerNorm(w, eps=c.ln_eps)
 
-    def forward(self, pixels):
-        """Patch features from the second-to-last layer's output, CLS dropped: [B, N, width]."""
+    def forward(self, pixels, cls_attention=False):
+        """Patch features from the second-to-last layer's output, CLS dropped: [B, N, width]. With cls_attention,
+        also the attention the CLS token pays each patch in that layer, averaged over heads [B, N] (what a
+        VisionZip-style pruner keeps the most of)."""
         x = self.patch_embedding(pixels).flatten(2).transpose(1, 2)
         cls = self.class_embedding.expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], 1) + self.position_embedding.weight
         x = self.pre_layrnorm(x)
-        for layer in self.layers[:-1]:
+        for layer in self.layers[:-2]:
             x = layer(x)
-        return x[:, 1:]
+        x, a = self.layers[-2](x, want_probs=True)
+        return (x[:, 1:], a.mean(1)[:, 0, 1:]) if cls_attention else x[:, 1:]
 
 
 class Projector(nn.Module):
@@ -219,15 +237,21 @@ class Llava(nn.Module):
         twig.lm_head.load_state_dict(self.lm_head.state_dict())
         self.twig = twig
 
+    def visual_features(self, pixels):
+        """The visual tokens of each sample: [B, N, d] from pixels [B, 3, H, W] (a variant: a list of [N_b, d])."""
+        return self.projector(self.vision(pixels))
+
     def embed(self, input_ids, pixels):
-        """Token embeddings with each sequence's single <image> token replaced by its N visual tokens."""
-        feats = self.projector(self.vision(pixels))  # [B, N, d]
+        """Token embeddings with each sequence's single placeholder token (<image>, or a variant's) replaced by its
+        visual tokens; rows that end up shorter (a variant's fewer visual tokens) are padded with zeros."""
+        feats = self.visual_features(pixels)  # [B, N, d] or B of [N_b, d]
         emb = self.embed_tokens(input_ids)
         rows = []
         for b in range(input_ids.shape[0]):
-            at = int((input_ids[b] == self.c.image_token).nonzero()[0, 0])
+            at = int((input_ids[b] == self.c.placeholder).nonzero()[0, 0])
             rows.append(torch.cat([emb[b, :at], feats[b], emb[b, at + 1 :]], 0))
-        return torch.stack(rows)
+        width = max(r.shape[0] for r in rows)
+        return torch.stack([F.pad(r, (0, 0, 0, width - r.shape[0])) if r.shape[0] < width else r for r in rows])
 
     def layout(self, s, layout):
         """Rotary tables and attention mask: one causal sequence, or packed turns (data.packed_layout)."""
@@ -266,6 +290,60 @@ class Llava(nn.Module):
         for layer in self.twig.layers:
             x = layer(x, tables, mask)
         return self.twig.lm_head(self.twig.norm(x))
+
+
+class LlavaNext(Llava):
+    """LLaVA-NeXT (HF LlavaNextForConditionalGeneration): every AnyRes view through the tower and the projector,
+    then packed as transformers packs them (anyres.pack_image_features: base view first, the unpadded tile
+    grid row by row, image_newline after each row). pixels: a list of (pixel_values [views, 3, H, W],
+    image_size (height, width)), one per sample, as anyres.preprocess gives them."""
+
+    def __init__(self, c: Config):
+        super().__init__(c)
+        self.image_newline = nn.Parameter(torch.randn(c.hidden) / math.sqrt(c.hidden))
+
+    def visual_features(self, pixels):
+        feats = self.projector(self.vision(torch.cat([p for p, _ in pixels])))
+        out, at = [], 0
+        for p, size in pixels:
+            out.append(anyres.pack_image_features(feats[at : at + p.shape[0]], size, [list(g) for g in
+                                                  self.c.grid_pinpoints], self.c.image_size, self.image_newline))
+            at += p.shape[0]
+        return out
+
+
+def pool_frames(feats, stride):
+    """LlavaNextVideoPooler, average mode: each frame's [P*P, width] patch features as a P x P grid, averaged
+    over stride x stride blocks (nn.AvgPool2d(stride, stride)), row by row: [frames, (P/stride)^2, width]."""
+    f, n, w = feats.shape
+    side = int(round(math.sqrt(n)))
+    grid = feats.view(f, side, side, w).permute(0, 3, 1, 2)
+    return F.avg_pool2d(grid, stride, stride).flatten(2).transpose(1, 2).contiguous()
+
+
+class LlavaVideo(Llava):
+    """LLaVA-NeXT-Video (HF LlavaNextVideoForConditionalGeneration) on videos: every frame through the tower,
+    its patch features pooled (pool_frames, before the projector, in the tower's width), projected, and the
+    frames' tokens one after the other in frame order, in place of the <video> placeholder. pixels: a list of
+    [frames, 3, H, W], one per sample. image_newline is the NeXT image path's (kept for the layout; this model is
+    not trained on images)."""
+
+    def __init__(self, c: Config):
+        super().__init__(c)
+        self.image_newline = nn.Parameter(torch.randn(c.hidden) / math.sqrt(c.hidden))
+
+    def visual_features(self, pixels):
+        feats = self.projector(pool_frames(self.vision(torch.cat(list(pixels))), self.c.pool_stride))
+        out, at = [], 0
+        for p in pixels:
+            out.append(feats[at : at + p.shape[0]].flatten(0, 1))
+            at += p.shape[0]
+        return out
+
+
+def model_for(c: Config):
+    """The model class of a config's variant, built."""
+    return {"llava": Llava, "next": LlavaNext, "video": LlavaVideo}[c.variant](c)
 
 
 def greedy(forward, ids, px, eos, max_tokens):

@@ -109,3 +109,28 @@ PRESETS["smoke-more"] = dict(PRESETS["smoke"], base_steps=2, scenes_from=30_000_
     layer=1, head=None, weight=0.1, readout_weight=0, descriptions="opening", per_object=True))
 PRESETS["smoke"]["then"] = ("smoke-more",)
 
+
+# The two variants (variants.py), each fine-tuned from an exported demo model (`--init-from models/demo`) in its
+# own world, with what the demo model's card says worked from the start: contrast and place questions,
+# unordered descriptions, answers weighted alike, pruned samples keeping the objects first, and base layer K+T
+# (5) taught where the objects an answer needs are (the select phase's recipe: TTP's copy of that layer aims
+# where it does); then a phase on fresh scenes, then the twig the paper's way. Batches of 8, in micro-batches
+# (the NeXT canvases take up to 744 visual tokens, a clip up to 288).
+VARIANT = dict(PRESETS["bindplaces"], curriculum=(), base_batch=8, twig_batch=8, twig_steps=600, eval_every=50,
+               held_out_scenes=48, kind_scenes=32)
+# NeXT (canvas.py): AnyRes canvases, the vision tower and projector frozen (the tiles are the tower's scale);
+# image_newline and the vocabulary's two new words train with the decoder
+PRESETS["next"] = dict(VARIANT, world="next", micro_batch=2, base_steps=250, base_lr=1e-3)
+PRESETS["next-fresh"] = dict(PRESETS["next"], base_steps=150, base_lr=3e-4, scenes_from=30_000_000)
+PRESETS["next"]["then"] = ("next-fresh",)
+# video (clips.py): first the projector alone on pooled tokens (the align stage's codes, pooled_labels), as the
+# align stage did for single patches; then the decoder
+PRESETS["video"] = dict(VARIANT, world="video", micro_batch=4, align_pooled=True, align_steps=300, align_batch=32,
+                        align_lr=1e-3, base_steps=300, base_lr=1e-3)
+PRESETS["video-fresh"] = dict(PRESETS["video"], base_steps=150, base_lr=3e-4, scenes_from=30_000_000)
+PRESETS["video"]["then"] = ("video-fresh",)
+# CI's smoke tests of the variants: a couple of steps from the smoke preset's export
+SMOKE_VARIANT = dict(base_steps=2, base_batch=2, twig_steps=2, twig_batch=2, micro_batch=1, eval_every=2,
+                     held_out_scenes=4, kind_scenes=4)
+PRESETS["smoke-next"] = dict(PRESETS["next"], **SMOKE_VARIANT, then=())
+PRESETS["smoke-video"] = dict(PRESETS["video"], **SMOKE_VARIANT, align_steps=2, align_batch=4, then=())

@@ -35,13 +35,23 @@ POSITIONS = [
     "left", "center", "right",
     "bottom left", "bottom", "bottom right",
 ]
-NUMBERS = ["zero", "one", "two", "three", "four"]
+NUMBERS = ["zero", "one", "two", "three", "four"]  # the demo model's words (its scenes hold one to four objects)
+# the count words every world answers with; the NeXT variant's canvases hold up to six objects, and its vocabulary
+# adds the last two (vocabulary() keeps the demo model's words and ids)
+NUMBER_WORDS = NUMBERS + ["five", "six"]
 
 SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
     "helpful, detailed, and polite answers to the human's questions."
 )
 DESCRIBE_PROMPTS = ["describe the picture .", "describe the scene in detail .", "what do you see ?"]
+# the video variant's (clips.py; its vocabulary adds their words)
+VIDEO_DESCRIBE_PROMPTS = ["describe the video .", "what happens in the video ?"]
+
+
+def is_description(question):
+    """Whether a question asks for a description (of a picture or a video) rather than a short answer."""
+    return question in DESCRIBE_PROMPTS or question in VIDEO_DESCRIBE_PROMPTS
 
 
 def scene_key(objects):
@@ -58,36 +68,36 @@ def sample_objects(rng, max_objects=None):
     ]
 
 
-def _background(rng):
+def _background(rng, width=IMAGE_SIZE, height=IMAGE_SIZE):
     base = [rng.randint(150, 205)] * 3
     tint = rng.randrange(3)
     base[tint] = min(225, base[tint] + rng.randint(0, 18))
-    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(base))
+    img = Image.new("RGB", (width, height), tuple(base))
     d = ImageDraw.Draw(img)
     style = rng.randrange(3)
     if style == 0:  # stripes
         step = rng.randint(5, 11)
         shade = rng.choice([-1, 1]) * rng.randint(10, 22)
         col = tuple(max(0, min(255, v + shade)) for v in base)
-        for x in range(-IMAGE_SIZE, IMAGE_SIZE * 2, step):
-            d.line([(x, 0), (x + IMAGE_SIZE * rng.choice([0, 1]), IMAGE_SIZE)], fill=col, width=2)
+        for x in range(-width, width * 2, step):
+            d.line([(x, 0), (x + width * rng.choice([0, 1]), height)], fill=col, width=2)
     elif style == 1:  # blotches
         for _ in range(rng.randint(6, 14)):
             r = rng.randint(4, 14)
-            x, y = rng.randint(0, IMAGE_SIZE), rng.randint(0, IMAGE_SIZE)
+            x, y = rng.randint(0, width), rng.randint(0, height)
             shade = rng.choice([-1, 1]) * rng.randint(8, 20)
             d.ellipse([x - r, y - r, x + r, y + r], fill=tuple(max(0, min(255, v + shade)) for v in base))
     else:  # checker
         step = rng.randint(6, 12)
         shade = rng.randint(8, 18)
-        for y in range(0, IMAGE_SIZE, step):
-            for x in range(0, IMAGE_SIZE, step):
+        for y in range(0, height, step):
+            for x in range(0, width, step):
                 if (x // step + y // step) % 2:
                     d.rectangle([x, y, x + step - 1, y + step - 1], fill=tuple(v - shade for v in base))
     # pixel noise
     px = img.load()
-    for y in range(IMAGE_SIZE):
-        for x in range(IMAGE_SIZE):
+    for y in range(height):
+        for x in range(width):
             n = rng.randint(-9, 9)
             r, g, b = px[x, y]
             px[x, y] = (r + n, g + n, b + n)
@@ -109,20 +119,23 @@ def _shape_polygon(kind, cx, cy, r):
     raise ValueError(kind)
 
 
-def render(objects, rng):
-    """Returns (image, labels): labels per patch = (colour+1, kind+1, size+1, is_centre, cell), 0 = background
-    (the cell, 0-8, is where the patch lies, so that the features carry the position a question names)."""
-    img = _background(rng)
-    mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+def draw_objects(img, objects, rng, cell_size=(CELL, CELL), centre=None):
+    """Draws the objects onto img, each in the middle of its cell of the 3x3 grid of cells of cell_size (width,
+    height), or at `centre(i, o)` (x, y): a radius drawn from SIZES, the centre jittered by up to 3 pixels for
+    small objects and 1.5 for large ones, a colour jittered around its own. Returns a mask of the same size
+    (object i + 1 on its pixels, 0 elsewhere) and each object's centre (x, y)."""
+    mask = Image.new("L", img.size, 0)
     dm = ImageDraw.Draw(mask)
     d = ImageDraw.Draw(img)
     centres = []
+    cw, ch = cell_size
     for i, o in enumerate(objects):
         lo, hi = SIZES[o["size"]]
         r = rng.uniform(lo, hi)
-        jitter = 3 if o["size"] == "small" else 1.5
-        cx = (o["cell"] % 3) * CELL + CELL / 2 + rng.uniform(-jitter, jitter)
-        cy = (o["cell"] // 3) * CELL + CELL / 2 + rng.uniform(-jitter, jitter)
+        j = 3 if o["size"] == "small" else 1.5
+        x0, y0 = centre(i, o) if centre else ((o["cell"] % 3) * cw + cw / 2, (o["cell"] // 3) * ch + ch / 2)
+        cx = x0 + rng.uniform(-j, j)
+        cy = y0 + rng.uniform(-j, j)
         col = tuple(max(0, min(255, c + rng.randint(-14, 14))) for c in COLOURS[o["colour"]])
         if o["kind"] == "circle":
             box = [cx - r, cy - r, cx + r, cy + r]
@@ -132,7 +145,16 @@ def render(objects, rng):
             poly = _shape_polygon(o["kind"], cx, cy, r)
             d.polygon(poly, fill=col)
             dm.polygon(poly, fill=i + 1)
-        centres.append((int(cy) // PATCH, int(cx) // PATCH))
+        centres.append((cx, cy))
+    return mask, centres
+
+
+def render(objects, rng):
+    """Returns (image, labels): labels per patch = (colour+1, kind+1, size+1, is_centre, cell), 0 = background
+    (the cell, 0-8, is where the patch lies, so that the features carry the position a question names)."""
+    img = _background(rng)
+    mask, centres = draw_objects(img, objects, rng)
+    centres = [(int(cy) // PATCH, int(cx) // PATCH) for cx, cy in centres]
     m = mask.load()
     labels = []
     for py in range(GRID):
@@ -170,7 +192,7 @@ def describe(objects, rng, unordered=False):
     bottom), each in the same one of three phrasings. With `unordered` (training only, off by default so that
     the splits' texts do not change) the objects come in a random order with no lead, so that the place after
     an object can only be read from that object and not from where the order is up to."""
-    n = NUMBERS[len(objects)]
+    n = NUMBER_WORDS[len(objects)]
     noun = "object" if len(objects) == 1 else "objects"
     opener = rng.choice([f"there are {n} {noun} .", f"i see {n} {noun} .", f"the picture shows {n} {noun} ."])
     if len(objects) == 1:
@@ -244,9 +266,9 @@ def questions(objects, rng):
         u = rng.choice(unique)
         qa.append((f"where is the {u['colour']} {u['kind']} ?", POSITIONS[u["cell"]]))
         qa.append((f"what size is the {u['colour']} {u['kind']} ?", u["size"]))
-    qa.append(("how many objects are there ?", NUMBERS[len(objects)]))
+    qa.append(("how many objects are there ?", NUMBER_WORDS[len(objects)]))
     c = rng.choice(COLOUR_NAMES if rng.random() < 0.5 else colours)
-    qa.append((f"how many {c} objects are there ?", NUMBERS[colours.count(c)]))
+    qa.append((f"how many {c} objects are there ?", NUMBER_WORDS[colours.count(c)]))
     present = {(x["colour"], x["kind"]) for x in objects}
     if rng.random() < 0.5:
         qa.append((f"is there a {o['colour']} {o['kind']} ?", "yes"))
@@ -278,9 +300,10 @@ def contrast_questions(objects, rng):
     qa.append((f"is there a {pair[0]} {pair[1]} ?", "no"))
     colours = [x["colour"] for x in objects]
     have = rng.choice(colours)
-    lack = rng.choice([c for c in COLOUR_NAMES if c not in colours])
-    qa.append((f"how many {have} objects are there ?", NUMBERS[colours.count(have)]))
-    qa.append((f"how many {lack} objects are there ?", "zero"))
+    lacking = [c for c in COLOUR_NAMES if c not in colours]  # none only in a variant's scenes of six colours
+    qa.append((f"how many {have} objects are there ?", NUMBER_WORDS[colours.count(have)]))
+    if lacking:
+        qa.append((f"how many {rng.choice(lacking)} objects are there ?", "zero"))
     empty = [c for c in range(9) if c not in {x["cell"] for x in objects}]
     qa.append(what_is_at(o))
     if empty:

@@ -13,6 +13,7 @@ import data
 import scenes
 from checkpoints import save, stage_state
 from loop import finished, log, lr_at
+from model import pool_frames
 
 
 # the label values each patch has (scenes.render): colour+1, kind+1, size+1 (0 = background), centre, cell
@@ -43,10 +44,39 @@ def decode_labels(codes, tokens):
     return torch.stack(out, -1)
 
 
+def pooled_labels(labels, stride):
+    """Labels [B, N, 5] of a P x P patch grid -> [B, (P/stride)^2, 5] of its stride x stride blocks, row by row
+    (the video variant's pooled tokens, model.pool_frames): the object label that most of a block's object
+    patches have (its centre flag set when any of those is the centre), else the block's first patch."""
+    b, n, _ = labels.shape
+    side = int(round(n ** 0.5))
+    out = []
+    for row in labels.tolist():
+        pooled = []
+        for by in range(0, side, stride):
+            for bx in range(0, side, stride):
+                block = [row[(by + dy) * side + bx + dx] for dy in range(stride) for dx in range(stride)]
+                objs = [tuple(lab[:3]) + (lab[4],) for lab in block if lab[0]]
+                if objs:
+                    top = max(set(objs), key=objs.count)
+                    centre = int(any(lab[3] for lab in block if tuple(lab[:3]) + (lab[4],) == top))
+                    pooled.append(list(top[:3]) + [centre, top[3]])
+                else:
+                    pooled.append(block[0])
+        out.append(pooled)
+    return torch.tensor(out)
+
+
 def train_align(model, p, out, exclude):
     """The projector alone, regressed onto the label codes of each patch (mean squared error relative to the
     targets' variance); the vision tower stays frozen. Progress: that relative error and how often each label
-    is read back from the projected tokens on held-out pictures."""
+    is read back from the projected tokens on held-out pictures. For the video variant the tokens are its pooled
+    ones (model.pool_frames before the projector) and the targets their blocks' labels (pooled_labels)."""
+    pool = model.c.pool_stride if model.c.variant == "video" else 0
+
+    def project(feats):
+        return model.projector(pool_frames(feats, pool) if pool else feats)
+
     ck = os.path.join(out, "align.pt")
     st = stage_state(ck)
     if finished(st, p["align_steps"], model.projector, "projector", "align"):
@@ -60,6 +90,7 @@ def train_align(model, p, out, exclude):
         step = st["step"]
         log(f"align: resumed at step {step}")
     val_px, val_labels = data.vision_batch("val", range(64))
+    val_labels = pooled_labels(val_labels, pool) if pool else val_labels
     with torch.no_grad():
         val_feats = model.vision(val_px)
     val_target = code_targets(codes, val_labels)
@@ -70,15 +101,15 @@ def train_align(model, p, out, exclude):
         px, labels = data.vision_batch("train", range(20_000_000 + step * bs, 20_000_000 + (step + 1) * bs), exclude)
         with torch.no_grad():
             feats = model.vision(px)
-        target = code_targets(codes, labels)
-        loss = F.mse_loss(model.projector(feats), target) / target.var()
+        target = code_targets(codes, pooled_labels(labels, pool) if pool else labels)
+        loss = F.mse_loss(project(feats), target) / target.var()
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         if step % 25 == 0 or step == total:
             with torch.no_grad():
-                tokens = model.projector(val_feats)
+                tokens = project(val_feats)
                 rel = (F.mse_loss(tokens, val_target) / val_target.var()).item()
                 read = (decode_labels(codes, tokens) == val_labels).float().mean((0, 1)).tolist()
             rate = 25 * bs / (time.time() - t0)

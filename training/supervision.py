@@ -11,17 +11,26 @@ import scenes
 from answers import answer_runs
 
 
-def attention_targets(metas, tgt, start, descriptions=False):
+def attention_targets(metas, tgt, start, descriptions=False, world=None):
     """For each short answer about objects, (row, query row, columns, objects): the row that predicts the
     answer's first token, the visual columns of the patches of the objects the question is about (data gives
     every patch's object for free), and those objects. With `descriptions` True, also every row that predicts
     a word of a description's phrase about one object (the row that picks the next object, then those that
     name it), aimed at that object (description_objects); with "opening", only the row that predicts a
-    description's first word (the last prompt token, whose attention TTP scores by), aimed at every object."""
+    description's first word (the last prompt token, whose attention TTP scores by), aimed at every object.
+    A variant's `world` that says itself which tokens an answer is read from (clips: objects in given frames)
+    gives (row, query row, columns, objects, each object's columns) for short answers and, with "opening",
+    descriptions."""
     out = []
     for b, (s, turns) in enumerate(metas):
         for (q, a), run in zip(turns, answer_runs(tgt[b])):
-            if q in scenes.DESCRIBE_PROMPTS:
+            if hasattr(world, "question_columns"):
+                got = None if scenes.is_description(q) and descriptions != "opening" else \
+                    world.question_columns(s, q, start)
+                if got:
+                    out.append((b, run[0], got[0], [None] * len(got[1]), got[1]))
+                continue
+            if scenes.is_description(q):
                 if descriptions == "opening":
                     out.append((b, run[0], object_columns(s["labels"], s["objects"], start), list(s["objects"])))
                 elif descriptions:
@@ -77,14 +86,16 @@ def attention_loss(probs, targets, head, labels=None, start=0):
     """-log of the attention mass one head's query row (or, with head None, the heads' mean: what TTP scores
     by) puts on the asked objects' patches, averaged, and the mean mass. With the samples' patch `labels`, the
     loss takes the mass on each asked object apart (the mean of their -log), so that every object is looked
-    at, not the easiest one."""
+    at, not the easiest one (a target's fifth element, when it has one, gives each object's columns)."""
     loss, mass = [], []
-    for b, row, cols, objs in targets:
+    for t in targets:
+        b, row, cols, objs = t[:4]
         p = probs[b, :, row].mean(0) if head is None else probs[b, head, row]
         mass.append(p[cols].sum())
         if labels is None or len(objs) < 2:
             loss.append(-torch.log(mass[-1] + 1e-6))
         else:
-            each = [p[object_columns(labels[b], [o], start)].sum() for o in objs]
+            columns = t[4] if len(t) > 4 else [object_columns(labels[b], [o], start) for o in objs]
+            each = [p[c].sum() for c in columns]
             loss.append(-torch.stack([torch.log(m + 1e-6) for m in each]).mean())
     return torch.stack(loss).mean(), torch.stack(mass).mean().item()

@@ -13,16 +13,22 @@ import os
 import random
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import answers  # noqa: E402
+import anyres  # noqa: E402
+import canvas  # noqa: E402
+import clips  # noqa: E402
 import data  # noqa: E402
 import pruning  # noqa: E402
 import scenes  # noqa: E402
 import stage_align  # noqa: E402
 import supervision  # noqa: E402
+import variants  # noqa: E402
 from model import Config, Llava  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def main():
@@ -57,6 +63,10 @@ def main():
     check_contrast_questions(vocab)
     check_unordered_descriptions(vocab)
     check_place_questions()
+    check_anyres()
+    for world in variants.WORLDS.values():
+        check_variant_packing(world)
+    check_clips()
 
 
 def check_unordered_descriptions(vocab):
@@ -122,7 +132,7 @@ def check_contrast_questions(vocab):
             if q.startswith("is there"):
                 want = "yes" if about else "no"
             elif q.startswith("how many"):
-                want = scenes.NUMBERS[len(about)]
+                want = scenes.NUMBER_WORDS[len(about)]
             else:
                 o = about[0] if about else None
                 want = f"a {o['size']} {o['colour']} {o['kind']}" if o else "nothing"
@@ -168,7 +178,7 @@ def check_attention_targets(vocab):
                 "where": lambda: [scenes.POSITIONS[o["cell"]] for o in objs] == [a],
                 "size": lambda: [o["size"] for o in objs] == [a],
                 "is": lambda: bool(objs) == (a == "yes"),
-                "how": lambda: scenes.NUMBERS[len(objs)] == a,
+                "how": lambda: scenes.NUMBER_WORDS[len(objs)] == a,
                 "at": lambda: (a == "nothing") == (not objs)
                 and all(f"{o['size']} {o['colour']} {o['kind']}" in a for o in objs),
             }
@@ -300,6 +310,120 @@ def check_label_codes(vocab):
         print("label codes: the labels are not read back from their own codes", file=sys.stderr)
         sys.exit(1)
     print(f"label codes: all {labels.shape[0] * labels.shape[1]} patches' labels read back from their codes")
+
+
+def check_anyres():
+    """AnyRes as transformers does it: the grid each canvas size gets, the token count of every size the NeXT
+    world draws (base view, unpadded grid rows, one newline per row), tiles that are the canvas's own pixels
+    where no resize happens, black padding, and labels laid out as the features are."""
+    pins = [list(p) for p in canvas.PINPOINTS]
+    # (height, width) -> the pinpoint transformers picks
+    for size, want in (((96, 192), (96, 192)), ((192, 96), (192, 96)), ((144, 192), (192, 192)),
+                       ((192, 128), (192, 192)), ((100, 400), (96, 288)), ((50, 60), (96, 192))):
+        got = anyres.select_best_resolution(size, pins)
+        assert got == want, f"{size}: {got}, expected {want}"
+    sizes = {(w, h) for short in canvas.SHORT_SIDES for w, h in ((192, short), (short, 192))}
+    for w, h in sorted(sizes):
+        rows, cols = anyres.get_anyres_image_grid_shape((h, w), pins, canvas.TILE)
+        grid = anyres.unpad_image(torch.zeros(1, rows * 12, cols * 12), (h, w))
+        # the unpadded grid covers the canvas at the tiles' scale (1:1 here): its own size in patches
+        assert tuple(grid.shape[1:]) == (h // 8, w // 8), (w, h, grid.shape)
+        n = anyres.token_count((h, w), pins, canvas.TILE, 12)
+        assert n == 144 + grid.shape[1] * (grid.shape[2] + 1), (w, h, n)
+    img = Image.fromarray((np.random.RandomState(0).rand(96, 192, 3) * 255).astype(np.uint8))
+    px, size = anyres.preprocess(img, pins, 96)
+    assert size == (96, 192) and px.shape == (3, 3, 96, 96)
+    assert torch.equal(px[1], data.pixels(img.crop((0, 0, 96, 96)))) and torch.equal(px[2], data.pixels(img.crop((96, 0, 192, 96))))
+    assert torch.equal(px[0], data.pixels(img.resize((96, 96), Image.BICUBIC)))
+    tall = img.resize((192, 144), Image.BICUBIC)
+    px, size = anyres.preprocess(tall, pins, 96)
+    black = data.pixels(Image.new("RGB", (96, 96)))[:, 0, 0]
+    assert px.shape[0] == 5 and torch.equal(px[1][:, 0, 0], black) and torch.equal(px[1][:, 24, 0], data.pixels(tall)[:, 0, 0])
+    checked = 0
+    for i in range(6):
+        s = canvas.make_scene("val", i)
+        w, h = s["size"]
+        rows, cols = anyres.get_anyres_image_grid_shape((h, w), pins, 96)
+        grid = anyres.unpad_image(torch.zeros(1, rows * 12, cols * 12), (h, w))
+        newlines = [144 + (r + 1) * (grid.shape[2] + 1) - 1 for r in range(grid.shape[1])]
+        assert len(s["labels"]) == s["num_visual"] == 144 + grid.shape[1] * (grid.shape[2] + 1)
+        assert all(s["labels"][j] == (0, 0, 0, 0, canvas.NO_PLACE) for j in newlines)
+        for o in s["objects"]:
+            seen = [j for j, lab in enumerate(s["labels"]) if lab[0] and lab[4] == o["cell"]]
+            # in the tiles always; in the base view (half scale) a small object may cover no patch's quarter
+            assert any(j >= 144 for j in seen) and (o["size"] == "small" or any(j < 144 for j in seen)), \
+                f"scene {i}: {o} is missing from a view"
+            checked += 1
+    print(f"anyres: grids and token counts of {len(sizes)} canvas sizes, tiles, base view and padding as transformers "
+          f"makes them; {checked} objects labelled in the tiles (the large ones in the base view too)")
+
+
+def check_variant_packing(world):
+    """A variant's packed samples, rows of different numbers of visual tokens in one batch, give each answer the
+    logits of its single-question prompt; the drop masks take away exactly each row's visual tokens."""
+    torch.manual_seed(0)
+    base = Config(vocab=82, hidden=32, intermediate=48, layers=4, heads=2, kv_heads=2, vision_width=32,
+                  vision_layers=2, vision_heads=2, vision_mlp=64, final_wipe_layer=3)
+    vocab = variants.vocab_for(world)
+    model = variants.adopt(Llava(base), variants.config_for(base, world, vocab)).eval()
+    ids, tgt, px, metas, layout = data.batch(vocab, "train", range(4), random.Random(5), max_questions=5,
+                                             description_p=1.0, world=world)
+    worst, compared = 0.0, 0
+    with torch.no_grad():
+        packed = model(ids, px, layout=layout)
+        for b, (s, turns) in enumerate(metas):
+            nv = s["num_visual"]
+            for turn, run in zip(turns, answers.answer_runs(tgt[b])):
+                single_ids, mask, _ = data.encode_turns(vocab, [turn], world.placeholder(vocab))
+                single = model(torch.tensor([single_ids]), px[b : b + 1])[0]
+                at = [j - 1 + nv - 1 for j in range(len(single_ids)) if mask[j]]
+                assert tgt[b, run].tolist() == [single_ids[j + 1 - nv + 1] for j in at], "targets differ"
+                worst = max(worst, (single[at] - packed[b, run]).abs().max().item())
+                compared += 1
+    counts = [s["num_visual"] for s, _ in metas]
+    start = int((ids[0] == world.placeholder(vocab)).nonzero()[0, 0])
+    mid, late = pruning.drop_masks(model.c, layout[1], start, random.Random(1), 1.0, 1.0,
+                                   [s["labels"] for s, _ in metas], counts)
+    for b, n in enumerate(counts):
+        before = torch.isinf(layout[1][b, 0, -1])
+        wiped = {int(j) for j in (torch.isinf(late[b, 0, -1]) & ~before).nonzero().flatten()}
+        kept = n - int((torch.isinf(mid[b, 0, -1]) & ~before).sum())
+        assert wiped == set(range(start, start + n)), f"row {b}: FinalWipe took other columns"
+        assert kept in {pruning.retained(model.c, f, n) for f in pruning.PRUNED_FRACTIONS}, f"row {b}: kept {kept}"
+    if worst > 1e-5 or len(set(counts)) < 2:
+        print(f"{world.name}: packed turns differ from single prompts by {worst} (visual tokens {counts})",
+              file=sys.stderr)
+        sys.exit(1)
+    print(f"{world.name}: {compared} packed answers in rows of {counts} visual tokens against their single-question "
+          f"prompts: largest logit difference {worst:.2e}; drop masks take each row's own visual tokens")
+
+
+def check_clips():
+    """Clips: the reference description scores perfectly, every question is answered as its clip shows, and the
+    tokens an answer is read from are the right objects in the right frames."""
+    checked = 0
+    for i in range(60):
+        c = clips.make_clip("train", i)
+        f, objs = c["frames"], c["objects"]
+        assert len(c["labels"]) == c["num_visual"] == f * 36 and c["pixels"].shape == (f, 3, 96, 96)
+        score = clips.description_score(c["description"], objs, f)
+        assert score[0] == score[1] == score[2], (c["description"], score)
+        for q, a, pairs in c["questions"]:
+            frame = 0 if "first frame" in q else f - 1
+            shown = clips.in_frame(objs, frame)
+            if q.startswith("how many objects are there"):
+                assert a == scenes.NUMBER_WORDS[len(shown)]
+            elif q.startswith("is there a"):
+                w = q.split()
+                assert (a == "yes") == any((o["colour"], o["kind"]) == (w[3], w[4]) for o in shown)
+            elif q == "which object moves ?":
+                assert (a == "nothing") == (not any(o.get("move") for o in objs))
+            cols = clips.WORLD.question_columns(c, q, 0)
+            if pairs:
+                assert cols and all(c["labels"][j][5] - 1 in {p[0] for p in pairs} for j in cols[0])
+            checked += 1
+    print(f"clips: 60 reference descriptions score perfectly; {checked} questions agree with their clips and "
+          "point at their objects' tokens")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from presets import PRESETS  # noqa: E402
 from stage_align import train_align  # noqa: E402
 from stage_lm import train_lm  # noqa: E402
 from stage_vision import train_vision  # noqa: E402
+from variants import adopt, config_for, vocab_for, world_of  # noqa: E402
 
 
 def main():
@@ -63,17 +64,28 @@ def main():
     if args.twig_batch:
         p["twig_batch"] = args.twig_batch
     os.makedirs(args.out, exist_ok=True)
-    vocab = data.Vocab()
-    cfg = Config(vocab=len(vocab), image_token=vocab.image, **p["model"])
+    world = world_of(p.get("world"))
+    vocab = vocab_for(world)
+    if world is not None:
+        # a variant (variants.py) is fine-tuned from an exported demo model
+        if not args.init_from:
+            ap.error(f"--preset {args.preset} fine-tunes an exported demo model: name it with --init-from")
+        start = load_exported(args.init_from)
+        cfg = config_for(start.c, world, vocab)
+    else:
+        cfg = Config(vocab=len(vocab), image_token=vocab.image, **p["model"])
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump({"preset": args.preset, "seed": args.seed, "model": cfg.to_dict(), "schedule": p}, f, indent=2)
-    model = Llava(cfg)
+    model = Llava(cfg) if world is None else adopt(start, cfg)
     if args.init_from or args.vision_from:
-        start = load_exported(args.init_from or args.vision_from)
+        if world is None:
+            start = load_exported(args.init_from or args.vision_from)
         if args.init_from:
-            model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")},
-                                  strict=False)
-            save(os.path.join(args.out, "align.pt"), projector=model.projector.state_dict(), step=p["align_steps"])
+            if world is None:
+                model.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("twig.")},
+                                      strict=False)
+            if not p.get("align_pooled"):
+                save(os.path.join(args.out, "align.pt"), projector=model.projector.state_dict(), step=p["align_steps"])
             if args.stage not in ("all", "base"):
                 # a run that does not train the base model takes the exported one (no twig yet) as its trained
                 # base checkpoint (so `--stage twig` grows a twig on it, and export.py finds it)
@@ -83,11 +95,18 @@ def main():
             model.vision.load_state_dict(start.vision.state_dict())
         save(os.path.join(args.out, "vision.pt"), vision=model.vision.state_dict(), step=p["vision_steps"])
         log(f"starting from the exported model {args.init_from or args.vision_from}"
-            + (" (its vision tower only)" if args.vision_from else ""))
-    exclude = data.held_out_keys()
-    log(f"model: {sum(x.numel() for x in model.parameters())} parameters; {cfg.num_patches} visual tokens; "
-        f"{cfg.layers} layers, K={cfg.twig_k}, T={cfg.twig_t}, K_f={cfg.final_wipe_layer}; vocab {len(vocab)}")
-    stages = ["vision", "align", "base", "twig"] if args.stage == "all" else [args.stage]
+            + (" (its vision tower only)" if args.vision_from else "")
+            + (f", as the {world.name} variant" if world else ""))
+    exclude = data.held_out_keys() if world is None else world.held_out_keys()
+    log(f"model: {sum(x.numel() for x in model.parameters())} parameters; {cfg.num_patches} visual tokens"
+        f"{' per view' if world else ''}; {cfg.layers} layers, K={cfg.twig_k}, T={cfg.twig_t}, "
+        f"K_f={cfg.final_wipe_layer}; vocab {len(vocab)}")
+    if args.stage != "all":
+        stages = [args.stage]
+    elif world is None:
+        stages = ["vision", "align", "base", "twig"]
+    else:
+        stages = (["align"] if p.get("align_pooled") else []) + ["base", "twig"]
     if "vision" in stages:
         train_vision(model, p, args.out, exclude)
     else:
@@ -95,13 +114,13 @@ def main():
     for p_ in model.vision.parameters():
         p_.requires_grad_(False)
     if "align" in stages:
-        train_align(model, p, args.out, exclude)
+        train_align(model, p, args.out, exclude if world is None else data.held_out_keys())
     elif "base" in stages:
         model.projector.load_state_dict(torch.load(os.path.join(args.out, "align.pt"))["projector"])
     if "base" in stages:
-        train_lm(model, vocab, p, args.out, exclude, "base")
+        train_lm(model, vocab, p, args.out, exclude, "base", world=world)
         for phase in p.get("then", ()):
-            train_lm(model, vocab, PRESETS[phase], args.out, exclude, "base", phase)
+            train_lm(model, vocab, PRESETS[phase], args.out, exclude, "base", phase, world=world)
     elif "twig" in stages:
         model.load_state_dict(torch.load(base_checkpoint(args.out))["weights"], strict=False)
         model.vision.load_state_dict(torch.load(os.path.join(args.out, "vision.pt"))["vision"])
@@ -109,7 +128,7 @@ def main():
         for p_ in model.parameters():
             p_.requires_grad_(False)
         model.grow_twig()
-        train_lm(model, vocab, p, args.out, exclude, "twig")
+        train_lm(model, vocab, p, args.out, exclude, "twig", world=world)
     log("training finished")
 
 
