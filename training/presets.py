@@ -117,7 +117,7 @@ PRESETS["smoke"]["then"] = ("smoke-more",)
 # where it does); then a phase on fresh scenes, then the twig the paper's way. Batches of 8, in micro-batches
 # (the NeXT canvases take up to 744 visual tokens, a clip up to 288).
 VARIANT = dict(PRESETS["bindplaces"], curriculum=(), base_batch=8, twig_batch=8, twig_steps=600, eval_every=50,
-               held_out_scenes=48, kind_scenes=32)
+               save_every=5, held_out_scenes=48, kind_scenes=32)
 # NeXT (canvas.py): AnyRes canvases, the vision tower and projector frozen (the tiles are the tower's scale);
 # image_newline and the vocabulary's two new words train with the decoder
 PRESETS["next"] = dict(VARIANT, world="next", micro_batch=2, base_steps=250, base_lr=1e-3)

@@ -130,6 +130,7 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
                 f"description tokens {desc_tok:.3f}")
             by = accuracy_by_kind(model, vocab, forward, p.get("kind_scenes", 64), world)
             log(f"{name} held-out by question kind: " + ", ".join(f"{k} {r}/{a}" for k, (r, a) in by.items()))
+        if step % p["eval_every"] == 0 or step == total or step % p.get("save_every", p["eval_every"]) == 0:
             save(ck, weights=module.state_dict(), opt=opt.state_dict(), step=step,
                  **({"readout": readout.state_dict(), "readout_opt": readout_opt.state_dict()} if readout else {}))
     return model
