@@ -6,9 +6,14 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import type { ImageLimits } from "./engine/image-format.js";
-import { ATTENTION_CHOICES, type AttentionChoice } from "./engine/onnx/attention.js";
-import { PRECISIONS, type Precision } from "./engine/onnx/layers.js";
-import type { ExecutionProvider } from "./engine/types.js";
+import {
+  ATTENTION_CHOICES,
+  type AttentionChoice,
+  EXECUTION_PROVIDERS,
+  type ExecutionProvider,
+  PRECISIONS,
+  type Precision,
+} from "./engine/options.js";
 import type { VideoLimits } from "./engine/video/decode.js";
 import type { FaultMarkers } from "./engine/worker-host.js";
 
@@ -144,7 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
-    provider: choiceFromEnv<ExecutionProvider>(env, "TWIG_EXECUTION_PROVIDER", ["cpu", "cuda"]),
+    provider: choiceFromEnv(env, "TWIG_EXECUTION_PROVIDER", EXECUTION_PROVIDERS),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
     attention: choiceFromEnv(env, "TWIG_ATTENTION", ATTENTION_CHOICES),
     graphCacheDir: env.TWIG_GRAPH_CACHE_DIR || undefined,

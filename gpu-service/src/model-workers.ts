@@ -6,7 +6,7 @@
  */
 import sharp from "sharp";
 import type { ServiceConfig } from "./config.js";
-import type { Engine } from "./engine/types.js";
+import type { Engine } from "./engine/engine.js";
 import { WorkerEngine } from "./engine/worker-host.js";
 import type { ServedModel } from "./inference.js";
 import type { Logger } from "./log.js";

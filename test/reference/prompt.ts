@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decoderLayersRef, type Vec } from "../../gpu-service/src/engine/reference/llama.js";
 import { visionForwardRef } from "../../gpu-service/src/engine/reference/vision.js";
-import type { DecoderLayerWeights, LlavaWeights } from "../../gpu-service/src/engine/types.js";
+import type { DecoderLayerWeights, LlavaWeights } from "../../gpu-service/src/engine/weights.js";
 
 const SPECIAL = /(<s>|<\/s>|<image>)/;
 

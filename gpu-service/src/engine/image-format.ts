@@ -7,7 +7,7 @@
  * the formats OpenAI's API accepts.
  */
 import sharp, { type Metadata } from "sharp";
-import { InvalidRequestError } from "./types.js";
+import { InvalidRequestError } from "./errors.js";
 
 export type ImageType = "png" | "jpeg" | "webp" | "gif";
 

@@ -13,9 +13,9 @@
  * Anything that is not a decodable image within the limits is an InvalidRequestError.
  */
 import sharp, { type Sharp } from "sharp";
+import { InvalidRequestError } from "./errors.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageGeometry, type ImageLimits, inspectImage } from "./image-format.js";
 import { padToSquareAndResize, type RgbPicture } from "./pad-resize.js";
-import { InvalidRequestError } from "./types.js";
 
 export {
   ACCEPTED_FORMATS,

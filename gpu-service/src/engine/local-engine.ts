@@ -8,25 +8,21 @@ import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
 import { keptTokensForBudget } from "./decoding/budget.js";
+import type { Engine } from "./engine.js";
+import { InvalidRequestError } from "./errors.js";
+import type { EngineEvent, GenerateStats } from "./events.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "./image.js";
+import type { GenerateParams } from "./plan.js";
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
 import { span } from "./runtime/tensor-io.js";
 import { TextStream } from "./text-stream.js";
 import { TextCodec } from "./tokenizer.js";
 import { MODE_PLANS } from "./twig/modes.js";
 import { TwigDecoder, type TwigGenerateResult } from "./twig/twig-decoder.js";
-import {
-  type Engine,
-  type EngineEvent,
-  type GenerateParams,
-  type GenerateStats,
-  InvalidRequestError,
-  type LlavaWeights,
-  type TwigWeights,
-} from "./types.js";
 import { DEFAULT_VIDEO_LIMITS, type VideoLimits } from "./video/decode.js";
 import { countVisualTokens, type PreparedVisual, prepareVisual } from "./visual-input.js";
 import { frameTokens } from "./visual-tokens.js";
+import type { LlavaWeights, TwigWeights } from "./weights.js";
 
 export interface LocalEngineOptions extends RuntimeOptions {
   /** Twig directory; default `<model>/twig` when it exists. */

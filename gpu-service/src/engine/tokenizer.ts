@@ -7,7 +7,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { type ChatMessage, InvalidRequestError } from "./types.js";
+import { InvalidRequestError } from "./errors.js";
+import type { ChatMessage } from "./plan.js";
 
 export const LLAVA_V1_SYSTEM =
   "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";

@@ -5,7 +5,7 @@
  * row; a CLS token kept as a visual feature ("full" strategy) comes first and
  * lies in no grid.
  */
-import type { VisualGrid } from "./types.js";
+import type { VisualGrid } from "./events.js";
 
 /**
  * The patch grid over a picture padded to a square: `side` x `side` tokens

@@ -12,20 +12,17 @@
  */
 import { anyresGrids, anyresSpecOf } from "./anyres/layout.js";
 import { preprocessAnyres } from "./anyres/preprocess.js";
+import { InvalidRequestError } from "./errors.js";
+import type { VisualGrid } from "./events.js";
 import { DEFAULT_IMAGE_LIMITS, decodePicture, type ImageLimits, inspectImage, preprocessImage } from "./image.js";
 import type { RgbPicture } from "./pad-resize.js";
+import type { GenerateParams, VideoInput } from "./plan.js";
 import type { VisualInput } from "./runtime/visual-encoder.js";
-import {
-  type GenerateParams,
-  InvalidRequestError,
-  type LlavaConfig,
-  type VideoInput,
-  type VisualGrid,
-} from "./types.js";
 import { DEFAULT_VIDEO_LIMITS, decodeVideo, inspectVideo, type VideoLimits } from "./video/decode.js";
 import { frameCrop, frameGrids, pooledSide, preprocessFrame, sampleFrameIndices } from "./video/frames.js";
 import { paddedSquareGrid } from "./visual-grid.js";
 import { frameTokens, pictureTokens, viewTokens } from "./visual-tokens.js";
+import type { LlavaConfig } from "./weights.js";
 
 export interface MediaLimits {
   image: ImageLimits;

@@ -5,8 +5,8 @@
  * frame, its pooled patch grid.
  */
 import { anyresSpecOf, anyresTokenCount, maxAnyresTokens } from "./anyres/layout.js";
-import type { LlavaConfig } from "./types.js";
 import { pooledSide } from "./video/frames.js";
+import type { LlavaConfig } from "./weights.js";
 
 type VisualConfig = Pick<LlavaConfig, "vision" | "visionFeatureSelectStrategy" | "anyres" | "video">;
 

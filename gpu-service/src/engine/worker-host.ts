@@ -6,8 +6,11 @@
  * owner (supervisor.ts) hears of it through `onExit` and replaces it.
  */
 import { Worker } from "node:worker_threads";
+import type { Engine } from "./engine.js";
+import { InvalidRequestError } from "./errors.js";
+import type { EngineEvent } from "./events.js";
 import type { LocalEngineOptions } from "./local-engine.js";
-import { type Engine, type EngineEvent, type GenerateParams, InvalidRequestError } from "./types.js";
+import type { GenerateParams } from "./plan.js";
 
 type Outbound =
   | { type: "ready"; info: Engine["info"] }

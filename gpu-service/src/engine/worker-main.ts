@@ -10,8 +10,10 @@
  * fails at its third delta with an internal error.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { InvalidRequestError } from "./errors.js";
+import type { EngineEvent } from "./events.js";
 import { LocalEngine, type LocalEngineOptions } from "./local-engine.js";
-import { type EngineEvent, type GenerateParams, InvalidRequestError } from "./types.js";
+import type { GenerateParams } from "./plan.js";
 import type { FaultMarkers } from "./worker-host.js";
 
 type Inbound =

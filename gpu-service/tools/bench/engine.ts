@@ -12,13 +12,12 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Rng } from "../../src/engine/decoding/sampling.js";
-import type { AttentionImpl } from "../../src/engine/onnx/attention.js";
 import { GraphBuilder } from "../../src/engine/onnx/graph.js";
-import type { Precision } from "../../src/engine/onnx/layers.js";
 import { INT4_BLOCK } from "../../src/engine/onnx/quantize.js";
+import type { AttentionImpl, Precision } from "../../src/engine/options.js";
 import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
 import { createSession, ort } from "../../src/engine/runtime/session.js";
-import type { TextConfig } from "../../src/engine/types.js";
+import type { TextConfig } from "../../src/engine/weights.js";
 import { randomDecoderLayers, tinyTextConfig } from "../make-tiny/tiny-model.js";
 
 export interface EngineBenchArgs {

@@ -1,8 +1,7 @@
 /** `npm run bench -- <name> [--key value]...`: benchmarks that print tables. */
 import { parseArgs } from "node:util";
-import { ATTENTION_IMPLS, type AttentionImpl } from "../../src/engine/onnx/attention.js";
-import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
-import type { Mode } from "../../src/engine/types.js";
+import { ATTENTION_IMPLS, type AttentionImpl, PRECISIONS, type Precision } from "../../src/engine/options.js";
+import type { Mode } from "../../src/engine/plan.js";
 import { benchCancel } from "./cancel.js";
 import { benchEngine } from "./engine.js";
 import { benchHostile } from "./hostile.js";

@@ -25,11 +25,12 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { Rng } from "../../src/engine/decoding/sampling.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
-import type { Precision } from "../../src/engine/onnx/layers.js";
+import type { ExecutionProvider, Precision } from "../../src/engine/options.js";
+import type { Mode } from "../../src/engine/plan.js";
 import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
 import { probe } from "../../src/engine/runtime/tensor-io.js";
 import { TextCodec } from "../../src/engine/tokenizer.js";
-import type { ExecutionProvider, Mode, TextConfig } from "../../src/engine/types.js";
+import type { TextConfig } from "../../src/engine/weights.js";
 import { writeSizedModel } from "../make-tiny/sized-model.js";
 import { measureBandwidth, median, printTable, weightBytes } from "./engine.js";
 

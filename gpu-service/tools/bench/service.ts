@@ -19,7 +19,7 @@ import {
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { LocalEngine } from "../../src/engine/local-engine.js";
-import type { Mode } from "../../src/engine/types.js";
+import type { Mode } from "../../src/engine/plan.js";
 import { writeTinyModel } from "../make-tiny/tiny-model.js";
 import { startServiceProcess } from "./service-process.js";
 

@@ -10,10 +10,10 @@
  * table shows SSD's overhead here, not its gain.
  */
 import { Rng } from "../../src/engine/decoding/sampling.js";
+import type { Mode } from "../../src/engine/plan.js";
 import type { LayerKv } from "../../src/engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
 import { TwigDecoder } from "../../src/engine/twig/twig-decoder.js";
-import type { Mode } from "../../src/engine/types.js";
 import { growTwig } from "../make-tiny/grow-twig.js";
 import { randomLlavaWeights, randomTensor } from "../make-tiny/tiny-model.js";
 

@@ -14,9 +14,15 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { writeSafetensors } from "../../src/engine/checkpoint/safetensors.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
-import { ATTENTION_CHOICES, type AttentionChoice } from "../../src/engine/onnx/attention.js";
-import { PRECISIONS, type Precision } from "../../src/engine/onnx/layers.js";
-import type { ExecutionProvider, Mode } from "../../src/engine/types.js";
+import {
+  ATTENTION_CHOICES,
+  type AttentionChoice,
+  EXECUTION_PROVIDERS,
+  type ExecutionProvider,
+  PRECISIONS,
+  type Precision,
+} from "../../src/engine/options.js";
+import type { Mode } from "../../src/engine/plan.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
 import { DEMO_VISION, writeSizedModel } from "../make-tiny/sized-model.js";
@@ -82,7 +88,8 @@ async function generate(argv: string[]): Promise<void> {
   if (!ATTENTION_CHOICES.includes(attention))
     fail(`unknown --attention ${values.attention}; one of ${ATTENTION_CHOICES.join(", ")}`);
   const provider = values.provider as ExecutionProvider;
-  if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${values.provider}; one of cpu, cuda`);
+  if (!EXECUTION_PROVIDERS.includes(provider))
+    fail(`unknown --provider ${values.provider}; one of ${EXECUTION_PROVIDERS.join(", ")}`);
   const engine = await LocalEngine.load(modelDir, {
     provider,
     twigDir: values.twig ? resolve(values.twig) : undefined,

@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { isScoreSource, SCORE_SOURCES } from "../../src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
-import type { Mode } from "../../src/engine/types.js";
+import type { Mode } from "../../src/engine/plan.js";
 import { compareEvals } from "./compare.js";
 import { curvesSvg, descriptionTable, kindTable, markdownTable } from "./report.js";
 import { type EvalResult, readSplit, runEval } from "./run.js";

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../../src/engine/options.js";
 import { checkParity, type ParityFixture, type ParityResult } from "./parity.js";
 import { checkVariantParity, VARIANT_TOLERANCE, type VariantParityFixture } from "./parity-variants.js";
 
@@ -69,8 +70,9 @@ export async function parityCommand(argv: string[], repoRoot: string, fail: (m: 
       provider: { type: "string", default: "cpu" },
     },
   });
-  const provider = values.provider;
-  if (provider !== "cpu" && provider !== "cuda") fail(`unknown --provider ${provider}; one of cpu, cuda`);
+  const provider = values.provider as ExecutionProvider;
+  if (!EXECUTION_PROVIDERS.includes(provider))
+    fail(`unknown --provider ${provider}; one of ${EXECUTION_PROVIDERS.join(", ")}`);
   const modelDir = resolve(values.model ?? join(repoRoot, "models", "demo"));
   const fixturePath = resolve(values.fixture ?? join(modelDir, "parity.json"));
   if (!existsSync(fixturePath)) fail(`no parity fixture at ${fixturePath} (write one with training/parity.py)`);

@@ -17,11 +17,12 @@ import { budgetForPrunedFraction, minRetainBudget } from "../../src/engine/decod
 import { isScoreSource, type ScoreSource } from "../../src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
 import { headGraph } from "../../src/engine/onnx/decoder.js";
+import type { ExecutionProvider } from "../../src/engine/options.js";
+import type { GenerateParams, Mode } from "../../src/engine/plan.js";
 import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
 import { createSession, ort } from "../../src/engine/runtime/session.js";
 import { TextCodec } from "../../src/engine/tokenizer.js";
-import type { ExecutionProvider, GenerateParams, Mode } from "../../src/engine/types.js";
 import { prepareVisual } from "../../src/engine/visual-input.js";
 import { relError } from "./parity.js";
 import { PRUNED_FRACTIONS } from "./run.js";

@@ -13,8 +13,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { budgetForPrunedFraction } from "../../src/engine/decoding/budget.js";
 import type { ScoreSource } from "../../src/engine/decoding/ttp.js";
+import { InvalidRequestError } from "../../src/engine/errors.js";
+import type { GenerateStats } from "../../src/engine/events.js";
 import type { LocalEngine } from "../../src/engine/local-engine.js";
-import { type GenerateParams, type GenerateStats, InvalidRequestError, type Mode } from "../../src/engine/types.js";
+import type { GenerateParams, Mode } from "../../src/engine/plan.js";
 import { type ClipObject, clipDescriptionCounts, inFrame } from "./clip-answers.js";
 import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 

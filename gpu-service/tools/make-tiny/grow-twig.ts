@@ -1,5 +1,5 @@
 /** A fresh twig grown the paper's way: copies of base layers K+1..K+T, the final norm and the LM head. */
-import type { LlavaWeights, TwigWeights } from "../../src/engine/types.js";
+import type { LlavaWeights, TwigWeights } from "../../src/engine/weights.js";
 
 const cloneTensor = (t: { shape: number[]; data: Float32Array }) => ({ shape: [...t.shape], data: t.data.slice() });
 

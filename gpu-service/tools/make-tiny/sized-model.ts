@@ -27,7 +27,7 @@ import type {
   TextConfig,
   TwigWeights,
   VisionConfig,
-} from "../../src/engine/types.js";
+} from "../../src/engine/weights.js";
 import { TINY_WORDS, wordTokenizer, writeLlavaCheckpoint, writeTwig } from "./tiny-model.js";
 
 /** The demo model's vision tower and tokenizer sizes (models/demo/config.json): the defaults. */

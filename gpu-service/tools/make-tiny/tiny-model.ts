@@ -16,7 +16,7 @@ import type {
   TextConfig,
   TwigWeights,
   VisionConfig,
-} from "../../src/engine/types.js";
+} from "../../src/engine/weights.js";
 import { growTwig } from "./grow-twig.js";
 
 export function randomTensor(rng: Rng, shape: number[], scale: number, offset = 0): Tensor {

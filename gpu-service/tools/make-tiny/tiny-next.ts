@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { Rng } from "../../src/engine/decoding/sampling.js";
-import type { LlavaWeights, TextConfig, VisionConfig } from "../../src/engine/types.js";
+import type { LlavaWeights, TextConfig, VisionConfig } from "../../src/engine/weights.js";
 import { growTwig } from "./grow-twig.js";
 import {
   randomLlavaWeights,

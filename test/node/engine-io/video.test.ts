@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InvalidRequestError, type LlavaConfig } from "../../../gpu-service/src/engine/types.js";
+import { InvalidRequestError } from "../../../gpu-service/src/engine/errors.js";
 import {
   DEFAULT_VIDEO_LIMITS,
   decodeVideo,
@@ -19,6 +19,7 @@ import {
 } from "../../../gpu-service/src/engine/video/decode.js";
 import { sampleFrameIndices } from "../../../gpu-service/src/engine/video/frames.js";
 import { DEFAULT_MEDIA_LIMITS, prepareVisual } from "../../../gpu-service/src/engine/visual-input.js";
+import type { LlavaConfig } from "../../../gpu-service/src/engine/weights.js";
 import { randomNextWeights } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twig-video-"));

@@ -8,8 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import type { EngineEvent, GenerateParams } from "../../../gpu-service/src/engine/types.js";
+import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
 import { WorkerEngine } from "../../../gpu-service/src/engine/worker-host.js";
 import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 

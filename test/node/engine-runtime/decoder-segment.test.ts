@@ -15,7 +15,7 @@ import { decoderSegmentGraph } from "../../../gpu-service/src/engine/onnx/decode
 import { decoderLayersRef, type RefLayerCache } from "../../../gpu-service/src/engine/reference/llama.js";
 import { DecoderSegment, type SegmentOptions } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import type { SlotKvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
-import type { DecoderLayerWeights, TextConfig } from "../../../gpu-service/src/engine/types.js";
+import type { DecoderLayerWeights, TextConfig } from "../../../gpu-service/src/engine/weights.js";
 import { randomDecoderLayers, randomTensor, tinyTextConfig } from "../../support/random-weights.js";
 import { maxRelError } from "../../support/tolerance.js";
 

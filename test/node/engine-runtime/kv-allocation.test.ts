@@ -6,11 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import type { Mode } from "../../../gpu-service/src/engine/plan.js";
 import { SlotKvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { probe } from "../../../gpu-service/src/engine/runtime/tensor-io.js";
 import { TwigDecoder } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
-import type { Mode } from "../../../gpu-service/src/engine/types.js";
 import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";
 

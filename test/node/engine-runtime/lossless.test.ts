@@ -14,7 +14,9 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
+import type { Mode } from "../../../gpu-service/src/engine/plan.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import {
   type TwigDecoder as Decoder,
@@ -22,7 +24,6 @@ import {
   type TwigGenerateOptions,
   type TwigGenerateResult,
 } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
-import type { EngineEvent, Mode } from "../../../gpu-service/src/engine/types.js";
 import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import { writeTinyModel, writeTwig } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 import { randomLlavaWeights, randomTensor } from "../../support/random-weights.js";

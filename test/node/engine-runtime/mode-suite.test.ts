@@ -17,18 +17,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
+import { InvalidRequestError } from "../../../gpu-service/src/engine/errors.js";
+import type { EngineEvent, GenerateStats } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
+import type { GenerateParams, Mode } from "../../../gpu-service/src/engine/plan.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
 import { MODE_PLANS, usesTwig } from "../../../gpu-service/src/engine/twig/modes.js";
-import {
-  type EngineEvent,
-  type GenerateParams,
-  type GenerateStats,
-  InvalidRequestError,
-  type LlavaWeights,
-  type Mode,
-  type TwigWeights,
-} from "../../../gpu-service/src/engine/types.js";
+import type { LlavaWeights, TwigWeights } from "../../../gpu-service/src/engine/weights.js";
 import { fixtureInput, type ParityCase, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
 import {
   lastLayerAttention,

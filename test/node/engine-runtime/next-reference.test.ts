@@ -21,19 +21,15 @@ import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-load
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
+import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
+import type { GenerateParams, Mode } from "../../../gpu-service/src/engine/plan.js";
 import { decoderLayersRef, type Vec } from "../../../gpu-service/src/engine/reference/llama.js";
 import { nextVisualRef, type Rgb, videoVisualRef } from "../../../gpu-service/src/engine/reference/next.js";
 import { greedyRef, promptRowsRef } from "../../../gpu-service/src/engine/reference/pruned.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { MODE_PLANS } from "../../../gpu-service/src/engine/twig/modes.js";
-import type {
-  EngineEvent,
-  GenerateParams,
-  LlavaWeights,
-  Mode,
-  TwigWeights,
-} from "../../../gpu-service/src/engine/types.js";
+import type { LlavaWeights, TwigWeights } from "../../../gpu-service/src/engine/weights.js";
 import { type NextVariant, writeTinyNextModel } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { maxRelError } from "../../support/tolerance.js";
 

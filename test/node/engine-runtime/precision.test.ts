@@ -18,7 +18,7 @@ import {
 } from "../../../gpu-service/src/engine/onnx/quantize.js";
 import { decoderLayersRef, logitsRef } from "../../../gpu-service/src/engine/reference/llama.js";
 import { LlavaRuntime, type RuntimeOptions } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import type { DecoderLayerWeights, LlavaWeights, Tensor } from "../../../gpu-service/src/engine/types.js";
+import type { DecoderLayerWeights, LlavaWeights, Tensor } from "../../../gpu-service/src/engine/weights.js";
 import { fixtureInput, readParityFixture } from "../../../gpu-service/tools/eval/parity.js";
 import { repoRoot } from "../../support/gpu-service.js";
 import { maxRelError } from "../../support/tolerance.js";

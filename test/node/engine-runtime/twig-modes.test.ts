@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.js";
+import type { Mode } from "../../../gpu-service/src/engine/plan.js";
 import type { DecoderSegment } from "../../../gpu-service/src/engine/runtime/decoder-segment.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import { TwigDecoder, type TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
-import type { Mode } from "../../../gpu-service/src/engine/types.js";
 import { growTwig } from "../../../gpu-service/tools/make-tiny/grow-twig.js";
 import {
   lastLayerAttention,

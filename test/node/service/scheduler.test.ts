@@ -1,7 +1,9 @@
 /** The scheduler with a fake engine: bounded admission, round-robin fairness between tenants, cancellation. */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import type { Engine, EngineEvent, GenerateParams } from "../../../gpu-service/src/engine/types.js";
+import type { Engine } from "../../../gpu-service/src/engine/engine.js";
+import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
+import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
 import { Scheduler } from "../../../gpu-service/src/scheduler.js";
 
 /** A test double: each request "runs" until the test releases it. */

@@ -8,7 +8,8 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { EngineEvent, GenerateParams } from "../../../gpu-service/src/engine/types.js";
+import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
+import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
 import { Scheduler } from "../../../gpu-service/src/scheduler.js";
 import {
   DEFAULT_BACKOFF,

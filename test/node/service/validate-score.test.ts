@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { GenerateRequestSchema, Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Engine } from "../../../gpu-service/src/engine/types.js";
+import type { Engine } from "../../../gpu-service/src/engine/engine.js";
 import { validateRequest } from "../../../gpu-service/src/validate.js";
 
 const engine = {

@@ -10,7 +10,7 @@
  * N = P*P + rows * (cols + 1). The layout is a pure function of the picture's size and the model's config,
  * so the engine, the reference and anyone budgeting a request compute the same one.
  */
-import type { VisualGrid } from "../types.js";
+import type { VisualGrid } from "../events.js";
 import { gridShape, pasteOffset, patchOutputSize, type Size, selectBestResolution, unpadBounds } from "./geometry.js";
 
 export interface AnyresSpec {

@@ -19,7 +19,7 @@ import type {
   TextConfig,
   TwigWeights,
   VisionConfig,
-} from "../types.js";
+} from "../weights.js";
 import { CheckpointError, SafetensorsFile } from "./safetensors.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: parsed config files have any shape

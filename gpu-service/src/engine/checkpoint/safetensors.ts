@@ -6,7 +6,7 @@
  * the JS heap whole.
  */
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import type { Tensor } from "../types.js";
+import type { Tensor } from "../weights.js";
 
 export type SafetensorsDtype = "F32" | "F16" | "BF16";
 const BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };

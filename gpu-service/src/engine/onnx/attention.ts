@@ -24,15 +24,9 @@
  *   attention itself. Rotary is com.microsoft RotaryEmbedding at the explicit positions.
  *   The probabilities come out as [1, heads, S, C + S] (spare columns included, at 0).
  */
+import type { AttentionChoice, AttentionImpl } from "../options.js";
 import { float, type GraphBuilder } from "./graph.js";
 import { rotary } from "./layers.js";
-
-export type AttentionImpl = "contrib" | "plain" | "direct";
-export const ATTENTION_IMPLS: readonly AttentionImpl[] = ["contrib", "plain", "direct"];
-
-/** What a runtime may be configured with: an implementation, or `auto`. */
-export type AttentionChoice = AttentionImpl | "auto";
-export const ATTENTION_CHOICES: readonly AttentionChoice[] = ["auto", ...ATTENTION_IMPLS];
 
 /**
  * `auto` picks `direct` for models of this width and more, where the cache is big and the

@@ -21,26 +21,12 @@
  * are one matrix product each unless `fuseProjections` is false. Linear weights are fp32,
  * fp16 or int4 (onnx/layers.ts).
  */
-import type { DecoderLayerWeights, TextConfig } from "../types.js";
-import {
-  type AttentionChoice,
-  type AttentionContext,
-  attention,
-  plainContext,
-  resolveAttention,
-  scaledRotaryTables,
-} from "./attention.js";
+
+import type { AttentionChoice, Precision } from "../options.js";
+import type { DecoderLayerWeights, TextConfig } from "../weights.js";
+import { type AttentionContext, attention, plainContext, resolveAttention, scaledRotaryTables } from "./attention.js";
 import { GraphBuilder } from "./graph.js";
-import {
-  fusedLinear,
-  linear,
-  type Precision,
-  rmsNorm,
-  rotaryCaches,
-  skipRmsNorm,
-  swiglu,
-  type WeightFormat,
-} from "./layers.js";
+import { fusedLinear, linear, rmsNorm, rotaryCaches, skipRmsNorm, swiglu, type WeightFormat } from "./layers.js";
 
 /** How a decoder graph is built (all optional; the defaults are the fast path in fp32). */
 export interface DecoderGraphOptions {

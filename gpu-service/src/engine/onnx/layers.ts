@@ -4,13 +4,10 @@
  * Weights arrive in the HF layout (Linear [out, in]) and are stored transposed for MatMul
  * (fp32, or fp16 cast back to fp32 in the graph) or as int4 blocks for com.microsoft MatMulNBits.
  */
-import type { LinearWeights, NormWeights, Tensor } from "../types.js";
+import type { Precision } from "../options.js";
+import type { LinearWeights, NormWeights, Tensor } from "../weights.js";
 import { float, type GraphBuilder } from "./graph.js";
 import { INT4_BLOCK, quantizeInt4, toFloat16 } from "./quantize.js";
-
-/** How linear weights are stored: fp32, fp16 (computed in fp32 after a Cast), or int4 blocks (MatMulNBits). */
-export type Precision = "fp32" | "fp16" | "int4";
-export const PRECISIONS: readonly Precision[] = ["fp32", "fp16", "int4"];
 
 export interface WeightFormat {
   precision: Precision;

@@ -7,7 +7,7 @@
  * feature layer (the last layer run), averaged over heads, which VisionZip-style
  * pruning ranks visual tokens by.
  */
-import type { LlavaWeights, VisionLayerWeights } from "../types.js";
+import type { LlavaWeights, VisionLayerWeights } from "../weights.js";
 import { GraphBuilder } from "./graph.js";
 import { gelu, layerNorm, linear, quickGelu } from "./layers.js";
 

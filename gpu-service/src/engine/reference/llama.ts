@@ -2,7 +2,7 @@
  * The LLaMA decoder in plain TypeScript, float64, no ONNX: the yardstick the
  * ONNX segments are checked against. Slow and obvious on purpose.
  */
-import type { DecoderLayerWeights, NormWeights, Tensor, TextConfig } from "../types.js";
+import type { DecoderLayerWeights, NormWeights, Tensor, TextConfig } from "../weights.js";
 
 export type Vec = Float64Array;
 

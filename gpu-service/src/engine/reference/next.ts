@@ -17,7 +17,7 @@
  * from anyres/geometry.ts, which has its own tests against transformers' numbers.
  */
 import { patchOutputSize, type Size, selectBestResolution } from "../anyres/geometry.js";
-import type { LlavaWeights } from "../types.js";
+import type { LlavaWeights } from "../weights.js";
 import type { Vec } from "./llama.js";
 import { projectRef, visionForwardRef } from "./vision.js";
 

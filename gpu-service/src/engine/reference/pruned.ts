@@ -5,7 +5,7 @@
  * all layers see everything (the base model). The yardstick for the engine's greedy outputs in the modes
  * that decode without drafting (and, SSD being lossless, in the ones that draft).
  */
-import type { LlavaWeights } from "../types.js";
+import type { LlavaWeights } from "../weights.js";
 import { decoderLayersRef, logitsRef, type RefLayerCache, type Vec } from "./llama.js";
 
 export interface PruningRef {

@@ -1,6 +1,6 @@
 /** CLIP ViT + mlp2x_gelu projector in plain float64 TypeScript: the yardstick for onnx/vision.ts. */
 import { visionLayersToRun } from "../onnx/vision.js";
-import type { LlavaWeights, NormWeights } from "../types.js";
+import type { LlavaWeights, NormWeights } from "../weights.js";
 import { matvec, type Vec } from "./llama.js";
 
 function layerNormRef(x: Vec, n: NormWeights, eps: number): Vec {

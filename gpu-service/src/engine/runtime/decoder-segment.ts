@@ -3,9 +3,11 @@
  * The caller owns the caches (made by `newCaches`, in the layout the segment's attention
  * reads): this appends the new tokens to them.
  */
-import { type AttentionImpl, resolveAttention } from "../onnx/attention.js";
+
+import { resolveAttention } from "../onnx/attention.js";
 import { type DecoderGraphOptions, decoderSegmentBuilder } from "../onnx/decoder.js";
-import type { DecoderLayerWeights, Tensor, TextConfig } from "../types.js";
+import type { AttentionImpl } from "../options.js";
+import type { DecoderLayerWeights, Tensor, TextConfig } from "../weights.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import { KvCache, type LayerKv, SLOT_CHUNK, SlotKvCache } from "./kv-cache.js";
 import { ort, type SessionOptions } from "./session.js";

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { GraphBuilder } from "../onnx/graph.js";
-import type { Tensor } from "../types.js";
+import type { Tensor } from "../weights.js";
 import { createSession, type ort, type SessionOptions } from "./session.js";
 
 export interface ExternalDataOptions {

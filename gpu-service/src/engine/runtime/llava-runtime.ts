@@ -8,8 +8,9 @@
 
 import { chooseToken, Rng, type SamplingOptions } from "../decoding/sampling.js";
 import { type DecoderGraphOptions, headBuilder } from "../onnx/decoder.js";
-import type { ExecutionProvider, LlavaWeights, NormWeights, Tensor, TextConfig } from "../types.js";
+import type { ExecutionProvider } from "../options.js";
 import { maxPictureTokens } from "../visual-tokens.js";
+import type { LlavaWeights, NormWeights, Tensor, TextConfig } from "../weights.js";
 import { DecoderSegment, graphOptions } from "./decoder-segment.js";
 import { createGraphSession, type ExternalDataOptions } from "./graph-cache.js";
 import type { LayerKv } from "./kv-cache.js";

@@ -1,6 +1,6 @@
 /** ONNX Runtime session options shared by every segment. */
 import ort from "onnxruntime-node";
-import type { ExecutionProvider } from "../types.js";
+import type { ExecutionProvider } from "../options.js";
 
 export interface SessionOptions {
   provider?: ExecutionProvider;

@@ -11,7 +11,7 @@
  */
 import { type AnyresLayout, packRows, packScores } from "../anyres/layout.js";
 import { videoPoolGraph, visionGraph } from "../onnx/vision.js";
-import type { LlavaWeights } from "../types.js";
+import type { LlavaWeights } from "../weights.js";
 import { createSession, ort, type SessionOptions } from "./session.js";
 import { SessionIo } from "./tensor-io.js";
 

@@ -16,7 +16,7 @@
  * | random    | random    | no          |
  * | visionzip | visionzip | no          |
  */
-import type { Mode } from "../types.js";
+import type { Mode } from "../plan.js";
 
 export type Pruning = "twig" | "fastv" | "random" | "visionzip" | "none";
 

@@ -28,13 +28,14 @@ import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js"
 import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
+import type { Mode } from "../plan.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import { createHeadSession, type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { SessionIo } from "../runtime/tensor-io.js";
 import type { VisualInput } from "../runtime/visual-encoder.js";
-import type { Mode, TwigWeights } from "../types.js";
+import type { TwigWeights } from "../weights.js";
 import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
 
 export interface TwigGenerateOptions {

@@ -12,8 +12,8 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { InvalidRequestError } from "../errors.js";
 import type { RgbPicture } from "../pad-resize.js";
-import { InvalidRequestError } from "../types.js";
 import { sampleFrameIndices } from "./frames.js";
 
 export interface VideoLimits {

@@ -11,10 +11,11 @@
  * The frames' visual tokens follow one another, frame by frame, each frame's pooled patch grid row by row
  * (`LlavaNextVideoModel.get_video_features`: the pooler's output, projected, flattened over frames).
  */
+
+import type { VisualGrid } from "../events.js";
 import { normalise, type PreprocessSpec } from "../image.js";
 import type { RgbPicture } from "../pad-resize.js";
 import { resizePicture } from "../pad-resize.js";
-import type { VisualGrid } from "../types.js";
 
 /** Up to `cap` frame indices of a clip of `total` frames, spread uniformly from the first. */
 export function sampleFrameIndices(total: number, cap: number): number[] {

@@ -1,0 +1,39 @@
+/**
+ * The Engine: what the service drives (through the scheduler) and the tools run, knowing nothing
+ * of tensors. LocalEngine runs in the calling thread; WorkerEngine runs one in a worker thread.
+ */
+import type { ScoreSource } from "./decoding/ttp.js";
+import type { EngineEvent } from "./events.js";
+import type { GenerateParams } from "./plan.js";
+
+/** What an engine says of its model (and, through ListModels, the service of it). */
+export interface EngineInfo {
+  name: string;
+  /** N of a picture; for LLaVA-NeXT the most any picture gives (N varies with the picture's shape). */
+  visualTokens: number;
+  /** LLaVA-NeXT-Video: visual tokens per frame and the most frames a video is sampled to. */
+  video?: { tokensPerFrame: number; maxFrames: number };
+  /** N varies from request to request (LLaVA-NeXT's pictures, videos): budgets are checked against the request's. */
+  visualTokensVary?: boolean;
+  numLayers: number;
+  contextLength: number;
+  twig?: {
+    k: number;
+    t: number;
+    finalWipeLayer: number;
+    defaultRetainBudget: number;
+    /** The scorer TTP (and `fastv`) use when a request names none. */
+    defaultScoreSource: ScoreSource;
+  };
+}
+
+/** What the service drives. Implementations run the model off the main thread. */
+export interface Engine {
+  readonly info: EngineInfo;
+  /**
+   * Runs one request, calling `onEvent` for "started", each "delta" and "finished" in order.
+   * Aborting `signal` stops within one decoding step and rejects with an AbortError.
+   */
+  generate(params: GenerateParams, onEvent: (event: EngineEvent) => void, signal?: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
