@@ -20,10 +20,13 @@ export interface Env {
   GPU_DEADLINE_MS?: string;
   GPU_CONNECT_TIMEOUT_MS?: string;
   GPU_STALL_TIMEOUT_MS?: string;
+  SHARD_COOLDOWN_MS?: string;
+  SHARD_MAX_COOLDOWN_MS?: string;
+  ROUTES_CACHE_MS?: string;
   STORAGE_QUOTA_BYTES?: string;
   STORAGE_QUOTA_FILES?: string;
   FILE_TTL_SECONDS?: string;
-  /** Tenants, API key hashes. */
+  /** Tenants, API key hashes, and the shard lists set through the admin API (model_routes). */
   DB: D1Database;
   /** Uploaded images, keyed tenants/<tenant>/<sha256>. */
   FILES: R2Bucket;

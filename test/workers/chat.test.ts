@@ -6,7 +6,7 @@
  */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import { resetShardHealth } from "../../edge/src/gpu/shard-health.js";
+import { shardPool } from "../../edge/src/gpu/shard-pool.js";
 import {
   chat,
   chatBody,
@@ -251,7 +251,7 @@ describe("request validation", () => {
 
 describe("routing to GPU shards", () => {
   it("fails over past a shard that refuses the connection", async () => {
-    resetShardHealth();
+    shardPool.reset();
     await resetScripted(scripted());
     for (let i = 0; i < 3; i++) {
       const res = await chat(t.key, chatBody("hello"));

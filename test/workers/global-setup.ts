@@ -18,6 +18,9 @@
  *   bodies          -> [body-limits' service]
  *   demo            -> [a frame proxy in front of the real GPU service]
  *
+ * (routing.test.ts sets its own routes over its two services, routing and
+ * routingB, through the admin API.)
+ *
  * A control (test/support/gpu-pause.ts) lets a test freeze the real GPU
  * service at the first delta of the next answer through the proxy, resume it,
  * and read its log lines.
@@ -34,7 +37,7 @@ import { freePort } from "../support/ports.js";
 import { startScriptedGpuService } from "../support/scripted-gpu-service.js";
 
 /** The test files that each get their own scripted GPU service. */
-const FILES = ["chat", "files", "limits", "calls", "disconnect", "bodies"] as const;
+const FILES = ["chat", "files", "limits", "calls", "disconnect", "bodies", "routing", "routingB"] as const;
 export type ScriptedFor = Record<(typeof FILES)[number], string>;
 
 export default async function setup(project: TestProject) {

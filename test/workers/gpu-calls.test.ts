@@ -9,7 +9,7 @@
  * per request through the app (edgeWith), short enough to wait for.
  */
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import { resetShardHealth } from "../../edge/src/gpu/shard-health.js";
+import { shardPool } from "../../edge/src/gpu/shard-pool.js";
 import {
   chatBody,
   edgeWith,
@@ -35,7 +35,7 @@ const chatWith = (vars: Record<string, string>, body: unknown) =>
 
 describe("the transport timeout (connection and first byte)", () => {
   it("gives up on a shard that accepts and never answers, and serves the request from the next", async () => {
-    resetShardHealth();
+    shardPool.reset();
     await resetScripted(scripted());
     const vars = { GPU_CONNECT_TIMEOUT_MS: "300" };
     // the order rotates: two requests, and one of them meets the hanging shard first

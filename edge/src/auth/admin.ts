@@ -7,6 +7,8 @@
  *                                          models?}  -> the tenant
  *   POST   /admin/tenants/:id/keys        -> {id, key, ...}: the key is shown only here
  *   DELETE /admin/keys/:id                -> revokes the key; it fails from the next request on
+ *
+ * The shard lists under /admin/routes are in gpu/routes-admin.ts.
  */
 import { Hono, type MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app-types.js";
@@ -27,7 +29,8 @@ export async function hasAdminToken(
   return !!token && !!match && (await secretsEqual(match[1], token));
 }
 
-function requireAdmin(): MiddlewareHandler<AppEnv> {
+/** Refuses a request without the admin token (404 while ADMIN_TOKEN is unset, 401 otherwise). */
+export function requireAdmin(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     if (!c.env.ADMIN_TOKEN)
       throw new ApiError(404, "the admin API is disabled (ADMIN_TOKEN is not set)", "admin_disabled");
@@ -48,7 +51,8 @@ function positiveInt<T>(body: Record<string, unknown>, name: string, fallback: T
 /** Admin bodies are small: a tenant's settings. */
 const ADMIN_BODY_BYTES = 64 * 1024;
 
-async function jsonObject(req: Request): Promise<Record<string, unknown>> {
+/** The request's body: a JSON object of at most 64 KiB, or a 400/413. */
+export async function jsonObject(req: Request): Promise<Record<string, unknown>> {
   const body = await readJson(req, ADMIN_BODY_BYTES, "the admin API's limit");
   if (!body || typeof body !== "object" || Array.isArray(body))
     throw new ApiError(400, "the body must be a JSON object", "invalid_json");

@@ -53,11 +53,23 @@ function observe(ev: GenerateEvent, p: Progress): string {
 
 /** All events of an opened generation, the first one included. */
 async function* eventsOf(g: OpenedGeneration): AsyncGenerator<GenerateEvent> {
-  yield g.first;
-  while (true) {
-    const r = await g.rest.next();
-    if (r.done) return;
-    yield r.value;
+  let ended = false;
+  try {
+    yield g.first;
+    while (true) {
+      const r = await g.rest.next();
+      if (r.done) {
+        ended = true;
+        return;
+      }
+      yield r.value;
+    }
+  } catch (err) {
+    ended = true;
+    throw err;
+  } finally {
+    // left early by the reader: hang up on the shard, and end the call's count in the shard pool
+    if (!ended) await g.rest.return?.();
   }
 }
 

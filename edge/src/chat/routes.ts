@@ -9,7 +9,7 @@ import { GenerateRequestSchema } from "@twigserve/proto/twigvlm/v1/inference_pb.
 import { Hono } from "hono";
 import type { AppEnv } from "../app-types.js";
 import { settingsOf } from "../config/settings.js";
-import { modelRoutes } from "../gpu/model-routes.js";
+import { currentRoutes } from "../gpu/route-table.js";
 import { type OpenedGeneration, openGeneration } from "../gpu/router.js";
 import { readJson } from "../http/body.js";
 import { abortOnDisconnect } from "../http/disconnect.js";
@@ -29,7 +29,7 @@ chatRoutes.post("/completions", async (c) => {
   const requestId = c.get("requestId");
   const settings = settingsOf(c.env);
   const body = await readJson(c.req.raw, settings.maxRequestBytes, "MAX_REQUEST_BYTES");
-  const routes = modelRoutes(c.env);
+  const routes = await currentRoutes(c.env, settings.routesCacheMs);
   const req = parseChatRequest(body, routes.keys().next().value);
   const urls = routes.get(req.model);
   if (!urls) throw new ApiError(404, `the model ${shown(req.model)} does not exist`, "model_not_found", "model");
@@ -66,6 +66,7 @@ chatRoutes.post("/completions", async (c) => {
         connectTimeoutMs: settings.gpuConnectTimeoutMs,
         stallTimeoutMs: settings.gpuStallTimeoutMs,
       },
+      cooldown: { openMs: settings.shardCooldownMs, maxOpenMs: settings.shardMaxCooldownMs },
     });
   } catch (err) {
     settle();

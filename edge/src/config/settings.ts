@@ -30,6 +30,12 @@ export interface Settings {
   gpuConnectTimeoutMs: number;
   /** Longest silence between two events of a running generation before it is ended as stalled. */
   gpuStallTimeoutMs: number;
+  /** How long a failed GPU shard is left alone before one trial request goes to it. */
+  shardCooldownMs: number;
+  /** The longest cool-down, which repeated failed trials double up to. */
+  shardMaxCooldownMs: number;
+  /** How long an isolate keeps the shard lists it read from D1 (the admin API's routes) before reading again. */
+  routesCacheMs: number;
   /** A tenant's uploads may hold at most this many bytes, unless the tenant has its own quota. */
   storageQuotaBytes: number;
   /** ... and at most this many files. */
@@ -52,6 +58,14 @@ const TABLE: Record<keyof Settings, Setting> = {
   gpuDeadlineMs: { name: "GPU_DEADLINE_MS", fallback: () => 300_000, min: 100, max: 3_600_000 },
   gpuConnectTimeoutMs: { name: "GPU_CONNECT_TIMEOUT_MS", fallback: () => 30_000, min: 50, max: 600_000 },
   gpuStallTimeoutMs: { name: "GPU_STALL_TIMEOUT_MS", fallback: () => 30_000, min: 50, max: 600_000 },
+  shardCooldownMs: { name: "SHARD_COOLDOWN_MS", fallback: () => 10_000, min: 100, max: 3_600_000 },
+  shardMaxCooldownMs: {
+    name: "SHARD_MAX_COOLDOWN_MS",
+    fallback: (s) => Math.max(60_000, s.shardCooldownMs ?? 0),
+    min: 100,
+    max: 3_600_000,
+  },
+  routesCacheMs: { name: "ROUTES_CACHE_MS", fallback: () => 5_000, min: 0, max: 3_600_000 },
   storageQuotaBytes: { name: "STORAGE_QUOTA_BYTES", fallback: () => 100 * MiB, min: 1, max: 2 ** 50 },
   storageQuotaFiles: { name: "STORAGE_QUOTA_FILES", fallback: () => 100, min: 1, max: 1_000_000 },
   fileTtlSeconds: { name: "FILE_TTL_SECONDS", fallback: () => 7 * 24 * 3600, min: 1, max: 10 * 365 * 24 * 3600 },

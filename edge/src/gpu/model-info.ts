@@ -6,7 +6,7 @@
  */
 import type { ModelInfo } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { gpuClients } from "./client.js";
-import { tryOrder } from "./shard-health.js";
+import { shardPool } from "./shard-pool.js";
 
 const TIMEOUT_MS = 3000;
 
@@ -16,7 +16,7 @@ export async function modelInfo(
   urls: readonly string[],
   token?: string,
 ): Promise<ModelInfo | undefined> {
-  for (const url of tryOrder(urls)) {
+  for (const url of shardPool.healthyFirst(urls)) {
     try {
       const res = await gpuClients(url, token).inference.listModels({}, { signal: AbortSignal.timeout(TIMEOUT_MS) });
       const found = res.models.find((m) => m.name === model);

@@ -1,18 +1,25 @@
 /**
  * Opens a Generate stream on one of a model's GPU services. Shards are tried in
- * tryOrder(); an attempt that fails before its first event (connection
- * refused, UNAVAILABLE, a full queue, no answer within GPU_CONNECT_TIMEOUT_MS)
- * moves on to the next shard. Once an event has arrived the stream is committed
- * to that shard: a later error is the caller's to report, and a shard that then
- * sends nothing for GPU_STALL_TIMEOUT_MS ends it as stalled. The whole call,
- * failover included, has GPU_DEADLINE_MS; each attempt passes what is left to
- * the shard as its deadline. When no shard answers: 503 with Retry-After.
+ * the order the isolate's shard pool gives (shard-pool.ts: a half-open shard's
+ * trial, then least outstanding requests, then shards whose breaker is open);
+ * an attempt that fails before its first event (connection refused,
+ * UNAVAILABLE, a full queue, no answer within GPU_CONNECT_TIMEOUT_MS) moves on
+ * to the next shard. Once an event has arrived the stream is committed to that
+ * shard: a later error is the caller's to report, and a shard that then sends
+ * nothing for GPU_STALL_TIMEOUT_MS ends it as stalled. The whole call, failover
+ * included, has GPU_DEADLINE_MS; each attempt passes what is left to the shard
+ * as its deadline. When no shard answers: 503 with Retry-After.
+ *
+ * What the pool learns: the first event closes a shard's breaker; a shard that
+ * cannot be reached, refuses the edge, stays silent past the connect timeout,
+ * stalls or drops the connection mid-stream opens it. A call counts as
+ * outstanding on its shard from its attempt until its stream ends.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { GenerateEvent, GenerateRequest } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { ApiError } from "../http/errors.js";
 import { gpuClients } from "./client.js";
-import { markDown, markUp, tryOrder } from "./shard-health.js";
+import { type ShardPoolOptions, shardPool } from "./shard-pool.js";
 import { Watchdog } from "./watchdog.js";
 
 /** Seconds a client is told to wait when no shard is reachable. */
@@ -40,8 +47,10 @@ const FAILOVER = new Set([
   Code.Unauthenticated,
   Code.Unimplemented,
 ]);
-/** Failures that say the shard cannot be reached at all. */
-const UNREACHABLE = new Set([Code.Unavailable, Code.Unknown]);
+/** Failures that open the shard's breaker: it cannot be reached, is draining, or refuses the edge itself. */
+const BREAKS = new Set([Code.Unavailable, Code.Unknown, Code.Unauthenticated, Code.Unimplemented]);
+/** Failures mid-stream that say the shard (or the way to it) went away. */
+const DROPPED = new Set([Code.Unavailable, Code.Unknown]);
 
 const retryLater = { "retry-after": String(RETRY_AFTER_S) };
 
@@ -85,14 +94,23 @@ const stalled = (ms: number) =>
     retryLater,
   );
 
-/** The events after the first, each awaited under the stall watchdog. */
-function guarded(it: AsyncIterator<GenerateEvent>, watchdog: Watchdog, stallMs: number): AsyncIterator<GenerateEvent> {
+/** The events after the first, each awaited under the stall watchdog; the end of the stream ends the call's count. */
+function guarded(
+  it: AsyncIterator<GenerateEvent>,
+  call: { url: string; watchdog: Watchdog; stallMs: number; signal: AbortSignal; end: () => void },
+): AsyncIterator<GenerateEvent> {
+  const { watchdog, stallMs } = call;
   return {
     async next() {
       watchdog.arm(stallMs, "stall");
       try {
-        return await it.next();
+        const r = await it.next();
+        if (r.done) call.end();
+        return r;
       } catch (err) {
+        call.end();
+        if (!call.signal.aborted && (watchdog.fired || DROPPED.has(ConnectError.from(err).code)))
+          shardPool.failed(call.url);
         if (watchdog.fired) throw stalled(stallMs).withDetail(String(err));
         throw err;
       } finally {
@@ -101,6 +119,7 @@ function guarded(it: AsyncIterator<GenerateEvent>, watchdog: Watchdog, stallMs: 
     },
     async return() {
       watchdog.disarm();
+      call.end();
       return (await it.return?.()) ?? { done: true, value: undefined };
     },
   };
@@ -110,13 +129,18 @@ export async function openGeneration(
   model: string,
   urls: readonly string[],
   req: GenerateRequest,
-  opts: { token?: string; signal: AbortSignal; limits: CallLimits },
+  opts: { token?: string; signal: AbortSignal; limits: CallLimits; cooldown: ShardPoolOptions },
 ): Promise<OpenedGeneration> {
   const deadlineAt = Date.now() + opts.limits.deadlineMs;
   const failures: string[] = [];
-  for (const url of tryOrder(urls)) {
+  shardPool.configure(opts.cooldown);
+  const order = shardPool.order(urls);
+  let tried = 0;
+  for (const url of order) {
     const remaining = deadlineAt - Date.now();
     if (opts.signal.aborted || remaining <= 0) break;
+    tried++;
+    const end = shardPool.begin(url);
     const watchdog = new Watchdog();
     req.deadlineMs = remaining;
     const stream = gpuClients(url, opts.token).inference.generate(req, {
@@ -129,19 +153,30 @@ export async function openGeneration(
       const r = await it.next();
       watchdog.disarm();
       if (r.done) throw new ConnectError("the GPU service ended the stream without an event", Code.Unavailable);
-      markUp(url);
-      return { url, first: r.value, rest: guarded(it, watchdog, opts.limits.stallTimeoutMs) };
+      shardPool.succeeded(url);
+      const call = { url, watchdog, stallMs: opts.limits.stallTimeoutMs, signal: opts.signal, end };
+      return { url, first: r.value, rest: guarded(it, call) };
     } catch (e) {
       watchdog.disarm();
-      if (opts.signal.aborted) break;
+      end();
+      if (opts.signal.aborted) {
+        shardPool.abandoned(url);
+        break;
+      }
       let reason: string;
       if (watchdog.fired) {
-        markDown(url);
+        shardPool.failed(url);
         reason = `no answer within ${watchdog.fired.ms} ms`;
       } else {
         const err = ConnectError.from(e);
-        if (err.code === Code.DeadlineExceeded || !FAILOVER.has(err.code)) throw apiErrorOf(err);
-        if (UNREACHABLE.has(err.code)) markDown(url);
+        if (err.code === Code.DeadlineExceeded) {
+          shardPool.abandoned(url);
+          throw apiErrorOf(err);
+        }
+        // the shard answered: the request's own fault, or a full queue
+        if (!BREAKS.has(err.code)) shardPool.succeeded(url);
+        if (!FAILOVER.has(err.code)) throw apiErrorOf(err);
+        if (BREAKS.has(err.code)) shardPool.failed(url);
         reason = err.message;
       }
       failures.push(`${url}: ${reason}`);
@@ -150,6 +185,8 @@ export async function openGeneration(
       );
     }
   }
+  // a trial booked by order() but never sent: the next request may try the shard
+  if (tried === 0 && order.length > 0) shardPool.abandoned(order[0]);
   if (opts.signal.aborted) throw new ApiError(400, "the client went away", "client_closed");
   if (deadlineAt - Date.now() <= 0)
     throw new ApiError(

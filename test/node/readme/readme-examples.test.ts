@@ -221,6 +221,14 @@ const RUN: Record<string, (ex: Example) => Promise<void>> = {
     expect(m, r.stdout).not.toBeNull();
     expect(JSON.parse(m?.[1] ?? "")).toMatchObject({ id: expect.stringMatching(/^key_/), revoked: true });
   },
+  async "routes-admin"(ex) {
+    const r = await runExample(ex);
+    expect(r.code, r.stderr).toBe(0);
+    const [set, seen, removed] = jsonValues(r.stdout) as Json[];
+    expect(set).toEqual({ model: "demo", source: "admin", urls: [where.gpuUrl] });
+    expect(seen).toEqual({ source: "admin", breaker: "closed" });
+    expect(removed).toMatchObject({ model: "demo", source: "MODEL_ROUTES", urls: [where.gpuUrl] });
+  },
   async "openai-client"(ex) {
     const r = await runExample(ex);
     expect(r.code, r.stderr).toBe(0);
