@@ -106,6 +106,17 @@ describe("ShardPool: the circuit breaker", () => {
     expect(p.breaker(A)).toBe("half-open");
   });
 
+  it("does not lengthen the cool-down for the other calls that fail with the shard, only for a failed trial", () => {
+    const { p, advance } = pool();
+    // four streams were running on A when it died: four failures, one cool-down
+    for (let i = 0; i < 4; i++) p.failed(A);
+    expect(p.view([A])[0]).toMatchObject({ breaker: "open", retryInMs: 10_000, failures: 4 });
+    advance(10_001);
+    expect(p.order([A, B])[0]).toBe(A);
+    p.failed(A);
+    expect(p.view([A])[0]).toMatchObject({ breaker: "open", retryInMs: 20_000, failures: 5 });
+  });
+
   it("tries every shard when all are open, the least recently failed first; a client that leaves frees the trial", () => {
     const { p, advance } = pool();
     p.failed(B);

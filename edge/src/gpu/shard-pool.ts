@@ -169,12 +169,18 @@ export class ShardPool {
     s.nextOpenMs = this.options.openMs;
   }
 
-  /** The shard failed (unreachable, draining, timed out, died mid-stream): open its breaker. */
+  /**
+   * The shard failed (unreachable, draining, timed out, died mid-stream): open its breaker, or
+   * after a failed trial open it again for twice as long. Failures while it is open (the streams
+   * that were running when it went down) leave the cool-down as it is.
+   */
   failed(url: string): void {
     const s = this.state(url);
     const now = this.now();
     s.failures++;
     s.failedAt = now;
+    // within its cool-down: the other calls that were running when it went down, not a failed trial
+    if (s.openUntil > now) return;
     s.openUntil = now + s.nextOpenMs;
     s.nextOpenMs = Math.min(this.options.maxOpenMs, s.nextOpenMs * 2);
     s.trialUntil = 0;
