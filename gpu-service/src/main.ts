@@ -9,19 +9,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import { bearerCheck } from "./auth.js";
-import { loadConfig, type ServiceConfig } from "./config.js";
-import { HealthState, healthService, ServingStatus } from "./health.js";
-import { inferenceService, type ServedModel } from "./inference.js";
-import { createLogger } from "./log.js";
-import { metrics, serveMetrics } from "./metrics.js";
-import { startModelWorkers } from "./model-workers.js";
-import { scanModels } from "./registry.js";
-import { callerErrors } from "./request-errors.js";
-import { withRequestLog } from "./request-log.js";
-import { listen } from "./server.js";
-import type { Supervisor } from "./supervisor.js";
-import { DEFAULT_LIMITS, requestMaxBytes } from "./validate.js";
+import { bearerCheck } from "./server/auth.js";
+import { loadConfig, type ServiceConfig } from "./server/config.js";
+import { HealthState, healthService, ServingStatus } from "./server/health.js";
+import { inferenceService, type ServedModel } from "./server/inference.js";
+import { listen } from "./server/listen.js";
+import { createLogger } from "./server/log.js";
+import { metrics, serveMetrics } from "./server/metrics.js";
+import { startModelWorkers } from "./server/model-workers.js";
+import { scanModels } from "./server/registry.js";
+import { callerErrors } from "./server/request-errors.js";
+import { withRequestLog } from "./server/request-log.js";
+import type { Supervisor } from "./server/supervisor.js";
+import { DEFAULT_LIMITS, requestMaxBytes } from "./server/validate.js";
 
 let config: ServiceConfig;
 try {

@@ -1,6 +1,6 @@
 /**
  * KEDA scales each model's Deployment on what its GPU services report to
- * Prometheus (gpu-service/src/metrics.ts; the ServiceMonitor adds the
+ * Prometheus (gpu-service/src/server/metrics.ts; the ServiceMonitor adds the
  * `namespace` and `service` labels). A prometheus trigger's value is divided by
  * its threshold to give the replicas wanted (KEDA's AverageValue), and the
  * largest wish among the triggers wins:

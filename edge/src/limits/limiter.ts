@@ -17,7 +17,6 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { TenantLimits } from "../auth/store.js";
-import type { Env } from "../env.js";
 import { FileIndex, type FileRecord, type Reservation, type StorageQuota, type StorageUse } from "./file-index.js";
 
 export const WINDOW_MS = 60_000;
@@ -53,7 +52,8 @@ export class TenantLimiter extends DurableObject {
   /** Where the uploads' bytes are (the Worker's R2 binding). */
   private readonly bucket: R2Bucket;
 
-  constructor(ctx: DurableObjectState, env: Env) {
+  /** Of the Worker's bindings it reads only FILES (typed here: env.ts names this class, so it does not import env.ts). */
+  constructor(ctx: DurableObjectState, env: { FILES: R2Bucket }) {
     super(ctx, env as never);
     this.bucket = env.FILES;
     this.sql = ctx.storage.sql;

@@ -3,7 +3,7 @@
  * stays live while ONNX Runtime computes. One request at a time per worker;
  * the scheduler decides which request runs where. A worker that exits fails
  * its request with EngineWorkerExitedError and every later one at once; its
- * owner (supervisor.ts) hears of it through `onExit` and replaces it.
+ * owner (the server's supervisor.ts) hears of it through `onExit` and replaces it.
  */
 import { Worker } from "node:worker_threads";
 import type { Engine } from "./engine.js";

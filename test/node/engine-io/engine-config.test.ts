@@ -1,7 +1,7 @@
 /** The service's engine settings from the environment: precision, attention, provider, graph cache. */
 import { describe, expect, it } from "vitest";
-import { loadConfig } from "../../../gpu-service/src/config.js";
 import { resolveAttention } from "../../../gpu-service/src/engine/onnx/attention.js";
+import { loadConfig } from "../../../gpu-service/src/server/config.js";
 
 describe("engine settings in the service config", () => {
   it("defaults to fp32 on the CPU and reads TWIG_PRECISION, TWIG_EXECUTION_PROVIDER, TWIG_GRAPH_CACHE_DIR", () => {

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { ValidationSeverity, validate } from "dockerfile-utils";
 import { describe, expect, it } from "vitest";
-import { loadConfig } from "../../../gpu-service/src/config.js";
+import { loadConfig } from "../../../gpu-service/src/server/config.js";
 import { PROBE_SCRIPT } from "../../../infra/k8s/probes.js";
 import { repoRoot } from "../../support/gpu-service.js";
 

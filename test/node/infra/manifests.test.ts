@@ -19,8 +19,8 @@ import { Namespace } from "kubernetes-models/v1/Namespace";
 import { Service } from "kubernetes-models/v1/Service";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
-import { loadConfig } from "../../../gpu-service/src/config.js";
-import { registry } from "../../../gpu-service/src/metrics.js";
+import { loadConfig } from "../../../gpu-service/src/server/config.js";
+import { registry } from "../../../gpu-service/src/server/metrics.js";
 import { GRPC_PORT, METRICS_PORT, objectName } from "../../../infra/k8s/gpu-service.js";
 import { renderManifests } from "../../../infra/k8s/manifests.js";
 import { PROBE_SCRIPT } from "../../../infra/k8s/probes.js";
@@ -155,12 +155,12 @@ describe("rendered Kubernetes manifests", () => {
   });
 
   it("set only variables the service reads, and a configuration it accepts", () => {
-    const source = readFileSync(join(repoRoot, "gpu-service/src/config.ts"), "utf8");
+    const source = readFileSync(join(repoRoot, "gpu-service/src/server/config.ts"), "utf8");
     let checked = 0;
     for (const d of gpuDeployments()) {
       const env = envOf(gpuContainer(d));
       for (const name of env.keys()) {
-        expect(source, `${name} is read by gpu-service/src/config.ts`).toContain(name);
+        expect(source, `${name} is read by gpu-service/src/server/config.ts`).toContain(name);
         checked++;
       }
       // TLS files are read at load time; the rest must parse as the service would
@@ -291,7 +291,7 @@ describe("rendered Kubernetes manifests", () => {
         expect(t.type).toBe("prometheus");
         const names: string[] = t.metadata.query.match(/twig_[a-z_]+/g);
         expect(names.length).toBeGreaterThan(0);
-        for (const n of names) expect(exported, `${n} is exported by gpu-service/src/metrics.ts`).toContain(n);
+        for (const n of names) expect(exported, `${n} is exported by gpu-service/src/server/metrics.ts`).toContain(n);
         expect(Number(t.metadata.threshold)).toBeGreaterThan(0);
         checked++;
       }

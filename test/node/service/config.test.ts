@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { isLoopback, loadConfig } from "../../../gpu-service/src/config.js";
+import { isLoopback, loadConfig } from "../../../gpu-service/src/server/config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "twigserve-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

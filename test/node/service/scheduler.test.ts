@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { Engine } from "../../../gpu-service/src/engine/engine.js";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
-import { Scheduler } from "../../../gpu-service/src/scheduler.js";
+import { Scheduler } from "../../../gpu-service/src/server/scheduler.js";
 
 /** A test double: each request "runs" until the test releases it. */
 class FakeEngine implements Engine {

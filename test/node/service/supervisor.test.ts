@@ -10,13 +10,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
-import { Scheduler } from "../../../gpu-service/src/scheduler.js";
+import { Scheduler } from "../../../gpu-service/src/server/scheduler.js";
 import {
   DEFAULT_BACKOFF,
   restartDelay,
   type SupervisedEngine,
   Supervisor,
-} from "../../../gpu-service/src/supervisor.js";
+} from "../../../gpu-service/src/server/supervisor.js";
 
 /** A test double: answers at once; `die()` ends it as a worker thread's exit would. */
 class FakeEngine implements SupervisedEngine {

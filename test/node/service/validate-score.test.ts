@@ -7,7 +7,7 @@ import { GenerateRequestSchema, Mode, ScoreSource } from "@twigserve/proto/twigv
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Engine } from "../../../gpu-service/src/engine/engine.js";
-import { validateRequest } from "../../../gpu-service/src/validate.js";
+import { validateRequest } from "../../../gpu-service/src/server/validate.js";
 
 const engine = {
   info: {

@@ -4,11 +4,11 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import { maxRetainBudget, minRetainBudget } from "./engine/decoding/budget.js";
-import type { Engine } from "./engine/engine.js";
-import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "./engine/image-format.js";
-import type { ChatMessage, GenerateParams, Mode, VideoInput } from "./engine/plan.js";
-import { DEFAULT_VIDEO_LIMITS, inspectVideo, type VideoLimits } from "./engine/video/decode.js";
+import { maxRetainBudget, minRetainBudget } from "../engine/decoding/budget.js";
+import type { Engine } from "../engine/engine.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "../engine/image-format.js";
+import type { ChatMessage, GenerateParams, Mode, VideoInput } from "../engine/plan.js";
+import { DEFAULT_VIDEO_LIMITS, inspectVideo, type VideoLimits } from "../engine/video/decode.js";
 
 export interface ValidationLimits {
   /** Bytes, pixels, longest side and aspect ratio of images, read from the header before a request waits for a worker. */

@@ -14,8 +14,8 @@ import {
   GridSource,
   type InferenceService,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import type { Engine } from "./engine/engine.js";
-import type { EngineEvent, VisualGrid } from "./engine/events.js";
+import type { Engine } from "../engine/engine.js";
+import type { EngineEvent, VisualGrid } from "../engine/events.js";
 import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";

@@ -40,7 +40,7 @@ export function answerEarly(req: NodeRequest, res: NodeResponse, error: ConnectE
     if (body.length > 0) stream.end(body);
     if (!req.complete) refuseRest(stream);
   } else {
-    // Node closes the connection after this; server.ts makes that close read on past the unread body
+    // Node closes the connection after this; listen.ts makes that close read on past the unread body
     res.writeHead(status, { ...headers, connection: "close" }).end(body);
   }
 }

@@ -5,9 +5,9 @@
  * model's Scheduler and replaces those that die.
  */
 import sharp from "sharp";
+import type { Engine } from "../engine/engine.js";
+import { WorkerEngine } from "../engine/worker-host.js";
 import type { ServiceConfig } from "./config.js";
-import type { Engine } from "./engine/engine.js";
-import { WorkerEngine } from "./engine/worker-host.js";
 import type { ServedModel } from "./inference.js";
 import type { Logger } from "./log.js";
 import { metrics } from "./metrics.js";

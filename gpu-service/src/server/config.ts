@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
-import type { ImageLimits } from "./engine/image-format.js";
+import type { ImageLimits } from "../engine/image-format.js";
 import {
   ATTENTION_CHOICES,
   type AttentionChoice,
@@ -13,9 +13,9 @@ import {
   type ExecutionProvider,
   PRECISIONS,
   type Precision,
-} from "./engine/options.js";
-import type { VideoLimits } from "./engine/video/decode.js";
-import type { FaultMarkers } from "./engine/worker-host.js";
+} from "../engine/options.js";
+import type { VideoLimits } from "../engine/video/decode.js";
+import type { FaultMarkers } from "../engine/worker-host.js";
 
 export interface ServiceConfig {
   /** Interface to listen on (gRPC, gRPC-Web and Connect share one port). */
@@ -145,7 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
   return {
     host,
     port: intFromEnv(env, "TWIG_GPU_PORT", 50651),
-    modelsDir: resolve(env.TWIG_MODELS_DIR || new URL("../../models", import.meta.url).pathname),
+    modelsDir: resolve(env.TWIG_MODELS_DIR || new URL("../../../models", import.meta.url).pathname),
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),

@@ -12,7 +12,7 @@
  * EngineWorkerExitedError), which callers retry elsewhere. `onLive` reports the
  * number of workers up, for Health; `onRestart` counts restarts, for metrics.
  */
-import type { Engine } from "./engine/engine.js";
+import type { Engine } from "../engine/engine.js";
 import type { Scheduler } from "./scheduler.js";
 
 /** An engine whose worker can die and be closed. */

@@ -15,9 +15,9 @@
  * replica instead of waiting for a restart.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Engine } from "./engine/engine.js";
-import type { EngineEvent } from "./engine/events.js";
-import type { GenerateParams } from "./engine/plan.js";
+import type { Engine } from "../engine/engine.js";
+import type { EngineEvent } from "../engine/events.js";
+import type { GenerateParams } from "../engine/plan.js";
 
 const noWorker = () =>
   new ConnectError(
