@@ -2,6 +2,7 @@
  * Chat completion objects in OpenAI's shape, and the TwigVLM statistics the
  * final chunk (or the whole response) carries under `twigvlm`.
  */
+import { create, type JsonObject, toJson } from "@bufbuild/protobuf";
 import {
   type Delta,
   type Finished,
@@ -9,10 +10,11 @@ import {
   GridSource,
   Mode,
   type Started,
+  StatsSchema,
 } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
-import { MODES } from "./request.js";
+import { MODE_NAME as MODE_NAMES } from "@twigserve/proto/twigvlm/v1/names.js";
 
-const MODE_NAME = Object.fromEntries(Object.entries(MODES).map(([name, m]) => [m, name])) as Record<Mode, string>;
+const MODE_NAME: Record<number, string> = MODE_NAMES;
 
 export type OpenAIFinishReason = "stop" | "length";
 
@@ -30,25 +32,17 @@ export const usageOf = (f: Finished): Usage => ({
   total_tokens: f.usage?.totalTokens ?? 0,
 });
 
-/** The `twigvlm` object: how the request was accelerated and what it cost. */
-export function twigStats(started: Started | undefined, f: Finished) {
-  const s = f.stats;
-  return {
-    mode: MODE_NAME[started?.mode ?? Mode.TWIG] ?? "twig",
-    visual_tokens: s?.visualTokens ?? 0,
-    visual_tokens_kept: s?.visualTokensKept ?? 0,
-    queue_ms: s?.queueMs ?? 0,
-    prefill_ms: s?.prefillMs ?? 0,
-    time_to_first_token_ms: s?.timeToFirstTokenMs ?? 0,
-    decode_ms: s?.decodeMs ?? 0,
-    tokens_per_second: s?.tokensPerSecond ?? 0,
-    drafted_tokens: s?.draftedTokens ?? 0,
-    accepted_tokens: s?.acceptedTokens ?? 0,
-    acceptance_rate: s?.acceptanceRate ?? 0,
-    verifications: s?.verifications ?? 0,
-    mean_accepted_length: s?.meanAcceptedLength ?? 0,
-    accepted_length_histogram: s?.acceptedLengthHistogram ?? [],
-  };
+/**
+ * The `twigvlm` object: how the request was accelerated (the mode) and what it cost: the proto's
+ * `Stats` in its JSON form under the proto's own field names, every field present (0 or [] when
+ * unset), so a field added to the proto appears here without being written out again.
+ */
+export function twigStats(started: Started | undefined, f: Finished): JsonObject {
+  const stats = toJson(StatsSchema, f.stats ?? create(StatsSchema), {
+    useProtoFieldName: true,
+    alwaysEmitImplicit: true,
+  });
+  return { mode: MODE_NAME[started?.mode ?? Mode.TWIG] ?? "twig", ...(stats as JsonObject) };
 }
 
 /**

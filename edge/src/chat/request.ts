@@ -12,27 +12,18 @@
  *   {"type": "video_url", "video_url": {"url": ...}}   a short video: a `data:video/mp4;base64,` (or webm) URL
  *   {"type": "video", "video": [url, ...]}             a video as its frames, in order, each as image_url's url
  */
-import { Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { type Mode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { MODE_NUMBER, SCORE_SOURCE_NUMBER } from "@twigserve/proto/twigvlm/v1/names.js";
 import { invalidParam } from "../http/errors.js";
 
 export const DEFAULT_MAX_TOKENS = 256;
 export const MAX_STOP_SEQUENCES = 4;
 
-export const MODES: Record<string, Mode> = {
-  twig: Mode.TWIG,
-  base: Mode.BASE,
-  fastv: Mode.FASTV,
-  random: Mode.RANDOM,
-  "ssd-only": Mode.SSD_ONLY,
-  "ttp-only": Mode.TTP_ONLY,
-  visionzip: Mode.VISIONZIP,
-};
+/** The modes by their API names (generated from the proto's enum: proto/enum-names.ts). */
+export const MODES: Record<string, Mode> = MODE_NUMBER;
 
 /** How TTP (and `fastv`) score the visual tokens; absent: the model's default (its twig's `ttp_score_source`). */
-export const SCORE_SOURCES: Record<string, ScoreSource> = {
-  "last-token": ScoreSource.LAST_TOKEN,
-  "all-text": ScoreSource.ALL_TEXT,
-};
+export const SCORE_SOURCES: Record<string, ScoreSource> = SCORE_SOURCE_NUMBER;
 
 /** `table[name]` when `name` is one of the table's own keys; otherwise a 400 naming `field` and the keys. */
 function oneOf<T>(table: Record<string, T>, name: unknown, field: string, note = ""): T {

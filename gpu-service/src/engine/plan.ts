@@ -2,9 +2,11 @@
  * One request, as the engine takes it: the media and the prompt, sampling, and how TwigVLM
  * accelerates it (mode, retain budget, drafting, scorer).
  */
+import type { ModeName } from "@twigserve/proto/twigvlm/v1/names.js";
 import type { ScoreSource } from "./decoding/ttp.js";
 
-export type Mode = "twig" | "base" | "fastv" | "random" | "ssd-only" | "ttp-only" | "visionzip";
+/** The decoding modes, by the API's names (generated from the proto's enum; twig/modes.ts says what each does). */
+export type Mode = ModeName;
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";

@@ -4,6 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { MODE_NAME, MODE_NUMBER, SCORE_SOURCE_NAME } from "@twigserve/proto/twigvlm/v1/names.js";
 import { maxRetainBudget, minRetainBudget } from "../engine/decoding/budget.js";
 import type { Engine } from "../engine/engine.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "../engine/image-format.js";
@@ -34,24 +35,14 @@ export function requestMaxBytes(limits: Pick<ValidationLimits, "image" | "video"
   return Math.max(limits.image.maxBytes, limits.video.maxBytes) + 1024 * 1024;
 }
 
-/** Engine mode of each wire mode (and back); an unspecified mode is the service default, twig. */
-const PROTO_MODES: [ProtoMode, Mode][] = [
-  [ProtoMode.TWIG, "twig"],
-  [ProtoMode.BASE, "base"],
-  [ProtoMode.FASTV, "fastv"],
-  [ProtoMode.RANDOM, "random"],
-  [ProtoMode.SSD_ONLY, "ssd-only"],
-  [ProtoMode.TTP_ONLY, "ttp-only"],
-  [ProtoMode.VISIONZIP, "visionzip"],
-];
-const MODES: Record<number, Mode> = { [ProtoMode.UNSPECIFIED]: "twig", ...Object.fromEntries(PROTO_MODES) };
-export const PROTO_MODE_OF = Object.fromEntries(PROTO_MODES.map(([p, m]) => [m, p])) as Record<Mode, ProtoMode>;
+/** Engine mode of each wire mode (and back, PROTO_MODE_OF); an unspecified mode is the service default, twig. */
+const MODES: Record<number, Mode> = { [ProtoMode.UNSPECIFIED]: "twig", ...MODE_NAME };
+export const PROTO_MODE_OF: Record<Mode, ProtoMode> = MODE_NUMBER;
 
 // unspecified: the model's default (its twig's ttp_score_source, else the last token)
 const SCORE_SOURCES: Record<number, GenerateParams["scoreSource"]> = {
   [ScoreSource.UNSPECIFIED]: undefined,
-  [ScoreSource.LAST_TOKEN]: "last-token",
-  [ScoreSource.ALL_TEXT]: "all-text",
+  ...SCORE_SOURCE_NAME,
 };
 
 function invalid(message: string): ConnectError {

@@ -7,10 +7,11 @@
  * text tokens (the paper's formula, FastV-style). The top R by score are kept,
  * reported in their original order (they keep their original positions).
  */
+import { SCORE_SOURCE_NUMBER, type ScoreSourceName } from "@twigserve/proto/twigvlm/v1/names.js";
 
-/** The scorers, by the names a twig config, the eval's --score-source and the engine use. */
-export const SCORE_SOURCES = ["last-token", "all-text"] as const;
-export type ScoreSource = (typeof SCORE_SOURCES)[number];
+/** The scorers, by the names a twig config, the eval's --score-source, the engine and the API use (the proto's). */
+export type ScoreSource = ScoreSourceName;
+export const SCORE_SOURCES = Object.keys(SCORE_SOURCE_NUMBER) as ScoreSource[];
 
 export function isScoreSource(name: unknown): name is ScoreSource {
   return SCORE_SOURCES.includes(name as ScoreSource);
