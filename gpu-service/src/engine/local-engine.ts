@@ -216,6 +216,7 @@ export class LocalEngine implements Engine {
         keptVisualIndices: all,
         r: N,
         retainBudget: null,
+        scoreSource: null,
         steps: [],
         layout: { lower: 0, twig: 0, mid: 0, top: 0 },
       };

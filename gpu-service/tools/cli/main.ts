@@ -168,6 +168,8 @@ async function generate(argv: string[]): Promise<void> {
           keptVisualIndices: r.keptVisualIndices,
           // R-bar and K_f as applied: null in the modes that keep every visual token
           retainBudget: r.retainBudget,
+          // the scorer as applied: null in the modes that score no visual token by attention
+          scoreSource: r.scoreSource,
           R: r.r,
           K: twig?.k ?? null,
           T: twig?.t ?? null,

@@ -54,6 +54,7 @@ describe("npm run twig -- generate", () => {
       T: 2,
       finalWipeLayer: 6,
       retainBudget: 6,
+      scoreSource: "last-token",
       R: 4,
       temperature: 0,
     });
@@ -100,6 +101,7 @@ describe("npm run twig -- generate", () => {
     expect(stdout).toMatch(/\[visionzip\] \d+ tokens, .*visual tokens 6\/16/);
     const t = JSON.parse(readFileSync(trace, "utf8"));
     expect(t).toMatchObject({ mode: "visionzip", twigDir: join(dir, "other", "twig"), retainBudget: 7, R: 6, K: 2 });
+    expect(t.scoreSource).toBeNull(); // visionzip scores by the vision tower's CLS attention, not by a scorer
     expect(t.finalWipeLayer).toBe(6);
     expect(t.steps).toEqual([]);
   });
@@ -123,6 +125,7 @@ describe("npm run twig -- generate", () => {
     );
     const t = JSON.parse(readFileSync(trace, "utf8"));
     expect(t).toMatchObject({ mode: "ssd-only", retainBudget: null, finalWipeLayer: null, R: 16, K: 2, T: 2 });
+    expect(t.scoreSource).toBeNull();
     expect(t.keptVisualIndices).toHaveLength(16);
     expect(t.steps.length).toBeGreaterThan(0);
   });

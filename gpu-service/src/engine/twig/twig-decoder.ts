@@ -72,6 +72,8 @@ export interface TwigGenerateResult {
   r: number;
   /** The R-bar budget applied, or null when the mode does not prune. */
   retainBudget: number | null;
+  /** The scorer applied to attention (TTP's, FastV's), or null when the mode scores no visual token by attention. */
+  scoreSource: ScoreSource | null;
   /** Time until the prompt had been through every layer (in SSD modes that pass also verified the first drafts). */
   prefillMs: number;
   decodeMs: number;
@@ -226,9 +228,9 @@ export class TwigDecoder {
     // N is this request's: the R-bar formula and the default budget take it
     const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudgetFor(N));
     const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape(N));
+    const source = o.scoreSource ?? this.defaultScoreSource;
     const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
-      const source = o.scoreSource ?? this.defaultScoreSource;
       return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
     };
     const kept = retainBudget === null ? Array.from({ length: N }, (_, i) => i) : topR(scores(), r);
@@ -316,6 +318,7 @@ export class TwigDecoder {
       keptVisualIndices: kept,
       r,
       retainBudget,
+      scoreSource: plan.pruning === "twig" || plan.pruning === "fastv" ? source : null,
       prefillMs,
       decodeMs: performance.now() - t0 - prefillMs,
       steps,
