@@ -63,6 +63,11 @@ describe("GPU service URLs", () => {
       'MODEL_ROUTES["c"] must be a non-empty list of GPU service URLs',
       expect.stringMatching(/^GPU_SERVICE_URL is plain http to a non-loopback host/),
     ]);
+    expect(configProblems({ ...env, SHARD_COOLDOWN_MS: "20000", SHARD_MAX_COOLDOWN_MS: "5000" })).toEqual([
+      "SHARD_MAX_COOLDOWN_MS (5000) must not be below SHARD_COOLDOWN_MS (20000)",
+    ]);
+    // a longer cool-down alone raises the longest one with it
+    expect(configProblems({ ...env, SHARD_COOLDOWN_MS: "120000" })).toEqual([]);
     expect(configProblems({ ...env, MODEL_ROUTES: "{not json" })).toEqual([
       expect.stringMatching(/^MODEL_ROUTES is not JSON/),
     ]);

@@ -15,7 +15,12 @@ import { readSettings } from "./settings.js";
 
 /** Everything wrong with the configuration in `env`; empty when the edge may serve. */
 export function configProblems(env: Env): string[] {
-  const problems = [...readSettings(env).problems, ...parseModelRoutes(env).problems];
+  const { settings, problems: settingProblems } = readSettings(env);
+  const problems = [...settingProblems, ...parseModelRoutes(env).problems];
+  if (settings.shardMaxCooldownMs < settings.shardCooldownMs)
+    problems.push(
+      `SHARD_MAX_COOLDOWN_MS (${settings.shardMaxCooldownMs}) must not be below SHARD_COOLDOWN_MS (${settings.shardCooldownMs})`,
+    );
   if (env.GPU_SERVICE_URL) {
     const p = gpuUrlProblem(env.GPU_SERVICE_URL, "GPU_SERVICE_URL");
     if (p) problems.push(p);
