@@ -41,7 +41,10 @@ const body = (script: string) => ({
 
 /** What the edge reserves for one request of `script`: its prompt estimate plus max_tokens. */
 const reservation = (script: string) =>
-  estimatePromptTokens({ messages: [{ role: "user", content: script }] } as ChatRequest) + MAX_TOKENS;
+  estimatePromptTokens({
+    messages: [{ role: "user", content: script }],
+    media: { kind: "image", url: `data:image/png;base64,${PNG}` },
+  } as ChatRequest) + MAX_TOKENS;
 
 beforeAll(async () => {
   scripted = await startScriptedGpuService();
