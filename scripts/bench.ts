@@ -145,7 +145,7 @@ async function edge(): Promise<Figure[]> {
       figures.push({
         part: "edge",
         what: `${cells[1]} stream(s), ${cells[2]}: delay p50 / p99 ms`,
-        value: `${cells[4]} / ${cells[6]}`,
+        value: `${cells[4]} / ${cells[6]}${cells[8] && cells[8] !== "0" ? ` (${cells[8]} stream(s) failed)` : ""}`,
       });
   }
   return code === 0 && figures.length > 0

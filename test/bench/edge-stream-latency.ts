@@ -163,6 +163,7 @@ export async function measureEdgeLatency(opts: EdgeLatencyOptions): Promise<Edge
       return got;
     };
     const worker = await userWorkerUrl(edge);
+    let edgeLogShown = false;
     /** A stream through the edge at `base`; undefined when it did not complete (counted, not measured). */
     const edgeStream = async (requestId: string, base: string): Promise<TimedDelta[] | undefined> => {
       const got: TimedDelta[] = [];
@@ -185,8 +186,16 @@ export async function measureEdgeLatency(opts: EdgeLatencyOptions): Promise<Edge
         },
         { requestId, onChunk: (text) => got.push({ text, at: performance.now() }) },
       );
-      if (r.status !== 200 || !r.done)
-        throw new Error(`${requestId}: ${r.status} ${JSON.stringify(r.errorBody ?? r.error)}`);
+      if (r.status !== 200 || !r.done) {
+        console.warn(
+          `${requestId}: did not complete (${r.status} ${JSON.stringify(r.errorBody ?? r.error ?? r.failure)}); counted as failed`,
+        );
+        if (!edgeLogShown) {
+          edgeLogShown = true;
+          console.warn(`the edge's last log lines:\n${edge.output().split("\n").slice(-20).join("\n")}`);
+        }
+        return undefined;
+      }
       return got;
     };
     const paths: Path[] = worker ? ["direct", "edge", "worker"] : ["direct", "edge"];
