@@ -131,10 +131,16 @@ afterAll(async () => {
 describe("shard faults through the edge", () => {
   it("a shard killed mid-stream: error events at once, failover before the first token, the survivor serves, the restarted shard rejoins", async () => {
     let killedAt = 0;
-    const results = await burstUntilFirstChunk("tiny", 8, "kill", () => {
-      killedAt = performance.now();
-      shardA.child.kill("SIGKILL");
-    });
+    const results = await burstUntilFirstChunk(
+      "tiny",
+      8,
+      "kill",
+      () => {
+        killedAt = performance.now();
+        shardA.child.kill("SIGKILL");
+      },
+      2,
+    );
     await exited(shardA);
 
     let completed = 0;
@@ -226,17 +232,27 @@ async function burstUntilFirstChunk(
   n: number,
   prefix: string,
   onFirstChunk: () => void,
+  /** How many streams must have content and not have ended before onFirstChunk runs. */
+  together = 1,
 ): Promise<ChatStreamResult[]> {
   let fired = false;
-  const fire = () => {
-    if (!fired) {
-      fired = true;
-      onFirstChunk();
-    }
-  };
+  // Each shard runs one generation at a time (one engine worker), so with together = 2 on two
+  // shards the two streams under way are on different shards: killing one then cuts a stream for
+  // certain. Firing at the very first chunk could find every stream of the shard to be killed
+  // still queued, and those fail over before their first token with no error to show.
+  const streaming = new Set<number>();
   const results = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      streamChat(edge.url, tenant.key, body(model), { requestId: `${prefix}-${i}`, onChunk: fire }),
+      streamChat(edge.url, tenant.key, body(model), {
+        requestId: `${prefix}-${i}`,
+        onChunk: () => {
+          streaming.add(i);
+          if (!fired && streaming.size >= together) {
+            fired = true;
+            onFirstChunk();
+          }
+        },
+      }).finally(() => streaming.delete(i)),
     ),
   );
   expect(fired, "some stream received content").toBe(true);
