@@ -127,6 +127,8 @@ export function attention(
  * row times a cache matrix: the CPU kernels' matrix-vector path, which streams the cache once.
  * The 1/sqrt(hd) scale rides in q's rotary tables (`cosQ`, `sinQ`): a scale multiplied onto a
  * product would be fused into it and take it off that path.
+ * Every reshape copies the batch dimension, so the same nodes serve a batch of B sequences
+ * (onnx/decoder.ts's `batched` segments: past [B, kv, hd, C], kv_mask [B, 1, 1, C]).
  */
 function directAttention(
   g: GraphBuilder,
@@ -150,13 +152,13 @@ function directAttention(
   const qh =
     groups === 1
       ? toHeads(g, qr, heads, hd)
-      : reshape(op1("Transpose", [reshape(qr, [1, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] }), [
-          1,
+      : reshape(op1("Transpose", [reshape(qr, [0, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] }), [
+          0,
           kvHeads,
           -1,
           hd,
         ]);
-  const kNewT = op1("Transpose", [reshape(kr, [1, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
+  const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
   const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
   const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
   const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
@@ -169,12 +171,12 @@ function directAttention(
   const back =
     groups === 1
       ? op1("Transpose", [out], { perm: [0, 2, 1, 3] })
-      : op1("Transpose", [reshape(out, [1, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
+      : op1("Transpose", [reshape(out, [0, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
   return {
-    out: reshape(back, [1, -1, heads * hd]),
+    out: reshape(back, [0, -1, heads * hd]),
     newKey: kr,
     newValue: v,
-    probs: wantProbs ? reshape(probs, [1, heads, -1, 0]) : undefined, // [1, heads, S, C+S]
+    probs: wantProbs ? reshape(probs, [0, heads, -1, 0]) : undefined, // [B, heads, S, C+S]
   };
 }
 

@@ -13,6 +13,14 @@
  *          the outputs are new_key_i / new_value_i [1, S, kvHeads*hd] (the caller appends
  *          them) and attn_probs [1, heads, S, C+S] (onnx/attention.ts).
  *
+ * A `batched` segment (direct attention only) takes B sequences at once, each with its own past
+ *          length: hidden [B, S, H], position_ids [B, S], past_key_i [B, kvHeads, hd, C],
+ *          past_value_i [B, kvHeads, C, hd], kv_mask [B, 1, 1, C] (each sequence's own filled
+ *          slots) and new_mask [groups*S, S]; outputs hidden_out [B, S, H] and new_key_i /
+ *          new_value_i [B, S, kvHeads*hd]. A sequence with fewer than S new tokens is padded at
+ *          the end: the causal new_mask keeps its real rows from seeing the padding
+ *          (runtime/batched-segment.ts).
+ *
  * All layers of a segment hold the same tokens, so one past length serves them all;
  * layers that hold different tokens (TTP's three layouts) are different segments.
  * Attention is onnx/attention.ts's `contrib` path (RotaryEmbedding + GroupQueryAttention)
@@ -47,6 +55,8 @@ export interface DecoderSegmentSpec extends DecoderGraphOptions {
   /** Index (within `layers`) whose attention probabilities are output as attn_probs. */
   attentionProbsLayer?: number;
   name?: string;
+  /** B sequences per run, each with its own past length (needs direct attention). */
+  batched?: boolean;
 }
 
 export function weightFormat(o: DecoderGraphOptions): WeightFormat {
@@ -62,11 +72,15 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const g = new GraphBuilder(spec.name ?? "decoder_segment");
   const format = weightFormat(spec);
   const fuse = spec.fuseProjections ?? true;
-  const impl = resolveAttention(spec.attention, config.hiddenSize);
+  const batched = spec.batched ?? false;
+  const impl = batched ? "direct" : resolveAttention(spec.attention, config.hiddenSize);
+  if (batched && spec.attention !== undefined && spec.attention !== "auto" && spec.attention !== "direct")
+    throw new RangeError(`a batched segment needs direct attention, not ${spec.attention}`);
+  const b = batched ? "B" : 1;
   const eps = config.rmsNormEps;
   const hd = config.hiddenSize / config.numHeads;
-  let h = g.input("hidden", "float32", [1, "S", config.hiddenSize]);
-  const positions = g.input("position_ids", "int64", [1, "S"]);
+  let h = g.input("hidden", "float32", [b, "S", config.hiddenSize]);
+  const positions = g.input("position_ids", "int64", [b, "S"]);
   const direct = impl === "direct";
   const seqlens = direct ? "" : g.input("seqlens_k", "int32", [1]);
   const total = direct ? "" : g.input("total_sequence_length", "int32", []);
@@ -77,9 +91,9 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     key: g.input(
       `past_key_${i}`,
       "float32",
-      direct ? [1, config.numKvHeads, hd, "C"] : [1, config.numKvHeads, "P", hd],
+      direct ? [b, config.numKvHeads, hd, "C"] : [1, config.numKvHeads, "P", hd],
     ),
-    value: g.input(`past_value_${i}`, "float32", [1, config.numKvHeads, direct ? "C" : "P", hd]),
+    value: g.input(`past_value_${i}`, "float32", [b, config.numKvHeads, direct ? "C" : "P", hd]),
   }));
   let ctx: AttentionContext = {
     impl,
@@ -95,7 +109,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     const scaled = scaledRotaryTables(caches.cos, caches.sin, hd);
     ctx = {
       ...ctx,
-      kvMask: g.input("kv_mask", "float32", ["C"]),
+      kvMask: g.input("kv_mask", "float32", batched ? ["B", 1, 1, "C"] : ["C"]),
       newMask: g.input("new_mask", "float32", ["R", "S"]),
       cosQ: g.weight("rope_cos_q", [config.maxPositionEmbeddings, hd / 2], scaled.cos),
       sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
@@ -115,10 +129,10 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
     }
     if (att.newKey && att.newValue) {
-      g.output(att.newKey, `new_key_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
-      g.output(att.newValue, `new_value_${i}`, "float32", [1, "S", config.numKvHeads * hd]);
+      g.output(att.newKey, `new_key_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
+      g.output(att.newValue, `new_value_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
     }
-    if (att.probs) g.output(att.probs, "attn_probs", "float32", [1, config.numHeads, "S", "T"]);
+    if (att.probs) g.output(att.probs, "attn_probs", "float32", [b, config.numHeads, "S", "T"]);
     const o = linear(g, att.out, w.o, "o", format);
     let m: string;
     if (impl !== "plain") ({ normed: m, sum: h } = skipRmsNorm(g, o, h, w.postAttentionNorm, eps));
@@ -134,7 +148,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       if (next) x = rmsNorm(g, h, next.inputNorm, eps);
     }
   });
-  g.output(h, "hidden_out", "float32", [1, "S", config.hiddenSize]);
+  g.output(h, "hidden_out", "float32", [b, "S", config.hiddenSize]);
   return g;
 }
 
