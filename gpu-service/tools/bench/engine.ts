@@ -18,6 +18,7 @@ import type { AttentionImpl, Precision } from "../../src/engine/options.js";
 import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
 import { createSession, ort } from "../../src/engine/runtime/session.js";
 import type { TextConfig } from "../../src/engine/weights.js";
+import { llamaShape } from "../make-tiny/sized-model.js";
 import { randomDecoderLayers, tinyTextConfig } from "../make-tiny/tiny-model.js";
 
 export interface EngineBenchArgs {
@@ -216,11 +217,7 @@ export function printTable(header: string[], rows: string[][]): void {
 
 export async function benchEngine(args: EngineBenchArgs): Promise<void> {
   const cfg = tinyTextConfig({
-    hiddenSize: args.hidden,
-    intermediateSize: Math.round((args.hidden * 11) / 4),
-    numLayers: args.layers,
-    numHeads: args.hidden / 64,
-    numKvHeads: args.hidden / 64,
+    ...llamaShape(args.hidden, args.layers),
     maxPositionEmbeddings: args.context + 64,
   });
   console.log(

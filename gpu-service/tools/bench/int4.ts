@@ -14,6 +14,7 @@
 import { Rng } from "../../src/engine/decoding/sampling.js";
 import type { DecoderGraphOptions } from "../../src/engine/onnx/decoder.js";
 import { DecoderSegment } from "../../src/engine/runtime/decoder-segment.js";
+import { llamaShape } from "../make-tiny/sized-model.js";
 import { randomDecoderLayers, tinyTextConfig } from "../make-tiny/tiny-model.js";
 import { measureBandwidth, median, printTable, weightBytes } from "./engine.js";
 
@@ -37,11 +38,7 @@ const VARIANTS: [string, DecoderGraphOptions][] = [
 
 export async function benchInt4(args: Int4BenchArgs): Promise<void> {
   const cfg = tinyTextConfig({
-    hiddenSize: args.hidden,
-    intermediateSize: Math.round((args.hidden * 11) / 4),
-    numLayers: args.layers,
-    numHeads: args.hidden / 64,
-    numKvHeads: args.hidden / 64,
+    ...llamaShape(args.hidden, args.layers),
     maxPositionEmbeddings: args.context + args.reps + 64,
   });
   console.log(

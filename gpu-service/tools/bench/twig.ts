@@ -15,6 +15,7 @@ import type { LayerKv } from "../../src/engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
 import { TwigDecoder } from "../../src/engine/twig/twig-decoder.js";
 import { growTwig } from "../make-tiny/grow-twig.js";
+import { llamaShape } from "../make-tiny/sized-model.js";
 import { randomLlavaWeights, randomTensor } from "../make-tiny/tiny-model.js";
 
 const MODES: Mode[] = ["base", "twig", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
@@ -82,15 +83,10 @@ export async function benchTwig(args: {
   tokens: number;
   reps: number;
 }): Promise<void> {
-  const heads = Math.max(1, args.hidden / 64);
   const weights = randomLlavaWeights(
     1,
     {
-      hiddenSize: args.hidden,
-      intermediateSize: Math.round((args.hidden * 11) / 4),
-      numLayers: args.layers,
-      numHeads: heads,
-      numKvHeads: heads,
+      ...llamaShape(args.hidden, args.layers),
       maxPositionEmbeddings: args.grid * args.grid + 256,
       vocabSize: 2000,
     },

@@ -25,7 +25,7 @@ import {
 import type { Mode } from "../../src/engine/plan.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
-import { DEMO_VISION, writeSizedModel } from "../make-tiny/sized-model.js";
+import { DEMO_VISION, llamaShape, writeSizedModel } from "../make-tiny/sized-model.js";
 import { writeTinyModel } from "../make-tiny/tiny-model.js";
 import { writeTinyNextModel } from "../make-tiny/tiny-next.js";
 
@@ -249,18 +249,18 @@ function makeTiny(argv: string[]): void {
       return n;
     };
     const hidden = int("hidden", 2048);
-    const heads = int("heads", Math.max(1, hidden / 64));
-    const layers = int("layers", 16);
+    const optional = (name: string) => (given[name] === undefined ? undefined : int(name, 0));
+    const shape = llamaShape(hidden, int("layers", 16), {
+      heads: optional("heads"),
+      kvHeads: optional("kv-heads"),
+      intermediate: optional("intermediate"),
+    });
     const out = resolve(values.out);
     const t0 = performance.now();
     try {
       const { parameters } = writeSizedModel(out, {
         text: {
-          hiddenSize: hidden,
-          numLayers: layers,
-          numHeads: heads,
-          numKvHeads: int("kv-heads", heads),
-          intermediateSize: int("intermediate", Math.round((hidden * 11) / 4)),
+          ...shape,
           maxPositionEmbeddings: int("max-positions", 1024),
           vocabSize: given.vocab === undefined ? undefined : int("vocab", 0),
         },
@@ -281,7 +281,7 @@ function makeTiny(argv: string[]): void {
         tokenizerDir: join(repoRoot, "models", "demo"),
       });
       console.log(
-        `wrote a random LLaVA of ${(parameters / 1e6).toFixed(1)}M parameters (hidden ${hidden}, ${layers} layers, seed ${values.seed}) with its twig to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        `wrote a random LLaVA of ${(parameters / 1e6).toFixed(1)}M parameters (hidden ${hidden}, ${shape.numLayers} layers, seed ${values.seed}) with its twig to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
       );
     } catch (err) {
       fail((err as Error).message);

@@ -43,6 +43,26 @@ export const DEMO_VISION: VisionConfig = {
   hiddenAct: "quick_gelu",
 };
 
+/**
+ * The decoder shape every benchmark and `make-tiny` use for a given width, LLaMA's proportions:
+ * heads of 64 dimensions (no GQA unless `kvHeads` is given) and an FFN 11/4 as wide as the model
+ * (LLaMA-7B: 4096 -> 11008; 2048 -> 5632).
+ */
+export function llamaShape(
+  hidden: number,
+  layers: number,
+  o: { heads?: number; kvHeads?: number; intermediate?: number } = {},
+): Pick<TextConfig, "hiddenSize" | "intermediateSize" | "numLayers" | "numHeads" | "numKvHeads"> {
+  const heads = o.heads ?? Math.max(1, hidden / 64);
+  return {
+    hiddenSize: hidden,
+    intermediateSize: o.intermediate ?? Math.round((hidden * 11) / 4),
+    numLayers: layers,
+    numHeads: heads,
+    numKvHeads: o.kvHeads ?? heads,
+  };
+}
+
 export interface SizedModelSpec {
   /** Decoder shape; vocabSize is the tokenizer's when `tokenizerDir` is used. */
   text: Omit<TextConfig, "vocabSize" | "bosTokenId" | "eosTokenId" | "padTokenId" | "rmsNormEps" | "ropeTheta"> & {
