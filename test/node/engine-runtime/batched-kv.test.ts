@@ -1,0 +1,135 @@
+/**
+ * The batch KV cache (runtime/batched-kv.ts) against a plain model of it: per slot, a list of
+ * (key, value) rows. Slots are loaded, appended to with padding, rolled back, pruned, removed
+ * (the last slot moving into the hole) and regrown, in a seeded random order; after every
+ * operation each slot's keys and values, the lengths and the mask agree with the model.
+ */
+import { describe, expect, it } from "vitest";
+import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
+import { BATCH_SLOT_CHUNK, BatchKv } from "../../../gpu-service/src/engine/runtime/batched-kv.js";
+import { KvCache } from "../../../gpu-service/src/engine/runtime/kv-cache.js";
+
+const KV = 2;
+const HD = 3;
+const LAYERS = 2;
+/** A position's key (and, negated, value) in one layer: every value distinct. */
+type Row = { key: number[]; value: number[] };
+
+describe("batch KV cache", () => {
+  it("agrees with a list-of-rows model through loads, padded appends, rollback, pruning, removal and growth", () => {
+    const rng = new Rng(5);
+    let counter = 1;
+    const freshRow = (): Row => {
+      const key = Array.from({ length: KV * HD }, () => counter++);
+      return { key, value: key.map((x) => -x) };
+    };
+    const cache = new BatchKv(LAYERS, KV, HD, { capacity: 8 });
+    const model: Row[][][] = []; // [slot][layer][position]
+
+    const check = () => {
+      expect(cache.lengths).toEqual(model.map((m) => m[0].length));
+      const mask = cache.mask();
+      model.forEach((slot, b) => {
+        for (let t = 0; t < cache.capacity; t++)
+          expect(mask[b * cache.capacity + t]).toBe(t < slot[0].length ? 0 : Number.NEGATIVE_INFINITY);
+        slot.forEach((rows, l) => {
+          // [kv, n, hd] from the model's rows [n, kv*hd]
+          const n = rows.length;
+          const keys = new Float32Array(KV * n * HD);
+          const values = new Float32Array(KV * n * HD);
+          rows.forEach((r, t) => {
+            for (let h = 0; h < KV; h++)
+              for (let d = 0; d < HD; d++) {
+                keys[(h * n + t) * HD + d] = r.key[h * HD + d];
+                values[(h * n + t) * HD + d] = r.value[h * HD + d];
+              }
+          });
+          expect(Array.from(cache.keys(b, l))).toEqual(Array.from(keys));
+          expect(Array.from(cache.values(b, l))).toEqual(Array.from(values));
+        });
+      });
+    };
+
+    const load = (n: number) => {
+      const layers = Array.from({ length: LAYERS }, () => Array.from({ length: n }, freshRow));
+      const single = layers.map((rows) => {
+        const c = new KvCache(KV, HD);
+        const k = new Float32Array(KV * n * HD);
+        const v = new Float32Array(KV * n * HD);
+        rows.forEach((r, t) => {
+          for (let h = 0; h < KV; h++)
+            for (let d = 0; d < HD; d++) {
+              k[(h * n + t) * HD + d] = r.key[h * HD + d];
+              v[(h * n + t) * HD + d] = r.value[h * HD + d];
+            }
+        });
+        c.set(k, v);
+        return c;
+      });
+      cache.load(cache.add(n), single);
+      model.push(layers);
+    };
+
+    const append = () => {
+      const counts = model.map(() => Math.floor(rng.next() * 4)); // 0..3 each, padded to the most
+      const s = Math.max(1, ...counts);
+      const keys: Float32Array[] = [];
+      const values: Float32Array[] = [];
+      for (let l = 0; l < LAYERS; l++) {
+        const k = new Float32Array(model.length * s * KV * HD).fill(Number.NaN); // padding must never be read
+        const v = new Float32Array(model.length * s * KV * HD).fill(Number.NaN);
+        model.forEach((slot, b) => {
+          for (let t = 0; t < counts[b]; t++) {
+            const r = freshRow();
+            slot[l].push(r);
+            k.set(r.key, (b * s + t) * KV * HD);
+            v.set(r.value, (b * s + t) * KV * HD);
+          }
+        });
+        keys.push(k);
+        values.push(v);
+      }
+      cache.append(counts, s, keys, values);
+    };
+
+    load(5);
+    load(1);
+    check();
+    for (let step = 0; step < 120; step++) {
+      const op = rng.next();
+      const b = Math.floor(rng.next() * model.length);
+      if (model.length === 0 || op < 0.15) load(1 + Math.floor(rng.next() * 40));
+      else if (op < 0.6) append();
+      else if (op < 0.75) {
+        const to = Math.floor(rng.next() * (model[b][0].length + 1));
+        cache.truncate(b, to);
+        for (const rows of model[b]) rows.length = to;
+      } else if (op < 0.87) {
+        const keep = model[b][0].map((_, i) => i).filter(() => rng.next() < 0.6);
+        cache.select(b, keep);
+        model[b] = model[b].map((rows) => keep.map((i) => rows[i]));
+      } else if (model.length > 1) {
+        const last = model.length - 1;
+        expect(cache.remove(b)).toBe(b === last ? -1 : last);
+        model[b] = model[last];
+        model.pop();
+      }
+      check();
+    }
+    expect(cache.capacity % BATCH_SLOT_CHUNK).toBe(0);
+    cache.clear();
+    expect(cache.size).toBe(0);
+    expect(cache.bytes).toBe(cache.bytesFor(1, BATCH_SLOT_CHUNK));
+  });
+
+  it("counts its bytes as slots x capacity x layers x kv heads x head size x keys and values x 4", () => {
+    const cache = new BatchKv(LAYERS, KV, HD);
+    expect(cache.bytesFor(3, 100)).toBe(3 * 128 * LAYERS * KV * HD * 2 * 4);
+    cache.add(10);
+    cache.add(130);
+    expect(cache.capacity).toBe(192);
+    expect(cache.bytes).toBe(cache.bytesFor(2, 192));
+    expect(() => cache.truncate(2, 0)).toThrow(/no slot 2/);
+    expect(() => cache.select(0, [0])).toThrow(/no position 0/);
+  });
+});
