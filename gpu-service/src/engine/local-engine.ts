@@ -6,6 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
+import { BatchLoop } from "./batch/batch-loop.js";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
 import { keptTokensForBudget } from "./decoding/budget.js";
 import type { Engine } from "./engine.js";
@@ -31,6 +32,10 @@ export interface LocalEngineOptions extends RuntimeOptions {
   /** Bytes, duration, frames and frame size of videos, and how long decoding may take. */
   videoLimits?: VideoLimits;
   name?: string;
+  /** Decode up to this many requests together (batch/batch-loop.ts; needs a twig); 1 or unset: one at a time. */
+  maxBatch?: number;
+  /** KV memory a batch may hold, in bytes. */
+  kvBudgetBytes?: number;
 }
 
 /** Everything a request produced, for the CLI's trace. */
@@ -59,6 +64,8 @@ export class LocalEngine implements Engine {
     private readonly codec: TextCodec,
     private readonly limits: { image: ImageLimits; video: VideoLimits },
     name: string,
+    /** Continuous batching, when on (every request with a twig decoder goes through it). */
+    readonly batch?: BatchLoop,
   ) {
     const cfg = runtime.textConfig;
     const perFrame = frameTokens(runtime.weights.config);
@@ -90,6 +97,11 @@ export class LocalEngine implements Engine {
     // with a twig every mode runs on the twig decoder's segments: the runtime needs no segment of its own
     const runtime = await LlavaRuntime.create(weights, opts, { fullSegment: twig === undefined });
     const decoder = twig ? await TwigDecoder.create(runtime, twig) : undefined;
+    const maxBatch = opts.maxBatch ?? 1;
+    const batch =
+      decoder && maxBatch > 1
+        ? await BatchLoop.create(decoder, { maxBatch, kvBudgetBytes: opts.kvBudgetBytes })
+        : undefined;
     return new LocalEngine(
       modelDir,
       twigDir,
@@ -99,6 +111,7 @@ export class LocalEngine implements Engine {
       TextCodec.load(modelDir),
       { image: opts.imageLimits ?? DEFAULT_IMAGE_LIMITS, video: opts.videoLimits ?? DEFAULT_VIDEO_LIMITS },
       opts.name ?? basename(modelDir),
+      batch,
     );
   }
 
@@ -175,7 +188,7 @@ export class LocalEngine implements Engine {
       });
     let result: TwigGenerateResult;
     if (this.decoder) {
-      result = await this.decoder.generate({
+      result = await (this.batch ?? this.decoder).generate({
         inputIds,
         visual: visual.input,
         mode: params.mode,
@@ -235,7 +248,7 @@ export class LocalEngine implements Engine {
   }
 
   close(): Promise<void> {
-    return Promise.all([this.decoder?.release(), this.runtime.release()]).then(() => undefined);
+    return Promise.all([this.batch?.release(), this.decoder?.release(), this.runtime.release()]).then(() => undefined);
   }
 }
 

@@ -327,7 +327,7 @@ export class TwigDecoder {
   }
 
   /** Per visual token, the score the mode prunes by (higher = keep). */
-  private scores(
+  scores(
     pruning: Pruning,
     a: {
       tw?: { attentionProbs?: Float32Array };

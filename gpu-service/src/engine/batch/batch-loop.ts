@@ -1,0 +1,458 @@
+/**
+ * Continuous batching: one loop advances every running sequence together, each step running
+ * every segment once for the whole batch (runtime/batched-segment.ts), while each sequence
+ * keeps what makes TwigVLM its own: its mode and budget (its kept visual tokens and FinalWipe
+ * layout, so its own cache length in every segment), its own drafts and acceptance, its own
+ * sampling, seed and stop.
+ *
+ * A round, for the batch as it stands (n_b = 0 drafts for sequences in non-drafting modes):
+ *   extend  every sequence's newest token t_b (chosen, not yet in any cache) through lower;
+ *           the drafters' twig takes it too (after their last accepted draft, when all were);
+ *   draft   each drafter proposes d_1..d_n_b (n_b <= delta, its own), one batched lower run
+ *           (and twig run) per draft position; a drafter stops at EOS or after a token whose
+ *           draft probability is below theta, and the others go on without it;
+ *   verify  ONE pass of mid, top and the head over every sequence's rows [t_b, d_1..d_n_b]:
+ *           n_b+1 logit rows each;
+ *   accept  per sequence the longest prefix its full model agrees with, plus its own next
+ *           token (the bonus, the next t_b); each rolls its caches back on its own.
+ * A sequence joins between rounds, its prefill run alone first (batch/prefill.ts: the rounds
+ * of the others wait for it), and leaves at EOS, max tokens, its callback's stop or its
+ * signal's abort, without holding the others.
+ *
+ * Admission: at most `maxBatch` sequences, and a joining sequence must fit the KV budget in
+ * bytes with the room it may need (prompt, answer, one round's drafts); the first always runs.
+ */
+import { argmax, chooseToken, distribution, Rng, sample, softmaxAt } from "../decoding/sampling.js";
+import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
+import type { BatchKv } from "../runtime/batched-kv.js";
+import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
+import { visualInputOf } from "../runtime/llava-runtime.js";
+import { ort } from "../runtime/session.js";
+import { MODE_PLANS } from "../twig/modes.js";
+import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
+import { type Prefilled, prefill } from "./prefill.js";
+
+export interface BatchOptions {
+  /** Most sequences decoded together. */
+  maxBatch: number;
+  /** KV memory the batch may hold, in bytes (every segment's slots). */
+  kvBudgetBytes?: number;
+}
+
+export const DEFAULT_KV_BUDGET_BYTES = 2 * 1024 ** 3;
+
+interface Segments {
+  lower: BatchedSegment;
+  twig: BatchedSegment;
+  mid: BatchedSegment;
+  top: BatchedSegment | undefined;
+}
+
+/** One running sequence. */
+interface Sequence {
+  o: TwigGenerateOptions;
+  speculative: boolean;
+  delta: number;
+  theta: number;
+  limit: number;
+  rng: Rng;
+  /** Its newest token, chosen and emitted, not yet in any cache, and its position. */
+  next: number;
+  position: number;
+  /** The twig's hidden state for `next` (drafters). */
+  twigHidden?: Float32Array;
+  /** A drafter's last accepted draft, which the twig has not run on yet. */
+  catchUp?: SlotRows;
+  outputIds: number[];
+  steps: TwigStep[];
+  finishReason: TwigGenerateResult["finishReason"];
+  done: boolean;
+  pre: Prefilled;
+  t0: number;
+  prefillMs: number;
+  resolve: (r: TwigGenerateResult) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Waiting {
+  o: TwigGenerateOptions;
+  t0: number;
+  resolve: (r: TwigGenerateResult) => void;
+  reject: (err: unknown) => void;
+}
+
+const NONE: SlotRows = { hidden: new Float32Array(0), positions: [] };
+
+export class BatchLoop {
+  /** Every running sequence; slot b of lower, mid and top is running[b]. */
+  private readonly running: Sequence[] = [];
+  /** The drafters among them; slot b of the twig's cache is drafters[b]. */
+  private readonly drafters: Sequence[] = [];
+  private readonly waiting: Waiting[] = [];
+  private readonly kv: { lower: BatchKv; twig: BatchKv; mid: BatchKv; top: BatchKv | undefined };
+  private looping = false;
+  /** The largest batch a round has run (for tests and metrics). */
+  peakBatch = 0;
+
+  private constructor(
+    private readonly decoder: TwigDecoder,
+    private readonly seg: Segments,
+    readonly options: BatchOptions,
+  ) {
+    this.kv = {
+      lower: seg.lower.newCache(),
+      twig: seg.twig.newCache(),
+      mid: seg.mid.newCache(),
+      top: seg.top?.newCache(),
+    };
+  }
+
+  /** Batched segments over the decoder's split (its own sessions: the weights are held twice). */
+  static async create(decoder: TwigDecoder, options: BatchOptions): Promise<BatchLoop> {
+    const rt = decoder.runtime;
+    const cfg = rt.textConfig;
+    const layers = rt.weights.text.layers;
+    const { k, finalWipeLayer: kf } = decoder.twig;
+    const make = (ls: typeof layers, name: string) => BatchedSegment.create(cfg, ls, { ...rt.options, name });
+    const [lower, twig, mid, top] = await Promise.all([
+      make(layers.slice(0, k), "batch-lower"),
+      make(decoder.twig.layers, "batch-twig"),
+      make(layers.slice(k, kf), "batch-mid"),
+      kf < cfg.numLayers ? make(layers.slice(kf), "batch-top") : undefined,
+    ]);
+    return new BatchLoop(decoder, { lower, twig, mid, top }, options);
+  }
+
+  /** Sequences running now. */
+  get size(): number {
+    return this.running.length;
+  }
+
+  /** KV bytes the batch holds now. */
+  get kvBytes(): number {
+    const { lower, twig, mid, top } = this.kv;
+    return lower.bytes + twig.bytes + mid.bytes + (top?.bytes ?? 0);
+  }
+
+  /** Decodes one request in the batch; resolves as twig-decoder's `generate` does. */
+  generate(o: TwigGenerateOptions): Promise<TwigGenerateResult> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ o, t0: performance.now(), resolve, reject });
+      void this.loop();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    if (this.looping) return;
+    this.looping = true;
+    try {
+      while (this.running.length > 0 || this.waiting.length > 0) {
+        await this.admit();
+        this.dropFinished();
+        if (this.running.length === 0) continue;
+        this.peakBatch = Math.max(this.peakBatch, this.running.length);
+        try {
+          await this.round();
+        } catch (err) {
+          for (const s of [...this.running]) this.leave(s, err);
+        }
+        this.dropFinished();
+      }
+      this.clear();
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  /** Prefills and seats waiting sequences while the batch and the KV budget have room. */
+  private async admit(): Promise<void> {
+    while (this.waiting.length > 0 && this.running.length < this.options.maxBatch) {
+      const w = this.waiting[0];
+      if (w.o.signal?.aborted) {
+        this.waiting.shift();
+        w.reject(w.o.signal.reason);
+        continue;
+      }
+      const cfg = this.decoder.runtime.textConfig;
+      const room = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings) + (w.o.draftLength ?? 5) + 2;
+      if (this.running.length > 0 && !this.fits(w.o.inputIds.length + this.decoder.runtime.numVisualTokens + room))
+        return;
+      this.waiting.shift();
+      try {
+        this.seat(w, await prefill(this.decoder, { ...w.o, visual: visualInputOf(w.o) }));
+      } catch (err) {
+        w.reject(err);
+      }
+    }
+  }
+
+  /** Whether one more sequence of up to `need` positions fits the KV budget. */
+  private fits(need: number): boolean {
+    const budget = this.options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES;
+    const pools = [this.kv.lower, this.kv.twig, this.kv.mid, this.kv.top].filter((p) => p !== undefined);
+    const after = pools.reduce((a, p) => a + p.bytesFor(p.size + 1, Math.max(p.capacity, need)), 0);
+    return after <= budget;
+  }
+
+  /** A prefilled sequence takes its slots; its first token is the prefill's. */
+  private seat(w: Waiting, pre: Prefilled): void {
+    const cfg = this.decoder.runtime.textConfig;
+    const plan = MODE_PLANS[w.o.mode];
+    const S = pre.promptTokens;
+    const limit = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings - S);
+    const delta = w.o.draftLength ?? 5;
+    const rng = new Rng(w.o.seed ?? 0);
+    w.o.onStarted?.({ promptTokens: S, visualTokens: pre.visualTokens, keptVisualIndices: pre.keptVisualIndices });
+    const s: Sequence = {
+      o: w.o,
+      speculative: plan.speculative,
+      delta,
+      theta: w.o.draftThreshold ?? 0.6,
+      limit,
+      rng,
+      next: -1,
+      position: S,
+      outputIds: [],
+      steps: [],
+      finishReason: "length",
+      done: limit <= 0,
+      pre,
+      t0: w.t0,
+      prefillMs: performance.now() - w.t0,
+      resolve: w.resolve,
+      reject: w.reject,
+    };
+    if (!s.done) {
+      s.next = chooseToken(pre.logits, w.o.sampling, rng);
+      s.done = this.emit(s, [s.next], 0);
+    }
+    if (s.done) {
+      s.resolve(this.result(s));
+      return;
+    }
+    const room = S + limit + delta + 2;
+    const load = (kv: BatchKv, caches: typeof pre.caches.lower) => kv.load(kv.add(room), caches);
+    load(this.kv.lower, pre.caches.lower);
+    load(this.kv.mid, pre.caches.mid);
+    if (this.kv.top) load(this.kv.top, pre.caches.top);
+    this.running.push(s);
+    if (s.speculative) {
+      load(this.kv.twig, pre.caches.twig);
+      this.drafters.push(s);
+    }
+  }
+
+  /** One round for the whole batch: extend, draft, verify, accept. */
+  private async round(): Promise<void> {
+    const rt = this.decoder.runtime;
+    const { hiddenSize: H, eosTokenId } = rt.textConfig;
+    const seqs = this.running;
+    // extend: t_b through lower; the drafters' twig takes it (after d_n_b when all drafts were accepted)
+    const embedded = rt.embed(seqs.map((s) => s.next));
+    const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
+    const hK = await this.seg.lower.run(this.kv.lower, tRows);
+    const index = new Map(seqs.map((s, b) => [s, b]));
+    if (this.drafters.length > 0) {
+      const twigIn = this.drafters.map((s) => {
+        const own = { hidden: hK[index.get(s) as number], positions: [s.position] };
+        return s.catchUp ? concatRows(s.catchUp, own, H) : own;
+      });
+      const out = await this.seg.twig.run(this.kv.twig, twigIn);
+      this.drafters.forEach((s, b) => {
+        s.twigHidden = out[b].subarray(out[b].length - H);
+        s.catchUp = undefined;
+      });
+    }
+
+    // draft: each drafter its own chain, one batched lower (and twig) run per draft position
+    const drafts = seqs.map(() => ({ tokens: [] as number[], q: [] as Float64Array[], hidden: [] as Float32Array[] }));
+    let active = this.drafters.filter((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
+    for (let j = 0; active.length > 0; j++) {
+      const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
+      const V = logits.length / active.length;
+      const chosen = active.map((s, a) => {
+        const row = logits.subarray(a * V, (a + 1) * V);
+        // greedy: the twig's argmax; sampling: a draw from q (the twig's distribution, same temperature and top-p)
+        const qj = s.o.sampling.temperature > 0 ? distribution(row, s.o.sampling) : undefined;
+        const d = qj ? sample(qj, s.rng) : argmax(row);
+        const p = qj ? qj[d] : softmaxAt(row, d); // the twig's confidence in d, checked against theta
+        const draft = drafts[index.get(s) as number];
+        draft.tokens.push(d);
+        if (qj) draft.q.push(qj);
+        return { s, d, p };
+      });
+      const ids = rt.embed(chosen.map((c) => c.d));
+      const byBatch = new Map(chosen.map((c, a) => [c.s, { c, a }]));
+      const lowIn = seqs.map((s) => {
+        const e = byBatch.get(s);
+        if (!e) return NONE;
+        return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
+      });
+      const lowOut = await this.seg.lower.run(this.kv.lower, lowIn);
+      for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
+      const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length);
+      const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
+      if (going.length === 0) break;
+      const goingSet = new Set(going);
+      const twigOut = await this.seg.twig.run(
+        this.kv.twig,
+        this.drafters.map((s) =>
+          goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
+        ),
+      );
+      this.drafters.forEach((s, b) => {
+        if (goingSet.has(s)) s.twigHidden = twigOut[b];
+      });
+      active = going;
+    }
+
+    // verify: one pass of mid, top and the head over [t_b, d_1..d_n_b] for every sequence
+    const verifyIn = seqs.map((s, b) => {
+      const d = drafts[b];
+      const hidden = new Float32Array((1 + d.tokens.length) * H);
+      hidden.set(hK[b], 0);
+      d.hidden.forEach((h, i) => {
+        hidden.set(h, (i + 1) * H);
+      });
+      return { hidden, positions: [s.position, ...d.tokens.map((_, i) => s.position + 1 + i)] };
+    });
+    let h = await this.seg.mid.run(this.kv.mid, verifyIn);
+    if (this.seg.top && this.kv.top)
+      h = await this.seg.top.run(
+        this.kv.top,
+        h.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
+      );
+    const all = new Float32Array(h.reduce((a, x) => a + x.length, 0));
+    let offset = 0;
+    for (const x of h) {
+      all.set(x, offset);
+      offset += x.length;
+    }
+    const logits = await rt.logits(all);
+    const V = rt.textConfig.vocabSize;
+
+    // accept: each sequence on its own, rolled back on its own
+    let row = 0;
+    seqs.forEach((s, b) => {
+      const d = drafts[b];
+      const n = d.tokens.length;
+      const rowsOf = Array.from({ length: n + 1 }, (_, i) => logits.subarray((row + i) * V, (row + i + 1) * V));
+      row += n + 1;
+      if (s.done) return;
+      const v =
+        s.o.sampling.temperature > 0
+          ? verifySampled(d.tokens, d.q, rowsOf, s.o.sampling, s.rng)
+          : verifyGreedy(d.tokens, rowsOf);
+      if (s.speculative) s.steps.push({ drafted: d.tokens, accepted: v.accepted });
+      // lower, mid and top ran on every draft, the twig on all but the last
+      for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
+        if (kv) kv.truncate(b, kv.lengths[b] - n + v.accepted);
+      if (s.speculative && v.accepted < n) {
+        const t = this.drafters.indexOf(s);
+        this.kv.twig.truncate(t, this.kv.twig.lengths[t] - (n - 1) + v.accepted);
+      }
+      if (s.speculative && n > 0 && v.accepted === n)
+        s.catchUp = { hidden: d.hidden[n - 1], positions: [s.position + n] };
+      s.done = this.emit(s, [...d.tokens.slice(0, v.accepted), v.bonus], v.accepted);
+      s.next = v.bonus;
+      s.position += v.accepted + 1;
+    });
+  }
+
+  /** Twig norm + twig head on rows [n, H] → logits [n, V]. */
+  private async twigLogits(rows: Float32Array[]): Promise<Float32Array> {
+    const H = this.decoder.runtime.textConfig.hiddenSize;
+    const x = new Float32Array(rows.length * H);
+    rows.forEach((r, i) => {
+      x.set(r, i * H);
+    });
+    const out = await this.decoder.parts.twigHead.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
+    return out.logits.data as Float32Array;
+  }
+
+  /** Appends verified tokens to a sequence's output; true when it is over (EOS, max tokens or the callback). */
+  private emit(s: Sequence, ids: number[], acceptedDraft: number): boolean {
+    const eosId = this.decoder.runtime.textConfig.eosTokenId;
+    let out = ids.slice(0, s.limit - s.outputIds.length);
+    const eos = out.indexOf(eosId);
+    if (eos >= 0) {
+      out = out.slice(0, eos);
+      s.finishReason = "stop";
+    }
+    s.outputIds.push(...out);
+    if (out.length > 0 && s.o.onTokens?.(out, Math.min(acceptedDraft, out.length)) === false) {
+      s.finishReason = "callback";
+      return true;
+    }
+    return s.finishReason === "stop" || s.outputIds.length >= s.limit;
+  }
+
+  /** Sequences that are done leave the batch (their slots are freed), and their callers hear. */
+  private dropFinished(): void {
+    for (const s of [...this.running]) {
+      if (s.o.signal?.aborted && !s.done) {
+        s.done = true;
+        s.reject(s.o.signal.reason);
+      }
+      if (s.done) this.leave(s);
+    }
+  }
+
+  private leave(s: Sequence, err?: unknown): void {
+    const b = this.running.indexOf(s);
+    if (b < 0) return;
+    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top]) kv?.remove(b);
+    this.running[b] = this.running[this.running.length - 1];
+    this.running.pop();
+    const t = this.drafters.indexOf(s);
+    if (t >= 0) {
+      this.kv.twig.remove(t);
+      this.drafters[t] = this.drafters[this.drafters.length - 1];
+      this.drafters.pop();
+    }
+    s.done = true;
+    if (err !== undefined) s.reject(err);
+    else if (!s.o.signal?.aborted) s.resolve(this.result(s));
+  }
+
+  private result(s: Sequence): TwigGenerateResult {
+    const { pre } = s;
+    const prefillMs = s.prefillMs;
+    return {
+      outputIds: s.outputIds,
+      finishReason: s.finishReason,
+      promptTokens: pre.promptTokens,
+      visualTokens: pre.visualTokens,
+      keptVisualIndices: pre.keptVisualIndices,
+      r: pre.r,
+      retainBudget: pre.retainBudget,
+      scoreSource: pre.scoreSource,
+      prefillMs,
+      decodeMs: performance.now() - s.t0 - prefillMs,
+      steps: s.steps,
+      layout: {
+        lower: pre.promptTokens,
+        twig: pre.caches.twig[0]?.length ? pre.promptTokens : 0,
+        mid: s.limit > 0 ? pre.caches.mid[0].length : 0,
+        top: s.limit > 0 ? (pre.caches.top[0]?.length ?? 0) : 0,
+      },
+    };
+  }
+
+  /** With no sequence left, the caches give their memory back. */
+  private clear(): void {
+    for (const kv of [this.kv.lower, this.kv.twig, this.kv.mid, this.kv.top]) kv?.clear();
+  }
+
+  async release(): Promise<void> {
+    const { lower, twig, mid, top } = this.seg;
+    await Promise.all([lower.release(), twig.release(), mid.release(), top?.release()]);
+  }
+}
+
+function concatRows(a: SlotRows, b: SlotRows, H: number): SlotRows {
+  const hidden = new Float32Array((a.positions.length + b.positions.length) * H);
+  hidden.set(a.hidden, 0);
+  hidden.set(b.hidden, a.positions.length * H);
+  return { hidden, positions: [...a.positions, ...b.positions] };
+}
