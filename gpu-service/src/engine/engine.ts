@@ -5,6 +5,7 @@
 import type { ScoreSource } from "./decoding/ttp.js";
 import type { EngineEvent } from "./events.js";
 import type { GenerateParams } from "./plan.js";
+import type { VisualConfig } from "./visual-tokens.js";
 
 /** What an engine says of its model (and, through ListModels, the service of it). */
 export interface EngineInfo {
@@ -15,6 +16,8 @@ export interface EngineInfo {
   video?: { tokensPerFrame: number; maxFrames: number };
   /** N varies from request to request (LLaVA-NeXT's pictures, videos): budgets are checked against the request's. */
   visualTokensVary?: boolean;
+  /** What N of a picture or video is counted from (plan-request.ts reads it where N varies). */
+  visual?: VisualConfig;
   numLayers: number;
   contextLength: number;
   twig?: {
@@ -31,7 +34,7 @@ export interface EngineInfo {
 export interface Engine {
   readonly info: EngineInfo;
   /**
-   * Runs one request, calling `onEvent` for "started", each "delta" and "finished" in order.
+   * Runs one request as planned (plan-request.ts), calling `onEvent` for "started", each "delta" and "finished" in order.
    * Aborting `signal` stops within one decoding step and rejects with an AbortError.
    */
   generate(params: GenerateParams, onEvent: (event: EngineEvent) => void, signal?: AbortSignal): Promise<void>;

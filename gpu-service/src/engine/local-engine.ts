@@ -8,20 +8,19 @@ import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { BatchLoop } from "./batch/batch-loop.js";
 import { loadLlava, loadTwig } from "./checkpoint/llava-loader.js";
-import { keptTokensForBudget } from "./decoding/budget.js";
 import type { Engine } from "./engine.js";
-import { InvalidRequestError } from "./errors.js";
+import { InvalidRequestError, invariant } from "./errors.js";
 import type { EngineEvent, GenerateStats } from "./events.js";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "./image.js";
-import type { GenerateParams } from "./plan.js";
+import type { GenerateParams, RequestInput } from "./plan.js";
+import { inspectMedia, planRequest } from "./plan-request.js";
 import { LlavaRuntime, type RuntimeOptions } from "./runtime/llava-runtime.js";
 import { span } from "./runtime/tensor-io.js";
 import { TextStream } from "./text-stream.js";
 import { TextCodec } from "./tokenizer.js";
-import { MODE_PLANS } from "./twig/modes.js";
 import { TwigDecoder, type TwigGenerateResult } from "./twig/twig-decoder.js";
 import { DEFAULT_VIDEO_LIMITS, type VideoLimits } from "./video/decode.js";
-import { countVisualTokens, type PreparedVisual, prepareVisual } from "./visual-input.js";
+import { type PreparedVisual, prepareVisual } from "./visual-input.js";
 import { frameTokens } from "./visual-tokens.js";
 import type { LlavaWeights, TwigWeights } from "./weights.js";
 
@@ -74,6 +73,12 @@ export class LocalEngine implements Engine {
       visualTokens: runtime.numVisualTokens,
       video: perFrame === undefined ? undefined : { tokensPerFrame: perFrame, maxFrames: limits.video.maxFrames },
       visualTokensVary: runtime.weights.config.anyres !== undefined || perFrame !== undefined,
+      visual: {
+        vision: runtime.weights.config.vision,
+        visionFeatureSelectStrategy: runtime.weights.config.visionFeatureSelectStrategy,
+        anyres: runtime.weights.config.anyres,
+        video: runtime.weights.config.video,
+      },
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
       twig:
@@ -120,9 +125,14 @@ export class LocalEngine implements Engine {
     return this.runtime.weights;
   }
 
-  /** N of a request's picture or video, read from its header (or ffprobe) without decoding it. */
+  /** N of a request's picture or video, read from its header (or ffprobe) without decoding it, as planning counts it. */
   countVisualTokens(media: Pick<GenerateParams, "image" | "video">): Promise<number> {
-    return countVisualTokens(media, this.runtime.weights.config, this.limits);
+    return inspectMedia(media, this.info, this.limits);
+  }
+
+  /** The plan of a request for this model, within this engine's limits: what `generate` takes (plan-request.ts). */
+  plan(input: RequestInput): Promise<GenerateParams> {
+    return planRequest(input, this.info, this.limits);
   }
 
   get twigWeights(): TwigWeights | undefined {
@@ -131,36 +141,30 @@ export class LocalEngine implements Engine {
 
   async generate(params: GenerateParams, onEvent: (event: EngineEvent) => void, signal?: AbortSignal): Promise<void> {
     const rt = this.runtime;
+    const { plan } = params;
     const visual = await prepareVisual(params, rt.weights.config, this.limits);
     const N = visual.numVisual;
+    // the one way N can differ from what the plan counted from the header: a clip whose sampled frames do not all decode
+    if (N !== plan.visualTokens && visual.input.kind === "video") {
+      const decoded = visual.input.frames.length;
+      const sampled = Math.round((plan.visualTokens * decoded) / N);
+      throw new InvalidRequestError(`only ${decoded} of the video's ${sampled} sampled frames could be decoded`);
+    }
     const text = params.prompt ?? this.codec.formatChat(params.messages ?? [], visual.placeholder);
     const inputIds = this.codec.encode(text);
     const placeholderId = rt.placeholderOf(visual.input);
     const imagePosition = inputIds.indexOf(placeholderId);
-    if (imagePosition < 0 || inputIds.lastIndexOf(placeholderId) !== imagePosition) {
-      throw new InvalidRequestError(`the prompt must contain exactly one ${visual.placeholder} placeholder`);
-    }
+    invariant(
+      imagePosition >= 0 && inputIds.lastIndexOf(placeholderId) === imagePosition,
+      `the prompt must contain exactly one ${visual.placeholder} placeholder`,
+    );
     const promptTokens = inputIds.length - 1 + N;
     if (promptTokens >= this.info.contextLength) {
       throw new InvalidRequestError(
         `the prompt is ${promptTokens} tokens (${N} visual tokens included); the context length is ${this.info.contextLength}`,
       );
     }
-    if (params.mode !== "base" && !this.decoder)
-      throw new InvalidRequestError(`mode ${params.mode} needs a twig and this model has none`);
-    const prunes = MODE_PLANS[params.mode].pruning !== "none";
-    if (prunes && imagePosition === inputIds.length - 1)
-      throw new InvalidRequestError(
-        `mode ${params.mode} prunes visual tokens, so the prompt must go on after the ${visual.placeholder.slice(1, -1)}`,
-      );
-    if (prunes && params.retainBudget !== undefined && this.decoder) {
-      // N is the request's (LLaVA-NeXT's varies with the picture, a video's with its frames)
-      try {
-        keptTokensForBudget(params.retainBudget, this.decoder.budgetShape(N));
-      } catch (err) {
-        throw new InvalidRequestError((err as Error).message);
-      }
-    }
+    invariant(plan.mode === "base" || this.decoder, `mode ${plan.mode} needs a twig and this model has none`);
 
     const stream = new TextStream((ids) => this.codec.decode(ids), params.stop);
     const sampling = { temperature: params.temperature, topP: params.topP };
@@ -191,14 +195,10 @@ export class LocalEngine implements Engine {
       result = await (this.batch ?? this.decoder).generate({
         inputIds,
         visual: visual.input,
-        mode: params.mode,
+        plan,
         maxTokens: params.maxTokens,
         sampling,
         seed: params.seed,
-        retainBudget: params.retainBudget,
-        draftLength: params.draftLength,
-        draftThreshold: params.draftThreshold,
-        scoreSource: params.scoreSource,
         onStarted: (s) =>
           onEvent({ type: "started", ...s, visualGrids: visual.grids, videoFrames: visual.frameIndices }),
         onTokens,

@@ -1,6 +1,9 @@
 /**
- * One request, as the engine takes it: the media and the prompt, sampling, and how TwigVLM
- * accelerates it (mode, retain budget, drafting, scorer).
+ * One request, twice over: as a caller asks for it (`RequestInput`: the media, the prompt, sampling and
+ * how TwigVLM should accelerate it, each choice optional), and as the engine runs it (`GenerateParams`:
+ * the same with every choice resolved into an `AccelerationPlan`). `planRequest` (plan-request.ts) is the
+ * one place that turns the first into the second and refuses what cannot run; the engine takes a plan as
+ * it is and only asserts what the plan promised.
  */
 import type { ModeName } from "@twigserve/proto/twigvlm/v1/names.js";
 import type { ScoreSource } from "./decoding/ttp.js";
@@ -19,8 +22,8 @@ export interface VideoInput {
   frames?: Uint8Array[];
 }
 
-/** One request, as the engine sees it. Defaults are applied by the caller (validated already). */
-export interface GenerateParams {
+/** The media, the prompt and sampling: what a request asks and the engine takes alike. */
+interface RequestBody {
   /** Encoded image bytes (PNG, JPEG, WebP or GIF); exactly one of image and video. */
   image?: Uint8Array;
   /** A video, for a LLaVA-NeXT-Video model. */
@@ -35,12 +38,45 @@ export interface GenerateParams {
   topP: number;
   seed?: number;
   stop: string[];
+}
+
+/** One request as a caller asks for it: every acceleration choice it leaves out is the model's default. */
+export interface RequestInput extends RequestBody {
   mode: Mode;
-  /** R-bar: average visual tokens per layer; undefined = model default. */
+  /** R-bar: average visual tokens per layer; absent = the model's default for the request's N. */
   retainBudget?: number;
-  /** delta, default 5. */
+  /** delta; absent = 5. */
   draftLength?: number;
-  /** theta, default 0.6. */
+  /** theta; absent = 0.6. */
   draftThreshold?: number;
+  /** Absent = the twig's own (its config's ttp_score_source), else the released code's, last-token. */
   scoreSource?: ScoreSource;
+}
+
+/** SSD's drafting as applied: the twig drafts up to `length` tokens, stopping after one below `threshold`. */
+export interface DraftPlan {
+  /** delta. */
+  length: number;
+  /** theta. */
+  threshold: number;
+}
+
+/** How TwigVLM accelerates one request, every choice resolved for the request's own N. */
+export interface AccelerationPlan {
+  mode: Mode;
+  /** N: the visual tokens of the request's picture or video (counted from its header before it queued). */
+  visualTokens: number;
+  /** R-bar as applied; null in the modes that keep every visual token. */
+  retainBudget: number | null;
+  /** R: the visual tokens layers K+1..K_f keep (N in the modes that keep every one). */
+  keptVisualTokens: number;
+  /** The scorer applied to attention (TTP's, FastV's); null in the modes that score no visual token by attention. */
+  scoreSource: ScoreSource | null;
+  /** delta and theta as applied; null in the modes that do not draft. */
+  draft: DraftPlan | null;
+}
+
+/** One request as the engine takes it: made by `planRequest` only, and run as it is. */
+export interface GenerateParams extends RequestBody {
+  plan: AccelerationPlan;
 }

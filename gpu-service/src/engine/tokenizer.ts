@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { InvalidRequestError } from "./errors.js";
+import { invariant } from "./errors.js";
 import type { ChatMessage } from "./plan.js";
 
 export const LLAVA_V1_SYSTEM =
@@ -55,9 +55,9 @@ export class TextCodec {
   /** The prompt text for a conversation; the image placeholder (or `<video>`) goes into the first user message. */
   formatChat(messages: readonly ChatMessage[], placeholder = "<image>"): string {
     const firstUser = messages.findIndex((m) => m.role === "user");
-    if (firstUser < 0) throw new InvalidRequestError("the conversation has no user message");
-    if (messages[messages.length - 1].role !== "user")
-      throw new InvalidRequestError("the last message must be the user's");
+    // planning refused any other conversation (plan-request.ts)
+    invariant(firstUser >= 0, "the conversation has no user message");
+    invariant(messages[messages.length - 1].role === "user", "the last message must be the user's");
     const withImage = messages.map((m, i) => (i === firstUser ? { ...m, content: `${placeholder}\n${m.content}` } : m));
     if (this.chatTemplate) {
       return this.chatTemplate.render({

@@ -18,7 +18,7 @@ import { DEFAULT_IMAGE_LIMITS, decodePicture, type ImageLimits, inspectImage, pr
 import type { RgbPicture } from "./pad-resize.js";
 import type { GenerateParams, VideoInput } from "./plan.js";
 import type { VisualInput } from "./runtime/visual-encoder.js";
-import { DEFAULT_VIDEO_LIMITS, decodeVideo, inspectVideo, type VideoLimits } from "./video/decode.js";
+import { DEFAULT_VIDEO_LIMITS, decodeVideo, type VideoLimits } from "./video/decode.js";
 import { frameCrop, frameGrids, pooledSide, preprocessFrame, sampleFrameIndices } from "./video/frames.js";
 import { paddedSquareGrid } from "./visual-grid.js";
 import { frameTokens, pictureTokens, viewTokens } from "./visual-tokens.js";
@@ -142,27 +142,4 @@ async function prepareVideo(video: VideoInput, config: LlavaConfig, limits: Medi
     size: [height, width],
     frameIndices,
   };
-}
-
-/**
- * N of a request's picture or video without decoding it: from the picture's header (LLaVA-NeXT's count
- * varies with its shape), or from the frames a video will be sampled to (ffprobe's count for a clip).
- */
-export async function countVisualTokens(
-  params: Pick<GenerateParams, "image" | "video">,
-  config: LlavaConfig,
-  limits: MediaLimits = DEFAULT_MEDIA_LIMITS,
-): Promise<number> {
-  if (params.video) {
-    const perFrame = frameTokens(config);
-    if (perFrame === undefined)
-      throw new InvalidRequestError("this model reads pictures only: send an image, not a video");
-    const total = params.video.data
-      ? (await inspectVideo(params.video.data, limits.video)).frames
-      : (params.video.frames?.length ?? 0);
-    return Math.min(total, limits.video.maxFrames) * perFrame;
-  }
-  if (!params.image) throw new InvalidRequestError("the request has no picture (or video)");
-  const g = await inspectImage(params.image, limits.image);
-  return pictureTokens(config, g.height, g.width);
 }

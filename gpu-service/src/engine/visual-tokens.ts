@@ -8,7 +8,7 @@ import { anyresSpecOf, anyresTokenCount, maxAnyresTokens } from "./anyres/layout
 import { pooledSide } from "./video/frames.js";
 import type { LlavaConfig } from "./weights.js";
 
-type VisualConfig = Pick<LlavaConfig, "vision" | "visionFeatureSelectStrategy" | "anyres" | "video">;
+export type VisualConfig = Pick<LlavaConfig, "vision" | "visionFeatureSelectStrategy" | "anyres" | "video">;
 
 /** N of one square view. */
 export function viewTokens(c: VisualConfig): number {

@@ -1,6 +1,6 @@
 /**
- * twigvlm.v1.InferenceService: ListModels from the registry; Generate validates
- * the request, waits for a worker in the model's scheduler, and streams the
+ * twigvlm.v1.InferenceService: ListModels from the registry; Generate plans
+ * the request (validate.ts), waits for a worker in the model's scheduler, and streams the
  * engine's events as Started, Delta... and one Finished.
  */
 import { randomUUID } from "node:crypto";
@@ -19,14 +19,7 @@ import type { EngineEvent, VisualGrid } from "../engine/events.js";
 import { metrics } from "./metrics.js";
 import type { ModelEntry } from "./registry.js";
 import type { Scheduler } from "./scheduler.js";
-import {
-  checkImageHeader,
-  checkVideo,
-  DEFAULT_LIMITS,
-  PROTO_MODE_OF,
-  type ValidationLimits,
-  validateRequest,
-} from "./validate.js";
+import { DEFAULT_LIMITS, PROTO_MODE_OF, type ValidationLimits, validateRequest } from "./validate.js";
 
 export interface ServedModel {
   entry: ModelEntry;
@@ -144,9 +137,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
       if (!served.engine || !served.scheduler)
         throw new ConnectError(`model "${name}" is still loading`, Code.Unavailable);
       const limits = deps.limits ?? DEFAULT_LIMITS;
-      const params = validateRequest(req, served.engine, limits);
-      if (params.image) await checkImageHeader(params.image, limits);
-      if (params.video) await checkVideo(params.video, limits);
+      const params = await validateRequest(req, served.engine, limits);
       const requestId = req.requestId || randomUUID();
       const deadline = req.deadlineMs > 0 ? AbortSignal.timeout(req.deadlineMs) : undefined;
       const signal = deadline ? AbortSignal.any([ctx.signal, deadline]) : ctx.signal;
@@ -160,7 +151,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
                 value: {
                   requestId,
                   model: name,
-                  mode: PROTO_MODE_OF[params.mode],
+                  mode: PROTO_MODE_OF[params.plan.mode],
                   promptTokens: e.promptTokens,
                   visualTokens: e.visualTokens,
                   keptVisualIndices: e.keptVisualIndices,

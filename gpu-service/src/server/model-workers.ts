@@ -6,6 +6,7 @@
  */
 import sharp from "sharp";
 import type { Engine } from "../engine/engine.js";
+import { planRequest } from "../engine/plan-request.js";
 import { WorkerEngine } from "../engine/worker-host.js";
 import type { ServiceConfig } from "./config.js";
 import type { ServedModel } from "./inference.js";
@@ -18,7 +19,7 @@ async function warmUp(engine: Engine): Promise<void> {
   const image = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 120, g: 120, b: 120 } } })
     .png()
     .toBuffer();
-  await engine.generate(
+  const params = await planRequest(
     {
       image,
       messages: [{ role: "user", content: "describe the picture" }],
@@ -28,8 +29,9 @@ async function warmUp(engine: Engine): Promise<void> {
       stop: [],
       mode: engine.info.twig ? "twig" : "base",
     },
-    () => {},
+    engine.info,
   );
+  await engine.generate(params, () => {});
 }
 
 /**

@@ -1,15 +1,18 @@
 /**
- * GenerateRequest → the engine's GenerateParams, with defaults; every bad
- * field is an INVALID_ARGUMENT whose message says what is wrong.
+ * A GenerateRequest off the wire → the engine's plan of it. This file reads the wire (proto3's zeros as
+ * "unset", the enums by number, the media fields, the roles and the stop sequences the service allows);
+ * everything else is planning, the engine's `planRequest` (engine/plan-request.ts), the one place that
+ * checks a request against its model and resolves it. Every refusal is an INVALID_ARGUMENT whose message
+ * says what is wrong.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type GenerateRequest, Mode as ProtoMode, ScoreSource } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { MODE_NAME, MODE_NUMBER, SCORE_SOURCE_NAME } from "@twigserve/proto/twigvlm/v1/names.js";
-import { maxRetainBudget, minRetainBudget } from "../engine/decoding/budget.js";
 import type { Engine } from "../engine/engine.js";
-import { DEFAULT_IMAGE_LIMITS, type ImageLimits, inspectImage } from "../engine/image-format.js";
-import type { ChatMessage, GenerateParams, Mode, VideoInput } from "../engine/plan.js";
-import { DEFAULT_VIDEO_LIMITS, inspectVideo, type VideoLimits } from "../engine/video/decode.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "../engine/image-format.js";
+import type { ChatMessage, GenerateParams, Mode, RequestInput, VideoInput } from "../engine/plan.js";
+import { planRequest } from "../engine/plan-request.js";
+import { DEFAULT_VIDEO_LIMITS, type VideoLimits } from "../engine/video/decode.js";
 
 export interface ValidationLimits {
   /** Bytes, pixels, longest side and aspect ratio of images, read from the header before a request waits for a worker. */
@@ -40,7 +43,7 @@ const MODES: Record<number, Mode> = { [ProtoMode.UNSPECIFIED]: "twig", ...MODE_N
 export const PROTO_MODE_OF: Record<Mode, ProtoMode> = MODE_NUMBER;
 
 // unspecified: the model's default (its twig's ttp_score_source, else the last token)
-const SCORE_SOURCES: Record<number, GenerateParams["scoreSource"]> = {
+const SCORE_SOURCES: Record<number, RequestInput["scoreSource"]> = {
   [ScoreSource.UNSPECIFIED]: undefined,
   ...SCORE_SOURCE_NAME,
 };
@@ -49,14 +52,28 @@ function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
 }
 
-export function validateRequest(
+/** The request's plan for `engine`'s model, its media checked from their headers: what the scheduler runs. */
+export async function validateRequest(
   req: GenerateRequest,
   engine: Engine,
   limits: ValidationLimits = DEFAULT_LIMITS,
-): GenerateParams {
-  const info = engine.info;
+): Promise<GenerateParams> {
+  const input = readRequest(req, engine, limits);
+  try {
+    return await planRequest(input, engine.info, limits);
+  } catch (err) {
+    if ((err as Error).name === "InvalidRequestError") throw invalid((err as Error).message);
+    throw err;
+  }
+}
+
+/** The request as the engine's planning reads it: the wire's fields decoded, its zeros read as "unset". */
+export function readRequest(
+  req: GenerateRequest,
+  engine: Engine,
+  limits: Pick<ValidationLimits, "defaultMaxTokens" | "maxStopSequences"> = DEFAULT_LIMITS,
+): RequestInput {
   const { image, video } = mediaOf(req, engine);
-  const placeholder = video ? "<video>" : "<image>";
 
   let messages: ChatMessage[] | undefined;
   let prompt: string | undefined;
@@ -67,24 +84,13 @@ export function validateRequest(
       }
       return { role: m.role, content: m.content };
     });
-    if (!messages.some((m) => m.role === "user")) throw invalid("the conversation has no user message");
-    if (messages[messages.length - 1].role !== "user")
-      throw invalid("the last message of the conversation must be the user's");
   } else if (req.input.case === "prompt") {
     prompt = req.input.value;
-    if (!prompt.includes(placeholder)) throw invalid(`a raw prompt must contain the ${placeholder} placeholder`);
   } else {
     throw invalid("set either conversation or prompt");
   }
 
   const s = req.sampling;
-  const maxTokens = s?.maxTokens || limits.defaultMaxTokens;
-  if (maxTokens > info.contextLength)
-    throw invalid(`max_tokens ${maxTokens} exceeds the context length ${info.contextLength}`);
-  const temperature = s?.temperature ?? 0;
-  if (!(temperature >= 0 && temperature <= 2)) throw invalid(`temperature must be in [0, 2], got ${temperature}`);
-  const topP = s?.topP === undefined || s.topP === 0 ? 1 : s.topP; // 0 is proto3's "unset"; NaN is an error
-  if (!(topP > 0 && topP <= 1)) throw invalid(`top_p must be in (0, 1], got ${topP}`);
   const stop = s?.stop ?? [];
   if (stop.length > limits.maxStopSequences)
     throw invalid(`at most ${limits.maxStopSequences} stop sequences, got ${stop.length}`);
@@ -94,55 +100,24 @@ export function validateRequest(
   const a = req.acceleration;
   const mode = MODES[a?.mode ?? 0];
   if (!mode) throw invalid(`unknown mode ${a?.mode}`);
-  if (mode !== "base" && !info.twig) throw invalid(`mode ${mode} needs a twig and model ${info.name} has none`);
-  let retainBudget: number | undefined;
-  if (a?.retainBudget) {
-    if (!info.twig) throw invalid(`model ${info.name} has no twig, so no retain budget applies`);
-    // where N varies (LLaVA-NeXT, videos) the engine checks the budget against the request's own N
-    const N = info.visualTokensVary
-      ? Math.max(info.visualTokens, (info.video?.tokensPerFrame ?? 0) * (info.video?.maxFrames ?? 0))
-      : info.visualTokens;
-    const shape = {
-      visualTokens: N,
-      numLayers: info.numLayers,
-      k: info.twig.k,
-      finalWipeLayer: info.twig.finalWipeLayer,
-    };
-    const lo = info.visualTokensVary ? 0 : minRetainBudget(shape);
-    const hi = maxRetainBudget(shape);
-    if (a.retainBudget < lo || a.retainBudget > hi || a.retainBudget > N) {
-      throw invalid(
-        `retain_budget ${a.retainBudget} is outside [${Math.ceil(lo)}, ${Math.floor(Math.min(hi, N))}] for model ${info.name} (${info.visualTokensVary ? "at most " : ""}${N} visual tokens)`,
-      );
-    }
-    retainBudget = a.retainBudget;
-  }
-  const draftLength = a?.draftLength || undefined;
-  if (draftLength !== undefined && draftLength > 16)
-    throw invalid(`draft_length must be at most 16, got ${draftLength}`);
-  const draftThreshold = a?.draftThreshold || undefined;
-  if (draftThreshold !== undefined && !(draftThreshold > 0 && draftThreshold <= 1))
-    throw invalid(`draft_threshold must be in (0, 1], got ${draftThreshold}`);
   const sourceCode = a?.scoreSource ?? ScoreSource.UNSPECIFIED;
   if (!(sourceCode in SCORE_SOURCES)) throw invalid(`unknown score_source ${sourceCode}`);
-  const scoreSource = SCORE_SOURCES[sourceCode];
-  const seed = s?.seed === undefined ? undefined : Number(s.seed % 4294967296n);
 
   return {
     image,
     video,
     messages,
     prompt,
-    maxTokens,
-    temperature,
-    topP,
-    seed,
+    maxTokens: s?.maxTokens || limits.defaultMaxTokens,
+    temperature: s?.temperature ?? 0,
+    topP: s?.topP === undefined || s.topP === 0 ? 1 : s.topP, // 0 is proto3's "unset"; NaN is an error
+    seed: s?.seed === undefined ? undefined : Number(s.seed % 4294967296n),
     stop,
     mode,
-    retainBudget,
-    draftLength,
-    draftThreshold,
-    scoreSource,
+    retainBudget: a?.retainBudget || undefined,
+    draftLength: a?.draftLength || undefined,
+    draftThreshold: a?.draftThreshold || undefined,
+    scoreSource: SCORE_SOURCES[sourceCode],
   };
 }
 
@@ -166,41 +141,4 @@ function mediaOf(req: GenerateRequest, engine: Engine): { image?: Uint8Array; vi
   if (image.case === "uri")
     throw invalid("image.uri is not supported by the GPU service: send the image bytes in image.data");
   return { image: image.value };
-}
-
-/**
- * Checks a request's video before it queues, as the engine would: its bytes, then what ffprobe says
- * of it (type, duration, frame count and size); a list of frames by each frame's header.
- */
-export async function checkVideo(video: VideoInput, limits: ValidationLimits = DEFAULT_LIMITS): Promise<void> {
-  try {
-    if (video.data) {
-      await inspectVideo(video.data, limits.video);
-      return;
-    }
-    const frames = video.frames ?? [];
-    for (const [i, f] of frames.entries()) {
-      try {
-        await inspectImage(f, limits.image);
-      } catch (err) {
-        throw new Error(`video frame ${i}: ${(err as Error).message}`);
-      }
-    }
-  } catch (err) {
-    throw invalid((err as Error).message);
-  }
-}
-
-/**
- * Reads the image's header (not its pixels) and refuses, before the request
- * queues, what the engine would refuse: an empty or oversized file, a format
- * other than PNG, JPEG, WebP or GIF, and a geometry beyond the pixel, side or
- * aspect ratio limits (the engine checks the same with the same code).
- */
-export async function checkImageHeader(bytes: Uint8Array, limits: ValidationLimits = DEFAULT_LIMITS): Promise<void> {
-  try {
-    await inspectImage(bytes, limits.image);
-  } catch (err) {
-    throw invalid((err as Error).message);
-  }
 }

@@ -72,6 +72,15 @@ async function timeGenerate(
   mode: Mode,
   tokens: number,
 ): Promise<RunStats> {
+  const params = await engine.plan({
+    image,
+    messages: [{ role: "user", content }],
+    maxTokens: tokens,
+    temperature: 0,
+    topP: 1,
+    stop: [],
+    mode,
+  });
   const arrivals: { at: number; n: number }[] = [];
   let prefillMs = 0;
   let acceptance = 0;
@@ -83,37 +92,34 @@ async function timeGenerate(
   let sameTurn = false;
   probe.timing = true;
   try {
-    await engine.generate(
-      { image, messages: [{ role: "user", content }], maxTokens: tokens, temperature: 0, topP: 1, stop: [], mode },
-      (e) => {
-        if (e.type === "delta" && e.tokenIds.length > 0) {
-          // one verification can send two deltas (accepted drafts, then the model's own token) in
-          // the same turn of the event loop: they are one arrival
-          if (sameTurn) {
-            arrivals[arrivals.length - 1].n += e.tokenIds.length;
-            return;
-          }
-          sameTurn = true;
-          queueMicrotask(() => {
-            sameTurn = false;
-          });
-          arrivals.push({ at: performance.now(), n: e.tokenIds.length });
-          if (arrivals.length === 1) {
-            decodeStart = performance.now();
-            cpuStart = process.cpuUsage();
-            probe.reset(); // from here on: decode steps only
-          }
+    await engine.generate(params, (e) => {
+      if (e.type === "delta" && e.tokenIds.length > 0) {
+        // one verification can send two deltas (accepted drafts, then the model's own token) in
+        // the same turn of the event loop: they are one arrival
+        if (sameTurn) {
+          arrivals[arrivals.length - 1].n += e.tokenIds.length;
+          return;
         }
-        if (e.type === "finished") {
-          const cpu = process.cpuUsage(cpuStart);
-          cpuMs = (cpu.user + cpu.system) / 1000;
-          prefillMs = e.stats.prefillMs;
-          acceptance = e.stats.acceptanceRate;
-          spans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
-          kvAllocations = probe.kvAllocations;
+        sameTurn = true;
+        queueMicrotask(() => {
+          sameTurn = false;
+        });
+        arrivals.push({ at: performance.now(), n: e.tokenIds.length });
+        if (arrivals.length === 1) {
+          decodeStart = performance.now();
+          cpuStart = process.cpuUsage();
+          probe.reset(); // from here on: decode steps only
         }
-      },
-    );
+      }
+      if (e.type === "finished") {
+        const cpu = process.cpuUsage(cpuStart);
+        cpuMs = (cpu.user + cpu.system) / 1000;
+        prefillMs = e.stats.prefillMs;
+        acceptance = e.stats.acceptanceRate;
+        spans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
+        kvAllocations = probe.kvAllocations;
+      }
+    });
   } finally {
     probe.timing = false;
   }

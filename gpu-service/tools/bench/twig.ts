@@ -157,10 +157,9 @@ export async function benchTwig(args: {
       const res = await decoder.generate({
         inputIds,
         pixelValues: pixels,
-        mode,
+        plan: decoder.plan({ mode, retainBudget }),
         maxTokens: args.tokens,
         sampling: { temperature: 0, topP: 1 },
-        retainBudget,
         onTokens: () => {
           first ??= performance.now() - t0;
           return true;

@@ -22,7 +22,7 @@ import {
   PRECISIONS,
   type Precision,
 } from "../../src/engine/options.js";
-import type { Mode } from "../../src/engine/plan.js";
+import type { GenerateParams, Mode } from "../../src/engine/plan.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
 import { DEMO_VISION, llamaShape, writeSizedModel } from "../make-tiny/sized-model.js";
@@ -99,46 +99,47 @@ async function generate(argv: string[]): Promise<void> {
   }).catch((err: Error) => fail(`cannot load ${modelDir}: ${err.message}`));
   let text = "";
   const rawPrompt = /<image>|<video>/.test(values.prompt ?? "");
+  let params: GenerateParams | undefined;
   try {
-    await engine.generate(
-      {
-        image: values.image ? readFileSync(values.image) : undefined,
-        video: values.image
-          ? undefined
-          : values.video
-            ? { data: readFileSync(values.video) }
-            : { frames: (values.frame ?? []).map((f) => readFileSync(f)) },
-        prompt: rawPrompt ? values.prompt : undefined,
-        messages: rawPrompt ? undefined : [{ role: "user", content: values.prompt ?? "describe the picture" }],
-        maxTokens: num("max-tokens", values["max-tokens"]) ?? 64,
-        temperature: num("temperature", values.temperature) ?? 0,
-        topP: num("top-p", values["top-p"]) ?? 1,
-        seed: num("seed", values.seed),
-        stop: values.stop ?? [],
-        mode,
-        retainBudget: num("retain", values.retain),
-      },
-      (e) => {
-        if (e.type === "delta") {
-          text += e.text;
-          process.stdout.write(e.text);
-        }
-        if (e.type === "finished") {
-          const s = e.stats;
-          console.log(
-            `\n[${mode}] ${e.usage.completionTokens} tokens, finish ${e.finishReason}; prefill ${s.prefillMs.toFixed(1)} ms, ` +
-              `${s.tokensPerSecond.toFixed(1)} tok/s; visual tokens ${s.visualTokensKept}/${s.visualTokens}; ` +
-              `drafted ${s.draftedTokens}, accepted ${s.acceptedTokens} (${(s.acceptanceRate * 100).toFixed(1)}%)`,
-          );
-        }
-      },
-    );
+    // planned as the service plans a request (plan-request.ts): the trace records this plan
+    params = await engine.plan({
+      image: values.image ? readFileSync(values.image) : undefined,
+      video: values.image
+        ? undefined
+        : values.video
+          ? { data: readFileSync(values.video) }
+          : { frames: (values.frame ?? []).map((f) => readFileSync(f)) },
+      prompt: rawPrompt ? values.prompt : undefined,
+      messages: rawPrompt ? undefined : [{ role: "user", content: values.prompt ?? "describe the picture" }],
+      maxTokens: num("max-tokens", values["max-tokens"]) ?? 64,
+      temperature: num("temperature", values.temperature) ?? 0,
+      topP: num("top-p", values["top-p"]) ?? 1,
+      seed: num("seed", values.seed),
+      stop: values.stop ?? [],
+      mode,
+      retainBudget: num("retain", values.retain),
+    });
+    await engine.generate(params, (e) => {
+      if (e.type === "delta") {
+        text += e.text;
+        process.stdout.write(e.text);
+      }
+      if (e.type === "finished") {
+        const s = e.stats;
+        console.log(
+          `\n[${mode}] ${e.usage.completionTokens} tokens, finish ${e.finishReason}; prefill ${s.prefillMs.toFixed(1)} ms, ` +
+            `${s.tokensPerSecond.toFixed(1)} tok/s; visual tokens ${s.visualTokensKept}/${s.visualTokens}; ` +
+            `drafted ${s.draftedTokens}, accepted ${s.acceptedTokens} (${(s.acceptanceRate * 100).toFixed(1)}%)`,
+        );
+      }
+    });
   } catch (err) {
     await engine.close();
     fail((err as Error).message);
   }
   const trace = engine.lastTrace;
-  if (values.trace && trace) {
+  if (values.trace && trace && params) {
+    const { plan } = params;
     const traceFile = resolve(values.trace);
     const pixelValuesFile = traceFile.replace(/(\.json)?$/, ".pixel_values.safetensors");
     const size = engine.weights.config.vision.imageSize;
@@ -166,14 +167,16 @@ async function generate(argv: string[]): Promise<void> {
             grids: trace.visual.grids,
           },
           keptVisualIndices: r.keptVisualIndices,
-          // R-bar and K_f as applied: null in the modes that keep every visual token
-          retainBudget: r.retainBudget,
-          // the scorer as applied: null in the modes that score no visual token by attention
-          scoreSource: r.scoreSource,
-          R: r.r,
+          // the plan as applied: R-bar and K_f null in the modes that keep every visual token, the scorer
+          // null in the modes that score no visual token by attention, delta and theta in those that do not draft
+          retainBudget: plan.retainBudget,
+          scoreSource: plan.scoreSource,
+          R: plan.keptVisualTokens,
+          draftLength: plan.draft?.length ?? null,
+          draftThreshold: plan.draft?.threshold ?? null,
           K: twig?.k ?? null,
           T: twig?.t ?? null,
-          finalWipeLayer: r.retainBudget === null ? null : (twig?.finalWipeLayer ?? null),
+          finalWipeLayer: plan.retainBudget === null ? null : (twig?.finalWipeLayer ?? null),
           temperature: num("temperature", values.temperature) ?? 0,
           outputIds: r.outputIds,
           text,

@@ -162,11 +162,9 @@ export async function checkParity(
             const run = await decoder.generate({
               inputIds,
               pixelValues: pixels,
-              mode: SELECTION_MODES[method],
+              plan: decoder.plan({ mode: SELECTION_MODES[method], retainBudget: budget.retainBudget, scoreSource }),
               maxTokens: 1,
               sampling: { temperature: 0, topP: 1 },
-              retainBudget: budget.retainBudget,
-              scoreSource,
             });
             selections.push({
               method,

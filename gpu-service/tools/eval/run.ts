@@ -148,7 +148,7 @@ async function ask(
   const retainBudget =
     c.retainBudget ?? (c.pruned === undefined ? undefined : budgetForPrunedFraction(c.pruned, visualTokens));
   await engine.generate(
-    {
+    await engine.plan({
       ...media,
       messages: [{ role: "user", content: question }],
       maxTokens,
@@ -158,7 +158,7 @@ async function ask(
       mode: c.mode,
       retainBudget,
       scoreSource: c.scoreSource,
-    },
+    }),
     (e) => {
       if (e.type === "delta") text += e.text;
       if (e.type === "finished") {

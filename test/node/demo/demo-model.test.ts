@@ -60,7 +60,7 @@ describe("demo model: answers and TwigVLM", () => {
   async function keptAt88(scene: (typeof scenes)[number], question: string, scoreSource?: ScoreSource) {
     let indices: number[] = [];
     await engine.generate(
-      {
+      await engine.plan({
         image: readFileSync(join(dataDir, scene.image)),
         messages: [{ role: "user", content: question }],
         maxTokens: 1,
@@ -70,7 +70,7 @@ describe("demo model: answers and TwigVLM", () => {
         mode: "ttp-only",
         retainBudget: engine.info.visualTokens / 9,
         scoreSource,
-      },
+      }),
       (e) => {
         if (e.type === "started") indices = e.keptVisualIndices;
       },
@@ -82,7 +82,7 @@ describe("demo model: answers and TwigVLM", () => {
     let text = "";
     let stats: GenerateStats | undefined;
     await engine.generate(
-      {
+      await engine.plan({
         image: typeof image === "string" ? readFileSync(join(dataDir, image)) : image,
         messages: [{ role: "user", content: question }],
         maxTokens,
@@ -90,7 +90,7 @@ describe("demo model: answers and TwigVLM", () => {
         topP: 1,
         stop: [],
         mode,
-      },
+      }),
       (e) => {
         if (e.type === "delta") text += e.text;
         if (e.type === "finished") stats = e.stats;

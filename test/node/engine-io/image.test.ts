@@ -275,7 +275,7 @@ describe("the demo model on a non-square picture", () => {
     let text = "";
     const ids: number[] = [];
     await engine.generate(
-      {
+      await engine.plan({
         image,
         messages: [{ role: "user", content: "describe the picture ." }],
         maxTokens: 64,
@@ -283,7 +283,7 @@ describe("the demo model on a non-square picture", () => {
         topP: 1,
         stop: [],
         mode: "base",
-      },
+      }),
       (e) => {
         if (e.type === "delta") {
           text += e.text;

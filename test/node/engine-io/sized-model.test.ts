@@ -72,7 +72,7 @@ describe("make-tiny with sizes", () => {
       let finished = 0;
       for (const mode of ["base", "twig"] as const)
         await engine.generate(
-          {
+          await engine.plan({
             image,
             messages: [{ role: "user", content: "describe the picture" }],
             maxTokens: 24,
@@ -80,7 +80,7 @@ describe("make-tiny with sizes", () => {
             topP: 1,
             stop: [],
             mode,
-          },
+          }),
           (e) => {
             if (e.type !== "finished") return;
             finished++;

@@ -10,7 +10,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
+import type { GenerateParams, RequestInput } from "../../../gpu-service/src/engine/plan.js";
 import { WorkerEngine } from "../../../gpu-service/src/engine/worker-host.js";
 import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
@@ -20,16 +20,23 @@ let jpeg: Uint8Array;
 let worker: WorkerEngine;
 let local: LocalEngine;
 
-const params = (over: Partial<GenerateParams> = {}): GenerateParams => ({
-  image: png,
-  messages: [{ role: "user", content: "what colour is the circle ?" }],
-  maxTokens: 12,
-  temperature: 0,
-  topP: 1,
-  stop: [],
-  mode: "twig",
-  retainBudget: 4,
-  ...over,
+/** A request planned as the service plans it; `media` then replaces its picture, for the engine's own checks. */
+const params = async (
+  over: Partial<RequestInput> = {},
+  media?: Pick<GenerateParams, "image">,
+): Promise<GenerateParams> => ({
+  ...(await local.plan({
+    image: png,
+    messages: [{ role: "user", content: "what colour is the circle ?" }],
+    maxTokens: 12,
+    temperature: 0,
+    topP: 1,
+    stop: [],
+    mode: "twig",
+    retainBudget: 4,
+    ...over,
+  })),
+  ...media,
 });
 
 async function collect(engine: WorkerEngine | LocalEngine, p: GenerateParams): Promise<EngineEvent[]> {
@@ -59,11 +66,11 @@ afterAll(async () => {
 
 describe("engine in a worker thread", () => {
   it("streams started, deltas and finished, and answers as the in-thread engine does", async () => {
-    const events = await collect(worker, params());
+    const events = await collect(worker, await params());
     expect(events[0]).toMatchObject({ type: "started", visualTokens: 16 });
     expect(events.at(-1)).toMatchObject({ type: "finished" });
     const ids = events.flatMap((e) => (e.type === "delta" ? e.tokenIds : []));
-    const localIds = (await collect(local, params())).flatMap((e) => (e.type === "delta" ? e.tokenIds : []));
+    const localIds = (await collect(local, await params())).flatMap((e) => (e.type === "delta" ? e.tokenIds : []));
     expect(ids).toEqual(localIds);
     expect(worker.info).toMatchObject({ visualTokens: 16, numLayers: 8, twig: { k: 2, t: 2, finalWipeLayer: 6 } });
   });
@@ -74,7 +81,8 @@ describe("engine in a worker thread", () => {
     // loop, and the timer waits for the whole generation.)
     const order: string[] = [];
     const timer = setInterval(() => order.push("tick"), 1);
-    await worker.generate(params({ maxTokens: 40, mode: "base" }), (e) => order.push(e.type));
+    const p = await params({ maxTokens: 40, mode: "base" });
+    await worker.generate(p, (e) => order.push(e.type));
     clearInterval(timer);
     const first = order.indexOf("delta");
     const last = order.lastIndexOf("delta");
@@ -83,26 +91,28 @@ describe("engine in a worker thread", () => {
   });
 
   it("accepts a JPEG and rejects a text file posing as an image with a clear error", async () => {
-    const events = await collect(worker, params({ image: jpeg }));
+    const events = await collect(worker, await params({ image: jpeg }));
     expect(events.at(-1)?.type).toBe("finished");
     await expect(
-      collect(worker, params({ image: new TextEncoder().encode("hello, not an image") })),
+      collect(worker, await params({}, { image: new TextEncoder().encode("hello, not an image") })),
     ).rejects.toMatchObject({
       name: "InvalidRequestError",
       message: expect.stringMatching(/not a PNG, JPEG, WebP or GIF/),
     });
     const corrupt = png.slice(0, 40);
-    await expect(collect(worker, params({ image: corrupt }))).rejects.toMatchObject({ name: "InvalidRequestError" });
-    await expect(collect(worker, params({ image: new Uint8Array() }))).rejects.toMatchObject({
+    await expect(collect(worker, await params({}, { image: corrupt }))).rejects.toMatchObject({
+      name: "InvalidRequestError",
+    });
+    await expect(collect(worker, await params({}, { image: new Uint8Array() }))).rejects.toMatchObject({
       message: expect.stringMatching(/empty/),
     });
   });
 
   it("stops an aborted request and serves the next one", async () => {
     const ctrl = new AbortController();
-    const run = worker.generate(params({ maxTokens: 200, mode: "base" }), () => ctrl.abort(), ctrl.signal);
+    const run = worker.generate(await params({ maxTokens: 200, mode: "base" }), () => ctrl.abort(), ctrl.signal);
     await expect(run).rejects.toMatchObject({ name: "AbortError" });
-    const events = await collect(worker, params());
+    const events = await collect(worker, await params());
     expect(events.at(-1)?.type).toBe("finished");
   });
 });

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
-import type { GenerateParams, Mode } from "../../../gpu-service/src/engine/plan.js";
+import type { Mode, RequestInput } from "../../../gpu-service/src/engine/plan.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
 // the limit only catches a hang on a shared 2-core machine; it is not a speed requirement
@@ -26,7 +26,7 @@ const QUESTIONS = ["describe the picture .", "what colour is the circle ?", "how
 const BUDGETS = [16, 32, 48, undefined];
 
 /** The i-th request of a table that varies mode, budget, question, picture and length together. */
-function request(i: number): GenerateParams {
+function request(i: number): RequestInput {
   return {
     image: picture(i % 17),
     messages: [{ role: "user", content: QUESTIONS[i % QUESTIONS.length] }],
@@ -45,12 +45,12 @@ interface Outcome {
   kept: number[];
 }
 
-async function run(engine: LocalEngine, params: GenerateParams, signal?: AbortSignal, onDelta?: () => void) {
+async function run(engine: LocalEngine, request: RequestInput, signal?: AbortSignal, onDelta?: () => void) {
   const tokens: number[] = [];
   let finishReason = "";
   let kept: number[] = [];
   await engine.generate(
-    params,
+    await engine.plan(request),
     (e: EngineEvent) => {
       if (e.type === "started") kept = e.keptVisualIndices;
       if (e.type === "delta") {
@@ -96,7 +96,7 @@ describe("continuous batching on the demo model", () => {
     const want = await Promise.all(params.map((p) => run(alone, p)));
     const ctrl = new AbortController();
     let deltas = 0;
-    const victim: GenerateParams = {
+    const victim: RequestInput = {
       ...request(4),
       messages: [{ role: "user", content: "describe the picture ." }],
       mode: "twig",

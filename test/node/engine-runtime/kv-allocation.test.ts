@@ -37,7 +37,7 @@ describe("decoding allocates no KV buffer after the prefill (direct attention)",
     const r = await decoder.generate({
       inputIds: [1, 5, img, 9, 4, 7],
       pixelValues: pixels,
-      mode,
+      plan: decoder.plan({ mode }),
       maxTokens: 60,
       sampling: { temperature: 0, topP: 1 },
       onTokens: (ids) => {

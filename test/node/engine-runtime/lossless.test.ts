@@ -17,6 +17,7 @@ import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
 import type { Mode } from "../../../gpu-service/src/engine/plan.js";
+import type { AccelerationAsk } from "../../../gpu-service/src/engine/plan-request.js";
 import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
 import {
   type TwigDecoder as Decoder,
@@ -53,9 +54,13 @@ function world(seed: number) {
   return { weights, L, k, kf, prompts, images, retainBudget };
 }
 
-type Options = Partial<TwigGenerateOptions> & { inputIds: number[]; pixelValues: Float32Array };
-const greedy = (d: Decoder, mode: Mode, o: Options) =>
-  d.generate({ mode, maxTokens: MAX_TOKENS, sampling: { temperature: 0, topP: 1 }, ...o });
+type Options = Partial<TwigGenerateOptions> &
+  Omit<AccelerationAsk, "mode"> & { inputIds: number[]; pixelValues: Float32Array };
+const greedy = (d: Decoder, mode: Mode, o: Options) => {
+  const { retainBudget, draftLength, draftThreshold, scoreSource, ...rest } = o;
+  const plan = d.plan({ mode, retainBudget, draftLength, draftThreshold, scoreSource });
+  return d.generate({ maxTokens: MAX_TOKENS, sampling: { temperature: 0, topP: 1 }, ...rest, plan });
+};
 const accepted = (r: TwigGenerateResult) => r.steps.reduce((a, s) => a + s.accepted, 0);
 
 /** Index in the output where each verification's batch (accepted drafts + bonus) starts. */
@@ -238,7 +243,7 @@ describe("stop strings inside an accepted draft, through LocalEngine", () => {
   const generate = async (mode: Mode, stop: string[]) => {
     const events: EngineEvent[] = [];
     await engine.generate(
-      {
+      await engine.plan({
         image,
         messages: [{ role: "user", content: "describe the scene" }],
         maxTokens: 24,
@@ -248,7 +253,7 @@ describe("stop strings inside an accepted draft, through LocalEngine", () => {
         mode,
         retainBudget: 6,
         draftThreshold: 0,
-      },
+      }),
       (e) => events.push(e),
     );
     const text = events.map((e) => (e.type === "delta" ? e.text : "")).join("");

@@ -20,7 +20,7 @@ import type { ScoreSource } from "../../../gpu-service/src/engine/decoding/ttp.j
 import { InvalidRequestError } from "../../../gpu-service/src/engine/errors.js";
 import type { EngineEvent, GenerateStats } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
-import type { GenerateParams, Mode } from "../../../gpu-service/src/engine/plan.js";
+import type { Mode, RequestInput } from "../../../gpu-service/src/engine/plan.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
 import { MODE_PLANS, usesTwig } from "../../../gpu-service/src/engine/twig/modes.js";
 import type { LlavaWeights, TwigWeights } from "../../../gpu-service/src/engine/weights.js";
@@ -51,7 +51,7 @@ const MAX_TOKENS = 12;
 const CASES: {
   name: string;
   image: string;
-  request: Pick<GenerateParams, "messages" | "prompt">;
+  request: Pick<RequestInput, "messages" | "prompt">;
   /** Index into the fixture's budgets (66.7/77.8/88.9% pruned); none: the model's default budget. */
   budget?: number;
   /** The scorer of TTP and FastV; none: the model's default. */
@@ -105,11 +105,10 @@ afterAll(async () => {
   await engine?.close();
 });
 
-async function generate(image: Uint8Array, params: Partial<GenerateParams> & { mode: Mode }): Promise<Run> {
+async function generate(image: Uint8Array, params: Partial<RequestInput> & { mode: Mode }): Promise<Run> {
   const events: EngineEvent[] = [];
-  await engine.generate({ image, maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], ...params }, (e) =>
-    events.push(e),
-  );
+  const planned = await engine.plan({ image, maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], ...params });
+  await engine.generate(planned, (e) => events.push(e));
   const trace = engine.lastTrace as RequestTrace;
   const started = events[0];
   const finished = events[events.length - 1];
@@ -126,7 +125,7 @@ function pictureSize(image: string): [number, number] {
 }
 
 /** The fixture's case for this picture and chat question, if there is one. */
-function fixtureCase(image: string, request: Pick<GenerateParams, "messages" | "prompt">): ParityCase | undefined {
+function fixtureCase(image: string, request: Pick<RequestInput, "messages" | "prompt">): ParityCase | undefined {
   const question = request.messages?.length === 1 ? request.messages[0].content : undefined;
   return fixture.cases.find((c) => c.image === image && c.question === question);
 }
@@ -135,7 +134,7 @@ function fixtureCase(image: string, request: Pick<GenerateParams, "messages" | "
  * Reference scores of the visual tokens, from the raw text and PyTorch's pixels of the picture: TTP (the twig's
  * last layer), FastV (base layer K), VisionZip (the tower's CLS attention), and the token ids they were fed.
  */
-function referenceScores(image: string, request: Pick<GenerateParams, "messages" | "prompt">, source: ScoreSource) {
+function referenceScores(image: string, request: Pick<RequestInput, "messages" | "prompt">, source: ScoreSource) {
   const pictured = fixture.cases.find((c) => c.image === image);
   if (!pictured) throw new Error(`${image} is not a fixture picture`);
   const inputIds =
@@ -351,7 +350,10 @@ describe("a prompt that ends with the image", () => {
   it("runs in the modes that keep every visual token and is refused by the pruning modes", async () => {
     const image = new Uint8Array(readFileSync(join(DATA_DIR, "test/0004.png")));
     for (const mode of MODES) {
-      const request = generate(image, { mode, prompt: "USER : <image>", retainBudget: 6 });
+      // a budget only where the mode prunes, and one the model takes (R-bar from 18 to 108 here): planning
+      // refuses a budget out of range in every mode, as the service always has
+      const retainBudget = MODE_PLANS[mode].pruning === "none" ? undefined : 36;
+      const request = generate(image, { mode, prompt: "USER : <image>", retainBudget });
       if (MODE_PLANS[mode].pruning === "none") checkCommon(mode, await request, 6, [96, 96]);
       else await expect(request).rejects.toThrow(InvalidRequestError);
     }

@@ -23,7 +23,7 @@ import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { topR, visualScores } from "../../../gpu-service/src/engine/decoding/ttp.js";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine, type RequestTrace } from "../../../gpu-service/src/engine/local-engine.js";
-import type { GenerateParams, Mode } from "../../../gpu-service/src/engine/plan.js";
+import type { Mode, RequestInput } from "../../../gpu-service/src/engine/plan.js";
 import { decoderLayersRef, type Vec } from "../../../gpu-service/src/engine/reference/llama.js";
 import { nextVisualRef, type Rgb, videoVisualRef } from "../../../gpu-service/src/engine/reference/next.js";
 import { greedyRef, promptRowsRef } from "../../../gpu-service/src/engine/reference/pruned.js";
@@ -88,10 +88,10 @@ interface Run {
   trace: RequestTrace;
 }
 
-async function generate(m: Model, params: Partial<GenerateParams>): Promise<Run> {
+async function generate(m: Model, params: Partial<RequestInput>): Promise<Run> {
   const events: EngineEvent[] = [];
   await m.engine.generate(
-    { maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], mode: "twig", seed: 1, ...params },
+    await m.engine.plan({ maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], mode: "twig", seed: 1, ...params }),
     (e) => events.push(e),
   );
   const started = events[0];
@@ -125,7 +125,7 @@ function referenceScores(m: Model, trace: RequestTrace, features: Vec[], cls: Ve
 /** Everything the suite checks of one picture or clip: views, features, kept tokens and greedy outputs of every mode. */
 async function checkAgainstReference(
   m: Model,
-  params: Partial<GenerateParams>,
+  params: Partial<RequestInput>,
   ref: { views: Float32Array[]; features: Vec[]; clsAttention: Vec },
   keep: number,
 ): Promise<number> {

@@ -73,11 +73,10 @@ describe("speculative sampling on the model", () => {
         const r = await decoder.generate({
           inputIds,
           pixelValues: pixels,
-          mode,
+          plan: decoder.plan({ mode, draftThreshold: 0.01 }),
           maxTokens: 3,
           sampling: { temperature: 1, topP: 0.95 },
           seed,
-          draftThreshold: 0.01,
         });
         const key = mode === "ssd-only" ? "ssd" : "base";
         r.outputIds.forEach((id, pos) => {

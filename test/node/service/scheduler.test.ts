@@ -36,7 +36,7 @@ const params = (tag: string): GenerateParams => ({
   temperature: 0,
   topP: 1,
   stop: [],
-  mode: "base",
+  plan: { mode: "base", visualTokens: 1, retainBudget: null, keptVisualTokens: 1, scoreSource: null, draft: null },
 });
 const tick = () => new Promise((r) => setTimeout(r, 0));
 

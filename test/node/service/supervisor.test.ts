@@ -48,7 +48,7 @@ const params: GenerateParams = {
   temperature: 0,
   topP: 1,
   stop: [],
-  mode: "base",
+  plan: { mode: "base", visualTokens: 1, retainBudget: null, keptVisualTokens: 1, scoreSource: null, draft: null },
 };
 
 beforeEach(() => {

@@ -7,7 +7,7 @@ import { GenerateRequestSchema, Mode, ScoreSource } from "@twigserve/proto/twigv
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Engine } from "../../../gpu-service/src/engine/engine.js";
-import { validateRequest } from "../../../gpu-service/src/server/validate.js";
+import { readRequest, validateRequest } from "../../../gpu-service/src/server/validate.js";
 
 const engine = {
   info: {
@@ -36,12 +36,19 @@ const request = (scoreSource: number) =>
 
 describe("score_source", () => {
   it("leaves an unspecified scorer to the model and passes a named one through", () => {
-    expect(validateRequest(request(ScoreSource.UNSPECIFIED), engine).scoreSource).toBeUndefined();
-    expect(validateRequest(request(ScoreSource.LAST_TOKEN), engine).scoreSource).toBe("last-token");
-    expect(validateRequest(request(ScoreSource.ALL_TEXT), engine).scoreSource).toBe("all-text");
+    expect(readRequest(request(ScoreSource.UNSPECIFIED), engine).scoreSource).toBeUndefined();
+    expect(readRequest(request(ScoreSource.LAST_TOKEN), engine).scoreSource).toBe("last-token");
+    expect(readRequest(request(ScoreSource.ALL_TEXT), engine).scoreSource).toBe("all-text");
+  });
+
+  it("plans the model's own scorer where the request names none, and the named one where it does", async () => {
+    const plan = async (s: number) => (await validateRequest(request(s), engine)).plan.scoreSource;
+    expect(await plan(ScoreSource.UNSPECIFIED)).toBe("all-text"); // the twig's default, as the engine applied it
+    expect(await plan(ScoreSource.LAST_TOKEN)).toBe("last-token");
+    expect(await plan(ScoreSource.ALL_TEXT)).toBe("all-text");
   });
 
   it("refuses an unknown scorer with INVALID_ARGUMENT", () => {
-    expect(() => validateRequest(request(7), engine)).toThrow(/unknown score_source 7/);
+    expect(() => readRequest(request(7), engine)).toThrow(/unknown score_source 7/);
   });
 });

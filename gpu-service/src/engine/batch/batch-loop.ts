@@ -174,7 +174,7 @@ export class BatchLoop {
         continue;
       }
       const cfg = this.decoder.runtime.textConfig;
-      const room = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings) + (w.o.draftLength ?? 5) + 2;
+      const room = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings) + (w.o.plan.draft?.length ?? 0) + 2;
       if (this.running.length > 0 && !this.fits(w.o.inputIds.length + this.decoder.runtime.numVisualTokens + room))
         return;
       this.waiting.shift();
@@ -197,17 +197,17 @@ export class BatchLoop {
   /** A prefilled sequence takes its slots; its first token is the prefill's. */
   private seat(w: Waiting, pre: Prefilled): void {
     const cfg = this.decoder.runtime.textConfig;
-    const plan = MODE_PLANS[w.o.mode];
+    const plan = MODE_PLANS[w.o.plan.mode];
     const S = pre.promptTokens;
     const limit = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings - S);
-    const delta = w.o.draftLength ?? 5;
+    const delta = w.o.plan.draft?.length ?? 0;
     const rng = new Rng(w.o.seed ?? 0);
     w.o.onStarted?.({ promptTokens: S, visualTokens: pre.visualTokens, keptVisualIndices: pre.keptVisualIndices });
     const s: Sequence = {
       o: w.o,
       speculative: plan.speculative,
       delta,
-      theta: w.o.draftThreshold ?? 0.6,
+      theta: w.o.plan.draft?.threshold ?? 1, // no drafts outside the SSD modes
       limit,
       rng,
       next: -1,

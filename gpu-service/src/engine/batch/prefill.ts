@@ -9,10 +9,8 @@
  * prompt's pass above K also verifies drafts, here the first token comes from the prompt's own
  * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless).
  */
-import { keptTokensForBudget } from "../decoding/budget.js";
-import type { ScoreSource } from "../decoding/ttp.js";
 import { topR } from "../decoding/ttp.js";
-import type { Mode } from "../plan.js";
+import type { AccelerationPlan } from "../plan.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import type { VisualInput } from "../runtime/visual-encoder.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
@@ -21,9 +19,8 @@ import type { TwigDecoder, TwigGenerateResult } from "../twig/twig-decoder.js";
 export interface PrefillRequest {
   inputIds: number[];
   visual: VisualInput;
-  mode: Mode;
-  retainBudget?: number;
-  scoreSource?: ScoreSource;
+  /** The request's plan (plan-request.ts), taken as it is. */
+  plan: AccelerationPlan;
   seed?: number;
 }
 
@@ -44,14 +41,13 @@ export async function prefill(decoder: TwigDecoder, o: PrefillRequest): Promise<
   const cfg = rt.textConfig;
   const H = cfg.hiddenSize;
   const parts = decoder.parts;
-  const plan = MODE_PLANS[o.mode];
+  const plan = MODE_PLANS[o.plan.mode];
   const image = await rt.encodeVisual(o.visual);
   const prompt = rt.embedPrompt(o.inputIds, image.features, rt.placeholderOf(o.visual));
   const { visualStart, numVisual: N } = prompt;
   const S = prompt.positions.length;
   const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
-  if (plan.pruning !== "none" && isVisual(S - 1))
-    throw new RangeError(`mode ${o.mode} prunes visual tokens, so the prompt must go on after the image`);
+  decoder.assertPlan(o.plan, prompt);
   const caches = decoder.newCaches(S);
   const low = await parts.lower.run(prompt.hidden, prompt.positions, caches.lower, {
     attentionProbs: plan.pruning === "fastv",
@@ -59,9 +55,7 @@ export async function prefill(decoder: TwigDecoder, o: PrefillRequest): Promise<
   const tw = usesTwig(plan)
     ? await parts.twig.run(low.hidden, prompt.positions, caches.twig, { attentionProbs: plan.pruning === "twig" })
     : undefined;
-  const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? decoder.defaultRetainBudgetFor(N));
-  const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, decoder.budgetShape(N));
-  const source = o.scoreSource ?? decoder.defaultScoreSource;
+  const { retainBudget, keptVisualTokens: r, scoreSource: source } = o.plan;
   const kept =
     retainBudget === null
       ? Array.from({ length: N }, (_, i) => i)
@@ -102,7 +96,7 @@ export async function prefill(decoder: TwigDecoder, o: PrefillRequest): Promise<
     keptVisualIndices: kept,
     r,
     retainBudget,
-    scoreSource: plan.pruning === "twig" || plan.pruning === "fastv" ? source : null,
+    scoreSource: source,
     caches,
     logits: await rt.lastLogits(h),
   };

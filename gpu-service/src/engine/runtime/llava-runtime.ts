@@ -7,6 +7,7 @@
  */
 
 import { chooseToken, Rng, type SamplingOptions } from "../decoding/sampling.js";
+import { invariant } from "../errors.js";
 import { type DecoderGraphOptions, headBuilder } from "../onnx/decoder.js";
 import type { ExecutionProvider } from "../options.js";
 import { maxPictureTokens } from "../visual-tokens.js";
@@ -195,9 +196,10 @@ export class LlavaRuntime {
   ): EmbeddedPrompt {
     const H = this.textConfig.hiddenSize;
     const imagePosition = inputIds.indexOf(placeholder);
-    if (imagePosition < 0 || inputIds.indexOf(placeholder, imagePosition + 1) >= 0) {
-      throw new RangeError("the prompt must hold exactly one image placeholder");
-    }
+    invariant(
+      imagePosition >= 0 && inputIds.indexOf(placeholder, imagePosition + 1) < 0,
+      "the prompt must hold exactly one image placeholder",
+    );
     const n = imageFeatures.length / H;
     const before = this.embed(inputIds.slice(0, imagePosition));
     const after = this.embed(inputIds.slice(imagePosition + 1));

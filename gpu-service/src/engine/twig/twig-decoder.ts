@@ -24,11 +24,14 @@
  *   extend  the bonus goes through lower (and the twig): the next pending row.
  */
 
-import { defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
+import { type BudgetShape, defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
 import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
-import type { Mode } from "../plan.js";
+import type { EngineInfo } from "../engine.js";
+import { invariant } from "../errors.js";
+import type { AccelerationPlan } from "../plan.js";
+import { type AccelerationAsk, checkAcceleration, planAcceleration } from "../plan-request.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import { createHeadSession, type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
@@ -43,14 +46,11 @@ export interface TwigGenerateOptions {
   /** One square view (LLaVA-1.5), unless `visual` is given (AnyRes views, video frames). */
   pixelValues?: Float32Array;
   visual?: VisualInput;
-  mode: Mode;
+  /** The mode and its choices, resolved for this request's N (plan-request.ts): taken as they are. */
+  plan: AccelerationPlan;
   maxTokens: number;
   sampling: SamplingOptions;
   seed?: number;
-  retainBudget?: number;
-  draftLength?: number;
-  draftThreshold?: number;
-  scoreSource?: ScoreSource;
   /** Called with each verified batch of tokens (and how many came from accepted drafts); false stops. */
   onTokens?: (ids: number[], acceptedDraft: number) => boolean | undefined;
   onStarted?: (info: { promptTokens: number; visualTokens: number; keptVisualIndices: number[] }) => void;
@@ -164,8 +164,39 @@ export class TwigDecoder {
     return this.twig.scoreSource ?? "last-token";
   }
 
+  /** What planning needs of the twig (EngineInfo's `twig`). */
+  get info(): NonNullable<EngineInfo["twig"]> {
+    const { k, t, finalWipeLayer } = this.twig;
+    return {
+      k,
+      t,
+      finalWipeLayer,
+      defaultRetainBudget: this.defaultRetainBudget,
+      defaultScoreSource: this.defaultScoreSource,
+    };
+  }
+
+  /**
+   * The plan of `ask` for a request of N visual tokens (the model's N by default), made by the same
+   * planning as the service's: for the benchmarks, the parity checks and the tests that drive a decoder.
+   */
+  plan(ask: AccelerationAsk, visualTokens = this.runtime.numVisualTokens): AccelerationPlan {
+    const cfg = this.runtime.textConfig;
+    const info: EngineInfo = {
+      name: "the model",
+      visualTokens: this.runtime.numVisualTokens,
+      numLayers: cfg.numLayers,
+      contextLength: cfg.maxPositionEmbeddings,
+      visualTokensVary:
+        this.runtime.weights.config.anyres !== undefined || this.runtime.weights.config.video !== undefined,
+      twig: this.info,
+    };
+    checkAcceleration(ask, info);
+    return planAcceleration(ask, info, visualTokens);
+  }
+
   /** The shape the R-bar formula needs, for a request with N visual tokens. */
-  budgetShape(visualTokens: number) {
+  budgetShape(visualTokens: number): BudgetShape {
     const { k, finalWipeLayer } = this.twig;
     return {
       visualTokens,
@@ -186,6 +217,34 @@ export class TwigDecoder {
     };
   }
 
+  /**
+   * What a plan promised for a prompt, asserted (planning checked each, plan-request.ts): made for its N, with
+   * text after the image when the mode prunes, R following from R-bar (the formula asserts the budget's
+   * range), and a budget, a scorer and drafts exactly where the mode uses them.
+   */
+  assertPlan(p: AccelerationPlan, prompt: { positions: number[]; visualStart: number; numVisual: number }): void {
+    const mode = MODE_PLANS[p.mode];
+    const N = prompt.numVisual;
+    const last = prompt.positions.length - 1;
+    invariant(N === p.visualTokens, `the plan is for ${p.visualTokens} visual tokens, the prompt holds ${N}`);
+    invariant(
+      mode.pruning === "none" || last >= prompt.visualStart + N,
+      `mode ${p.mode} prunes visual tokens, so the prompt must go on after the image`,
+    );
+    invariant(
+      (p.retainBudget === null) === (mode.pruning === "none"),
+      `mode ${p.mode} planned with R-bar ${p.retainBudget}`,
+    );
+    const byAttention = mode.pruning === "twig" || mode.pruning === "fastv";
+    invariant((p.scoreSource === null) === !byAttention, `mode ${p.mode} planned with scorer ${p.scoreSource}`);
+    invariant((p.draft === null) === !mode.speculative, `mode ${p.mode} planned with drafts ${p.draft}`);
+    const r = p.retainBudget === null ? N : keptTokensForBudget(p.retainBudget, this.budgetShape(N));
+    invariant(
+      p.keptVisualTokens === r,
+      `R = ${p.keptVisualTokens} does not follow from R-bar ${p.retainBudget} and N = ${N}`,
+    );
+  }
+
   /** Twig norm + twig head on the last hidden row → the draft logits. */
   async twigLogits(hidden: Float32Array): Promise<Float32Array> {
     const H = this.runtime.textConfig.hiddenSize;
@@ -198,7 +257,8 @@ export class TwigDecoder {
     const rt = this.runtime;
     const cfg = rt.textConfig;
     const H = cfg.hiddenSize;
-    const plan = MODE_PLANS[o.mode];
+    const { mode, retainBudget } = o.plan;
+    const plan = MODE_PLANS[mode];
     const t0 = performance.now();
     const visual = visualInputOf(o);
     const image = await rt.encodeVisual(visual);
@@ -206,9 +266,8 @@ export class TwigDecoder {
     const { visualStart, numVisual: N } = prompt;
     const S = prompt.positions.length;
     const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
-    if (plan.pruning !== "none" && isVisual(S - 1))
-      throw new RangeError(`mode ${o.mode} prunes visual tokens, so the prompt must go on after the image`);
-    const delta = o.draftLength ?? 5;
+    this.assertPlan(o.plan, prompt);
+    const delta = o.plan.draft?.length ?? 0;
     const limit = Math.min(o.maxTokens, cfg.maxPositionEmbeddings - S);
     // room for the whole request up front (prompt, answer, one round's drafts): no decoding step allocates KV
     const caches = this.newCaches(S + limit + delta + 1);
@@ -224,11 +283,9 @@ export class TwigDecoder {
         })
       : undefined;
 
-    // the visual tokens layers K+1..K_f keep (TTP or a baseline); after K_f none
-    // N is this request's: the R-bar formula and the default budget take it
-    const retainBudget = plan.pruning === "none" ? null : (o.retainBudget ?? this.defaultRetainBudgetFor(N));
-    const r = retainBudget === null ? N : keptTokensForBudget(retainBudget, this.budgetShape(N));
-    const source = o.scoreSource ?? this.defaultScoreSource;
+    // the visual tokens layers K+1..K_f keep (TTP or a baseline: the plan's R of N); after K_f none
+    const r = o.plan.keptVisualTokens;
+    const source = o.plan.scoreSource;
     const scores = () => {
       const shape = { heads: cfg.numHeads, queries: S, keys: S };
       return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
@@ -245,7 +302,7 @@ export class TwigDecoder {
     let twigHidden = tw?.hidden;
     let position = S;
     const rng = new Rng(o.seed ?? 0);
-    const theta = o.draftThreshold ?? 0.6;
+    const theta = o.plan.draft?.threshold ?? 1; // no drafts outside the SSD modes
     const outputIds: number[] = [];
     const steps: TwigStep[] = [];
     let finishReason: TwigGenerateResult["finishReason"] = "length";
@@ -318,7 +375,7 @@ export class TwigDecoder {
       keptVisualIndices: kept,
       r,
       retainBudget,
-      scoreSource: plan.pruning === "twig" || plan.pruning === "fastv" ? source : null,
+      scoreSource: source,
       prefillMs,
       decodeMs: performance.now() - t0 - prefillMs,
       steps,
@@ -335,13 +392,13 @@ export class TwigDecoder {
       image: { clsAttention: ArrayLike<number> };
       shape: { heads: number; queries: number; keys: number };
       prompt: { positions: number[]; visualStart: number; numVisual: number };
-      source: ScoreSource;
+      source: ScoreSource | null;
       seed: number;
     },
   ): ArrayLike<number> {
     const { positions, visualStart, numVisual } = a.prompt;
     const attention = (probs: Float32Array | undefined) => {
-      if (!probs) throw new Error("attention probabilities were not produced");
+      invariant(probs && a.source, "attention probabilities and a scorer for a mode that scores by attention");
       return visualScores(probs, a.shape, positions, visualStart, numVisual, a.source);
     };
     switch (pruning) {
