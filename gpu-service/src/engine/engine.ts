@@ -20,6 +20,8 @@ export interface EngineInfo {
   visual?: VisualConfig;
   numLayers: number;
   contextLength: number;
+  /** Requests it decodes together (continuous batching); absent or 1: one at a time. */
+  maxBatch?: number;
   twig?: {
     k: number;
     t: number;

@@ -81,6 +81,7 @@ export class LocalEngine implements Engine {
       },
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
+      maxBatch: batch?.options.maxBatch ?? 1,
       twig:
         twig && decoder
           ? {

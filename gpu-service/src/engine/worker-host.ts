@@ -1,7 +1,8 @@
 /**
  * An Engine whose model runs in a worker thread, so the service's event loop
- * stays live while ONNX Runtime computes. One request at a time per worker;
- * the scheduler decides which request runs where. A worker that exits fails
+ * stays live while ONNX Runtime computes. One request at a time per worker (up to
+ * `info.maxBatch` at once when its engine batches); the scheduler decides which
+ * request runs where. A worker that exits fails
  * its request with EngineWorkerExitedError and every later one at once; its
  * owner (the server's supervisor.ts) hears of it through `onExit` and replaces it.
  */

@@ -1,6 +1,7 @@
 /**
  * The engine worker: loads a LocalEngine and runs requests sent by
- * worker-host.ts, one at a time, posting its events back. An "abort" message
+ * worker-host.ts (one at a time, or several at once when the engine batches),
+ * posting their events back. An "abort" message
  * stops the running request at its next decoding step.
  *
  * Fault injection, for tests of what survives a failure (off unless the host

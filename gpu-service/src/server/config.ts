@@ -29,6 +29,10 @@ export interface ServiceConfig {
   workersPerModel: number;
   /** ONNX Runtime intra-op threads per worker; 0 lets it choose. */
   engineThreads: number;
+  /** Requests each worker decodes together (continuous batching); 1: one at a time. */
+  maxBatch: number;
+  /** KV memory each worker's batch may hold, in bytes (undefined: the engine's default). */
+  kvBudgetBytes?: number;
   /** ONNX Runtime execution provider: cpu (default) or cuda (GPU hosts). */
   provider: ExecutionProvider;
   /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
@@ -149,6 +153,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
+    maxBatch: Math.max(1, intFromEnv(env, "TWIG_MAX_BATCH", 1)),
+    kvBudgetBytes: env.TWIG_KV_BUDGET_BYTES ? intFromEnv(env, "TWIG_KV_BUDGET_BYTES", 0) : undefined,
     provider: choiceFromEnv(env, "TWIG_EXECUTION_PROVIDER", EXECUTION_PROVIDERS),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
     attention: choiceFromEnv(env, "TWIG_ATTENTION", ATTENTION_CHOICES),

@@ -50,6 +50,8 @@ export async function startModelWorkers(
       model.entry.dir,
       {
         threads: config.engineThreads,
+        maxBatch: config.maxBatch,
+        kvBudgetBytes: config.kvBudgetBytes,
         name,
         imageLimits: config.image,
         videoLimits: config.video,

@@ -9,6 +9,10 @@
  * leaves the queue; one that aborts while running is stopped by its engine
  * within a decoding step, and the worker takes the next request at once.
  *
+ * A worker that batches (its engine's `info.maxBatch` above 1) runs that many requests at
+ * once: it is idle once per free place (a lane), and a request goes to the worker with the
+ * most free lanes, so that load spreads over the workers.
+ *
  * Workers come and go (supervisor.ts replaces one that dies): a removed worker
  * is never handed a request again. While the model has no worker at all, new
  * and waiting requests are answered UNAVAILABLE, so that callers go to another
@@ -43,6 +47,7 @@ export interface SchedulerStats {
 
 export class Scheduler {
   private readonly engines: Set<Engine>;
+  /** One entry per free lane (an engine appears as often as it has free lanes). */
   private readonly idle: Engine[];
   private readonly queues = new Map<string, Job[]>();
   /** Tenants with waiting jobs. */
@@ -58,21 +63,20 @@ export class Scheduler {
     private readonly maxQueue: number,
   ) {
     this.engines = new Set(engines);
-    this.idle = [...engines];
+    this.idle = engines.flatMap(lanes);
   }
 
   /** A worker that may take requests from now on. */
   add(engine: Engine): void {
     this.engines.add(engine);
-    this.idle.push(engine);
+    this.idle.push(...lanes(engine));
     this.dispatch();
   }
 
   /** A worker that must take no more requests (its current one, if any, ends as its engine ends it). */
   remove(engine: Engine): void {
     this.engines.delete(engine);
-    const i = this.idle.indexOf(engine);
-    if (i >= 0) this.idle.splice(i, 1);
+    for (let i = this.idle.indexOf(engine); i >= 0; i = this.idle.indexOf(engine)) this.idle.splice(i, 1);
     if (this.engines.size > 0) return;
     for (const tenant of [...this.rotation]) {
       for (const job of [...(this.queues.get(tenant) ?? [])]) {
@@ -166,7 +170,22 @@ export class Scheduler {
         this.queues.delete(tenant);
         this.rotation.splice(pick, 1);
       }
-      job.start(this.idle.shift() as Engine);
+      job.start(this.takeLane());
     }
   }
+
+  /** A free lane of the worker with the most free lanes. */
+  private takeLane(): Engine {
+    const free = new Map<Engine, number>();
+    for (const e of this.idle) free.set(e, (free.get(e) ?? 0) + 1);
+    let best = this.idle[0];
+    for (const [e, n] of free) if (n > (free.get(best) ?? 0)) best = e;
+    this.idle.splice(this.idle.indexOf(best), 1);
+    return best;
+  }
+}
+
+/** An engine's lanes: one per request it runs at once. */
+function lanes(engine: Engine): Engine[] {
+  return Array.from({ length: Math.max(1, engine.info.maxBatch ?? 1) }, () => engine);
 }

@@ -8,6 +8,7 @@ import { benchHostile } from "./hostile.js";
 import { benchInt4 } from "./int4.js";
 import { benchRealPath } from "./real-path.js";
 import { benchService } from "./service.js";
+import { benchServiceBatching } from "./service-batching.js";
 import { benchTwig } from "./twig.js";
 
 const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
@@ -35,6 +36,8 @@ const { values } = parseArgs({
     modes: { type: "string", default: "base,ttp-only,twig" },
     provider: { type: "string", default: "cpu" },
     rounds: { type: "string", default: "60" },
+    batch: { type: "string" },
+    levels: { type: "string", default: "1,4,16,32" },
   },
 });
 if (name === "engine" && (values.model !== undefined || values.real)) {
@@ -92,6 +95,16 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     tokens: Number(values.tokens),
     reps: Number(rest.includes("--reps") ? values.reps : 3),
   });
+} else if (name === "service" && values.batch !== undefined) {
+  await benchServiceBatching({
+    model: values.model,
+    batch: Number(values.batch),
+    threads: Number(rest.includes("--threads") ? values.threads : 2),
+    perStream: Number(rest.includes("--per-stream") ? values["per-stream"] : 2),
+    maxTokens: Number(rest.includes("--max-tokens") ? values["max-tokens"] : 48),
+    levels: (values.levels ?? "").split(",").map(Number),
+    modes: (values.modes ?? "").split(",") as Mode[],
+  });
 } else if (name === "service") {
   await benchService({
     model: values.model,
@@ -107,7 +120,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--threads 2] [--per-stream 2] [--max-tokens 48]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }

@@ -230,8 +230,11 @@ export class BatchLoop {
       s.resolve(this.result(s));
       return;
     }
-    const room = S + limit + delta + 2;
-    const load = (kv: BatchKv, caches: typeof pre.caches.lower) => kv.load(kv.add(room), caches);
+    // each segment's slot has room for its own prompt rows (mid: text and the kept visual tokens;
+    // top: text only), the answer and one round's drafts
+    const room = limit + delta + 2;
+    const load = (kv: BatchKv, caches: typeof pre.caches.lower) =>
+      kv.load(kv.add((caches[0]?.length ?? 0) + room), caches);
     load(this.kv.lower, pre.caches.lower);
     load(this.kv.mid, pre.caches.mid);
     if (this.kv.top) load(this.kv.top, pre.caches.top);

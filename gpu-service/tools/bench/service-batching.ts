@@ -1,0 +1,159 @@
+/**
+ * `npm run bench -- service --batch B`: continuous batching in the real GPU service. The service
+ * runs twice on the same model (default: the demo model), one engine worker each time, first
+ * one request at a time (TWIG_MAX_BATCH=1), then batching up to B; each mode (`base`,
+ * `ttp-only`, `twig` by default) is called by 1, 4, 16 and 32 concurrent streams, each stream
+ * sending its requests one after another (pictures of the demo model's test split, "describe the
+ * picture ."). Prints one table per mode: aggregate tokens per second without and with
+ * batching, the batched figure as a ratio to its one-stream figure, and time to first token and
+ * inter-token latency p50/p99 with batching. Speed figures are only comparable within one run.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  GenerateRequestSchema,
+  InferenceService,
+  Mode as ProtoMode,
+} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import type { Mode } from "../../src/engine/plan.js";
+import { startServiceProcess } from "./service-process.js";
+
+export interface BatchingBenchArgs {
+  model?: string;
+  batch: number;
+  threads: number;
+  perStream: number;
+  maxTokens: number;
+  levels: number[];
+  modes: Mode[];
+}
+
+const repo = fileURLToPath(new URL("../../..", import.meta.url));
+const PROTO_MODES: Partial<Record<Mode, ProtoMode>> = {
+  base: ProtoMode.BASE,
+  "ttp-only": ProtoMode.TTP_ONLY,
+  twig: ProtoMode.TWIG,
+  "ssd-only": ProtoMode.SSD_ONLY,
+};
+
+interface Level {
+  tokPerS: number;
+  ttft: number[];
+  itl: number[];
+}
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+export async function benchServiceBatching(args: BatchingBenchArgs): Promise<void> {
+  const modelDir = resolve(args.model ?? join(repo, "models", "demo"));
+  const scratch = mkdtempSync(join(tmpdir(), "twigserve-bench-"));
+  const modelsDir = join(scratch, "models");
+  mkdirSync(modelsDir);
+  symlinkSync(modelDir, join(modelsDir, "bench"));
+  const pictureDir = join(repo, "training", "data", "test");
+  const pictures = readdirSync(pictureDir)
+    .filter((f) => f.endsWith(".png"))
+    .slice(0, 64)
+    .map((f) => readFileSync(join(pictureDir, f)));
+
+  const measure = async (maxBatch: number): Promise<Map<Mode, Map<number, Level>>> => {
+    const { port, child } = await startServiceProcess(modelsDir, {
+      TWIG_ENGINE_WORKERS: "1",
+      TWIG_ENGINE_THREADS: String(args.threads),
+      TWIG_MAX_QUEUE: "1000",
+      TWIG_MAX_BATCH: String(maxBatch),
+    });
+    const client = createClient(
+      InferenceService,
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
+    );
+    const call = async (picture: Uint8Array, mode: Mode) => {
+      const t0 = performance.now();
+      let first = Number.NaN;
+      let last = t0;
+      const gaps: number[] = [];
+      let tokens = 0;
+      const req = create(GenerateRequestSchema, {
+        model: "bench",
+        tenantId: "bench",
+        image: { source: { case: "data", value: picture } },
+        input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture ." }] } },
+        sampling: { maxTokens: args.maxTokens },
+        acceleration: { mode: PROTO_MODES[mode] },
+      });
+      for await (const ev of client.generate(req)) {
+        if (ev.event.case !== "delta" || ev.event.value.tokenIds.length === 0) continue;
+        const now = performance.now();
+        const n = ev.event.value.tokenIds.length;
+        if (Number.isNaN(first)) first = now - t0;
+        else for (let i = 0; i < n; i++) gaps.push((now - last) / n); // a delta of n tokens: n gaps
+        last = now;
+        tokens += n;
+      }
+      return { ttft: first, gaps, tokens };
+    };
+    const results = new Map<Mode, Map<number, Level>>();
+    try {
+      for (const mode of args.modes) {
+        await call(pictures[0], mode); // warm up
+        const byLevel = new Map<number, Level>();
+        for (const streams of args.levels) {
+          const ttft: number[] = [];
+          const itl: number[] = [];
+          let tokens = 0;
+          const t0 = performance.now();
+          await Promise.all(
+            Array.from({ length: streams }, async (_, s) => {
+              for (let k = 0; k < args.perStream; k++) {
+                const r = await call(pictures[(s * args.perStream + k) % pictures.length], mode);
+                ttft.push(r.ttft);
+                itl.push(...r.gaps);
+                tokens += r.tokens;
+              }
+            }),
+          );
+          byLevel.set(streams, { tokPerS: tokens / ((performance.now() - t0) / 1000), ttft, itl });
+        }
+        results.set(mode, byLevel);
+      }
+    } finally {
+      child.kill("SIGTERM");
+    }
+    return results;
+  };
+
+  console.log(
+    `bench service (batching): ${basename(modelDir)}, 1 engine worker x ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ` +
+      `${args.perStream} requests per stream, one request at a time vs batching up to ${args.batch}`,
+  );
+  try {
+    const off = await measure(1);
+    const on = await measure(args.batch);
+    for (const mode of args.modes) {
+      console.log(
+        `\n  ${mode}\n  streams   tok/s alone   tok/s batched   batched / 1 stream   TTFT ms p50 / p99   inter-token ms p50 / p99`,
+      );
+      const one = on.get(mode)?.get(args.levels[0])?.tokPerS ?? Number.NaN;
+      for (const streams of args.levels) {
+        const a = off.get(mode)?.get(streams);
+        const b = on.get(mode)?.get(streams);
+        if (!a || !b) continue;
+        const two = (xs: number[], d: number) => `${pct(xs, 50).toFixed(d)} / ${pct(xs, 99).toFixed(d)}`;
+        console.log(
+          `  ${String(streams).padStart(7)}   ${a.tokPerS.toFixed(1).padStart(11)}   ${b.tokPerS.toFixed(1).padStart(13)}   ${(b.tokPerS / one).toFixed(2).padStart(18)}   ${two(b.ttft, 0).padStart(17)}   ${two(b.itl, 2).padStart(24)}`,
+        );
+      }
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}

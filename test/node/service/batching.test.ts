@@ -1,0 +1,108 @@
+/**
+ * Continuous batching in the real service process (TWIG_MAX_BATCH), on the demo model over real
+ * gRPC: requests of mixed modes, budgets and lengths sent together stream the tokens each gets
+ * when it runs alone; in a batch, one request cancelled by its caller and one past its deadline
+ * end so (CANCELLED, DEADLINE_EXCEEDED) while the others' tokens stay as they were alone.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+import { grpcInferenceStub } from "../../support/service-client.js";
+
+const picture = (i: number) =>
+  readFileSync(join(repoRoot, "training", "data", "test", `${String(i).padStart(4, "0")}.png`));
+
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time and answers plain objects
+type Plain = Record<string, any>;
+let service: GpuServiceProcess;
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js stub
+let stub: any;
+
+beforeAll(async () => {
+  service = await startGpuService(0, {
+    TWIG_MODELS_DIR: join(repoRoot, "models"),
+    TWIG_DEFAULT_MODEL: "demo",
+    TWIG_ENGINE_THREADS: "1",
+    TWIG_MAX_BATCH: "6",
+  });
+  stub = grpcInferenceStub(service.port);
+}, 120_000);
+afterAll(async () => {
+  stub?.close();
+  await service?.stop();
+});
+
+interface Call {
+  image: Buffer;
+  question: string;
+  mode: string;
+  retainBudget: number;
+  maxTokens: number;
+  deadlineMs?: number;
+}
+
+/** One greedy Generate, read to its end: its token ids, or the gRPC status it ended with. */
+function generate(c: Call, cancelAfterDeltas?: number): Promise<{ ids: string[]; code: number }> {
+  return new Promise((resolve) => {
+    const ids: string[] = [];
+    let deltas = 0;
+    const call = stub.generate({
+      model: "demo",
+      image: { data: c.image },
+      conversation: { messages: [{ role: "user", content: c.question }] },
+      sampling: { maxTokens: c.maxTokens, temperature: 0 },
+      acceleration: { mode: c.mode, retainBudget: c.retainBudget },
+      deadlineMs: c.deadlineMs ?? 0,
+    });
+    call.on("data", (ev: Plain) => {
+      if (!ev.delta) return;
+      ids.push(...ev.delta.tokenIds.map(String));
+      if (++deltas === cancelAfterDeltas) call.cancel();
+    });
+    call.on("end", () => resolve({ ids, code: 0 }));
+    call.on("error", (err: Plain) => resolve({ ids, code: err.code }));
+  });
+}
+
+const MODES = ["MODE_TWIG", "MODE_TTP_ONLY", "MODE_BASE", "MODE_SSD_ONLY"];
+const calls: Call[] = Array.from({ length: 10 }, (_, i) => ({
+  image: picture(20 + i),
+  question: i % 3 === 0 ? "what colour is the circle ?" : "describe the picture .",
+  mode: MODES[i % MODES.length],
+  retainBudget: [0, 16, 32][i % 3],
+  maxTokens: 8 + ((i * 11) % 40),
+}));
+
+describe("continuous batching in the service", () => {
+  it("streams every request of a mixed batch the tokens it gets alone, also when one is cancelled and one times out", async () => {
+    const alone: { ids: string[]; code: number }[] = [];
+    for (const c of calls) alone.push(await generate(c));
+    for (const a of alone) {
+      expect(a.code).toBe(0);
+      expect(a.ids.length).toBeGreaterThan(0);
+    }
+    const together = await Promise.all(calls.map((c) => generate(c)));
+    together.forEach((t, i) => {
+      expect(t, `request ${i} (${calls[i].mode})`).toEqual(alone[i]);
+    });
+
+    const long: Call = {
+      image: picture(40),
+      question: "describe the picture .",
+      mode: "MODE_TWIG",
+      retainBudget: 0,
+      maxTokens: 200,
+    };
+    const [cancelled, late, ...rest] = await Promise.all([
+      generate(long, 1),
+      generate({ ...long, image: picture(41), deadlineMs: 300 }),
+      ...calls.slice(0, 4).map((c) => generate(c)),
+    ]);
+    expect(cancelled.code).toBe(1); // CANCELLED
+    expect(late.code).toBe(4); // DEADLINE_EXCEEDED
+    rest.forEach((t, i) => {
+      expect(t).toEqual(alone[i]);
+    });
+  }, 300_000);
+});
