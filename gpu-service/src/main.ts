@@ -6,20 +6,20 @@
  * on SIGTERM.
  */
 
-import { Code, ConnectError } from "@connectrpc/connect";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { bearerCheck } from "./server/auth.js";
+import { errorCounts, InFlight } from "./server/call-metrics.js";
 import { loadConfig, type ServiceConfig } from "./server/config.js";
 import { HealthState, healthService, ServingStatus } from "./server/health.js";
 import { inferenceService, type ServedModel } from "./server/inference.js";
 import { listen } from "./server/listen.js";
 import { createLogger } from "./server/log.js";
-import { metrics, serveMetrics } from "./server/metrics.js";
+import { serveMetrics } from "./server/metrics.js";
 import { startModelWorkers } from "./server/model-workers.js";
 import { scanModels } from "./server/registry.js";
 import { callerErrors } from "./server/request-errors.js";
-import { withRequestLog } from "./server/request-log.js";
+import { requestLog } from "./server/request-log.js";
 import type { Supervisor } from "./server/supervisor.js";
 import { DEFAULT_LIMITS, requestMaxBytes } from "./server/validate.js";
 
@@ -36,7 +36,7 @@ const { models, errors } = scanModels(config.modelsDir);
 for (const error of errors) log.warn(`gpu-service: skipping model: ${error}`);
 const served: ServedModel[] = models.map((entry) => ({ entry }));
 let draining = false;
-let inFlight = 0;
+const inFlight = new InFlight();
 
 const health = new HealthState();
 const supervisors: Supervisor[] = [];
@@ -57,47 +57,27 @@ const inference = inferenceService({
   draining: () => draining,
   limits: { ...DEFAULT_LIMITS, image: config.image, video: config.video },
 });
-const generate = withRequestLog(inference.generate.bind(inference), {
-  logger: log,
-  logPrompts: config.logPrompts,
-  defaultModel: config.defaultModel,
-});
 const server = await listen(
   (router) => {
     router.service(Health, healthService(health, config.maxHealthWatches));
-    router.service(InferenceService, {
-      ...inference,
-      async *generate(req, ctx) {
-        // a stream ends by finishing, failing, or its caller going away (then the
-        // generator may never be resumed, so the abort signal counts it out too)
-        inFlight++;
-        let counted = true;
-        const done = () => {
-          if (counted) inFlight--;
-          counted = false;
-        };
-        ctx.signal.addEventListener("abort", done, { once: true });
-        try {
-          yield* generate(req, ctx);
-        } catch (err) {
-          // label by a served model's name only: callers must not be able to mint label values
-          const name = req.model || config.defaultModel;
-          const model = served.some((m) => m.entry.name === name) ? name : "unknown";
-          metrics.errors.inc({ model, code: Code[ConnectError.from(err).code] });
-          throw err;
-        } finally {
-          done();
-        }
-      },
-    });
+    router.service(InferenceService, inference);
   },
   {
     host: config.host,
     port: config.port,
     tls: config.tls,
-    interceptors: [callerErrors(log)],
+    // outermost first: what callers see of errors; then, around each Generate call, the count of calls in
+    // flight, the errors by model and code, and its log line (server/generate-calls.ts says how they wrap a stream)
+    interceptors: [
+      callerErrors(log),
+      inFlight.interceptor,
+      errorCounts(config.defaultModel, (name) => served.some((m) => m.entry.name === name)),
+      requestLog({ logger: log, logPrompts: config.logPrompts, defaultModel: config.defaultModel }),
+    ],
     readMaxBytes: requestMaxBytes(config),
     idleTimeoutMs: config.idleTimeoutMs,
+    // the service token is checked here, from the headers, before a body is read: not an interceptor, since
+    // connect-node reads, decompresses and parses a unary request before any interceptor runs
     checkHeaders: bearerCheck(config.serviceToken, [Health.typeName]),
   },
 );
@@ -134,10 +114,10 @@ log.info("gpu-service: serving");
 async function stop(signal: string): Promise<void> {
   if (draining) return;
   draining = true;
-  log.info(`gpu-service: ${signal}, draining (${inFlight} in flight, grace ${config.drainGraceMs} ms)`);
+  log.info(`gpu-service: ${signal}, draining (${inFlight.count} in flight, grace ${config.drainGraceMs} ms)`);
   refreshOverall();
   const deadline = Date.now() + config.drainGraceMs;
-  while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (inFlight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   for (const s of supervisors) void s.stop(); // no restarts while the process ends
   await server.close();
   process.exit(0);

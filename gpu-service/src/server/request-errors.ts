@@ -39,7 +39,7 @@ export function errorDetails(err: unknown): string {
   return `${e.rawMessage}${cause}`;
 }
 
-/** The interceptor that applies both corrections to every call (Generate's log wrapper names its own request id). */
+/** The interceptor that applies both corrections to every call (Generate's log interceptor names its own request id). */
 export function callerErrors(log: Logger): Interceptor {
   const convert = (err: unknown): unknown => {
     const e = ConnectError.from(err);

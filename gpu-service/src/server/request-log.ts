@@ -6,13 +6,9 @@
  * and the caller gets a generic message with the request id.
  */
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import {
-  FinishReason,
-  type GenerateEvent,
-  type GenerateRequest,
-  Mode,
-} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { Code, type Interceptor } from "@connectrpc/connect";
+import { FinishReason, type GenerateRequest, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { generateInterceptor } from "./generate-calls.js";
 import type { Logger } from "./log.js";
 import { callerError, errorDetails } from "./request-errors.js";
 
@@ -22,8 +18,6 @@ export interface RequestLogOptions {
   defaultModel: string;
 }
 
-type Generate = (req: GenerateRequest, ctx: HandlerContext) => AsyncIterable<GenerateEvent>;
-
 function promptText(req: GenerateRequest): string | undefined {
   if (req.input.case === "prompt") return req.input.value;
   if (req.input.case === "conversation")
@@ -31,9 +25,9 @@ function promptText(req: GenerateRequest): string | undefined {
   return undefined;
 }
 
-/** Wraps a Generate handler so that each call leaves one log line; fills in a request id when the caller sent none. */
-export function withRequestLog(generate: Generate, opts: RequestLogOptions): Generate {
-  return async function* (req, ctx) {
+/** The interceptor that leaves one log line per Generate call; it fills in a request id when the caller sent none. */
+export function requestLog(opts: RequestLogOptions): Interceptor {
+  return generateInterceptor((req) => {
     req.requestId ||= randomUUID();
     const t0 = performance.now();
     const line: Record<string, unknown> = {
@@ -45,20 +39,8 @@ export function withRequestLog(generate: Generate, opts: RequestLogOptions): Gen
       maxTokens: req.sampling?.maxTokens ?? 0,
     };
     if (opts.logPrompts) line.prompt = promptText(req);
-    let written = false;
-    const write = (code: Code | undefined, message?: string) => {
-      if (written) return;
-      written = true;
-      line.code = code === undefined ? "OK" : Code[code];
-      line.durationMs = Math.round(performance.now() - t0);
-      if (message) line.error = message;
-      const level = code === undefined || code === Code.Canceled ? "info" : code === Code.Internal ? "error" : "warn";
-      opts.logger[level](line, "generate");
-    };
-    const onAbort = () => write(Code.Canceled, "the caller went away");
-    ctx.signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      for await (const ev of generate(req, ctx)) {
+    return {
+      event(ev) {
         if (ev.event.case === "started") {
           line.promptTokens = ev.event.value.promptTokens;
           line.visualTokensKept = ev.event.value.keptVisualIndices.length;
@@ -69,16 +51,17 @@ export function withRequestLog(generate: Generate, opts: RequestLogOptions): Gen
           line.queueMs = Math.round(f.stats?.queueMs ?? 0);
           line.timeToFirstTokenMs = Math.round(f.stats?.timeToFirstTokenMs ?? 0);
         }
-        yield ev;
-      }
-      write(undefined);
-    } catch (err) {
-      const e = ConnectError.from(err);
-      write(e.code, errorDetails(e));
-      // INTERNAL: the details stay in this line; the caller learns its request id
-      throw callerError(e, req.requestId);
-    } finally {
-      ctx.signal.removeEventListener("abort", onAbort);
-    }
-  };
+      },
+      end(error) {
+        const code = error?.code;
+        line.code = code === undefined ? "OK" : Code[code];
+        line.durationMs = Math.round(performance.now() - t0);
+        if (error) line.error = errorDetails(error);
+        const level = code === undefined || code === Code.Canceled ? "info" : code === Code.Internal ? "error" : "warn";
+        opts.logger[level](line, "generate");
+        // INTERNAL: the details stay in this line; the caller learns its request id
+        return error && callerError(error, req.requestId);
+      },
+    };
+  });
 }
