@@ -86,6 +86,45 @@ describe("decoder segment (ONNX) vs reference", () => {
     await Promise.all([contrib.release(), plain.release()]);
   });
 
+  it.each([
+    ["grouped query heads", tinyTextConfig()],
+    ["one query head per kv head", tinyTextConfig({ numKvHeads: 4 })],
+  ] as const)("direct, outputRows (%s): the last rows and every cache as when all rows are computed", async (_, c) => {
+    const w = randomDecoderLayers(new Rng(5), c);
+    const [all, last] = await Promise.all(
+      [false, true].map((outputRows) => DecoderSegment.create(c, w, { attention: "direct", outputRows, threads: 1 })),
+    );
+    const inputs = fromBinary(
+      ModelProtoSchema,
+      decoderSegmentGraph({ config: c, layers: w, attention: "direct", outputRows: true }),
+    ).graph?.input.map((i) => i.name);
+    expect(inputs).toContain("out_rows");
+    const [ac, lc] = [all.newCaches(), last.newCaches()];
+    const r = new Rng(11);
+    const H = c.hiddenSize;
+    // a prompt (out of order positions, as after pruning), a verification of 4 rows, one token, all rows
+    for (const [positions, n] of [
+      [[0, 1, 2, 5, 8, 9, 10], 1],
+      [[11, 12, 13, 14], 3],
+      [[15], 1],
+      [[16, 17], 2],
+    ] as const) {
+      const hidden = randomTensor(r, [positions.length, H], 1).data;
+      const a = await all.run(hidden, positions, ac, { outputRows: n });
+      const b = await last.run(hidden, positions, lc, { outputRows: n });
+      expect(a.hidden.length).toBe(n * H);
+      expect(b.hidden.length).toBe(n * H);
+      expect(maxRelError(b.hidden, a.hidden)).toBeLessThan(1e-5);
+      for (const [i, cache] of ac.entries()) {
+        expect(lc[i].length).toBe(cache.length);
+        expect(maxRelError(lc[i].keys(), cache.keys())).toBeLessThan(1e-6);
+        expect(maxRelError(lc[i].values(), cache.values())).toBeLessThan(1e-6);
+      }
+    }
+    await expect(last.run(new Float32Array(2 * H), [18, 19], lc, { outputRows: 3 })).rejects.toThrow(/outputRows 3/);
+    await Promise.all([all.release(), last.release()]);
+  });
+
   it("direct attention's slot caches grow, roll back and select like exact caches", async () => {
     const long = tinyTextConfig({ maxPositionEmbeddings: 512 });
     const [contrib, direct] = await Promise.all(

@@ -58,6 +58,27 @@ describe("SlotKvCache keeps its buffers", () => {
   const hd = 4;
   const rows = (s: number, base: number) => Float32Array.from({ length: s * kv * hd }, (_, i) => base + i);
 
+  it("appends keys as [kvHeads, headDim, S] and values as [kvHeads, S, headDim] (the graph's outputs), one token or many", () => {
+    for (const s of [1, 3, 12]) {
+      const c = new SlotKvCache(kv, hd, 64);
+      c.append(rows(2, 0), rows(2, 0)); // two positions held before
+      const keyT = Float32Array.from({ length: kv * hd * s }, (_, i) => 1000 + i);
+      const value = Float32Array.from({ length: kv * s * hd }, (_, i) => 5000 + i);
+      c.append(keyT, value);
+      const n = 2 + s;
+      const [keys, values] = [c.keys(), c.values()]; // [kv, n, hd]
+      let checked = 0;
+      for (let h = 0; h < kv; h++)
+        for (let t = 0; t < s; t++)
+          for (let d = 0; d < hd; d++) {
+            expect(keys[(h * n + 2 + t) * hd + d]).toBe(keyT[(h * hd + d) * s + t]);
+            expect(values[(h * n + 2 + t) * hd + d]).toBe(value[(h * s + t) * hd + d]);
+            checked++;
+          }
+      expect(checked).toBe(kv * s * hd);
+    }
+  });
+
   it("appends, rolls back and prunes in order inside the reserved slots without a new buffer", () => {
     const c = new SlotKvCache(kv, hd, 64);
     const before = probe.kvAllocations;

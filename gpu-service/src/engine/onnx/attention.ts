@@ -15,8 +15,9 @@
  * - `direct`: the caches stay where the caller keeps them and are only read, never copied.
  *   The past comes as buffers with spare room, keys transposed [1, kvHeads, hd, C] and values
  *   [1, kvHeads, C, hd] with C >= P, and a mask kv_mask [C] (0 for the P filled slots, -inf
- *   for the spare ones); the new tokens' rotated keys and values go out as new_key / new_value
- *   [1, S, kvHeads*hd], which the caller writes into its buffers. Scores are two products,
+ *   for the spare ones); the new tokens' rotated keys and values go out, as [1, S, kvHeads*hd]
+ *   or in the buffers' own orders [1, kvHeads, hd, S] and [1, kvHeads, S, hd], and the caller
+ *   writes them into its buffers. Scores are two products,
  *   q K_past^T (+ kv_mask) and q k_new^T (+ new_mask, causal), softmaxed together; the output
  *   is probs_past V_past + probs_new v_new. ONNX Runtime's GroupQueryAttention copies the
  *   whole past into its present output every step, and the Node binding copies every output
@@ -55,6 +56,9 @@ export interface AttentionResult {
   /** direct: only the new tokens' keys (rotated) and values [1, S, kvHeads*hd]. */
   newKey?: string;
   newValue?: string;
+  /** direct: the same in the slot buffers' orders, keys [1, kvHeads, hd, S] and values [1, kvHeads, S, hd]. */
+  newKeyT?: string;
+  newValueHeads?: string;
   probs?: string;
 }
 
@@ -80,6 +84,8 @@ export interface AttentionContext {
   sinQ?: string;
   /** direct: the past buffers' slot count C as a [1] int64 tensor, computed once for the segment. */
   pastSlots?: string;
+  /** direct: positions of the query rows when they are fewer than the new keys' (the last rows; default `positions`). */
+  queryPositions?: string;
 }
 
 /** Builds the per-segment values of the plain path (gathered cos/sin, the causal + past mask). */
@@ -121,7 +127,8 @@ export function attention(
 }
 
 /**
- * `direct` attention; pastKeyT [1, kv, hd, C], pastValue [1, kv, C, hd]. Query heads are grouped
+ * `direct` attention; pastKeyT [1, kv, hd, C], pastValue [1, kv, C, hd]. q may hold only the last
+ * Q of the S new rows (`queryPositions`, with new_mask's rows for them): k and v hold all S. Query heads are grouped
  * under their kv head (head j uses kv head floor(j / groups)) as rows g*S + s of q
  * [1, kv, groups*S, hd]. For a single new token both big products, q K^T and probs V, are one
  * row times a cache matrix: the CPU kernels' matrix-vector path, which streams the cache once.
@@ -146,7 +153,7 @@ function directAttention(
   const groups = heads / kvHeads;
   const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
-  const qr = rotary(g, q, ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
+  const qr = rotary(g, q, ctx.queryPositions ?? ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
   const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
   // [1, kv, G*S, hd] (with one query head per kv head, the plain [1, heads, S, hd]: two nodes fewer)
   const qh =
@@ -176,6 +183,8 @@ function directAttention(
     out: reshape(back, [0, -1, heads * hd]),
     newKey: kr,
     newValue: v,
+    newKeyT: kNewT, // [B, kv, hd, S]: the key buffers' order
+    newValueHeads: vNew, // [B, kv, S, hd]: the value buffers' order
     probs: wantProbs ? reshape(probs, [0, heads, -1, 0]) : undefined, // [B, heads, S, C+S]
   };
 }

@@ -10,8 +10,14 @@
  * With `direct` attention the past is read in place from the caller's buffers instead:
  *          past_key_i [1, kvHeads, hd, C] (transposed) and past_value_i [1, kvHeads, C, hd],
  *          kv_mask [C] and new_mask [groups*S, S] replace seqlens_k and total_sequence_length;
- *          the outputs are new_key_i / new_value_i [1, S, kvHeads*hd] (the caller appends
- *          them) and attn_probs [1, heads, S, C+S] (onnx/attention.ts).
+ *          the outputs are new_key_i [1, kvHeads, hd, S] and new_value_i [1, kvHeads, S, hd]
+ *          (the caller appends them) and attn_probs [1, heads, S, C+S] (onnx/attention.ts).
+ *
+ * With `outputRows` (direct attention; for the segment that ends the model, whose rows only
+ *          the LM head reads), an input out_rows int64 [1] = n: hidden_out is [1, n, H], the last
+ *          n rows, and the last layer computes keys and values for all S rows (the caches need
+ *          them) but attention, o-proj and MLP only for those n (a prompt's logits are needed for
+ *          its last row alone).
  *
  * A `batched` segment (direct attention only) takes B sequences at once, each with its own past
  *          length: hidden [B, S, H], position_ids [B, S], past_key_i [B, kvHeads, hd, C],
@@ -57,6 +63,8 @@ export interface DecoderSegmentSpec extends DecoderGraphOptions {
   name?: string;
   /** B sequences per run, each with its own past length (needs direct attention). */
   batched?: boolean;
+  /** hidden_out holds only the last out_rows rows (direct attention only, not batched; see the opening comment). */
+  outputRows?: boolean;
 }
 
 export function weightFormat(o: DecoderGraphOptions): WeightFormat {
@@ -77,6 +85,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   if (batched && spec.attention !== undefined && spec.attention !== "auto" && spec.attention !== "direct")
     throw new RangeError(`a batched segment needs direct attention, not ${spec.attention}`);
   const b = batched ? "B" : 1;
+  if (batched && spec.outputRows) throw new RangeError("a batched segment pads its rows at the end: no outputRows");
   const eps = config.rmsNormEps;
   const hd = config.hiddenSize / config.numHeads;
   let h = g.input("hidden", "float32", [b, "S", config.hiddenSize]);
@@ -117,20 +126,35 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     };
   }
 
+  const lastLayer = layers.length - 1;
+  const trailing =
+    spec.outputRows && layers.length > 0
+      ? trailingRows(g, ctx, positions, direct, spec.attentionProbsLayer === lastLayer)
+      : undefined;
   let x = layers.length > 0 ? rmsNorm(g, h, layers[0].inputNorm, eps) : h;
   layers.forEach((w, i) => {
-    const [q, k, v] = fuse
+    const [qAll, k, v] = fuse
       ? fusedLinear(g, x, [w.q, w.k, w.v], "qkv", format)
       : [linear(g, x, w.q, "q", format), linear(g, x, w.k, "k", format), linear(g, x, w.v, "v", format)];
+    // the last layer with outputRows: queries, and so everything after attention, for the last rows only
+    const tail = i === lastLayer ? trailing : undefined;
+    const q = tail ? tail.rows(qAll) : qAll;
+    if (tail) h = tail.rows(h);
     const wantProbs = spec.attentionProbsLayer === i;
-    const att = attention(g, ctx, q, k, v, past[i].key, past[i].value, wantProbs);
+    const att = attention(g, tail ? tail.ctx : ctx, q, k, v, past[i].key, past[i].value, wantProbs);
     if (att.presentKey && att.presentValue) {
       g.output(att.presentKey, `present_key_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
       g.output(att.presentValue, `present_value_${i}`, "float32", [1, config.numKvHeads, "T", hd]);
     }
     if (att.newKey && att.newValue) {
-      g.output(att.newKey, `new_key_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
-      g.output(att.newValue, `new_value_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
+      // a segment's new keys and values in its slot buffers' orders (whole rows to copy); a batch's as rows
+      if (batched) {
+        g.output(att.newKey, `new_key_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
+        g.output(att.newValue, `new_value_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
+      } else if (att.newKeyT && att.newValueHeads) {
+        g.output(att.newKeyT, `new_key_${i}`, "float32", [1, config.numKvHeads, hd, "S"]);
+        g.output(att.newValueHeads, `new_value_${i}`, "float32", [1, config.numKvHeads, "S", hd]);
+      }
     }
     if (att.probs) g.output(att.probs, "attn_probs", "float32", [b, config.numHeads, "S", "T"]);
     const o = linear(g, att.out, w.o, "o", format);
@@ -148,8 +172,37 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       if (next) x = rmsNorm(g, h, next.inputNorm, eps);
     }
   });
-  g.output(h, "hidden_out", "float32", [b, "S", config.hiddenSize]);
+  g.output(h, "hidden_out", "float32", [b, trailing ? "N" : "S", config.hiddenSize]);
   return g;
+}
+
+/**
+ * `outputRows`: the input out_rows (n), a way to take the last n rows of a [1, S, ...] tensor, and
+ * the attention context of queries at those rows (their positions, new_mask's rows for them).
+ */
+function trailingRows(
+  g: GraphBuilder,
+  ctx: AttentionContext,
+  positions: string,
+  direct: boolean,
+  probsInLastLayer: boolean,
+): { rows: (t: string) => string; ctx: AttentionContext } {
+  if (!direct) throw new Error("outputRows needs direct attention");
+  if (probsInLastLayer) throw new Error("outputRows leaves no attention probabilities in the last layer");
+  if (!ctx.newMask) throw new Error("direct attention needs new_mask");
+  const n = g.input("out_rows", "int64", [1]);
+  const [from] = g.op("Neg", [n]);
+  const toEnd = g.ints("rows_to_end", [2 ** 40]);
+  const rowAxis = g.ints("row_axis", [1]);
+  const rows = (t: string) => g.op("Slice", [t, from, toEnd, rowAxis])[0];
+  // new_mask [groups*S, S] -> [groups, S, S] -> its last n rows per group -> [groups*n, S]
+  const [s] = g.op("Shape", [positions], { start: 1, end: 2 });
+  const groups = ctx.shape.heads / ctx.shape.kvHeads;
+  const [grouped] = g.op("Concat", [g.ints("mask_groups", [groups, -1]), s], { axis: 0 });
+  const [flat] = g.op("Concat", [g.ints("mask_rows", [-1]), s], { axis: 0 });
+  const [byGroup] = g.op("Reshape", [ctx.newMask, grouped]);
+  const [mask] = g.op("Reshape", [rows(byGroup), flat]);
+  return { rows, ctx: { ...ctx, queryPositions: rows(positions), newMask: mask } };
 }
 
 /** Final RMSNorm + LM head: hidden [1, S, H] → logits [1, S, V]. */

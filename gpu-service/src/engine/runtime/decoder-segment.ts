@@ -52,6 +52,9 @@ function ownCaches<T extends LayerKv>(caches: LayerKv[], layout: new (kvHeads: n
 
 const WITHOUT_PROBS: ReadonlySet<string> = new Set(["attn_probs"]);
 
+/** The past of an empty slot cache: buffers of no slots. */
+const NO_SLOTS = new Float32Array(0);
+
 export class DecoderSegment {
   private constructor(
     private readonly io: SessionIo,
@@ -59,20 +62,40 @@ export class DecoderSegment {
     readonly numLayers: number,
     readonly hasAttentionProbs: boolean,
     readonly attention: AttentionImpl,
+    /** The graph computes only the rows asked for in its last layer (`outputRows`). */
+    private readonly trailing: boolean,
   ) {}
 
+  /**
+   * `outputRows`: the segment ends the model (only the LM head reads its rows), so `run` may ask
+   * for its last rows only; with direct attention the graph then skips the others' attention and
+   * MLP in its last layer (decoder.ts), elsewhere `run` just returns the last rows.
+   */
   static async create(
     config: TextConfig,
     layers: DecoderLayerWeights[],
-    opts: SegmentOptions & { attentionProbsLayer?: number; name?: string } = {},
+    opts: SegmentOptions & { attentionProbsLayer?: number; name?: string; outputRows?: boolean } = {},
   ): Promise<DecoderSegment> {
     const graph = { ...graphOptions(opts), attention: resolveAttention(opts.attention, config.hiddenSize) };
+    const trailing = opts.outputRows === true && graph.attention === "direct" && layers.length > 0;
     const session = await createGraphSession(
       {
         name: "decoder",
-        options: { config, attentionProbsLayer: opts.attentionProbsLayer ?? null, ...graph },
+        options: {
+          config,
+          attentionProbsLayer: opts.attentionProbsLayer ?? null,
+          ...graph,
+          ...(trailing ? { outputRows: true } : {}),
+        },
         weights: layerTensors(layers),
-        build: () => decoderSegmentBuilder({ config, layers, attentionProbsLayer: opts.attentionProbsLayer, ...graph }),
+        build: () =>
+          decoderSegmentBuilder({
+            config,
+            layers,
+            attentionProbsLayer: opts.attentionProbsLayer,
+            ...graph,
+            outputRows: trailing,
+          }),
       },
       opts,
     );
@@ -82,6 +105,7 @@ export class DecoderSegment {
       layers.length,
       opts.attentionProbsLayer !== undefined,
       graph.attention,
+      trailing,
     );
   }
 
@@ -98,24 +122,33 @@ export class DecoderSegment {
   /**
    * Runs the new tokens through the segment, appending them to `caches`. A segment built with
    * attention output returns the probabilities unless `attentionProbs` is false (then they are
-   * not copied out of ONNX Runtime: a prompt's are tens of MB).
+   * not copied out of ONNX Runtime: a prompt's are tens of MB). `outputRows`: the hidden rows
+   * returned are only the last `outputRows` (default: all); a segment created with `outputRows`
+   * (direct attention) does not even compute the others in its last layer.
    */
   async run(
     hidden: Float32Array,
     positions: readonly number[],
     caches: LayerKv[],
-    { attentionProbs = true }: { attentionProbs?: boolean } = {},
+    { attentionProbs = true, outputRows }: { attentionProbs?: boolean; outputRows?: number } = {},
   ): Promise<SegmentResult> {
     const s = positions.length;
     const { hiddenSize } = this.config;
     if (hidden.length !== s * hiddenSize) throw new RangeError(`hidden has ${hidden.length} values for ${s} tokens`);
+    const rows = outputRows ?? s;
+    if (!(Number.isInteger(rows) && rows <= s && (rows >= 1 || s === 0)))
+      throw new RangeError(`outputRows ${outputRows} is not between 1 and the ${s} new rows`);
     const past = caches[0].length;
     for (const c of caches)
       if (c.length !== past)
         throw new RangeError(`layer caches of one segment differ in length (${c.length} vs ${past})`);
     const probs = this.hasAttentionProbs && attentionProbs;
-    if (this.attention === "direct") return this.runDirect(hidden, positions, caches, probs);
-    return this.runExact(hidden, positions, caches, probs);
+    const out =
+      this.attention === "direct"
+        ? await this.runDirect(hidden, positions, caches, probs, rows)
+        : await this.runExact(hidden, positions, caches, probs);
+    if (out.hidden.length === rows * hiddenSize) return out;
+    return { ...out, hidden: out.hidden.subarray((s - rows) * hiddenSize) };
   }
 
   private async runExact(
@@ -158,6 +191,7 @@ export class DecoderSegment {
     positions: readonly number[],
     layerCaches: LayerKv[],
     probs: boolean,
+    outputRows: number,
   ): Promise<SegmentResult> {
     const caches = ownCaches(layerCaches, SlotKvCache);
     const s = positions.length;
@@ -168,6 +202,9 @@ export class DecoderSegment {
     // every layer's buffers must have one capacity (the graph's C)
     const cap = Math.max(...caches.map((c) => c.capacity));
     for (const c of caches) if (c.capacity !== cap) c.resize(cap);
+    // an empty cache (a prompt's first pass) is fed as buffers of no slots: the graph then spends
+    // nothing on attention to spare slots (with C slots it would multiply every query by them all)
+    const slots = past === 0 ? 0 : cap;
     const feeds = span("feeds", () => {
       // query row g*S + i sees new token j when j <= i
       const newMask = new Float32Array(groups * s * s);
@@ -177,12 +214,13 @@ export class DecoderSegment {
       const f: Record<string, ort.Tensor> = {
         hidden: new ort.Tensor("float32", hidden, [1, s, hiddenSize]),
         position_ids: new ort.Tensor("int64", BigInt64Array.from(positions.map(BigInt)), [1, s]),
-        kv_mask: new ort.Tensor("float32", caches[0].mask(), [cap]),
+        kv_mask: new ort.Tensor("float32", slots ? caches[0].mask() : NO_SLOTS, [slots]),
         new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
       };
+      if (this.trailing) f.out_rows = new ort.Tensor("int64", BigInt64Array.of(BigInt(outputRows)), [1]);
       caches.forEach((c, i) => {
-        f[`past_key_${i}`] = new ort.Tensor("float32", c.keyT, [1, kv, hd, cap]);
-        f[`past_value_${i}`] = new ort.Tensor("float32", c.value, [1, kv, cap, hd]);
+        f[`past_key_${i}`] = new ort.Tensor("float32", slots ? c.keyT : NO_SLOTS, [1, kv, hd, slots]);
+        f[`past_value_${i}`] = new ort.Tensor("float32", slots ? c.value : NO_SLOTS, [1, kv, slots, hd]);
       });
       return f;
     });
@@ -194,14 +232,17 @@ export class DecoderSegment {
     );
     let attentionProbs: Float32Array | undefined;
     if (probs) {
-      // [heads, S, cap + S] -> [heads, S, past + S]: drop the spare slots
+      // [heads, S, slots + S] -> [heads, S, past + S]: drop the spare slots
       const full = out.attn_probs.data as Float32Array;
-      const width = cap + s;
+      const width = slots + s;
       const total = past + s;
-      attentionProbs = new Float32Array(numHeads * s * total);
-      for (let r = 0; r < numHeads * s; r++) {
-        attentionProbs.set(full.subarray(r * width, r * width + past), r * total);
-        attentionProbs.set(full.subarray(r * width + cap, r * width + width), r * total + past);
+      if (width === total) attentionProbs = full;
+      else {
+        attentionProbs = new Float32Array(numHeads * s * total);
+        for (let r = 0; r < numHeads * s; r++) {
+          attentionProbs.set(full.subarray(r * width, r * width + past), r * total);
+          attentionProbs.set(full.subarray(r * width + slots, r * width + width), r * total + past);
+        }
       }
     }
     return { hidden: out.hidden_out.data as Float32Array, attentionProbs };

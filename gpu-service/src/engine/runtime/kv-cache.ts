@@ -133,24 +133,21 @@ export class SlotKvCache implements LayerKv {
     this.slotMask.fill(0, 0, n);
   }
 
-  /** Writes S new tokens' keys and values ([S, kvHeads * headDim] each, as the graph outputs them) after the held ones. */
-  append(newKey: Float32Array, newValue: Float32Array): void {
+  /**
+   * Writes S new tokens' keys [kvHeads, headDim, S] and values [kvHeads, S, headDim] (as the graph
+   * outputs them: already in the buffers' order, so a few contiguous copies) after the held ones.
+   */
+  append(newKeyT: Float32Array, newValue: Float32Array): void {
     const { kvHeads: kv, headDim: hd } = this;
-    const s = newKey.length / (kv * hd);
-    if (!Number.isInteger(s) || newValue.length !== newKey.length)
-      throw new RangeError(`new keys/values of ${newKey.length}/${newValue.length} values for ${kv} x ${hd}`);
+    const s = newKeyT.length / (kv * hd);
+    if (!Number.isInteger(s) || newValue.length !== newKeyT.length)
+      throw new RangeError(`new keys/values of ${newKeyT.length}/${newValue.length} values for ${kv} x ${hd}`);
     this.reserve(this.length + s);
     const { capacity: cap, length: p, keyT, value } = this;
-    for (let h = 0; h < kv; h++) {
-      for (let t = 0; t < s; t++) {
-        const src = (t * kv + h) * hd;
-        value.set(newValue.subarray(src, src + hd), (h * cap + p + t) * hd);
-      }
-      for (let d = 0; d < hd; d++) {
-        const row = (h * hd + d) * cap + p;
-        for (let t = 0; t < s; t++) keyT[row + t] = newKey[(t * kv + h) * hd + d];
-      }
-    }
+    // a key row (one head's one dimension) of S values per copy; one token: plain stores
+    if (s < 8) for (let r = 0; r < kv * hd; r++) for (let t = 0; t < s; t++) keyT[r * cap + p + t] = newKeyT[r * s + t];
+    else for (let r = 0; r < kv * hd; r++) keyT.set(newKeyT.subarray(r * s, (r + 1) * s), r * cap + p);
+    for (let h = 0; h < kv; h++) value.set(newValue.subarray(h * s * hd, (h + 1) * s * hd), (h * cap + p) * hd);
     this.slotMask.fill(0, p, p + s);
     this.length = p + s;
   }

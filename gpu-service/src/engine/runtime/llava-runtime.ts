@@ -114,7 +114,9 @@ export class LlavaRuntime {
     const [vision, head, full] = await Promise.all([
       VisualEncoder.create(weights, options),
       createHeadSession(config, text.norm, text.lmHead, options),
-      fullSegment ? DecoderSegment.create(config, text.layers, { ...options, name: "full" }) : undefined,
+      fullSegment
+        ? DecoderSegment.create(config, text.layers, { ...options, name: "full", outputRows: true })
+        : undefined,
     ]);
     return new LlavaRuntime(weights, vision, new SessionIo(head, "head"), full, options);
   }
@@ -134,12 +136,22 @@ export class LlavaRuntime {
     return maxPictureTokens(this.weights.config);
   }
 
-  /** Builds a decoder segment over base layers [a, b), optionally with one layer's attention probabilities. */
-  segment(a: number, b: number, attentionProbsLayer?: number, name?: string): Promise<DecoderSegment> {
+  /**
+   * Builds a decoder segment over base layers [a, b), optionally with one layer's attention
+   * probabilities; `outputRows` for the segment that ends the model (see DecoderSegment.create).
+   */
+  segment(
+    a: number,
+    b: number,
+    attentionProbsLayer?: number,
+    name?: string,
+    { outputRows = false }: { outputRows?: boolean } = {},
+  ): Promise<DecoderSegment> {
     return DecoderSegment.create(this.textConfig, this.weights.text.layers.slice(a, b), {
       ...this.options,
       attentionProbsLayer,
       name,
+      outputRows,
     });
   }
 
@@ -239,7 +251,7 @@ export class LlavaRuntime {
     const limit = Math.min(o.maxTokens, this.textConfig.maxPositionEmbeddings - position);
     const caches: LayerKv[] = this.full.newCaches(position + limit); // the whole request: no step allocates KV
     const rng = new Rng(o.seed ?? 0);
-    const prefill = await this.full.run(prompt.hidden, prompt.positions, caches);
+    const prefill = await this.full.run(prompt.hidden, prompt.positions, caches, { outputRows: 1 });
     let logits = await this.lastLogits(prefill.hidden);
     const prefillMs = performance.now() - t0;
     const outputIds: number[] = [];

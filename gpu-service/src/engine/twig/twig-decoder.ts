@@ -131,8 +131,9 @@ export class TwigDecoder {
     const config = runtime.textConfig;
     const [lower, mid, top, twigHead, twigLayers] = await Promise.all([
       runtime.segment(0, k, k - 1, "lower"),
-      runtime.segment(k, kf, undefined, "mid"),
-      kf < L ? runtime.segment(kf, L, undefined, "top") : Promise.resolve(undefined),
+      // the segment that ends the model computes, in its last layer, only the rows the head reads
+      runtime.segment(k, kf, undefined, "mid", { outputRows: kf === L }),
+      kf < L ? runtime.segment(kf, L, undefined, "top", { outputRows: true }) : Promise.resolve(undefined),
       createHeadSession(config, twig.norm, twig.lmHead, runtime.options), // the runtime's precision, like the LM head
       DecoderSegment.create(config, twig.layers, {
         ...runtime.options,
@@ -464,12 +465,14 @@ export class TwigDecoder {
   ): Promise<Float32Array[]> {
     const rt = this.runtime;
     const { hiddenSize: H, vocabSize: V } = rt.textConfig;
-    let h = (await this.parts.mid.run(x.hidden, x.positions, caches.mid)).hidden;
-    if (this.parts.top) {
+    // the last segment returns only the `count` rows the head reads
+    const top = this.parts.top;
+    let h = (await this.parts.mid.run(x.hidden, x.positions, caches.mid, top ? {} : { outputRows: count })).hidden;
+    if (top) {
       const keep = x.positions.flatMap((p, i) => (wiped(p) ? [] : [i]));
       const rows = keep.length === x.positions.length ? h : selectRows(h, keep, H);
       const positions = keep.map((i) => x.positions[i]);
-      h = (await this.parts.top.run(rows, positions, caches.top)).hidden;
+      h = (await top.run(rows, positions, caches.top, { outputRows: count })).hidden;
     }
     const logits = await rt.logits(h.subarray(h.length - count * H));
     return Array.from({ length: count }, (_, i) => logits.subarray(i * V, (i + 1) * V));
