@@ -62,6 +62,8 @@ interface RunStats {
   spans: Map<string, number>;
   /** KV buffers allocated during the decode steps. */
   kvAllocations: number;
+  /** Probe spans until the first token (prefill), ms. */
+  prefillSpans: Map<string, number>;
 }
 
 /** One generate call through the engine, timed from its events. */
@@ -88,8 +90,10 @@ async function timeGenerate(
   let cpuStart = process.cpuUsage();
   let cpuMs = 0;
   let spans = new Map<string, number>();
+  let prefillSpans = new Map<string, number>();
   let kvAllocations = 0;
   let sameTurn = false;
+  probe.reset();
   probe.timing = true;
   try {
     await engine.generate(params, (e) => {
@@ -108,6 +112,7 @@ async function timeGenerate(
         if (arrivals.length === 1) {
           decodeStart = performance.now();
           cpuStart = process.cpuUsage();
+          prefillSpans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
           probe.reset(); // from here on: decode steps only
         }
       }
@@ -136,6 +141,7 @@ async function timeGenerate(
     acceptance,
     spans: new Map([...spans].map(([k, ms]) => [k, ms / Math.max(1, after)])),
     kvAllocations,
+    prefillSpans,
   };
 }
 
@@ -143,6 +149,8 @@ interface SegmentStats {
   prefillMs: number;
   stepMs: number;
   cpuStepMs: number;
+  /** Probe spans of the prefill, ms. */
+  prefillSpans: Map<string, number>;
 }
 
 /** The isolated segment: prefill `context` random rows, then `tokens` single-token steps (median ms each). */
@@ -158,9 +166,16 @@ async function timeSegment(
   const caches = segment.newCaches(context + tokens);
   const positions = Array.from({ length: context }, (_, i) => i);
   const prompt = rows(context);
+  probe.reset();
+  probe.timing = true;
   const t0 = performance.now();
-  await segment.run(prompt, positions, caches);
+  try {
+    await segment.run(prompt, positions, caches);
+  } finally {
+    probe.timing = false;
+  }
   const prefillMs = performance.now() - t0;
+  const prefillSpans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
   const steps: number[] = [];
   const inputs = Array.from({ length: tokens - 1 }, () => rows(1));
   const cpu = process.cpuUsage();
@@ -170,8 +185,27 @@ async function timeSegment(
     steps.push(performance.now() - t);
   }
   const used = process.cpuUsage(cpu);
-  return { prefillMs, stepMs: median(steps), cpuStepMs: (used.user + used.system) / 1000 / (tokens - 1) };
+  return {
+    prefillMs,
+    stepMs: median(steps),
+    cpuStepMs: (used.user + used.system) / 1000 / (tokens - 1),
+    prefillSpans,
+  };
 }
+
+/** Where the prefill goes: each session's runs (ONNX Runtime), then the work around them. */
+const PREFILL_ROWS: [string, (k: string) => boolean][] = [
+  ["vision tower and projector", (k) => k === "run:vision"],
+  ["segment: lower (layers 1..K)", (k) => k === "run:lower"],
+  ["segment: twig", (k) => k === "run:twig"],
+  ["segment: mid (K+1..K_f)", (k) => k === "run:mid"],
+  ["segment: top (K_f+1..L)", (k) => k === "run:top"],
+  ["segment: all L layers", (k) => k === "run:isolated" || k === "run:full"],
+  ["heads", (k) => k === "run:head" || k === "run:twig-head"],
+  ["feeds (tensor objects, masks, positions)", (k) => k === "feeds"],
+  ["KV: new keys and values into the slots", (k) => k === "kv-write"],
+  ["embedding", (k) => k === "embed"],
+];
 
 const SPAN_ROWS: [string, (k: string) => boolean][] = [
   ["ONNX Runtime: decoder segments", (k) => /^run:(lower|mid|top|twig|full)$/.test(k)],
@@ -343,6 +377,37 @@ function printContext(
           ),
         ),
         "-",
+      ],
+    ],
+  );
+  console.log(
+    "  where the prefill goes (ms, from the engine's probe; the rest: sampling, scoring, rows between segments)",
+  );
+  const prefillSpan = (spans: Map<string, number>, match: (k: string) => boolean) =>
+    [...spans].filter(([k]) => match(k)).reduce((a, [, ms]) => a + ms, 0);
+  const anyPrefill = (k: string) => PREFILL_ROWS.some(([, f]) => f(k));
+  printTable(
+    ["", ...modes, "isolated segment"],
+    [
+      ...PREFILL_ROWS.map(([label, f]) => [
+        label,
+        ...modes.map((m) =>
+          fmt(
+            med(m, (s) => prefillSpan(s.prefillSpans, f)),
+            0,
+          ),
+        ),
+        fmt(median(seg.map((s) => prefillSpan(s.prefillSpans, f))), 0),
+      ]),
+      [
+        "the rest",
+        ...modes.map((m) =>
+          fmt(
+            med(m, (s) => s.prefillMs - prefillSpan(s.prefillSpans, anyPrefill)),
+            0,
+          ),
+        ),
+        fmt(median(seg.map((s) => s.prefillMs - prefillSpan(s.prefillSpans, anyPrefill))), 0),
       ],
     ],
   );
