@@ -299,7 +299,10 @@ export class TwigDecoder {
 
     // decoding: the prompt's rows above K are the first pending rows
     const midRows = prompt.positions.filter((p) => !dropped(p));
-    let pending: Rows = { hidden: selectRows(low.hidden, midRows, H), positions: midRows };
+    let pending: Rows = {
+      hidden: midRows.length === S ? low.hidden : selectRows(low.hidden, midRows, H),
+      positions: midRows,
+    };
     let twigHidden = tw?.hidden;
     let position = S;
     const rng = new Rng(o.seed ?? 0);
