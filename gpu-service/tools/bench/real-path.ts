@@ -64,6 +64,13 @@ interface RunStats {
   kvAllocations: number;
   /** Probe spans until the first token (prefill), ms. */
   prefillSpans: Map<string, number>;
+  /** Process CPU time (all threads) until the first token, ms. */
+  prefillCpuMs: number;
+}
+
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
 }
 
 /** One generate call through the engine, timed from its events. */
@@ -89,12 +96,14 @@ async function timeGenerate(
   let decodeStart = 0;
   let cpuStart = process.cpuUsage();
   let cpuMs = 0;
+  let prefillCpuMs = 0;
   let spans = new Map<string, number>();
   let prefillSpans = new Map<string, number>();
   let kvAllocations = 0;
   let sameTurn = false;
   probe.reset();
   probe.timing = true;
+  cpuStart = process.cpuUsage();
   try {
     await engine.generate(params, (e) => {
       if (e.type === "delta" && e.tokenIds.length > 0) {
@@ -111,6 +120,7 @@ async function timeGenerate(
         arrivals.push({ at: performance.now(), n: e.tokenIds.length });
         if (arrivals.length === 1) {
           decodeStart = performance.now();
+          prefillCpuMs = cpuMsSince(cpuStart);
           cpuStart = process.cpuUsage();
           prefillSpans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
           probe.reset(); // from here on: decode steps only
@@ -142,6 +152,7 @@ async function timeGenerate(
     spans: new Map([...spans].map(([k, ms]) => [k, ms / Math.max(1, after)])),
     kvAllocations,
     prefillSpans,
+    prefillCpuMs,
   };
 }
 
@@ -151,6 +162,8 @@ interface SegmentStats {
   cpuStepMs: number;
   /** Probe spans of the prefill, ms. */
   prefillSpans: Map<string, number>;
+  /** Process CPU time (all threads) of the prefill, ms. */
+  prefillCpuMs: number;
 }
 
 /** The isolated segment: prefill `context` random rows, then `tokens` single-token steps (median ms each). */
@@ -169,12 +182,14 @@ async function timeSegment(
   probe.reset();
   probe.timing = true;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   try {
     await segment.run(prompt, positions, caches);
   } finally {
     probe.timing = false;
   }
   const prefillMs = performance.now() - t0;
+  const prefillCpuMs = cpuMsSince(cpu0);
   const prefillSpans = new Map([...probe.spans].map(([k, v]) => [k, v.ms]));
   const steps: number[] = [];
   const inputs = Array.from({ length: tokens - 1 }, () => rows(1));
@@ -190,6 +205,7 @@ async function timeSegment(
     stepMs: median(steps),
     cpuStepMs: (used.user + used.system) / 1000 / (tokens - 1),
     prefillSpans,
+    prefillCpuMs,
   };
 }
 
@@ -333,6 +349,21 @@ function printContext(
         "prefill (tokens/s)",
         ...modes.map((m) => fmt((context / med(m, (s) => s.prefillMs)) * 1000, 0)),
         fmt((context / segPrefill) * 1000, 0),
+      ],
+      [
+        "prefill CPU time, all threads (ms)",
+        ...modes.map((m) =>
+          fmt(
+            med(m, (s) => s.prefillCpuMs),
+            0,
+          ),
+        ),
+        fmt(median(seg.map((s) => s.prefillCpuMs)), 0),
+      ],
+      [
+        "prefill CPU time / isolated segment's",
+        ...modes.map((m) => fmt(med(m, (s) => s.prefillCpuMs) / median(seg.map((s) => s.prefillCpuMs)), 2)),
+        "1.00",
       ],
       ["decode step (ms, median gap)", ...modes.map((m) => fmt(med(m, (s) => s.stepMs))), fmt(segStep)],
       ["decode per token (ms)", ...modes.map((m) => fmt(med(m, (s) => s.perTokenMs))), fmt(segStep)],
