@@ -7,8 +7,10 @@
  *
  * A round, for the batch as it stands (n_b = 0 drafts for sequences in non-drafting modes):
  *   extend  every sequence's newest token t_b (chosen, not yet in any cache) through lower;
- *           the drafters' twig takes it too (after their last accepted draft, when all were);
- *   draft   each drafter proposes d_1..d_n_b (n_b <= delta, its own), one batched lower run
+ *           the drafters' twig takes it too (after their last accepted draft, when all were;
+ *           in rounds that draft nothing the twig waits and catches up later);
+ *   draft   each drafter proposes d_1..d_n_b (n_b <= its own delta, and <= the round's n:
+ *           what pays at this batch size, batch/draft-policy.ts), one batched lower run
  *           (and twig run) per draft position; a drafter stops at EOS or after a token whose
  *           draft probability is below theta, and the others go on without it;
  *   verify  ONE pass of mid, top and the head over every sequence's rows [t_b, d_1..d_n_b]:
@@ -30,6 +32,7 @@ import { visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { MODE_PLANS } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
+import { chooseDraftLength, RunCost, type SegmentCosts } from "./draft-policy.js";
 import { type Prefilled, prefill } from "./prefill.js";
 
 export interface BatchOptions {
@@ -37,7 +40,23 @@ export interface BatchOptions {
   maxBatch: number;
   /** KV memory the batch may hold, in bytes (every segment's slots). */
   kvBudgetBytes?: number;
+  /**
+   * For checks: each result also gives, per output token, the relative gap between the top two
+   * logits of the full model's row that chose it ((l1 - l2) / |l1|): where a batched and a lone
+   * run differ, a gap near 0 says the two were a float rounding apart.
+   */
+  recordMargins?: boolean;
+  /** Each round drafts what pays at the current batch size (batch/draft-policy.ts; default true); false: every drafter drafts up to its own delta. */
+  adaptiveDrafting?: boolean;
 }
+
+/** A drafter's acceptance rate before it has drafted (TwigVLM's paper: 57% of drafted tokens accepted). */
+const PRIOR_ACCEPTANCE = 0.6;
+/** The twig catches up on tokens it skipped (rounds without drafts) at most this many rows late. */
+const MAX_TWIG_LAG = 16;
+
+/** twig-decoder's result, and the margins when asked (BatchOptions.recordMargins). */
+export type BatchResult = TwigGenerateResult & { margins?: number[] };
 
 export const DEFAULT_KV_BUDGET_BYTES = 2 * 1024 ** 3;
 
@@ -61,23 +80,26 @@ interface Sequence {
   position: number;
   /** The twig's hidden state for `next` (drafters). */
   twigHidden?: Float32Array;
-  /** A drafter's last accepted draft, which the twig has not run on yet. */
+  /** Layer-K rows the twig has not run on yet: a last accepted draft, tokens of rounds without drafts. */
   catchUp?: SlotRows;
+  /** Its drafts' acceptance rate (moving average). */
+  alpha: number;
   outputIds: number[];
+  margins?: number[];
   steps: TwigStep[];
   finishReason: TwigGenerateResult["finishReason"];
   done: boolean;
   pre: Prefilled;
   t0: number;
   prefillMs: number;
-  resolve: (r: TwigGenerateResult) => void;
+  resolve: (r: BatchResult) => void;
   reject: (err: unknown) => void;
 }
 
 interface Waiting {
   o: TwigGenerateOptions;
   t0: number;
-  resolve: (r: TwigGenerateResult) => void;
+  resolve: (r: BatchResult) => void;
   reject: (err: unknown) => void;
 }
 
@@ -91,6 +113,15 @@ export class BatchLoop {
   private readonly waiting: Waiting[] = [];
   private readonly kv: { lower: BatchKv; twig: BatchKv; mid: BatchKv; top: BatchKv | undefined };
   private looping = false;
+  /** Measured run times of the batched segments and heads (the draft policy's cost model). */
+  private readonly costs: SegmentCosts = {
+    lower: new RunCost(),
+    twig: new RunCost(),
+    twigHead: new RunCost(),
+    mid: new RunCost(),
+    top: new RunCost(),
+    head: new RunCost(),
+  };
   /** The largest batch a round has run (for tests and metrics). */
   peakBatch = 0;
 
@@ -135,7 +166,7 @@ export class BatchLoop {
   }
 
   /** Decodes one request in the batch; resolves as twig-decoder's `generate` does. */
-  generate(o: TwigGenerateOptions): Promise<TwigGenerateResult> {
+  generate(o: TwigGenerateOptions): Promise<BatchResult> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ o, t0: performance.now(), resolve, reject });
       void this.loop();
@@ -208,11 +239,13 @@ export class BatchLoop {
       speculative: plan.speculative,
       delta,
       theta: w.o.plan.draft?.threshold ?? 1, // no drafts outside the SSD modes
+      alpha: PRIOR_ACCEPTANCE,
       limit,
       rng,
       next: -1,
       position: S,
       outputIds: [],
+      margins: this.options.recordMargins ? [] : undefined,
       steps: [],
       finishReason: "length",
       done: limit <= 0,
@@ -224,6 +257,7 @@ export class BatchLoop {
     };
     if (!s.done) {
       s.next = chooseToken(pre.logits, w.o.sampling, rng);
+      s.margins?.push(margin(pre.logits));
       s.done = this.emit(s, [s.next], 0);
     }
     if (s.done) {
@@ -250,28 +284,51 @@ export class BatchLoop {
     const rt = this.decoder.runtime;
     const { hiddenSize: H, eosTokenId } = rt.textConfig;
     const seqs = this.running;
-    // extend: t_b through lower; the drafters' twig takes it (after d_n_b when all drafts were accepted)
+    const B = seqs.length;
+    // how far this round drafts: what pays at this batch size (draft-policy.ts), or each drafter's own delta
+    const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length, cap);
+    let cap = Number.POSITIVE_INFINITY;
+    const candidates = this.drafters.filter((s) => room(s) > 0);
+    if (this.options.adaptiveDrafting ?? true)
+      cap = chooseDraftLength(
+        { batch: B, alphas: candidates.map((s) => s.alpha), delta: Math.max(0, ...candidates.map(room)) },
+        this.costs,
+      );
+
+    // extend: t_b through lower; the drafters' twig takes it (after what it has not seen yet),
+    // unless no one drafts this round and it is not too far behind: then it catches up later
     const embedded = rt.embed(seqs.map((s) => s.next));
     const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
-    const hK = await this.seg.lower.run(this.kv.lower, tRows);
+    const hK = await this.timed(this.costs.lower, B, () => this.seg.lower.run(this.kv.lower, tRows));
     const index = new Map(seqs.map((s, b) => [s, b]));
     if (this.drafters.length > 0) {
       const twigIn = this.drafters.map((s) => {
         const own = { hidden: hK[index.get(s) as number], positions: [s.position] };
         return s.catchUp ? concatRows(s.catchUp, own, H) : own;
       });
-      const out = await this.seg.twig.run(this.kv.twig, twigIn);
-      this.drafters.forEach((s, b) => {
-        s.twigHidden = out[b].subarray(out[b].length - H);
-        s.catchUp = undefined;
-      });
+      const lag = Math.max(...twigIn.map((r) => r.positions.length));
+      if (cap > 0 || lag >= MAX_TWIG_LAG) {
+        const out = await this.timed(this.costs.twig, this.drafters.length, () =>
+          this.seg.twig.run(this.kv.twig, twigIn),
+        );
+        this.drafters.forEach((s, b) => {
+          s.twigHidden = out[b].subarray(out[b].length - H);
+          s.catchUp = undefined;
+        });
+      } else
+        this.drafters.forEach((s, b) => {
+          s.catchUp = twigIn[b];
+        });
     }
 
     // draft: each drafter its own chain, one batched lower (and twig) run per draft position
     const drafts = seqs.map(() => ({ tokens: [] as number[], q: [] as Float64Array[], hidden: [] as Float32Array[] }));
-    let active = this.drafters.filter((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
+    let active = cap > 0 ? this.drafters.filter((s) => room(s) > 0) : [];
     for (let j = 0; active.length > 0; j++) {
-      const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
+      const A = active.length;
+      const logits = await this.timed(this.costs.twigHead, A, () =>
+        this.twigLogits(active.map((s) => s.twigHidden as Float32Array)),
+      );
       const V = logits.length / active.length;
       const chosen = active.map((s, a) => {
         const row = logits.subarray(a * V, (a + 1) * V);
@@ -291,16 +348,17 @@ export class BatchLoop {
         if (!e) return NONE;
         return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
       });
-      const lowOut = await this.seg.lower.run(this.kv.lower, lowIn);
+      const lowOut = await this.timed(this.costs.lower, B, () => this.seg.lower.run(this.kv.lower, lowIn));
       for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
-      const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length);
       const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
       if (going.length === 0) break;
       const goingSet = new Set(going);
-      const twigOut = await this.seg.twig.run(
-        this.kv.twig,
-        this.drafters.map((s) =>
-          goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
+      const twigOut = await this.timed(this.costs.twig, this.drafters.length, () =>
+        this.seg.twig.run(
+          this.kv.twig,
+          this.drafters.map((s) =>
+            goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
+          ),
         ),
       );
       this.drafters.forEach((s, b) => {
@@ -319,19 +377,26 @@ export class BatchLoop {
       });
       return { hidden, positions: [s.position, ...d.tokens.map((_, i) => s.position + 1 + i)] };
     });
-    let h = await this.seg.mid.run(this.kv.mid, verifyIn);
-    if (this.seg.top && this.kv.top)
-      h = await this.seg.top.run(
-        this.kv.top,
-        h.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
+    const padded = B * Math.max(...verifyIn.map((r) => r.positions.length));
+    let h = await this.timed(this.costs.mid, padded, () => this.seg.mid.run(this.kv.mid, verifyIn));
+    const { top } = this.seg;
+    if (top && this.kv.top) {
+      const topKv = this.kv.top;
+      const mid = h;
+      h = await this.timed(this.costs.top, padded, () =>
+        top.run(
+          topKv,
+          mid.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
+        ),
       );
+    }
     const all = new Float32Array(h.reduce((a, x) => a + x.length, 0));
     let offset = 0;
     for (const x of h) {
       all.set(x, offset);
       offset += x.length;
     }
-    const logits = await rt.logits(all);
+    const logits = await this.timed(this.costs.head, all.length / H, () => rt.logits(all));
     const V = rt.textConfig.vocabSize;
 
     // accept: each sequence on its own, rolled back on its own
@@ -347,6 +412,7 @@ export class BatchLoop {
           ? verifySampled(d.tokens, d.q, rowsOf, s.o.sampling, s.rng)
           : verifyGreedy(d.tokens, rowsOf);
       if (s.speculative) s.steps.push({ drafted: d.tokens, accepted: v.accepted });
+      if (n > 0) s.alpha = 0.7 * s.alpha + 0.3 * (v.accepted / n);
       // lower, mid and top ran on every draft, the twig on all but the last
       for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
         if (kv) kv.truncate(b, kv.lengths[b] - n + v.accepted);
@@ -354,12 +420,21 @@ export class BatchLoop {
         const t = this.drafters.indexOf(s);
         this.kv.twig.truncate(t, this.kv.twig.lengths[t] - (n - 1) + v.accepted);
       }
+      if (s.margins) for (let i = 0; i <= v.accepted; i++) s.margins.push(margin(rowsOf[i]));
       if (s.speculative && n > 0 && v.accepted === n)
         s.catchUp = { hidden: d.hidden[n - 1], positions: [s.position + n] };
       s.done = this.emit(s, [...d.tokens.slice(0, v.accepted), v.bonus], v.accepted);
       s.next = v.bonus;
       s.position += v.accepted + 1;
     });
+  }
+
+  /** Runs f, adding its time for `rows` rows to the cost model. */
+  private async timed<T>(cost: RunCost, rows: number, f: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    const out = await f();
+    cost.add(rows, performance.now() - t0);
+    return out;
   }
 
   /** Twig norm + twig head on rows [n, H] → logits [n, V]. */
@@ -418,11 +493,12 @@ export class BatchLoop {
     else if (!s.o.signal?.aborted) s.resolve(this.result(s));
   }
 
-  private result(s: Sequence): TwigGenerateResult {
+  private result(s: Sequence): BatchResult {
     const { pre } = s;
     const prefillMs = s.prefillMs;
     return {
       outputIds: s.outputIds,
+      margins: s.margins?.slice(0, s.outputIds.length),
       finishReason: s.finishReason,
       promptTokens: pre.promptTokens,
       visualTokens: pre.visualTokens,
@@ -451,6 +527,20 @@ export class BatchLoop {
     const { lower, twig, mid, top } = this.seg;
     await Promise.all([lower.release(), twig.release(), mid.release(), top?.release()]);
   }
+}
+
+/** (l1 - l2) / |l1| for the two largest logits of a row. */
+function margin(row: ArrayLike<number>): number {
+  let a = Number.NEGATIVE_INFINITY;
+  let b = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < row.length; i++) {
+    const x = row[i];
+    if (x > a) {
+      b = a;
+      a = x;
+    } else if (x > b) b = x;
+  }
+  return (a - b) / Math.max(Math.abs(a), 1e-30);
 }
 
 function concatRows(a: SlotRows, b: SlotRows, H: number): SlotRows {
