@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { ATTENTION_IMPLS, type AttentionImpl, PRECISIONS, type Precision } from "../../src/engine/options.js";
 import type { Mode } from "../../src/engine/plan.js";
+import { MODES } from "../../src/engine/twig/modes.js";
 import { benchCancel } from "./cancel.js";
 import { benchEngine } from "./engine.js";
 import { benchHostile } from "./hostile.js";
@@ -11,7 +12,6 @@ import { benchService } from "./service.js";
 import { benchServiceBatching } from "./service-batching.js";
 import { benchTwig } from "./twig.js";
 
-const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const [name, ...rest] = process.argv.slice(2);
 const { values } = parseArgs({
   args: rest,

@@ -15,11 +15,8 @@ import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import {
-  GenerateRequestSchema,
-  InferenceService,
-  Mode as ProtoMode,
-} from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { GenerateRequestSchema, InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
+import { MODE_NUMBER } from "@twigserve/proto/twigvlm/v1/names.js";
 import type { Mode } from "../../src/engine/plan.js";
 import { startServiceProcess } from "./service-process.js";
 
@@ -34,12 +31,6 @@ export interface BatchingBenchArgs {
 }
 
 const repo = fileURLToPath(new URL("../../..", import.meta.url));
-const PROTO_MODES: Partial<Record<Mode, ProtoMode>> = {
-  base: ProtoMode.BASE,
-  "ttp-only": ProtoMode.TTP_ONLY,
-  twig: ProtoMode.TWIG,
-  "ssd-only": ProtoMode.SSD_ONLY,
-};
 
 interface Level {
   tokPerS: number;
@@ -88,7 +79,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
         image: { source: { case: "data", value: picture } },
         input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture ." }] } },
         sampling: { maxTokens: args.maxTokens },
-        acceleration: { mode: PROTO_MODES[mode] },
+        acceleration: { mode: MODE_NUMBER[mode] },
       });
       for await (const ev of client.generate(req)) {
         if (ev.event.case !== "delta" || ev.event.value.tokenIds.length === 0) continue;

@@ -10,15 +10,14 @@
  * table shows SSD's overhead here, not its gain.
  */
 import { Rng } from "../../src/engine/decoding/sampling.js";
-import type { Mode } from "../../src/engine/plan.js";
 import type { LayerKv } from "../../src/engine/runtime/kv-cache.js";
 import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
+import { MODES } from "../../src/engine/twig/modes.js";
 import { TwigDecoder } from "../../src/engine/twig/twig-decoder.js";
 import { growTwig } from "../make-tiny/grow-twig.js";
 import { llamaShape } from "../make-tiny/sized-model.js";
 import { randomLlavaWeights, randomTensor } from "../make-tiny/tiny-model.js";
 
-const MODES: Mode[] = ["base", "twig", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const UNSPLIT = "base (1 segment)";
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

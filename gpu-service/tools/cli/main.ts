@@ -13,6 +13,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { writeSafetensors } from "../../src/engine/checkpoint/safetensors.js";
+import { SCORE_SOURCES } from "../../src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
 import {
   ATTENTION_CHOICES,
@@ -23,13 +24,13 @@ import {
   type Precision,
 } from "../../src/engine/options.js";
 import type { GenerateParams, Mode } from "../../src/engine/plan.js";
+import { MODES } from "../../src/engine/twig/modes.js";
 import { evalCommand } from "../eval/command.js";
 import { parityCommand } from "../eval/parity-command.js";
 import { DEMO_VISION, llamaShape, writeSizedModel } from "../make-tiny/sized-model.js";
 import { writeTinyModel } from "../make-tiny/tiny-model.js";
 import { writeTinyNextModel } from "../make-tiny/tiny-next.js";
 
-const MODES: Mode[] = ["twig", "base", "ttp-only", "ssd-only", "fastv", "random", "visionzip"];
 const repoRoot = resolve(dirname(new URL(import.meta.url).pathname), "../../..");
 
 function fail(message: string): never {
@@ -302,7 +303,7 @@ const USAGE = `usage: npm run twig -- generate --model DIR (--image FILE | --vid
        npm run twig -- make-tiny --out DIR [--hidden 2048] [--layers 16] [--heads H/64] [--kv-heads HEADS] [--intermediate 11H/4]
                         [--vocab (the demo tokenizer's)] [--max-positions 1024] [--vision-hidden 128] [--vision-layers 5] [--vision-heads 4]
                         [--vision-intermediate 512] [--vision-image-size 96] [--vision-patch-size 8] [--twig-k 2] [--twig-t 3] [--final-wipe 3L/4]
-       npm run twig -- eval [--model DIR] [--data DIR] [--split test|next-test|video-test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source last-token|all-text]
+       npm run twig -- eval [--model DIR] [--data DIR] [--split test|next-test|video-test] [--limit N] [--out DIR] [--modes a,b] [--compare FILE] [--score-source ${SCORE_SOURCES.join("|")}]
        npm run twig -- parity [--model DIR] [--fixture FILE] [--data DIR]`;
 
 /** Command name → its function (argv after the name). */

@@ -14,11 +14,10 @@ import sharp from "sharp";
 import { isScoreSource, SCORE_SOURCES } from "../../src/engine/decoding/ttp.js";
 import { LocalEngine } from "../../src/engine/local-engine.js";
 import type { Mode } from "../../src/engine/plan.js";
+import { MODES } from "../../src/engine/twig/modes.js";
 import { compareEvals } from "./compare.js";
 import { curvesSvg, descriptionTable, kindTable, markdownTable } from "./report.js";
 import { type EvalResult, readSplit, runEval } from "./run.js";
-
-const ALL_MODES: Mode[] = ["base", "ssd-only", "twig", "ttp-only", "fastv", "random", "visionzip"];
 
 /** The default held-out split of each architecture (`model_type`) other than LLaVA-1.5's `test`. */
 const SPLIT_OF: Record<string, string> = { llava_next: "next-test", llava_next_video: "video-test" };
@@ -51,8 +50,8 @@ export async function evalCommand(argv: string[], repoRoot: string, fail: (m: st
   const limit = values.limit === undefined ? undefined : Number(values.limit);
   if (limit !== undefined && !(Number.isInteger(limit) && limit > 0))
     fail(`--limit must be a positive integer, got ${values.limit}`);
-  const modes = (values.modes?.split(",") ?? ALL_MODES) as Mode[];
-  for (const m of modes) if (!ALL_MODES.includes(m)) fail(`unknown mode ${m}; one of ${ALL_MODES.join(", ")}`);
+  const modes = (values.modes?.split(",") ?? MODES) as Mode[];
+  for (const m of modes) if (!MODES.includes(m)) fail(`unknown mode ${m}; one of ${MODES.join(", ")}`);
   if (!modes.includes("base")) fail("--modes must include base (every ratio is relative to it)");
   const scoreSource = values["score-source"];
   if (scoreSource !== undefined && !isScoreSource(scoreSource))

@@ -25,7 +25,7 @@ import { LlavaRuntime } from "../../src/engine/runtime/llava-runtime.js";
 import { createSession, ort } from "../../src/engine/runtime/session.js";
 import { TextCodec } from "../../src/engine/tokenizer.js";
 import { prepareVisual } from "../../src/engine/visual-input.js";
-import { relError } from "./parity.js";
+import { relError, SELECTION_MODES } from "./parity.js";
 import { PRUNED_FRACTIONS } from "./run.js";
 
 export interface VariantParityCase {
@@ -83,7 +83,8 @@ export interface VariantParityResult {
 /** float32 on both sides through 32 layers, different operation order (as parity.ts's). */
 export const VARIANT_TOLERANCE = { pixels: 1e-4, features: 1e-3, logits: 1e-3 };
 
-const MODE_OF: Record<string, Mode> = { ttp: "ttp-only", fastv: "fastv", visionzip: "visionzip" };
+/** The modes of the fixture's selection methods (parity.ts's, and VisionZip's). */
+const MODE_OF: Record<string, Mode> = { ...SELECTION_MODES, visionzip: "visionzip" };
 
 /** The pruned share a fixture names to three decimals ("0.667"): exactly 2/3, 7/9 or 8/9, as PyTorch used it. */
 const fractionOf = (key: string) => PRUNED_FRACTIONS.find((p) => p.toFixed(3) === key) ?? Number(key);

@@ -1,4 +1,5 @@
 /** The evaluation's outputs: a markdown table and the accuracy-versus-budget curves as an SVG. */
+import type { Mode } from "../../src/engine/plan.js";
 import type { EvalResult, EvalRow } from "./run.js";
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -60,7 +61,8 @@ function defaultKindColumns(row: EvalRow): boolean {
   return row.mode === "twig" || (row.pruned !== undefined && row.pruned > 0.88);
 }
 
-const COLOURS: Record<string, string> = {
+/** Each pruning mode's colour in the curves. */
+const COLOURS: Partial<Record<Mode, string>> = {
   twig: "#2e7d32",
   "ttp-only": "#81c784",
   fastv: "#1565c0",

@@ -17,6 +17,7 @@ import { InvalidRequestError } from "../../src/engine/errors.js";
 import type { GenerateStats } from "../../src/engine/events.js";
 import type { LocalEngine } from "../../src/engine/local-engine.js";
 import type { GenerateParams, Mode } from "../../src/engine/plan.js";
+import { PRUNING_MODES } from "../../src/engine/twig/modes.js";
 import { type ClipObject, clipDescriptionCounts, inFrame } from "./clip-answers.js";
 import { descriptionCounts, descriptionMatch, questionKind, type SceneObject, sameAnswer } from "./scene-answers.js";
 
@@ -83,7 +84,6 @@ export interface EvalResult {
 }
 
 export const PRUNED_FRACTIONS = [2 / 3, 7 / 9, 8 / 9];
-const PRUNING_MODES: Mode[] = ["twig", "ttp-only", "fastv", "random", "visionzip"];
 
 export function readSplit(dataDir: string, split: string, limit?: number): EvalScene[] {
   const lines = readFileSync(join(dataDir, `${split}.jsonl`), "utf8")

@@ -6,11 +6,12 @@
  * JSON field's shape (`retain_budget` a whole number, 1 to 100000: no model's bounds) is not one of these.
  * The detector first runs on made-up code that does each once, so that it could fail.
  */
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
+import { sourceFiles } from "../../support/source-files.js";
 
 const repoRoot = fileURLToPath(new URL("../../..", import.meta.url));
 /** The formula (it defines the bounds and asserts them) and the one check. */
@@ -57,15 +58,6 @@ function budgetChecks(source: string): string[] {
   return found;
 }
 
-function sources(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (name === "node_modules") return [];
-    if (statSync(path).isDirectory()) return sources(path);
-    return /\.(ts|mjs|js)$/.test(name) && !name.endsWith(".d.ts") ? [path] : [];
-  });
-}
-
 describe("the retain budget's range check", () => {
   it("is found in made-up code however it is written, and ordinary uses of a budget are not", () => {
     const made = [
@@ -85,12 +77,9 @@ describe("the retain budget's range check", () => {
   });
 
   it("happens in planning only (and in the formula that defines it)", () => {
-    const files = ["gpu-service/src", "gpu-service/tools", "edge/src", "edge/public", "scripts"].flatMap((d) =>
-      sources(join(repoRoot, d)),
-    );
-    const checks = files.flatMap((path) => {
-      const file = relative(repoRoot, path).split("\\").join("/");
-      return budgetChecks(readFileSync(path, "utf8")).map((c) => `${file}:${c}`);
+    const files = sourceFiles(repoRoot);
+    const checks = files.flatMap((file) => {
+      return budgetChecks(readFileSync(join(repoRoot, file), "utf8")).map((c) => `${file}:${c}`);
     });
     const outside = checks.filter((c) => !ALLOWED.some((a) => c.startsWith(`${a}:`)));
     expect(outside).toEqual([]);

@@ -8,10 +8,10 @@
  *
  * | mode      | pruning   | speculative |
  * |-----------|-----------|-------------|
+ * | base      | none      | no          |
+ * | ssd-only  | none      | yes         |
  * | twig      | twig      | yes         |
  * | ttp-only  | twig      | no          |
- * | ssd-only  | none      | yes         |
- * | base      | none      | no          |
  * | fastv     | fastv     | no          |
  * | random    | random    | no          |
  * | visionzip | visionzip | no          |
@@ -25,15 +25,22 @@ export interface ModePlan {
   speculative: boolean;
 }
 
+/** Each mode's plan; the keys are the proto's names (the type takes every one, and no other). */
 export const MODE_PLANS: Record<Mode, ModePlan> = {
+  base: { pruning: "none", speculative: false },
+  "ssd-only": { pruning: "none", speculative: true },
   twig: { pruning: "twig", speculative: true },
   "ttp-only": { pruning: "twig", speculative: false },
-  "ssd-only": { pruning: "none", speculative: true },
-  base: { pruning: "none", speculative: false },
   fastv: { pruning: "fastv", speculative: false },
   random: { pruning: "random", speculative: false },
   visionzip: { pruning: "visionzip", speculative: false },
 };
+
+/** Every mode, in the order the tools list them: those that keep every visual token, then the pruning ones. */
+export const MODES = Object.keys(MODE_PLANS) as Mode[];
+
+/** The modes that prune visual tokens (the evaluation runs them at each budget). */
+export const PRUNING_MODES: readonly Mode[] = MODES.filter((m) => MODE_PLANS[m].pruning !== "none");
 
 /** Whether the mode runs the twig at all (to score the visual tokens, or to draft). */
 export function usesTwig(plan: ModePlan): boolean {
