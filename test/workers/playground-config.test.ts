@@ -8,6 +8,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import app from "../../edge/src/index.js";
 
+/** Every mode of the API but base (the page's second pane), in the proto's order. */
+const MODES = ["twig", "fastv", "random", "ssd-only", "ttp-only", "visionzip"];
 const KEY = "sk-twig-dev_local_key_00000000000000000000000000000";
 
 const config = async (url: string, devKey: string | undefined, environment = "development") => {
@@ -19,15 +21,15 @@ const config = async (url: string, devKey: string | undefined, environment = "de
 
 describe("GET /playground/config", () => {
   it("gives the dev key to a page loaded from a loopback address of a local edge", async () => {
-    expect(await config("http://127.0.0.1:8787/playground/config", KEY)).toEqual({ dev_api_key: KEY });
-    expect(await config("http://localhost:8787/playground/config", KEY)).toEqual({ dev_api_key: KEY });
+    expect(await config("http://127.0.0.1:8787/playground/config", KEY)).toEqual({ dev_api_key: KEY, modes: MODES });
+    expect(await config("http://localhost:8787/playground/config", KEY)).toEqual({ dev_api_key: KEY, modes: MODES });
   });
 
   it("gives no key on any other host, or when no dev key is set", async () => {
-    expect(await config("https://api.example.com/playground/config", KEY)).toEqual({ dev_api_key: null });
-    expect(await config("http://127.0.0.1.example.com/playground/config", KEY)).toEqual({ dev_api_key: null });
-    expect(await config("http://127.0.0.1:8787/playground/config", undefined)).toEqual({ dev_api_key: null });
-    expect(await config("http://127.0.0.1:8787/playground/config", "")).toEqual({ dev_api_key: null });
-    expect(await config("http://127.0.0.1:8787/playground/config", KEY, "production")).toEqual({ dev_api_key: null });
+    expect(await config("https://api.example.com/playground/config", KEY)).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1.example.com/playground/config", KEY)).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1:8787/playground/config", undefined)).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1:8787/playground/config", "")).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1:8787/playground/config", KEY, "production")).toEqual({ dev_api_key: null, modes: MODES });
   });
 });

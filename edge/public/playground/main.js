@@ -189,6 +189,12 @@ async function run() {
 async function main() {
   const config = await (await fetch("config")).json().catch(() => ({}));
   if (config.dev_api_key) keyInput.value = config.dev_api_key;
+  if (Array.isArray(config.modes) && config.modes.length > 0) {
+    const modeSelect = /** @type {HTMLSelectElement} */ ($("mode"));
+    modeSelect.replaceChildren(
+      ...config.modes.map((/** @type {string} */ m) => new Option(m, m, m === "twig", m === "twig")),
+    );
+  }
   keyInput.addEventListener("change", loadModels);
   modelSelect.addEventListener("change", () => loadBudgets().catch((err) => say(describeError(err))));
   $("request").addEventListener("submit", (/** @type {Event} */ e) => {

@@ -72,4 +72,15 @@ describe("the enums' names", () => {
     expect(tables).toEqual([]);
     expect(files.length).toBeGreaterThan(100);
   });
+
+  it("are not written out as a page's options either (the playground asks GET /playground/config)", () => {
+    const optionModes = (html: string) =>
+      [...html.matchAll(/<option[^>]*value="([^"]*)"/g)].map((m) => m[1]).filter((v) => MODE_NAMES.has(v));
+    expect(optionModes('<select><option value="twig">t</option><option value="fastv">f</option></select>')).toEqual([
+      "twig",
+      "fastv",
+    ]);
+    const page = readFileSync(join(repoRoot, "edge/public/playground/index.html"), "utf8");
+    expect(optionModes(page).length).toBeLessThan(2);
+  });
 });
