@@ -27,9 +27,18 @@ describe("GET /playground/config", () => {
 
   it("gives no key on any other host, or when no dev key is set", async () => {
     expect(await config("https://api.example.com/playground/config", KEY)).toEqual({ dev_api_key: null, modes: MODES });
-    expect(await config("http://127.0.0.1.example.com/playground/config", KEY)).toEqual({ dev_api_key: null, modes: MODES });
-    expect(await config("http://127.0.0.1:8787/playground/config", undefined)).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1.example.com/playground/config", KEY)).toEqual({
+      dev_api_key: null,
+      modes: MODES,
+    });
+    expect(await config("http://127.0.0.1:8787/playground/config", undefined)).toEqual({
+      dev_api_key: null,
+      modes: MODES,
+    });
     expect(await config("http://127.0.0.1:8787/playground/config", "")).toEqual({ dev_api_key: null, modes: MODES });
-    expect(await config("http://127.0.0.1:8787/playground/config", KEY, "production")).toEqual({ dev_api_key: null, modes: MODES });
+    expect(await config("http://127.0.0.1:8787/playground/config", KEY, "production")).toEqual({
+      dev_api_key: null,
+      modes: MODES,
+    });
   });
 });
