@@ -213,7 +213,8 @@ export async function checkVariantParity(
             retainBudget: budgetForPrunedFraction(pruned, c.numVisualTokens),
           });
         } catch (err) {
-          if (err instanceof InvalidRequestError && /retain_?budget/.test(err.message)) return undefined;
+          if (err instanceof InvalidRequestError && /retain[ _]budget \d+ is outside/.test(err.message))
+            return undefined;
           throw err;
         }
         await engine.generate(params, (e) => {
