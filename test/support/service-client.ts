@@ -107,6 +107,37 @@ export async function readMetric(metricsUrl: string, series: string): Promise<nu
   return line === undefined ? Number.NaN : Number(line.slice(series.length + 1));
 }
 
+/** The values of several metric lines at one scrape (NaN for a line that is absent). */
+export async function readMetrics(metricsUrl: string, series: readonly string[]): Promise<number[]> {
+  const lines = (await (await fetch(metricsUrl)).text()).split("\n");
+  return series.map((name) => {
+    const line = lines.find((l) => l.startsWith(`${name} `));
+    return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
+  });
+}
+
+/**
+ * Scrapes `series` over and over until `done` settles; resolves with every scrape's values (one
+ * array per scrape, in the order of `series`), so that a test can check each one and their peaks.
+ */
+export async function sampleMetrics(metricsUrl: string, series: readonly string[], done: Promise<unknown>) {
+  let over = false;
+  const settled = done.then(
+    () => {
+      over = true;
+    },
+    () => {
+      over = true;
+    },
+  );
+  const samples: number[][] = [];
+  while (!over) {
+    samples.push(await readMetrics(metricsUrl, series));
+    await Promise.race([settled, new Promise((r) => setTimeout(r, 5))]);
+  }
+  return samples;
+}
+
 /** Polls until `ok(value)` or the time runs out; returns the last value read. */
 export async function waitForMetric(
   metricsUrl: string,

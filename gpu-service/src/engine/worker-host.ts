@@ -7,7 +7,7 @@
  * owner (the server's supervisor.ts) hears of it through `onExit` and replaces it.
  */
 import { Worker } from "node:worker_threads";
-import type { Engine } from "./engine.js";
+import type { BatchStats, Engine } from "./engine.js";
 import { InvalidRequestError } from "./errors.js";
 import type { EngineEvent } from "./events.js";
 import type { LocalEngineOptions } from "./local-engine.js";
@@ -19,6 +19,7 @@ type Outbound =
   | { type: "event"; id: number; event: EngineEvent }
   | { type: "done"; id: number }
   | { type: "error"; id: number; name: string; message: string; aborted: boolean }
+  | { type: "stats"; stats: BatchStats }
   | { type: "closed" };
 
 /** Test-only fault injection (see worker-main.ts): prompts containing these markers break the worker. */
@@ -45,6 +46,9 @@ export class WorkerEngine implements Engine {
   private readonly pending = new Map<number, Pending>();
   private failure?: Error;
   private readonly exitListeners: ((code: number) => void)[] = [];
+  private readonly statsListeners: ((stats: BatchStats) => void)[] = [];
+  /** The batch loop's latest state (a batching engine only). */
+  batchStats?: BatchStats;
 
   private constructor(
     private readonly worker: Worker,
@@ -52,7 +56,10 @@ export class WorkerEngine implements Engine {
   ) {
     worker.on("message", (msg: Outbound) => {
       if (msg.type === "event") this.pending.get(msg.id)?.onEvent(msg.event);
-      else if (msg.type === "done") this.settle(msg.id);
+      else if (msg.type === "stats") {
+        this.batchStats = msg.stats;
+        for (const listener of this.statsListeners) listener(msg.stats);
+      } else if (msg.type === "done") this.settle(msg.id);
       else if (msg.type === "error") {
         const err = msg.aborted
           ? Object.assign(new Error(msg.message), { name: "AbortError" })
@@ -76,6 +83,12 @@ export class WorkerEngine implements Engine {
   /** Calls `listener` with the exit code when the worker thread ends (also after close()). */
   onExit(listener: (code: number) => void): void {
     this.exitListeners.push(listener);
+  }
+
+  /** Calls `listener` with a batching engine's state whenever it changes. */
+  onStats(listener: (stats: BatchStats) => void): void {
+    this.statsListeners.push(listener);
+    if (this.batchStats) listener(this.batchStats);
   }
 
   /** Starts a worker and loads the model in it. */

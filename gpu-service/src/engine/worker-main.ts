@@ -2,7 +2,8 @@
  * The engine worker: loads a LocalEngine and runs requests sent by
  * worker-host.ts (one at a time, or several at once when the engine batches),
  * posting their events back. An "abort" message
- * stops the running request at its next decoding step.
+ * stops the running request at its next decoding step. A batching engine's
+ * state (BatchStats) is posted as a "stats" message whenever it changes.
  *
  * Fault injection, for tests of what survives a failure (off unless the host
  * passes markers, which the service does only under TWIG_ALLOW_FAULT_INJECTION):
@@ -34,6 +35,15 @@ const aborts = new Map<number, AbortController>();
 try {
   const engine = await LocalEngine.load(modelDir, options);
   port.postMessage({ type: "ready", info: engine.info });
+  if (engine.batch) {
+    let last = "";
+    engine.batch.onStats = (stats) => {
+      const key = JSON.stringify(stats);
+      if (key !== last) port.postMessage({ type: "stats", stats });
+      last = key;
+    };
+    engine.batch.onStats(engine.batch.stats());
+  }
   port.on("message", async (msg: Inbound) => {
     if (msg.type === "abort") return aborts.get(msg.id)?.abort();
     if (msg.type === "close") {

@@ -14,6 +14,9 @@ const histogram = (name: string, help: string) =>
   new client.Histogram({ name, help, labelNames, buckets, registers: [registry] });
 const counter = (name: string, help: string) => new client.Counter({ name, help, labelNames, registers: [registry] });
 const gauge = (name: string, help: string) => new client.Gauge({ name, help, labelNames, registers: [registry] });
+/** A gauge per engine worker (`worker`: its number among the model's workers, kept by a replacement). */
+const workerGauge = (name: string, help: string) =>
+  new client.Gauge({ name, help, labelNames: ["model", "worker"] as const, registers: [registry] });
 
 export const metrics = {
   ttft: histogram("twig_time_to_first_token_seconds", "Time from request to first token"),
@@ -29,6 +32,13 @@ export const metrics = {
   visualKept: counter("twig_visual_tokens_kept_total", "Visual tokens kept by pruning"),
   visualPruned: counter("twig_visual_tokens_pruned_total", "Visual tokens pruned"),
   workers: gauge("twig_engine_workers", "Engine worker threads up"),
+  batchSize: workerGauge("twig_batch_size", "Sequences an engine worker decodes together (continuous batching)"),
+  batchWaiting: workerGauge(
+    "twig_batch_waiting",
+    "Requests an engine worker has taken and holds until its batch's KV budget has room",
+  ),
+  kvBytes: workerGauge("twig_kv_bytes", "KV memory an engine worker's batch holds, in bytes"),
+  kvBudgetBytes: workerGauge("twig_kv_budget_bytes", "KV memory an engine worker's batch may hold, in bytes"),
   workerRestarts: counter("twig_engine_worker_restarts_total", "Engine workers started to replace one that died"),
   errors: new client.Counter({
     name: "twig_request_errors_total",

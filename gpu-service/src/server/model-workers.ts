@@ -45,6 +45,7 @@ export async function startModelWorkers(
   onLive: (live: number) => void,
 ): Promise<Supervisor> {
   const name = model.entry.name;
+  const numbers = new Set<number>();
   const start = async (): Promise<SupervisedEngine> => {
     const engine = await WorkerEngine.start(
       model.entry.dir,
@@ -68,6 +69,22 @@ export async function startModelWorkers(
       await engine.close();
       throw err;
     }
+    // a batching worker's state as metrics, under the lowest worker number free (a replacement takes the one it replaces)
+    let n = 0;
+    while (numbers.has(n)) n++;
+    numbers.add(n);
+    const labels = { model: name, worker: String(n) };
+    engine.onStats((s) => {
+      metrics.batchSize.set(labels, s.running);
+      metrics.batchWaiting.set(labels, s.waiting);
+      metrics.kvBytes.set(labels, s.kvBytes);
+      metrics.kvBudgetBytes.set(labels, s.kvBudgetBytes);
+    });
+    engine.onExit(() => {
+      numbers.delete(n);
+      for (const g of [metrics.batchSize, metrics.batchWaiting, metrics.kvBytes, metrics.kvBudgetBytes])
+        g.remove(labels);
+    });
     return engine;
   };
   const scheduler = new Scheduler([], config.maxQueue);

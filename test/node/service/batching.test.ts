@@ -4,13 +4,14 @@
  * when it runs alone; in a batch, one request cancelled by its caller after its first delta and one
  * past its deadline end so (CANCELLED, DEADLINE_EXCEEDED) while the others' tokens stay as they
  * were alone. (A demo answer ends at EOS within a few hundred ms here, so the deadline is 1 ms: a
- * longer one is sometimes met.)
+ * longer one is sometimes met.) The worker's metrics follow: the batch size scraped while they run
+ * is above 1 and never above TWIG_MAX_BATCH, KV bytes are held, and both fall back when it is over.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
-import { grpcInferenceStub } from "../../support/service-client.js";
+import { grpcInferenceStub, readMetrics, sampleMetrics, waitForMetric } from "../../support/service-client.js";
 
 const picture = (i: number) =>
   readFileSync(join(repoRoot, "training", "data", "test", `${String(i).padStart(4, "0")}.png`));
@@ -67,6 +68,11 @@ function generate(c: Call, cancelAfterDeltas?: number): Promise<{ ids: string[];
   });
 }
 
+const WORKER = '{model="demo",worker="0"}';
+const SERIES = ["twig_batch_size", "twig_batch_waiting", "twig_kv_bytes", "twig_kv_budget_bytes"].map(
+  (m) => m + WORKER,
+);
+
 const MODES = ["MODE_TWIG", "MODE_TTP_ONLY", "MODE_BASE", "MODE_SSD_ONLY"];
 const calls: Call[] = Array.from({ length: 10 }, (_, i) => ({
   image: picture(20 + i),
@@ -84,10 +90,27 @@ describe("continuous batching in the service", () => {
       expect(a.code).toBe(0);
       expect(a.ids.length).toBeGreaterThan(0);
     }
-    const together = await Promise.all(calls.map((c) => generate(c)));
+    const [idle] = await readMetrics(service.metricsUrl, [`twig_kv_bytes${WORKER}`]);
+    const running = Promise.all(calls.map((c) => generate(c)));
+    const samples = await sampleMetrics(service.metricsUrl, SERIES, running);
+    const together = await running;
     together.forEach((t, i) => {
       expect(t, `request ${i} (${calls[i].mode})`).toEqual(alone[i]);
     });
+    const peak = (k: number) => Math.max(...samples.map((s) => s[k]));
+    console.log(
+      `batching metrics over ${samples.length} scrapes: batch size up to ${peak(0)}, waiting up to ${peak(1)}, KV up to ${peak(2)} bytes (${idle} idle)`,
+    );
+    for (const [size, waiting, kv, budget] of samples) {
+      expect(size).toBeLessThanOrEqual(6);
+      expect(size + waiting).toBeLessThanOrEqual(6); // the scheduler hands a worker at most TWIG_MAX_BATCH
+      expect(kv).toBeLessThanOrEqual(budget);
+      expect(budget).toBe(2 * 1024 ** 3);
+    }
+    expect(peak(0)).toBeGreaterThan(1);
+    expect(peak(2)).toBeGreaterThan(idle);
+    expect(await waitForMetric(service.metricsUrl, SERIES[0], (v) => v === 0)).toBe(0);
+    expect(await readMetrics(service.metricsUrl, SERIES.slice(1, 3))).toEqual([0, idle]);
 
     const long: Call = {
       image: picture(40),

@@ -26,6 +26,7 @@
  */
 import { argmax, chooseToken, distribution, Rng, sample, softmaxAt } from "../decoding/sampling.js";
 import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
+import type { BatchStats } from "../engine.js";
 import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { visualInputOf } from "../runtime/llava-runtime.js";
@@ -124,6 +125,8 @@ export class BatchLoop {
   };
   /** The largest batch a round has run (for tests and metrics). */
   peakBatch = 0;
+  /** Hears the loop's state after each admission and each round (metrics; kept out of the round itself). */
+  onStats?: (stats: BatchStats) => void;
 
   private constructor(
     private readonly decoder: TwigDecoder,
@@ -165,10 +168,20 @@ export class BatchLoop {
     return lower.bytes + twig.bytes + mid.bytes + (top?.bytes ?? 0);
   }
 
+  stats(): BatchStats {
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      kvBytes: this.kvBytes,
+      kvBudgetBytes: this.options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES,
+    };
+  }
+
   /** Decodes one request in the batch; resolves as twig-decoder's `generate` does. */
   generate(o: TwigGenerateOptions): Promise<BatchResult> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ o, t0: performance.now(), resolve, reject });
+      this.onStats?.(this.stats());
       void this.loop();
     });
   }
@@ -180,6 +193,7 @@ export class BatchLoop {
       while (this.running.length > 0 || this.waiting.length > 0) {
         await this.admit();
         this.dropFinished();
+        this.onStats?.(this.stats());
         if (this.running.length === 0) continue;
         this.peakBatch = Math.max(this.peakBatch, this.running.length);
         try {
@@ -190,6 +204,7 @@ export class BatchLoop {
         this.dropFinished();
       }
       this.clear();
+      this.onStats?.(this.stats());
     } finally {
       this.looping = false;
     }
