@@ -14,6 +14,7 @@ import type { EngineInfo } from "./engine.js";
 import { InvalidRequestError } from "./errors.js";
 import { inspectImage } from "./image-format.js";
 import type { AccelerationPlan, GenerateParams, RequestInput } from "./plan.js";
+import { scoresByAttention } from "./pruning/registry.js";
 import { MODE_PLANS } from "./twig/modes.js";
 import { inspectVideo } from "./video/decode.js";
 import { DEFAULT_MEDIA_LIMITS, type MediaLimits } from "./visual-input.js";
@@ -156,10 +157,7 @@ export function planAcceleration(ask: AccelerationAsk, info: EngineInfo, visualT
     visualTokens: N,
     retainBudget,
     keptVisualTokens: retainBudget !== null && shape ? keptTokensForBudget(retainBudget, shape) : N,
-    scoreSource:
-      modePlan.pruning === "twig" || modePlan.pruning === "fastv"
-        ? (scoreSource ?? twig?.defaultScoreSource ?? "last-token")
-        : null,
+    scoreSource: scoresByAttention(modePlan.pruning) ? (scoreSource ?? twig?.defaultScoreSource ?? "last-token") : null,
     draft: modePlan.speculative
       ? { length: draftLength ?? DEFAULT_DRAFT.length, threshold: draftThreshold ?? DEFAULT_DRAFT.threshold }
       : null,

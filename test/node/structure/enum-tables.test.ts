@@ -19,6 +19,7 @@ const SCORER_NAMES = new Set(Object.keys(SCORE_SOURCE_NUMBER));
 /** Tables that say something of each mode, typed by the generated names. */
 const ALLOWED = [
   "gpu-service/src/engine/twig/modes.ts", // what each mode prunes and whether it drafts
+  "gpu-service/src/engine/pruning/registry.ts", // the pruners by name (four share a mode's name): what modes.ts's table points to
   "gpu-service/tools/eval/report.ts", // each pruning mode's colour
 ];
 

@@ -89,6 +89,12 @@ const RULES: Rule[] = [
     forbidden: (n) => !n.startsWith(`${ENGINE}decoding/`) && n !== NAMES,
     reach: "direct",
   },
+  {
+    rule: "the pruners score numbers: they import nothing but each other, the decoding algorithms and the engine's errors",
+    files: under(`${ENGINE}pruning/`),
+    forbidden: (n) => !under(`${ENGINE}pruning/`, `${ENGINE}decoding/`)(n) && n !== `${ENGINE}errors.ts`,
+    reach: "direct",
+  },
 ];
 
 /** Every way the graph breaks a rule, as "rule: file -> ... -> import", and how many files each rule was about. */
@@ -156,6 +162,7 @@ describe("rooms", () => {
       [`${ENGINE}onnx/layers.ts`, edges([`${ENGINE}onnx/decoder.ts`, true], [`${ENGINE}plan.ts`])],
       [`${ENGINE}decoding/ttp.ts`, edges([NAMES], [`${ENGINE}image-format.ts`])],
       [`${ENGINE}image-format.ts`, []],
+      [`${ENGINE}pruning/fastv.ts`, edges([`${ENGINE}pruning/pruner.ts`, true], [`${ENGINE}runtime/session.ts`])],
     ]);
     const { broken } = violations(made, RULES);
     for (const r of RULES)

@@ -9,8 +9,8 @@
  * prompt's pass above K also verifies drafts, here the first token comes from the prompt's own
  * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless).
  */
-import { topR } from "../decoding/ttp.js";
 import type { AccelerationPlan } from "../plan.js";
+import { keptVisualIndices, PRUNERS } from "../pruning/registry.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import type { VisualInput } from "../runtime/visual-encoder.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
@@ -49,28 +49,19 @@ export async function prefill(decoder: TwigDecoder, o: PrefillRequest): Promise<
   const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
   decoder.assertPlan(o.plan, prompt);
   const caches = decoder.newCaches(S);
+  const reads = PRUNERS[plan.pruning].reads;
   const low = await parts.lower.run(prompt.hidden, prompt.positions, caches.lower, {
-    attentionProbs: plan.pruning === "fastv",
+    attentionProbs: reads === "lower",
   });
   const tw = usesTwig(plan)
-    ? await parts.twig.run(low.hidden, prompt.positions, caches.twig, { attentionProbs: plan.pruning === "twig" })
+    ? await parts.twig.run(low.hidden, prompt.positions, caches.twig, { attentionProbs: reads === "twig" })
     : undefined;
   const { retainBudget, keptVisualTokens: r, scoreSource: source } = o.plan;
-  const kept =
-    retainBudget === null
-      ? Array.from({ length: N }, (_, i) => i)
-      : topR(
-          decoder.scores(plan.pruning, {
-            tw,
-            low,
-            image,
-            shape: { heads: cfg.numHeads, queries: S, keys: S },
-            prompt,
-            source,
-            seed: o.seed ?? 0,
-          }),
-          r,
-        );
+  const kept = keptVisualIndices(
+    plan.pruning,
+    { prompt, lower: low, twig: tw, image, heads: cfg.numHeads, source, seed: o.seed ?? 0 },
+    r,
+  );
   const keptPositions = new Set(kept.map((v) => v + visualStart));
   // mid: the text and the kept visual tokens; top: the text only (FinalWipe), or everything when nothing is pruned
   const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));

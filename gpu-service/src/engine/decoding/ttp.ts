@@ -6,6 +6,8 @@
  * prompt token pays it (the released code, the default), or summed over all
  * text tokens (the paper's formula, FastV-style). The top R by score are kept,
  * reported in their original order (they keep their original positions).
+ * The same score read from base layer K's attention is FastV's; the pruners that
+ * use it, and the others, are in ../pruning/.
  */
 import { SCORE_SOURCE_NUMBER, type ScoreSourceName } from "@twigserve/proto/twigvlm/v1/names.js";
 

@@ -3,7 +3,8 @@
  *  - pruning: whose scores pick the R visual tokens that layers K+1..K_f keep
  *    (after K_f none, FinalWipe): the twig's last-layer attention (TTP), base
  *    layer K's attention (FastV), a seeded draw (random floor), the vision
- *    tower's CLS attention in its feature layer (VisionZip), or no pruning;
+ *    tower's CLS attention in its feature layer (VisionZip), or no pruning
+ *    (the pruners, one file each: pruning/);
  *  - speculative: whether the twig drafts and the full model verifies (SSD).
  *
  * | mode      | pruning   | speculative |
@@ -17,8 +18,7 @@
  * | visionzip | visionzip | no          |
  */
 import type { Mode } from "../plan.js";
-
-export type Pruning = "twig" | "fastv" | "random" | "visionzip" | "none";
+import type { Pruning } from "../pruning/registry.js";
 
 export interface ModePlan {
   pruning: Pruning;

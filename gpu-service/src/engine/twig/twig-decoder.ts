@@ -8,8 +8,8 @@
  * unpruned length.
  *
  * Prefill runs the prompt through lower (and the twig, when the mode uses it),
- * and the mode's scores pick the R visual tokens that mid keeps (TTP: the twig's
- * last-layer attention). The prompt's pass through the layers above K is not a
+ * and the mode's pruner (pruning/) picks the R visual tokens that mid keeps (TTP:
+ * by the twig's last-layer attention). The prompt's pass through the layers above K is not a
  * step of its own: it is the first full-path pass of decoding, which in SSD modes
  * also verifies the first drafts (as the released code does).
  *
@@ -27,11 +27,12 @@
 import { type BudgetShape, defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
 import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
-import { type ScoreSource, topR, visualScores } from "../decoding/ttp.js";
+import type { ScoreSource } from "../decoding/ttp.js";
 import type { EngineInfo } from "../engine.js";
 import { invariant } from "../errors.js";
 import type { AccelerationPlan } from "../plan.js";
 import { type AccelerationAsk, checkAcceleration, planAcceleration } from "../plan-request.js";
+import { keptVisualIndices, PRUNERS, scoresByAttention } from "../pruning/registry.js";
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import { createHeadSession, type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
@@ -39,7 +40,7 @@ import { ort } from "../runtime/session.js";
 import { SessionIo } from "../runtime/tensor-io.js";
 import type { VisualInput } from "../runtime/visual-encoder.js";
 import type { TwigWeights } from "../weights.js";
-import { MODE_PLANS, type Pruning, usesTwig } from "./modes.js";
+import { MODE_PLANS, usesTwig } from "./modes.js";
 
 export interface TwigGenerateOptions {
   inputIds: number[];
@@ -236,8 +237,10 @@ export class TwigDecoder {
       (p.retainBudget === null) === (mode.pruning === "none"),
       `mode ${p.mode} planned with R-bar ${p.retainBudget}`,
     );
-    const byAttention = mode.pruning === "twig" || mode.pruning === "fastv";
-    invariant((p.scoreSource === null) === !byAttention, `mode ${p.mode} planned with scorer ${p.scoreSource}`);
+    invariant(
+      (p.scoreSource === null) === !scoresByAttention(mode.pruning),
+      `mode ${p.mode} planned with scorer ${p.scoreSource}`,
+    );
     invariant((p.draft === null) === !mode.speculative, `mode ${p.mode} planned with drafts ${p.draft}`);
     const r = p.retainBudget === null ? N : keptTokensForBudget(p.retainBudget, this.budgetShape(N));
     invariant(
@@ -274,24 +277,23 @@ export class TwigDecoder {
     const caches = this.newCaches(S + limit + delta + 1);
 
     // prefill: the lower layers (and the twig) see every token
-    // (attention probabilities are copied out only where the mode scores by them)
+    // (attention probabilities are copied out only where the mode's pruner reads them)
+    const reads = PRUNERS[plan.pruning].reads;
     const low = await this.parts.lower.run(prompt.hidden, prompt.positions, caches.lower, {
-      attentionProbs: plan.pruning === "fastv",
+      attentionProbs: reads === "lower",
     });
     const tw = usesTwig(plan)
-      ? await this.parts.twig.run(low.hidden, prompt.positions, caches.twig, {
-          attentionProbs: plan.pruning === "twig",
-        })
+      ? await this.parts.twig.run(low.hidden, prompt.positions, caches.twig, { attentionProbs: reads === "twig" })
       : undefined;
 
     // the visual tokens layers K+1..K_f keep (TTP or a baseline: the plan's R of N); after K_f none
     const r = o.plan.keptVisualTokens;
     const source = o.plan.scoreSource;
-    const scores = () => {
-      const shape = { heads: cfg.numHeads, queries: S, keys: S };
-      return this.scores(plan.pruning, { tw, low, image, shape, prompt, source, seed: o.seed ?? 0 });
-    };
-    const kept = retainBudget === null ? Array.from({ length: N }, (_, i) => i) : topR(scores(), r);
+    const kept = keptVisualIndices(
+      plan.pruning,
+      { prompt, lower: low, twig: tw, image, heads: cfg.numHeads, source, seed: o.seed ?? 0 },
+      r,
+    );
     const keptPositions = new Set(kept.map((v) => v + visualStart));
     const dropped = (p: number) => isVisual(p) && !keptPositions.has(p);
     const wiped = retainBudget === null ? () => false : isVisual;
@@ -385,40 +387,6 @@ export class TwigDecoder {
       steps,
       layout,
     };
-  }
-
-  /** Per visual token, the score the mode prunes by (higher = keep). */
-  scores(
-    pruning: Pruning,
-    a: {
-      tw?: { attentionProbs?: Float32Array };
-      low: { attentionProbs?: Float32Array };
-      image: { clsAttention: ArrayLike<number> };
-      shape: { heads: number; queries: number; keys: number };
-      prompt: { positions: number[]; visualStart: number; numVisual: number };
-      source: ScoreSource | null;
-      seed: number;
-    },
-  ): ArrayLike<number> {
-    const { positions, visualStart, numVisual } = a.prompt;
-    const attention = (probs: Float32Array | undefined) => {
-      invariant(probs && a.source, "attention probabilities and a scorer for a mode that scores by attention");
-      return visualScores(probs, a.shape, positions, visualStart, numVisual, a.source);
-    };
-    switch (pruning) {
-      case "twig": // TTP: the twig's last layer
-        return attention(a.tw?.attentionProbs);
-      case "fastv": // base layer K
-        return attention(a.low.attentionProbs);
-      case "visionzip": // the vision tower's CLS token in its feature layer
-        return a.image.clsAttention;
-      case "random": {
-        const rng = new Rng(a.seed ^ 0x5eed);
-        return Array.from({ length: numVisual }, () => rng.next());
-      }
-      case "none":
-        return new Float64Array(numVisual).fill(1);
-    }
   }
 
   /**
