@@ -31,6 +31,7 @@ import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
+import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
 import { chooseDraftLength, RunCost, type SegmentCosts } from "./draft-policy.js";
@@ -197,7 +198,7 @@ export class BatchLoop {
         if (this.running.length === 0) continue;
         this.peakBatch = Math.max(this.peakBatch, this.running.length);
         try {
-          await this.round();
+          await phase("round", () => this.round());
         } catch (err) {
           for (const s of [...this.running]) this.leave(s, err);
         }
@@ -225,7 +226,7 @@ export class BatchLoop {
         return;
       this.waiting.shift();
       try {
-        this.seat(w, await prefill(this.decoder, { ...w.o, visual: visualInputOf(w.o) }));
+        this.seat(w, await phase("prefill", () => prefill(this.decoder, { ...w.o, visual: visualInputOf(w.o) })));
       } catch (err) {
         w.reject(err);
       }

@@ -13,12 +13,16 @@
  *
  * `probe` counts KV allocations always (a test checks that a decode step makes none) and, when
  * `probe.timing` is on (benchmarks), where a step's time goes: inside each session's run, and
- * in the named spans around it.
+ * in the named spans around it. Inside a `phase` (the batch loop's prefills and rounds), the
+ * spans are recorded under the phase's name as well ("round/run:batch-mid"), so that a
+ * breakdown can tell a segment's runs in one phase from its runs in another.
  */
 import type { ort } from "./session.js";
 
 export interface Span {
   ms: number;
+  /** CPU time of the whole process meanwhile (every thread), which other work on the machine disturbs less than `ms`. */
+  cpuMs: number;
   count: number;
 }
 
@@ -27,6 +31,8 @@ export const probe = {
   /** When true, `span`/`spanAsync` and session runs record their time. */
   timing: false,
   spans: new Map<string, Span>(),
+  /** The phase running now (`phase`), whose name prefixes the spans recorded inside it. */
+  phase: undefined as string | undefined,
   /** KV buffers allocated, and their bytes. */
   kvAllocations: 0,
   kvAllocatedBytes: 0,
@@ -37,33 +43,59 @@ export const probe = {
   },
 };
 
-function record(label: string, ms: number): void {
+/** Wall and process CPU time now, in ms. */
+function clock(): [number, number] {
+  const { user, system } = process.cpuUsage();
+  return [performance.now(), (user + system) / 1000];
+}
+
+function record(name: string, [wall, cpu]: [number, number]): void {
+  const [w, c] = clock();
+  const label = probe.phase === undefined ? name : `${probe.phase}/${name}`;
   const s = probe.spans.get(label);
   if (s) {
-    s.ms += ms;
+    s.ms += w - wall;
+    s.cpuMs += c - cpu;
     s.count++;
-  } else probe.spans.set(label, { ms, count: 1 });
+  } else probe.spans.set(label, { ms: w - wall, cpuMs: c - cpu, count: 1 });
 }
 
 /** Runs f, adding its time to the span `label` when timing is on. */
 export function span<T>(label: string, f: () => T): T {
   if (!probe.timing) return f();
-  const t0 = performance.now();
+  const t0 = clock();
   try {
     return f();
   } finally {
-    record(label, performance.now() - t0);
+    record(label, t0);
   }
 }
 
 /** `span` for async work. */
 export async function spanAsync<T>(label: string, f: () => Promise<T>): Promise<T> {
   if (!probe.timing) return f();
-  const t0 = performance.now();
+  const t0 = clock();
   try {
     return await f();
   } finally {
-    record(label, performance.now() - t0);
+    record(label, t0);
+  }
+}
+
+/**
+ * Runs f as a phase: its time goes to the span `label`, and the spans inside it to `label/...`
+ * (phases do not nest: an inner one replaces the outer name while it runs).
+ */
+export async function phase<T>(label: string, f: () => Promise<T>): Promise<T> {
+  if (!probe.timing) return f();
+  const outer = probe.phase;
+  const t0 = clock();
+  probe.phase = label;
+  try {
+    return await f();
+  } finally {
+    probe.phase = outer;
+    record(label, t0);
   }
 }
 
