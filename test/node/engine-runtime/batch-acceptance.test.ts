@@ -2,7 +2,7 @@
  * Batching leaves outputs unchanged, at scale: 210 greedy requests on the demo model, across
  * every mode, four budgets, three questions, 30 pictures and lengths of 3 to 24 tokens, run
  * through the batch loop (batches of up to 16, mixed modes and lengths, joining and leaving as
- * they go; every drafter drafting its whole delta), each against the same request run alone
+ * they go, prefilled together as they join; every drafter drafting its whole delta), each against the same request run alone
  * through the twig decoder. Each output must
  * equal its lone run token for token, except where the batched run's full-model row that chose
  * the first differing token had its top two logits within a near-tie (relative gap 1e-4), which
@@ -42,7 +42,13 @@ beforeAll(async () => {
   runtime = await LlavaRuntime.create(weights, { threads: 1 }, { fullSegment: false });
   decoder = await TwigDecoder.create(runtime, loadTwig(join(MODEL_DIR, "twig"), weights));
   // every drafter drafts its whole delta (no adaptive cut): the most drafts verified and rolled back
-  batch = await BatchLoop.create(decoder, { maxBatch: 16, recordMargins: true, adaptiveDrafting: false });
+  // up to eight joiners prefilled together a round (about 160 prompt rows each), so that the batch fills to 16
+  batch = await BatchLoop.create(decoder, {
+    maxBatch: 16,
+    recordMargins: true,
+    adaptiveDrafting: false,
+    prefillRowsPerRound: 8 * 160,
+  });
 });
 afterAll(async () => {
   await Promise.all([batch?.release(), decoder?.release(), runtime?.release()]);
@@ -85,6 +91,7 @@ describe("batched outputs equal lone outputs (demo model)", () => {
     for (const r of requests) alone.push((await decoder.generate(r)).outputIds);
     const batched: BatchResult[] = await Promise.all(requests.map((r) => batch.generate(r)));
     expect(batch.peakBatch).toBe(16);
+    expect(batch.peakJoiners).toBe(8); // joiners were prefilled together
 
     let equal = 0;
     const nearTies: string[] = [];

@@ -1,8 +1,9 @@
 /**
  * The batch KV cache (runtime/batched-kv.ts) against a plain model of it: per slot, a list of
- * (key, value) rows. Slots are loaded, appended to with padding, rolled back, pruned, removed
- * (the last slot moving into the hole) and regrown, in a seeded random order; after every
- * operation each slot's keys and values, the lengths and the mask agree with the model.
+ * (key, value) rows. Slots are loaded, appended to with padding (all of them, or a range, as a
+ * run over a range of slots writes), rolled back, pruned, removed (the last slot moving into the
+ * hole), regrown and shrunk to fit, in a seeded random order; after every operation each slot's
+ * keys and values, the lengths and the mask agree with the model.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
@@ -70,26 +71,36 @@ describe("batch KV cache", () => {
       model.push(layers);
     };
 
+    /** Rows for every slot, or (half the time) for a range of slots only, as a run over a range writes them. */
     const append = () => {
-      const counts = model.map(() => Math.floor(rng.next() * 4)); // 0..3 each, padded to the most
+      const whole = rng.next() < 0.5;
+      const from = whole ? 0 : Math.floor(rng.next() * model.length);
+      const to = whole ? model.length : from + 1 + Math.floor(rng.next() * (model.length - from));
+      const counts = model.slice(from, to).map(() => Math.floor(rng.next() * 4)); // 0..3 each, padded to the most
       const s = Math.max(1, ...counts);
       const keys: Float32Array[] = [];
       const values: Float32Array[] = [];
       for (let l = 0; l < LAYERS; l++) {
-        const k = new Float32Array(model.length * s * KV * HD).fill(Number.NaN); // padding must never be read
-        const v = new Float32Array(model.length * s * KV * HD).fill(Number.NaN);
-        model.forEach((slot, b) => {
-          for (let t = 0; t < counts[b]; t++) {
+        const k = new Float32Array(counts.length * s * KV * HD).fill(Number.NaN); // padding must never be read
+        const v = new Float32Array(counts.length * s * KV * HD).fill(Number.NaN);
+        counts.forEach((n, i) => {
+          for (let t = 0; t < n; t++) {
             const r = freshRow();
-            slot[l].push(r);
-            k.set(r.key, (b * s + t) * KV * HD);
-            v.set(r.value, (b * s + t) * KV * HD);
+            model[from + i][l].push(r);
+            k.set(r.key, (i * s + t) * KV * HD);
+            v.set(r.value, (i * s + t) * KV * HD);
           }
         });
         keys.push(k);
         values.push(v);
       }
-      cache.append(counts, s, keys, values);
+      cache.append(counts, s, keys, values, from);
+      // a range's mask and buffers are the whole cache's, cut to the range
+      const cap = cache.capacity;
+      expect(Array.from(cache.mask(from, to))).toEqual(Array.from(cache.mask().subarray(from * cap, to * cap)));
+      const slot = KV * HD * cap;
+      expect(cache.inUse(0, from, to).keyT.length).toBe((to - from) * slot);
+      expect(cache.inUse(0, from, to).value[0]).toBe(cache.value[0][from * slot]);
     };
 
     load(5);
@@ -108,6 +119,14 @@ describe("batch KV cache", () => {
         const keep = model[b][0].map((_, i) => i).filter(() => rng.next() < 0.6);
         cache.select(b, keep);
         model[b] = model[b].map((rows) => keep.map((i) => rows[i]));
+      } else if (op < 0.92) {
+        // the capacity follows the longest slot: never below it, after fit() at most a chunk beyond
+        // the longest rounded up to a chunk, plus one chunk to grow into
+        cache.fit();
+        const longest = Math.max(...model.map((m) => m[0].length));
+        const roundUp = (n: number) => Math.ceil(n / BATCH_SLOT_CHUNK) * BATCH_SLOT_CHUNK;
+        expect(cache.capacity).toBeGreaterThanOrEqual(longest);
+        expect(cache.capacity).toBeLessThanOrEqual(roundUp(longest + BATCH_SLOT_CHUNK) + BATCH_SLOT_CHUNK);
       } else if (model.length > 1) {
         const last = model.length - 1;
         expect(cache.remove(b)).toBe(b === last ? -1 : last);
@@ -124,11 +143,11 @@ describe("batch KV cache", () => {
 
   it("counts its bytes as slots x capacity x layers x kv heads x head size x keys and values x 4", () => {
     const cache = new BatchKv(LAYERS, KV, HD);
-    expect(cache.bytesFor(3, 100)).toBe(3 * 128 * LAYERS * KV * HD * 2 * 4);
+    expect(cache.bytesFor(3, 100)).toBe(3 * 112 * LAYERS * KV * HD * 2 * 4);
     cache.add(10);
     cache.add(130);
-    expect(cache.capacity).toBe(192);
-    expect(cache.bytes).toBe(cache.bytesFor(2, 192));
+    expect(cache.capacity).toBe(144);
+    expect(cache.bytes).toBe(cache.bytesFor(2, 144));
     expect(() => cache.truncate(2, 0)).toThrow(/no slot 2/);
     expect(() => cache.select(0, [0])).toThrow(/no position 0/);
   });

@@ -4,10 +4,13 @@
  * lengths (one of them pruned in place, as TTP prunes a segment's cache) share one run, with
  * different numbers of new rows (a padded multi-row step, a slot with none), then roll back on
  * their own, leave the batch, and a new one joins; each step's hidden states and logits equal
- * every sequence run alone through the existing segment, within float rounding.
+ * every sequence run alone through the existing segment, within float rounding. And prompts
+ * prefilled together into new slots after others give each what the single segment gives it
+ * alone: hidden states, caches and the attention probabilities TTP and FastV score by.
  */
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { runsOf } from "../../../gpu-service/src/engine/batch/prefill.js";
 import { loadLlava } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
 import { BatchedSegment, type SlotRows } from "../../../gpu-service/src/engine/runtime/batched-segment.js";
@@ -105,5 +108,77 @@ describe("batched decoder segment (demo model)", () => {
         expect(maxRelError(cache.values(b, l), alone[b][l].values())).toBeLessThan(1e-4);
       }
     await Promise.all([runtime.release(), single.release(), batched.release()]);
+  });
+});
+
+describe("batched prefill (demo model)", () => {
+  it("prefills prompts of different lengths together into new slots, each as the single segment alone, probabilities too", async () => {
+    const weights = loadLlava(MODEL_DIR);
+    const config = weights.config.text;
+    const H = config.hiddenSize;
+    const layers = weights.text.layers.slice(0, 3);
+    const [single, batched] = await Promise.all([
+      DecoderSegment.create(config, layers, { threads: 1, attentionProbsLayer: 2, name: "single" }),
+      BatchedSegment.create(config, layers, { threads: 1, attentionProbsLayer: 2 }),
+    ]);
+    const rng = new Rng(31);
+    const rows = (positions: number[]): SlotRows => ({
+      hidden: randomTensor(rng, [positions.length, H], 1).data,
+      positions,
+    });
+    const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+    const cache = batched.newCache();
+    // two sequences already running
+    for (const n of [30, 12]) cache.add(n);
+    await batched.prefill(cache, [rows(range(0, 30)), rows(range(0, 12))], { from: 0 });
+    const before = [0, 1].map((b) => ({ keys: cache.keys(b, 2), values: cache.values(b, 2) }));
+
+    // three join together: 40 rows, 7 rows at non-contiguous positions, 75 rows
+    const prompts = [rows(range(0, 40)), rows([0, 1, 2, 9, 17, 30, 31]), rows(range(0, 75))];
+    for (const p of prompts) cache.add(p.positions.length);
+    const out = await batched.prefill(cache, prompts, { from: 2, attentionProbs: true });
+    expect(out.hidden.length).toBe(3);
+    expect(out.attentionProbs?.length).toBe(3);
+    for (let j = 0; j < 3; j++) {
+      const p = prompts[j];
+      const n = p.positions.length;
+      const alone = single.newCaches();
+      const want = await single.run(p.hidden, p.positions, alone);
+      expect(maxRelError(out.hidden[j], want.hidden)).toBeLessThan(1e-4);
+      expect(out.attentionProbs?.[j].length).toBe(config.numHeads * n * n);
+      expect(maxRelError(out.attentionProbs?.[j] as Float32Array, want.attentionProbs as Float32Array)).toBeLessThan(
+        1e-4,
+      );
+      expect(cache.lengths[2 + j]).toBe(n);
+      for (const l of [0, 2]) {
+        expect(maxRelError(cache.keys(2 + j, l), alone[l].keys())).toBeLessThan(1e-4);
+        expect(maxRelError(cache.values(2 + j, l), alone[l].values())).toBeLessThan(1e-4);
+      }
+    }
+    // the running ones were neither read nor written
+    expect(cache.lengths.slice(0, 2)).toEqual([30, 12]);
+    [0, 1].forEach((b) => {
+      expect(Array.from(cache.keys(b, 2))).toEqual(Array.from(before[b].keys));
+      expect(Array.from(cache.values(b, 2))).toEqual(Array.from(before[b].values));
+    });
+    // a prefill takes empty slots only
+    await expect(batched.prefill(cache, [rows([40])], { from: 2 })).rejects.toThrow(/not empty/);
+    await Promise.all([single.release(), batched.release()]);
+  });
+
+  it("puts joiners of very different row counts in runs of their own (runsOf)", () => {
+    expect(runsOf([20, 22, 25, 30])).toEqual([[0, 4]]);
+    expect(runsOf([20, 22, 160, 165])).toEqual([
+      [0, 2],
+      [2, 4],
+    ]);
+    expect(runsOf([160])).toEqual([[0, 1]]);
+    expect(runsOf([])).toEqual([]);
+    // a run never pads to more than twice its real rows
+    const counts = [5, 9, 14, 30, 31, 60, 150, 151, 153];
+    for (const [a, b] of runsOf(counts)) {
+      const run = counts.slice(a, b);
+      expect(Math.max(...run) * run.length).toBeLessThanOrEqual(2 * run.reduce((x, y) => x + y, 0));
+    }
   });
 });

@@ -17,9 +17,10 @@
  *           n_b+1 logit rows each;
  *   accept  per sequence the longest prefix its full model agrees with, plus its own next
  *           token (the bonus, the next t_b); each rolls its caches back on its own.
- * A sequence joins between rounds, its prefill run alone first (batch/prefill.ts: the rounds
- * of the others wait for it), and leaves at EOS, max tokens, its callback's stop or its
- * signal's abort, without holding the others.
+ * Sequences join between rounds, their prefills run together in batched runs of each segment
+ * straight into their slots (batch/prefill.ts), at most `prefillRowsPerRound` prompt rows a
+ * round; a sequence leaves at EOS, max tokens, its callback's stop or
+ * its signal's abort, without holding the others.
  *
  * Admission: at most `maxBatch` sequences, and a joining sequence must fit the KV budget in
  * bytes with the room it may need (prompt, answer, one round's drafts); the first always runs.
@@ -35,7 +36,7 @@ import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
 import { chooseDraftLength, RunCost, type SegmentCosts } from "./draft-policy.js";
-import { type Prefilled, prefill } from "./prefill.js";
+import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
 
 export interface BatchOptions {
   /** Most sequences decoded together. */
@@ -50,7 +51,17 @@ export interface BatchOptions {
   recordMargins?: boolean;
   /** Each round drafts what pays at the current batch size (batch/draft-policy.ts; default true); false: every drafter drafts up to its own delta. */
   adaptiveDrafting?: boolean;
+  /**
+   * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
+   * least one joiner a round whatever its length): more prefill in a round shares its runs' fixed
+   * costs among more joiners; less keeps the running ones stepping, and lets the first joiners of a
+   * burst start answering before the last are prefilled.
+   */
+  prefillRowsPerRound?: number;
 }
+
+/** Default BatchOptions.prefillRowsPerRound: about three pictures of the demo model (144 visual tokens and a question). */
+export const PREFILL_ROWS_PER_ROUND = 480;
 
 /** A drafter's acceptance rate before it has drafted (TwigVLM's paper: 57% of drafted tokens accepted). */
 const PRIOR_ACCEPTANCE = 0.6;
@@ -126,6 +137,8 @@ export class BatchLoop {
   };
   /** The largest batch a round has run (for tests and metrics). */
   peakBatch = 0;
+  /** The most sequences prefilled together (for tests). */
+  peakJoiners = 0;
   /** Hears the loop's state after each admission and each round (metrics; kept out of the round itself). */
   onStats?: (stats: BatchStats) => void;
 
@@ -148,10 +161,12 @@ export class BatchLoop {
     const cfg = rt.textConfig;
     const layers = rt.weights.text.layers;
     const { k, finalWipeLayer: kf } = decoder.twig;
-    const make = (ls: typeof layers, name: string) => BatchedSegment.create(cfg, ls, { ...rt.options, name });
+    const make = (ls: typeof layers, name: string, attentionProbsLayer?: number) =>
+      BatchedSegment.create(cfg, ls, { ...rt.options, name, attentionProbsLayer });
     const [lower, twig, mid, top] = await Promise.all([
-      make(layers.slice(0, k), "batch-lower"),
-      make(decoder.twig.layers, "batch-twig"),
+      // prefill scores by attention: FastV by base layer K's (lower's last), TTP by the twig's last layer's
+      make(layers.slice(0, k), "batch-lower", k - 1),
+      make(decoder.twig.layers, "batch-twig", decoder.twig.layers.length - 1),
       make(layers.slice(k, kf), "batch-mid"),
       kf < cfg.numLayers ? make(layers.slice(kf), "batch-top") : undefined,
     ]);
@@ -211,37 +226,70 @@ export class BatchLoop {
     }
   }
 
-  /** Prefills and seats waiting sequences while the batch and the KV budget have room. */
+  /**
+   * Seats waiting sequences while the batch and the KV budget have room, their prefills run
+   * together (batch/prefill.ts), as many as keep a round's prefill within `prefillRowsPerRound`
+   * prompt rows (at least one), so that the running ones keep stepping.
+   */
   private async admit(): Promise<void> {
-    while (this.waiting.length > 0 && this.running.length < this.options.maxBatch) {
+    const rt = this.decoder.runtime;
+    const cfg = rt.textConfig;
+    const joining: Array<{ w: Waiting; p: PreparedPrompt }> = [];
+    const budget = this.options.prefillRowsPerRound ?? PREFILL_ROWS_PER_ROUND;
+    let rows = 0;
+    while (this.waiting.length > 0 && this.running.length + joining.length < this.options.maxBatch) {
       const w = this.waiting[0];
       if (w.o.signal?.aborted) {
         this.waiting.shift();
         w.reject(w.o.signal.reason);
         continue;
       }
-      const cfg = this.decoder.runtime.textConfig;
       const room = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings) + (w.o.plan.draft?.length ?? 0) + 2;
-      if (this.running.length > 0 && !this.fits(w.o.inputIds.length + this.decoder.runtime.numVisualTokens + room))
-        return;
+      const need = w.o.inputIds.length + rt.numVisualTokens + room;
+      if (joining.length > 0 && rows + need - room > budget) break;
+      if (this.running.length + joining.length > 0 && !this.fits(need, joining.length)) break;
       this.waiting.shift();
       try {
-        this.seat(w, await phase("prefill", () => prefill(this.decoder, { ...w.o, visual: visualInputOf(w.o) })));
+        const p = await phase("prefill", () => preparePrompt(this.decoder, { ...w.o, visual: visualInputOf(w.o) }));
+        joining.push({ w, p });
+        rows += p.rows;
       } catch (err) {
         w.reject(err);
       }
     }
+    if (joining.length === 0) return;
+    this.peakJoiners = Math.max(this.peakJoiners, joining.length);
+    // joiners of like row counts above K side by side: the runs there pad less (prefill.ts)
+    joining.sort((a, b) => a.p.midRows - b.p.midRows);
+    let pre: Prefilled[];
+    try {
+      pre = await phase("prefill", () =>
+        prefillTogether(
+          this.decoder,
+          this.seg,
+          this.kv,
+          joining.map((j) => j.p),
+          joining.map((j) => j.p.mode.speculative),
+        ),
+      );
+    } catch (err) {
+      for (const j of joining) j.w.reject(err);
+      return;
+    }
+    joining.forEach((j, i) => {
+      this.seat(j.w, pre[i]);
+    });
   }
 
-  /** Whether one more sequence of up to `need` positions fits the KV budget. */
-  private fits(need: number): boolean {
+  /** Whether one more sequence of up to `need` positions fits the KV budget, besides `pending` others joining. */
+  private fits(need: number, pending = 0): boolean {
     const budget = this.options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES;
     const pools = [this.kv.lower, this.kv.twig, this.kv.mid, this.kv.top].filter((p) => p !== undefined);
-    const after = pools.reduce((a, p) => a + p.bytesFor(p.size + 1, Math.max(p.capacity, need)), 0);
+    const after = pools.reduce((a, p) => a + p.bytesFor(p.size + pending + 1, Math.max(p.capacity, need)), 0);
     return after <= budget;
   }
 
-  /** A prefilled sequence takes its slots; its first token is the prefill's. */
+  /** A prefilled sequence, its slots filled (the last ones), joins the running; its first token is the prefill's. */
   private seat(w: Waiting, pre: Prefilled): void {
     const cfg = this.decoder.runtime.textConfig;
     const plan = MODE_PLANS[w.o.plan.mode];
@@ -271,27 +319,13 @@ export class BatchLoop {
       resolve: w.resolve,
       reject: w.reject,
     };
+    // its slots are the last of each cache (prefill.ts added them in the joiners' order)
+    this.running.push(s);
+    if (s.speculative) this.drafters.push(s);
     if (!s.done) {
       s.next = chooseToken(pre.logits, w.o.sampling, rng);
       s.margins?.push(margin(pre.logits));
       s.done = this.emit(s, [s.next], 0);
-    }
-    if (s.done) {
-      s.resolve(this.result(s));
-      return;
-    }
-    // each segment's slot has room for its own prompt rows (mid: text and the kept visual tokens;
-    // top: text only), the answer and one round's drafts
-    const room = limit + delta + 2;
-    const load = (kv: BatchKv, caches: typeof pre.caches.lower) =>
-      kv.load(kv.add((caches[0]?.length ?? 0) + room), caches);
-    load(this.kv.lower, pre.caches.lower);
-    load(this.kv.mid, pre.caches.mid);
-    if (this.kv.top) load(this.kv.top, pre.caches.top);
-    this.running.push(s);
-    if (s.speculative) {
-      load(this.kv.twig, pre.caches.twig);
-      this.drafters.push(s);
     }
   }
 
@@ -483,13 +517,19 @@ export class BatchLoop {
 
   /** Sequences that are done leave the batch (their slots are freed), and their callers hear. */
   private dropFinished(): void {
+    let left = false;
     for (const s of [...this.running]) {
       if (s.o.signal?.aborted && !s.done) {
         s.done = true;
         s.reject(s.o.signal.reason);
       }
-      if (s.done) this.leave(s);
+      if (s.done) {
+        this.leave(s);
+        left = true;
+      }
     }
+    // the caches' capacity follows the longest sequence left (every run reads all of it)
+    if (left) for (const kv of [this.kv.lower, this.kv.twig, this.kv.mid, this.kv.top]) kv?.fit();
   }
 
   private leave(s: Sequence, err?: unknown): void {
@@ -525,12 +565,7 @@ export class BatchLoop {
       prefillMs,
       decodeMs: performance.now() - s.t0 - prefillMs,
       steps: s.steps,
-      layout: {
-        lower: pre.promptTokens,
-        twig: pre.caches.twig[0]?.length ? pre.promptTokens : 0,
-        mid: s.limit > 0 ? pre.caches.mid[0].length : 0,
-        top: s.limit > 0 ? (pre.caches.top[0]?.length ?? 0) : 0,
-      },
+      layout: s.limit > 0 ? pre.layout : { ...pre.layout, mid: 0, top: 0 },
     };
   }
 

@@ -1,19 +1,29 @@
 /**
- * A sequence's prefill, run alone before it joins the batch: the prompt through every segment of
- * the twig decoder (lower and, when the mode uses it, the twig see every visual token; the mode's
- * scores pick the R that mid keeps; top sees none), and the full model's logits for the first
- * answer token. The caches it leaves are the sequence's own, in the single-sequence layout;
- * the batch copies them into its slots (batch/batch-loop.ts).
+ * The prefill of sequences joining the batch, all of them together: their prompts go through
+ * each batched segment in one run (lower, then the twig for those whose mode runs it, then mid,
+ * then top), straight into the new slots they keep for their lives (batch/batch-loop.ts), and
+ * the LM head gives each its first answer token's logits in one run.
+ *
+ * Each keeps what makes TwigVLM its own: between the twig and mid, the scores of its own mode pick
+ * its own R kept visual tokens (TTP: its twig's last-layer attention over the visual tokens from
+ * the last prompt token, or from all text tokens; FastV: base layer K's), from the attention
+ * probabilities the twig's (or lower's) run gives per sequence. mid then holds its text and its
+ * kept tokens, top (FinalWipe) its text only. Joiners with very different row counts above K (a
+ * mode that prunes beside one that does not) are put in separate runs there, so no one pads to
+ * the longest.
  *
  * This is the prefill of twig/twig-decoder.ts's `generate` without its first drafts: there the
  * prompt's pass above K also verifies drafts, here the first token comes from the prompt's own
- * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless).
+ * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless), within
+ * the float rounding that separates a batched run from a lone one.
  */
 import type { AccelerationPlan } from "../plan.js";
 import { keptVisualIndices, PRUNERS } from "../pruning/registry.js";
-import type { LayerKv } from "../runtime/kv-cache.js";
-import type { VisualInput } from "../runtime/visual-encoder.js";
-import { MODE_PLANS, usesTwig } from "../twig/modes.js";
+import type { BatchKv } from "../runtime/batched-kv.js";
+import type { BatchedSegment, SlotRows } from "../runtime/batched-segment.js";
+import type { EmbeddedPrompt } from "../runtime/llava-runtime.js";
+import type { EncodedVisual, VisualInput } from "../runtime/visual-encoder.js";
+import { MODE_PLANS, type ModePlan, usesTwig } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateResult } from "../twig/twig-decoder.js";
 
 export interface PrefillRequest {
@@ -24,73 +34,221 @@ export interface PrefillRequest {
   seed?: number;
 }
 
+/** A joiner's prompt, ready for the batched runs: its visual tokens and embedded rows. */
+export interface PreparedPrompt {
+  request: PrefillRequest;
+  mode: ModePlan;
+  image: EncodedVisual;
+  prompt: EmbeddedPrompt;
+  /** Prompt rows S. */
+  rows: number;
+  /** Rows mid takes: the text and the R kept visual tokens (all S when the mode does not prune). */
+  midRows: number;
+}
+
 /** What the prompt gave: its lengths, the kept visual tokens and the budget (as the decoder's result says them), and: */
 export interface Prefilled
   extends Pick<
     TwigGenerateResult,
     "promptTokens" | "visualTokens" | "keptVisualIndices" | "r" | "retainBudget" | "scoreSource"
   > {
-  /** Each segment's caches after the prompt (twig: empty when the mode does not run it). */
-  caches: { lower: LayerKv[]; twig: LayerKv[]; mid: LayerKv[]; top: LayerKv[] };
+  /** Prompt rows each segment's slot holds: lower (and the twig, when it ran) all, mid text + R, top text only. */
+  layout: TwigGenerateResult["layout"];
   /** The full model's logits for the first answer token. */
   logits: Float32Array;
 }
 
-export async function prefill(decoder: TwigDecoder, o: PrefillRequest): Promise<Prefilled> {
+/** The batched segments and the batch's caches of them. */
+export interface BatchSegments {
+  lower: BatchedSegment;
+  twig: BatchedSegment;
+  mid: BatchedSegment;
+  top: BatchedSegment | undefined;
+}
+export interface BatchCaches {
+  lower: BatchKv;
+  twig: BatchKv;
+  mid: BatchKv;
+  top: BatchKv | undefined;
+}
+
+/** A joiner's visual tokens and embedded prompt, its plan checked against them (a bad request fails here, alone). */
+export async function preparePrompt(decoder: TwigDecoder, request: PrefillRequest): Promise<PreparedPrompt> {
+  const rt = decoder.runtime;
+  const image = await rt.encodeVisual(request.visual);
+  const prompt = rt.embedPrompt(request.inputIds, image.features, rt.placeholderOf(request.visual));
+  decoder.assertPlan(request.plan, prompt);
+  const mode = MODE_PLANS[request.plan.mode];
+  const S = prompt.positions.length;
+  const midRows = request.plan.retainBudget === null ? S : S - prompt.numVisual + request.plan.keptVisualTokens;
+  return { request, mode, image, prompt, rows: S, midRows };
+}
+
+/**
+ * Prefills `joiners` into new slots at the end of each cache: lower, mid and top one each, the
+ * twig one for each joiner with `drafts[j]` (its slot kept for drafting; other twig users borrow
+ * one for the run and give it back). The slots are added in the joiners' order; the caches grow
+ * their capacity as their slots fill (runtime/batched-kv.ts). On an error the new slots are
+ * removed again.
+ */
+export async function prefillTogether(
+  decoder: TwigDecoder,
+  seg: BatchSegments,
+  kv: BatchCaches,
+  joiners: readonly PreparedPrompt[],
+  drafts: readonly boolean[],
+): Promise<Prefilled[]> {
   const rt = decoder.runtime;
   const cfg = rt.textConfig;
   const H = cfg.hiddenSize;
-  const parts = decoder.parts;
-  const plan = MODE_PLANS[o.plan.mode];
-  const image = await rt.encodeVisual(o.visual);
-  const prompt = rt.embedPrompt(o.inputIds, image.features, rt.placeholderOf(o.visual));
-  const { visualStart, numVisual: N } = prompt;
-  const S = prompt.positions.length;
-  const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
-  decoder.assertPlan(o.plan, prompt);
-  const caches = decoder.newCaches(S);
-  const reads = PRUNERS[plan.pruning].reads;
-  const low = await parts.lower.run(prompt.hidden, prompt.positions, caches.lower, {
-    attentionProbs: reads === "lower",
-  });
-  const tw = usesTwig(plan)
-    ? await parts.twig.run(low.hidden, prompt.positions, caches.twig, { attentionProbs: reads === "twig" })
-    : undefined;
-  const { retainBudget, keptVisualTokens: r, scoreSource: source } = o.plan;
-  const kept = keptVisualIndices(
-    plan.pruning,
-    { prompt, lower: low, twig: tw, image, heads: cfg.numHeads, source, seed: o.seed ?? 0 },
-    r,
-  );
-  const keptPositions = new Set(kept.map((v) => v + visualStart));
-  // mid: the text and the kept visual tokens; top: the text only (FinalWipe), or everything when nothing is pruned
-  const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
-  const topRows = retainBudget === null ? midRows : midRows.filter((p) => !isVisual(p));
-  let h = (await parts.mid.run(rows(low.hidden, midRows, H), midRows, caches.mid)).hidden;
-  if (parts.top) {
-    const at = new Map(midRows.map((p, i) => [p, i]));
-    h = (
-      await parts.top.run(
-        rows(
-          h,
-          topRows.map((p) => at.get(p) as number),
-          H,
-        ),
-        topRows,
-        caches.top,
-      )
-    ).hidden;
+  const k = joiners.length;
+  const caches = [kv.lower, kv.mid, kv.top].filter((c) => c !== undefined);
+  const first = kv.lower.size;
+  const twigFirst = kv.twig.size;
+  // the twig's users: drafters first (their slots stay), then the others (slots borrowed for the run)
+  const twigUsers = [
+    ...joiners.flatMap((_, i) => (drafts[i] ? [i] : [])),
+    ...joiners.flatMap((j, i) => (!drafts[i] && usesTwig(j.mode) ? [i] : [])),
+  ];
+  try {
+    // lower: every prompt row; attention probabilities of layer K when a FastV joiner scores by them
+    for (const j of joiners) kv.lower.add(j.rows);
+    const reads = (where: "lower" | "twig") => joiners.some((j) => PRUNERS[j.mode.pruning].reads === where);
+    const low = await seg.lower.prefill(
+      kv.lower,
+      joiners.map((j) => ({ hidden: j.prompt.hidden, positions: j.prompt.positions })),
+      { from: first, attentionProbs: reads("lower") },
+    );
+    // the twig, for the joiners whose mode runs it: its last layer's attention for TTP's scores
+    for (const i of twigUsers) kv.twig.add(joiners[i].rows);
+    const tw =
+      twigUsers.length > 0
+        ? await seg.twig.prefill(
+            kv.twig,
+            twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions })),
+            { from: twigFirst, attentionProbs: reads("twig") },
+          )
+        : undefined;
+    const twigProbs = new Map(twigUsers.map((i, t) => [i, tw?.attentionProbs?.[t]]));
+    for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) kv.twig.remove(twigFirst + t);
+
+    // each joiner's own kept visual tokens: mid takes its text and them, top its text only
+    const above = joiners.map((j, i) => {
+      const { prompt, request } = j;
+      const { visualStart, numVisual: N } = prompt;
+      const { retainBudget, keptVisualTokens: r, scoreSource: source } = request.plan;
+      const kept = keptVisualIndices(
+        j.mode.pruning,
+        {
+          prompt,
+          lower: { attentionProbs: low.attentionProbs?.[i] },
+          twig: { attentionProbs: twigProbs.get(i) },
+          image: j.image,
+          heads: cfg.numHeads,
+          source,
+          seed: request.seed ?? 0,
+        },
+        r,
+      );
+      const keptPositions = new Set(kept.map((v) => v + visualStart));
+      const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
+      const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
+      const topRows = retainBudget === null ? midRows : midRows.filter((p) => !isVisual(p));
+      return { kept, midRows, topRows };
+    });
+    for (const a of above) {
+      kv.mid.add(a.midRows.length);
+      kv.top?.add(a.topRows.length);
+    }
+    const midOut = await prefillInRuns(
+      seg.mid,
+      kv.mid,
+      first,
+      above.map((a, i) => ({ hidden: rows(low.hidden[i], a.midRows, H), positions: a.midRows })),
+    );
+    let out = midOut;
+    const { top } = seg;
+    if (top && kv.top) {
+      out = await prefillInRuns(
+        top,
+        kv.top,
+        first,
+        above.map((a, i) => {
+          const at = new Map(a.midRows.map((p, r) => [p, r]));
+          const idx = a.topRows.map((p) => at.get(p) as number);
+          return { hidden: rows(midOut[i], idx, H), positions: a.topRows };
+        }),
+      );
+    }
+    // the head on each joiner's last row
+    const last = new Float32Array(k * H);
+    out.forEach((h, i) => {
+      last.set(h.subarray(h.length - H), i * H);
+    });
+    const logits = await rt.logits(last);
+    const V = cfg.vocabSize;
+    return joiners.map((j, i) => ({
+      promptTokens: j.rows,
+      visualTokens: j.prompt.numVisual,
+      keptVisualIndices: above[i].kept,
+      r: j.request.plan.keptVisualTokens,
+      retainBudget: j.request.plan.retainBudget,
+      scoreSource: j.request.plan.scoreSource,
+      layout: {
+        lower: j.rows,
+        twig: usesTwig(j.mode) ? j.rows : 0,
+        mid: above[i].midRows.length,
+        top: kv.top ? above[i].topRows.length : 0,
+      },
+      logits: logits.slice(i * V, (i + 1) * V),
+    }));
+  } catch (err) {
+    // the new slots are the last ones: removing them from the end moves nothing
+    for (const c of caches) while (c.size > first) c.remove(c.size - 1);
+    while (kv.twig.size > twigFirst) kv.twig.remove(kv.twig.size - 1);
+    throw err;
   }
-  return {
-    promptTokens: S,
-    visualTokens: N,
-    keptVisualIndices: kept,
-    r,
-    retainBudget,
-    scoreSource: source,
-    caches,
-    logits: await rt.lastLogits(h),
-  };
+}
+
+/**
+ * Prompts into slots from..from+rows.length-1, in as few runs as keep padding low: a run pads
+ * every slot to its longest, so slots whose row counts differ much (a mode that prunes beside one
+ * that does not) go in runs of their own. Consecutive slots only: a run feeds a range.
+ */
+async function prefillInRuns(
+  seg: BatchedSegment,
+  cache: BatchKv,
+  from: number,
+  rows: readonly SlotRows[],
+): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  for (const [a, b] of runsOf(rows.map((r) => r.positions.length)))
+    out.push(...(await seg.prefill(cache, rows.slice(a, b), { from: from + a })).hidden);
+  return out;
+}
+
+/**
+ * Ranges [a, b) of consecutive slots, each one run: a slot joins the run before it unless that
+ * would pad the run to more than twice its real rows.
+ */
+export function runsOf(counts: readonly number[]): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  let a = 0;
+  let real = 0;
+  let longest = 0;
+  counts.forEach((n, b) => {
+    const padded = Math.max(longest, n) * (b - a + 1);
+    if (b > a && padded > 2 * (real + n)) {
+      runs.push([a, b]);
+      a = b;
+      real = 0;
+      longest = 0;
+    }
+    real += n;
+    longest = Math.max(longest, n);
+  });
+  if (counts.length > a) runs.push([a, counts.length]);
+  return runs;
 }
 
 /** Rows `idx` of a row-major [S, H] matrix. */

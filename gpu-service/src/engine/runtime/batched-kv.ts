@@ -10,14 +10,19 @@
  * (`truncate`) and pruning (`select`). Slots in use are always 0..size-1: `remove` moves the last
  * slot into the freed one (and says which it moved), so a run never feeds a hole.
  *
- * Memory: `bytes` is what the buffers hold now; `bytesFor(slots, capacity)` what they would hold,
- * for admission by a byte budget (runtime/batch-pool.ts).
+ * Capacity: one for every slot, grown as the longest slot needs (`reserve`), and given back by
+ * `fit` when the longest has left. Memory: `bytes` is what the buffers hold now; `bytesFor(slots,
+ * capacity)` what they would hold, for admission by a byte budget (batch/batch-loop.ts).
  */
 import type { LayerKv } from "./kv-cache.js";
 import { allocateKv } from "./tensor-io.js";
 
-/** Capacity grows in whole chunks of this many positions. */
-export const BATCH_SLOT_CHUNK = 64;
+/**
+ * Capacity grows (and shrinks) in whole chunks of this many positions. A run reads every slot's
+ * whole capacity, masked or not (its attention streams [slots, kvHeads, headDim, C] from memory):
+ * the capacity follows the longest slot closely, not the most any slot may come to need.
+ */
+export const BATCH_SLOT_CHUNK = 16;
 
 export class BatchKv {
   /** Per layer: [allocated slots, kvHeads, headDim, capacity]. */
@@ -75,6 +80,15 @@ export class BatchKv {
   }
 
   /**
+   * Shrinks the capacity to the longest slot and one chunk to grow into, when it is more than a
+   * chunk beyond that (after the longest sequence left): runs then read less.
+   */
+  fit(): void {
+    const want = roundUp(Math.max(0, ...this.lengths) + BATCH_SLOT_CHUNK);
+    if (this.capacity > want + BATCH_SLOT_CHUNK) this.regrow(this.allocated, want);
+  }
+
+  /**
    * Frees `slot`: the last slot's contents move into it. Returns the index that moved (the old
    * last index, now `slot`), or -1 when `slot` was the last.
    */
@@ -127,17 +141,19 @@ export class BatchKv {
 
   /**
    * Writes a run's new keys and values after each slot's held positions: `newKey[l]` and
-   * `newValue[l]` are [size, S, kvHeads*headDim]; slot b takes its first `counts[b]` rows (the
-   * rest were padding).
+   * `newValue[l]` are [counts.length, S, kvHeads*headDim] for slots from..from+counts.length-1;
+   * slot from+i takes its first `counts[i]` rows (the rest were padding).
    */
   append(
     counts: readonly number[],
     s: number,
     newKey: readonly Float32Array[],
     newValue: readonly Float32Array[],
+    from = 0,
   ): void {
-    if (counts.length !== this.size) throw new RangeError(`${counts.length} counts for ${this.size} slots`);
-    this.reserve(Math.max(0, ...counts.map((c, b) => this.lengths[b] + c)));
+    if (!(from >= 0 && from + counts.length <= this.size))
+      throw new RangeError(`${counts.length} counts from slot ${from} for ${this.size} slots`);
+    this.reserve(Math.max(0, ...counts.map((c, i) => this.lengths[from + i] + c)));
     const { kvHeads: kv, headDim: hd, capacity: cap } = this;
     const width = kv * hd;
     for (let l = 0; l < this.numLayers; l++) {
@@ -145,11 +161,11 @@ export class BatchKv {
       const v = this.value[l];
       const nk = newKey[l];
       const nv = newValue[l];
-      for (let b = 0; b < counts.length; b++) {
-        const p = this.lengths[b];
-        const base = b * this.slotSize;
-        for (let t = 0; t < counts[b]; t++) {
-          const src = (b * s + t) * width;
+      for (let i = 0; i < counts.length; i++) {
+        const p = this.lengths[from + i];
+        const base = (from + i) * this.slotSize;
+        for (let t = 0; t < counts[i]; t++) {
+          const src = (i * s + t) * width;
           for (let h = 0; h < kv; h++) {
             v.set(nv.subarray(src + h * hd, src + (h + 1) * hd), base + (h * cap + p + t) * hd);
             for (let d = 0; d < hd; d++) kT[base + (h * hd + d) * cap + p + t] = nk[src + h * hd + d];
@@ -157,7 +173,7 @@ export class BatchKv {
         }
       }
     }
-    for (let b = 0; b < counts.length; b++) this.lengths[b] += counts[b];
+    for (let i = 0; i < counts.length; i++) this.lengths[from + i] += counts[i];
   }
 
   /** Keeps the first `length` positions of `slot` (rollback after verification). */
@@ -194,20 +210,18 @@ export class BatchKv {
     this.lengths[slot] = indices.length;
   }
 
-  /** kv_mask [size, 1, 1, C]: 0 on each slot's held positions, -inf on the rest. */
-  mask(): Float32Array {
+  /** kv_mask [to - from, 1, 1, C] of slots from..to-1 (default: all in use): 0 on each slot's held positions, -inf on the rest. */
+  mask(from = 0, to = this.size): Float32Array {
     const cap = this.capacity;
-    const m = new Float32Array(this.size * cap).fill(Number.NEGATIVE_INFINITY);
-    this.lengths.forEach((n, b) => {
-      m.fill(0, b * cap, b * cap + n);
-    });
+    const m = new Float32Array((to - from) * cap).fill(Number.NEGATIVE_INFINITY);
+    for (let b = from; b < to; b++) m.fill(0, (b - from) * cap, (b - from) * cap + this.lengths[b]);
     return m;
   }
 
-  /** The first `size` slots of layer l's keys and values (views, for a run's feeds). */
-  inUse(l: number): { keyT: Float32Array; value: Float32Array } {
-    const n = this.size * this.slotSize;
-    return { keyT: this.keyT[l].subarray(0, n), value: this.value[l].subarray(0, n) };
+  /** Slots from..to-1 (default: all in use) of layer l's keys and values (views, for a run's feeds). */
+  inUse(l: number, from = 0, to = this.size): { keyT: Float32Array; value: Float32Array } {
+    const n = this.slotSize;
+    return { keyT: this.keyT[l].subarray(from * n, to * n), value: this.value[l].subarray(from * n, to * n) };
   }
 
   /** Keys of `slot`, layer l, as [kvHeads, length, headDim] (a copy, for checks). */

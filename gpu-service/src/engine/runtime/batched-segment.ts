@@ -8,6 +8,12 @@
  * but are neither returned nor written to the cache, and the causal mask keeps every real row
  * from seeing them. So slot b's result is what the single-sequence segment gives for its rows
  * against its own cache (runtime/decoder-segment.ts), within float rounding.
+ *
+ * A run may feed a contiguous range of slots only (`from`): the others are neither read nor
+ * written. `prefill` runs prompts into empty slots (sequences joining the batch) and can give
+ * each one's attention probabilities in the layer the segment was built to output (TTP's and
+ * FastV's scores); the empty past is then fed as buffers of no positions, so a prompt's run
+ * spends nothing on the capacity its slot keeps for later.
  */
 import { decoderSegmentBuilder } from "../onnx/decoder.js";
 import type { DecoderLayerWeights, TextConfig } from "../weights.js";
@@ -23,29 +29,48 @@ export interface SlotRows {
   positions: readonly number[];
 }
 
+export interface PrefillResult {
+  /** Each slot's output hidden states [n_b, H]. */
+  hidden: Float32Array[];
+  /** When asked: each slot's attention probabilities [heads, n_b, n_b] in the segment's probs layer. */
+  attentionProbs?: Float32Array[];
+}
+
+const WITHOUT_PROBS: ReadonlySet<string> = new Set(["attn_probs"]);
+const NO_SLOTS = new Float32Array(0);
+
 export class BatchedSegment {
   private constructor(
     private readonly io: SessionIo,
     readonly config: TextConfig,
     readonly numLayers: number,
+    /** The graph outputs attn_probs of one layer (BatchedSegment.create's attentionProbsLayer). */
+    readonly hasAttentionProbs: boolean,
   ) {}
 
+  /** `attentionProbsLayer`: index (within `layers`) whose attention probabilities `prefill` can give. */
   static async create(
     config: TextConfig,
     layers: DecoderLayerWeights[],
-    opts: SegmentOptions & { name?: string } = {},
+    opts: SegmentOptions & { name?: string; attentionProbsLayer?: number } = {},
   ): Promise<BatchedSegment> {
     const graph = { ...graphOptions(opts), attention: "direct" as const, batched: true };
+    const probsLayer = opts.attentionProbsLayer;
     const session = await createGraphSession(
       {
         name: "batched-decoder",
-        options: { config, ...graph },
+        options: { config, ...graph, ...(probsLayer === undefined ? {} : { attentionProbsLayer: probsLayer }) },
         weights: layerTensors(layers),
-        build: () => decoderSegmentBuilder({ config, layers, ...graph }),
+        build: () => decoderSegmentBuilder({ config, layers, ...graph, attentionProbsLayer: probsLayer }),
       },
       opts,
     );
-    return new BatchedSegment(new SessionIo(session, opts.name ?? "batched"), config, layers.length);
+    return new BatchedSegment(
+      new SessionIo(session, opts.name ?? "batched"),
+      config,
+      layers.length,
+      probsLayer !== undefined,
+    );
   }
 
   /** An empty cache for a batch of sequences through this segment. */
@@ -55,24 +80,54 @@ export class BatchedSegment {
   }
 
   /**
-   * One run over every slot of `cache` (rows[b] are slot b's): appends each slot's rows to its
-   * cache and returns each slot's output hidden states [n_b, H].
+   * One run over slots from..from+rows.length-1 of `cache` (default: every slot; rows[i] are slot
+   * from+i's): appends each slot's rows to its cache and returns each slot's output hidden states [n, H].
    */
-  async run(cache: BatchKv, rows: readonly SlotRows[]): Promise<Float32Array[]> {
-    const B = cache.size;
-    if (rows.length !== B) throw new RangeError(`${rows.length} row sets for ${B} slots`);
-    if (B === 0) return [];
+  async run(cache: BatchKv, rows: readonly SlotRows[], { from = 0 }: { from?: number } = {}): Promise<Float32Array[]> {
+    if (from === 0 && rows.length !== cache.size)
+      throw new RangeError(`${rows.length} row sets for ${cache.size} slots`);
+    return (await this.exec(cache, rows, from, false, false)).hidden;
+  }
+
+  /**
+   * Prompts into empty slots from..from+rows.length-1 (sequences joining the batch), in one run;
+   * with `attentionProbs` (a segment built with attentionProbsLayer) also each one's attention
+   * probabilities in that layer, [heads, n, n] (the prompt's rows over themselves).
+   */
+  async prefill(
+    cache: BatchKv,
+    rows: readonly SlotRows[],
+    { from, attentionProbs = false }: { from: number; attentionProbs?: boolean },
+  ): Promise<PrefillResult> {
+    if (attentionProbs && !this.hasAttentionProbs) throw new Error("this segment was built without attention output");
+    for (let i = 0; i < rows.length; i++)
+      if (cache.lengths[from + i] !== 0) throw new RangeError(`slot ${from + i} is not empty: prefill takes new slots`);
+    return this.exec(cache, rows, from, true, attentionProbs);
+  }
+
+  private async exec(
+    cache: BatchKv,
+    rows: readonly SlotRows[],
+    from: number,
+    empty: boolean,
+    probs: boolean,
+  ): Promise<PrefillResult> {
+    const B = rows.length;
+    if (!(Number.isInteger(from) && from >= 0 && from + B <= cache.size))
+      throw new RangeError(`${B} row sets from slot ${from} for ${cache.size} slots`);
+    if (B === 0) return { hidden: [], attentionProbs: probs ? [] : undefined };
     const { hiddenSize: H, numHeads, numKvHeads: kv } = this.config;
     const hd = H / numHeads;
     const groups = numHeads / kv;
     const counts = rows.map((r) => r.positions.length);
     rows.forEach((r, b) => {
       if (r.hidden.length !== counts[b] * H)
-        throw new RangeError(`slot ${b}: ${r.hidden.length} values for ${counts[b]} rows`);
+        throw new RangeError(`slot ${from + b}: ${r.hidden.length} values for ${counts[b]} rows`);
     });
     const s = Math.max(1, ...counts);
-    cache.reserve(Math.max(...counts.map((n, b) => cache.lengths[b] + n)));
-    const cap = cache.capacity;
+    cache.reserve(Math.max(...counts.map((n, b) => cache.lengths[from + b] + n)));
+    // empty slots (prompts) are fed as buffers of no positions
+    const cap = empty ? 0 : cache.capacity;
     const feeds = span("feeds", () => {
       const hidden = new Float32Array(B * s * H);
       const positions = new BigInt64Array(B * s);
@@ -90,24 +145,37 @@ export class BatchedSegment {
       const f: Record<string, ort.Tensor> = {
         hidden: new ort.Tensor("float32", hidden, [B, s, H]),
         position_ids: new ort.Tensor("int64", positions, [B, s]),
-        kv_mask: new ort.Tensor("float32", cache.mask(), [B, 1, 1, cap]),
+        kv_mask: new ort.Tensor("float32", empty ? NO_SLOTS : cache.mask(from, from + B), [B, 1, 1, cap]),
         new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
       };
       for (let l = 0; l < this.numLayers; l++) {
-        const { keyT, value } = cache.inUse(l);
+        const { keyT, value } = empty ? { keyT: NO_SLOTS, value: NO_SLOTS } : cache.inUse(l, from, from + B);
         f[`past_key_${l}`] = new ort.Tensor("float32", keyT, [B, kv, hd, cap]);
         f[`past_value_${l}`] = new ort.Tensor("float32", value, [B, kv, cap, hd]);
       }
       return f;
     });
-    const out = await this.io.run(feeds);
+    const out = await this.io.run(feeds, this.hasAttentionProbs && !probs ? WITHOUT_PROBS : undefined);
     span("kv-write", () => {
       const keys = Array.from({ length: this.numLayers }, (_, l) => out[`new_key_${l}`].data as Float32Array);
       const values = Array.from({ length: this.numLayers }, (_, l) => out[`new_value_${l}`].data as Float32Array);
-      cache.append(counts, s, keys, values);
+      cache.append(counts, s, keys, values, from);
     });
     const hiddenOut = out.hidden_out.data as Float32Array;
-    return counts.map((n, b) => hiddenOut.slice(b * s * H, (b * s + n) * H));
+    const hidden = counts.map((n, b) => hiddenOut.slice(b * s * H, (b * s + n) * H));
+    if (!probs) return { hidden };
+    // [B, heads, s, s] (no past) -> each slot's [heads, n, n]
+    const all = out.attn_probs.data as Float32Array;
+    const attentionProbs = counts.map((n, b) => {
+      const p = new Float32Array(numHeads * n * n);
+      for (let h = 0; h < numHeads; h++)
+        for (let i = 0; i < n; i++) {
+          const src = ((b * numHeads + h) * s + i) * s;
+          p.set(all.subarray(src, src + n), (h * n + i) * n);
+        }
+      return p;
+    });
+    return { hidden, attentionProbs };
   }
 
   release(): Promise<void> {
