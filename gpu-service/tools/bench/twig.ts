@@ -62,7 +62,7 @@ async function stepCosts(d: TwigDecoder, inputIds: number[], pixels: Float32Arra
     "draft step (lower+twig+head)",
     await time(async () => {
       const h = (await p.lower.run(tokens(1), positions(1), caches.lower)).hidden;
-      return d.twigLogits((await p.twig.run(h, positions(1), caches.twig)).hidden);
+      return d.drafter.logits((await p.twig.run(h, positions(1), caches.twig)).hidden);
     }),
   ]);
   for (const n of [1, 3, 5]) {

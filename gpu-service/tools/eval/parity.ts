@@ -145,7 +145,7 @@ export async function checkParity(
       const logits = await runtime.lastLogits(full.hidden);
       const low = await lower.run(prompt.hidden, prompt.positions, lower.newCaches());
       const tw = await twig.run(low.hidden, prompt.positions, twig.newCaches());
-      const twigLogits = await decoder.twigLogits(tw.hidden);
+      const twigLogits = await decoder.drafter.logits(tw.hidden);
       // greedy with KV caches, on the same runtime (the fixture's is without caches)
       const { outputIds: greedyIds } = await runtime.generateBase({
         inputIds,

@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { argmax, distribution, Rng, sample, softmaxAt } from "../../../gpu-service/src/engine/decoding/sampling.js";
-import { verifyGreedy, verifySampled } from "../../../gpu-service/src/engine/decoding/speculative.js";
+import { proposeDraft, verifyGreedy, verifySampled } from "../../../gpu-service/src/engine/decoding/speculative.js";
 import { chiSquare, referenceDistribution, speculativeOutcome, TestRng } from "../../reference/index.js";
 
 const V = 6;
@@ -75,6 +75,36 @@ describe("the sampling distribution", () => {
     }
     expect(tested).toBe(SETTINGS.length);
   });
+});
+
+describe("draft proposal", () => {
+  it("greedy: the draft row's argmax, with its softmax probability at temperature 1 as the confidence", () => {
+    for (let prev = 0; prev < V; prev++) {
+      const row = draft[prev];
+      const want = referenceDistribution(row, 1, 1);
+      const d = proposeDraft(row, { temperature: 0, topP: 1 }, new Rng(1));
+      expect(d.token).toBe(want.indexOf(Math.max(...want)));
+      expect(d.p).toBeCloseTo(want[d.token], 12);
+      expect(d.q).toBeUndefined();
+    }
+  });
+
+  for (const opts of SETTINGS) {
+    it(`sampling: a draw from q, the reference's distribution, with q(d) as the confidence (T=${opts.temperature}, top-p=${opts.topP})`, () => {
+      const q = referenceDistribution(draft[2], opts.temperature, opts.topP);
+      const rng = new Rng(99);
+      const counts = new Array(V).fill(0);
+      for (let s = 0; s < 20000; s++) {
+        const d = proposeDraft(draft[2], opts, rng);
+        expect(Array.from(d.q ?? [])).toEqual(q.map((x) => expect.closeTo(x, 12)));
+        expect(d.p).toBe(d.q?.[d.token]);
+        counts[d.token]++;
+      }
+      const { chi2, critical, impossible } = chiSquare(counts, q);
+      expect(impossible).toBe(0);
+      expect(chi2).toBeLessThan(critical);
+    });
+  }
 });
 
 describe("speculative verification", () => {

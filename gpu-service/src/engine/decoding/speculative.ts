@@ -1,5 +1,11 @@
 /**
- * Verification of a drafted chain (SSD). The twig drafted d_0..d_{n-1}; the
+ * SSD's two rules: how a draft token is proposed, and how a drafted chain is verified.
+ *
+ * Proposal (twig/drafter.ts runs it token by token): from the twig's logits z, greedy takes
+ * d = argmax z with confidence p = softmax(z)[d]; sampling draws d ~ q = norm(top-p(softmax(z / T)))
+ * with p = q(d). Drafting stops after a token that is EOS or has p < theta.
+ *
+ * Verification. The twig drafted d_0..d_{n-1}; the
  * full model, in one pass over them, produced n+1 logit rows: row i is its
  * prediction for the position of d_i (row n is for the position after the
  * last draft).
@@ -15,7 +21,30 @@
  * norm(max(0, p - q)) and stop; if all are accepted draw the bonus from p of
  * row n. Each emitted token is then distributed exactly as p.
  */
-import { argmax, distribution, type Rng, type SamplingOptions, sample } from "./sampling.js";
+import { argmax, distribution, type Rng, type SamplingOptions, sample, softmaxAt } from "./sampling.js";
+
+/** A drafted token and the twig's confidence in it. */
+export interface Proposal {
+  token: number;
+  /** p: the draft probability of `token`, which drafting checks against theta. */
+  p: number;
+  /** q: the distribution the token was drawn from (sampling only), which verification needs. */
+  q?: Float64Array;
+}
+
+/**
+ * One draft token from the twig's logits z. Greedy: d = argmax z, p = softmax(z)[d]. Sampling:
+ * d ~ q = distribution(z) (the request's temperature and top-p, as for the target), p = q[d].
+ */
+export function proposeDraft(logits: ArrayLike<number>, opts: SamplingOptions, rng: Rng): Proposal {
+  if (opts.temperature > 0) {
+    const q = distribution(logits, opts);
+    const token = sample(q, rng);
+    return { token, p: q[token], q };
+  }
+  const token = argmax(logits);
+  return { token, p: softmaxAt(logits, token) };
+}
 
 export interface Verdict {
   /** How many drafted tokens were accepted (0..n). */

@@ -1,31 +1,38 @@
 /**
  * TwigVLM decoding over a LlavaRuntime and a twig: every mode of the engine.
  *
- * The base model is cut into segments that hold different tokens (TTP's three
- * KV layouts): lower = base layers [0, K) and the twig see every visual token;
- * mid = [K, K_f) sees the R kept ones; top = [K_f, L) sees none (FinalWipe).
- * Kept tokens keep their original positions; later tokens continue from the
- * unpruned length.
+ * The base model of L layers is cut where TTP's three KV layouts meet:
+ *   lower = base layers 1..K, and the twig     every token, all N visual ones
+ *   mid   = base layers K+1..K_f               the text and the R kept visual tokens
+ *   top   = base layers K_f+1..L               the text only (FinalWipe)
+ * with R from the budget R-bar, the mean visual tokens per layer (decoding/budget.ts):
+ *   R-bar = (N*K + R*(K_f - K)) / L   =>   R = ceil((L*R-bar - N*K) / (K_f - K)).
+ * Kept tokens keep their original positions; later tokens continue from the unpruned length S.
  *
- * Prefill runs the prompt through lower (and the twig, when the mode uses it),
- * and the mode's pruner (pruning/) picks the R visual tokens that mid keeps (TTP:
- * by the twig's last-layer attention). The prompt's pass through the layers above K is not a
- * step of its own: it is the first full-path pass of decoding, which in SSD modes
- * also verifies the first drafts (as the released code does).
+ * Prefill runs the prompt through lower (and the twig, when the mode uses it), and the mode's
+ * pruner (pruning/) picks the R visual tokens that mid keeps (TTP: the R that the last prompt
+ * token attends to most in the twig's last layer). The prompt's pass through the layers above K
+ * is not a step of its own: it is the first full-path pass of decoding, which in SSD modes also
+ * verifies the first drafts (as the released code does).
  *
  * Then every round is the same, with n = 0 drafts in the plain modes:
- *   draft   the twig proposes d_1..d_n (n <= delta), stopping at EOS or after a
- *           token whose draft probability is below theta;
- *   verify  ONE pass of the full path (mid, top, head) over the pending rows (the
- *           prompt, or the last token) and the drafts, whose layer-K states were
- *           computed while drafting: n+1 logit rows;
- *   accept  the longest prefix the full model agrees with, plus its own next
- *           token (the bonus); roll every cache back to what was accepted;
- *   extend  the bonus goes through lower (and the twig): the next pending row.
+ *   draft     the twig proposes d_1..d_n, n <= delta (drafter.ts), stopping after EOS or after a
+ *             token whose draft probability is below theta;
+ *   verify    ONE pass of the full path (mid, top, head) over the pending rows (the prompt, or
+ *             the last token) and the drafts, whose layer-K states were computed while drafting:
+ *             n+1 logit rows z_0..z_n, z_i the full model's prediction for d_{i+1}'s place;
+ *   accept    greedy: the a drafts of the longest prefix with d_{i+1} = argmax z_i, plus the
+ *             bonus argmax z_a, the full model's own token (sampling: decoding/speculative.ts);
+ *   roll back lower, mid and top ran on all n drafts and keep a; the twig ran on d_1..d_{n-1}
+ *             and keeps min(a, n-1);
+ *   extend    the bonus goes through lower: the next pending row; the twig takes it too (after
+ *             d_n when all n were accepted), giving the state the next draft starts from.
+ * Each round emits a + 1 tokens; greedy, they are exactly the full model's own (SSD is lossless).
+ * The statistics (timings, drafts and acceptances) go to an observer (decode-record.ts).
  */
 
 import { type BudgetShape, defaultRetainBudget, keptTokensForBudget } from "../decoding/budget.js";
-import { argmax, distribution, Rng, type SamplingOptions, sample, softmaxAt } from "../decoding/sampling.js";
+import { Rng, type SamplingOptions } from "../decoding/sampling.js";
 import { type Verdict, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import type { ScoreSource } from "../decoding/ttp.js";
 import type { EngineInfo } from "../engine.js";
@@ -36,11 +43,13 @@ import { keptVisualIndices, PRUNERS, scoresByAttention } from "../pruning/regist
 import { DecoderSegment } from "../runtime/decoder-segment.js";
 import type { LayerKv } from "../runtime/kv-cache.js";
 import { createHeadSession, type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
-import { ort } from "../runtime/session.js";
 import { SessionIo } from "../runtime/tensor-io.js";
 import type { VisualInput } from "../runtime/visual-encoder.js";
 import type { TwigWeights } from "../weights.js";
+import { DecodeRecord, type DecodeStep } from "./decode-record.js";
+import { Drafter, NO_DRAFT } from "./drafter.js";
 import { MODE_PLANS, usesTwig } from "./modes.js";
+import { concatRows, lastRows, NO_ROWS, type Rows, selectRows } from "./rows.js";
 
 export interface TwigGenerateOptions {
   inputIds: number[];
@@ -58,10 +67,8 @@ export interface TwigGenerateOptions {
   signal?: AbortSignal;
 }
 
-export interface TwigStep {
-  drafted: number[];
-  accepted: number;
-}
+/** A verification: the drafted tokens and how many of them the full model accepted (decode-record.ts). */
+export type TwigStep = DecodeStep;
 
 export interface TwigGenerateResult {
   outputIds: number[];
@@ -99,31 +106,20 @@ interface Caches {
   top: LayerKv[];
 }
 
-/** Rows entering the layers above K: their layer-K hidden states [n, H] at their positions. */
-interface Rows {
-  hidden: Float32Array;
-  positions: number[];
-}
-
-interface Draft {
-  tokens: number[];
-  /** q: the twig's distribution each token was drawn from (through temperature and top-p); empty when greedy. */
-  q: Float64Array[];
-  /** The drafts' layer-K states (lower ran on every draft), for the verification pass. */
-  rows: Rows;
-}
-
 /** Decoding steps never need attention probabilities (only the prompt's are scored). */
 const NO_PROBS = { attentionProbs: false };
 
-const NO_DRAFT: Draft = { tokens: [], q: [], rows: { hidden: new Float32Array(0), positions: [] } };
-
 export class TwigDecoder {
+  /** SSD's draft path (drafter.ts) over the lower segment, the twig and its head. */
+  readonly drafter: Drafter;
+
   private constructor(
     readonly runtime: LlavaRuntime,
     readonly twig: TwigWeights,
     readonly parts: TwigParts,
-  ) {}
+  ) {
+    this.drafter = new Drafter(runtime, parts.lower, parts.twig, parts.twigHead);
+  }
 
   static async create(runtime: LlavaRuntime, twig: TwigWeights): Promise<TwigDecoder> {
     const L = runtime.textConfig.numLayers;
@@ -249,21 +245,13 @@ export class TwigDecoder {
     );
   }
 
-  /** Twig norm + twig head on the last hidden row → the draft logits. */
-  async twigLogits(hidden: Float32Array): Promise<Float32Array> {
-    const H = this.runtime.textConfig.hiddenSize;
-    const last = hidden.subarray(hidden.length - H);
-    const out = await this.parts.twigHead.run({ hidden: new ort.Tensor("float32", last, [1, 1, H]) });
-    return out.logits.data as Float32Array;
-  }
-
   async generate(o: TwigGenerateOptions): Promise<TwigGenerateResult> {
     const rt = this.runtime;
     const cfg = rt.textConfig;
     const H = cfg.hiddenSize;
     const { mode, retainBudget } = o.plan;
     const plan = MODE_PLANS[mode];
-    const t0 = performance.now();
+    const record = new DecodeRecord(performance.now(), plan.speculative);
     const visual = visualInputOf(o);
     const image = await rt.encodeVisual(visual);
     const prompt = rt.embedPrompt(o.inputIds, image.features, rt.placeholderOf(visual));
@@ -310,9 +298,7 @@ export class TwigDecoder {
     const rng = new Rng(o.seed ?? 0);
     const theta = o.plan.draft?.threshold ?? 1; // no drafts outside the SSD modes
     const outputIds: number[] = [];
-    const steps: TwigStep[] = [];
     let finishReason: TwigGenerateResult["finishReason"] = "length";
-    let prefillMs: number | undefined;
 
     /** Appends verified tokens to the output; true when generation is over (EOS, max tokens or the callback). */
     const emit = (ids: number[], acceptedDraft: number): boolean => {
@@ -336,18 +322,18 @@ export class TwigDecoder {
       // draft (SSD modes): up to delta tokens from the twig, never past the token limit
       const room = limit - outputIds.length;
       const draft = plan.speculative
-        ? await this.draft(caches, twigHidden as Float32Array, position, Math.min(delta, room), drafting)
+        ? await this.drafter.draft(caches, twigHidden as Float32Array, position, Math.min(delta, room), drafting)
         : NO_DRAFT;
       const n = draft.tokens.length;
       // verify: one pass of the full path over the pending rows and the drafts → n+1 logit rows
       const logits = await this.fullPath(caches, concatRows(pending, draft.rows, H), wiped, n + 1);
-      prefillMs ??= performance.now() - t0;
+      record.passed();
       // accept the longest prefix the full model agrees with, plus its own next token (n = 0: just that token)
       const v: Verdict =
         o.sampling.temperature > 0
           ? verifySampled(draft.tokens, draft.q, logits, o.sampling, rng)
           : verifyGreedy(draft.tokens, logits);
-      if (plan.speculative) steps.push({ drafted: draft.tokens, accepted: v.accepted });
+      record.verified(draft.tokens, v.accepted);
       // roll back: lower, mid and top ran on every draft, the twig on all but the last
       for (const c of [...caches.lower, ...caches.mid, ...caches.top]) c.truncate(c.length - n + v.accepted);
       if (v.accepted < n) for (const c of caches.twig) c.truncate(c.length - (n - 1) + v.accepted);
@@ -359,7 +345,7 @@ export class TwigDecoder {
         .hidden;
       pending = { hidden: bonusHidden, positions: [position - 1] };
       if (plan.speculative) {
-        const x = concatRows(v.accepted === n ? lastRows(draft.rows, 1, H) : NO_DRAFT.rows, pending, H);
+        const x = concatRows(v.accepted === n ? lastRows(draft.rows, 1, H) : NO_ROWS, pending, H);
         twigHidden = (await this.parts.twig.run(x.hidden, x.positions, caches.twig, NO_PROBS)).hidden;
       }
     }
@@ -372,7 +358,6 @@ export class TwigDecoder {
       mid: limit > 0 ? caches.mid[0].length - generated : 0,
       top: limit > 0 ? (caches.top[0]?.length ?? generated) - generated : 0,
     };
-    prefillMs ??= performance.now() - t0;
     return {
       outputIds,
       finishReason,
@@ -382,49 +367,9 @@ export class TwigDecoder {
       r,
       retainBudget,
       scoreSource: source,
-      prefillMs,
-      decodeMs: performance.now() - t0 - prefillMs,
-      steps,
+      ...record.stats(),
       layout,
     };
-  }
-
-  /**
-   * The draft path: up to n tokens from the twig, starting from its hidden state for the
-   * last token. Greedy: the twig's argmax; sampling: a draw from q (same temperature and
-   * top-p as the target). Stops at EOS, or after a token whose draft probability is < theta.
-   */
-  private async draft(
-    caches: Caches,
-    twigHidden: Float32Array,
-    position: number,
-    n: number,
-    o: { sampling: SamplingOptions; theta: number; rng: Rng },
-  ): Promise<Draft> {
-    const rt = this.runtime;
-    const H = rt.textConfig.hiddenSize;
-    const tokens: number[] = [];
-    const q: Float64Array[] = [];
-    const hidden = new Float32Array(n * H);
-    const sampled = o.sampling.temperature > 0;
-    let h = twigHidden;
-    for (let j = 0; j < n; j++) {
-      const logits = await this.twigLogits(h);
-      // greedy: the twig's argmax; sampling: a draw from q (the twig's distribution, same temperature and top-p)
-      const qj = sampled ? distribution(logits, o.sampling) : undefined;
-      const d = qj ? sample(qj, o.rng) : argmax(logits);
-      // the twig's own confidence in d, checked against theta
-      const p = qj ? qj[d] : softmaxAt(logits, d);
-      tokens.push(d);
-      if (qj) q.push(qj);
-      // layer-K state of d (the verification pass starts from it)
-      const hK = (await this.parts.lower.run(rt.embed([d]), [position + j], caches.lower, NO_PROBS)).hidden;
-      hidden.set(hK, j * H);
-      if (d === rt.textConfig.eosTokenId || p < o.theta || j === n - 1) break;
-      h = (await this.parts.twig.run(hK, [position + j], caches.twig, NO_PROBS)).hidden;
-    }
-    const positions = tokens.map((_, j) => position + j);
-    return { tokens, q, rows: { hidden: hidden.subarray(0, tokens.length * H), positions } };
   }
 
   /** The full path above K: mid over the rows, top over those not wiped, head on the last `count` rows. */
@@ -453,26 +398,4 @@ export class TwigDecoder {
     const p = this.parts;
     await Promise.all([p.lower.release(), p.twig.release(), p.mid.release(), p.top?.release(), p.twigHead.release()]);
   }
-}
-
-/** Rows `idx` of a row-major [S, H] matrix. */
-function selectRows(h: Float32Array, idx: readonly number[], H: number): Float32Array {
-  const out = new Float32Array(idx.length * H);
-  idx.forEach((r, j) => {
-    out.set(h.subarray(r * H, (r + 1) * H), j * H);
-  });
-  return out;
-}
-
-function concatRows(a: Rows, b: Rows, H: number): Rows {
-  if (b.positions.length === 0) return a;
-  if (a.positions.length === 0) return b;
-  const hidden = new Float32Array((a.positions.length + b.positions.length) * H);
-  hidden.set(a.hidden, 0);
-  hidden.set(b.hidden, a.hidden.length);
-  return { hidden, positions: [...a.positions, ...b.positions] };
-}
-
-function lastRows(x: Rows, n: number, H: number): Rows {
-  return { hidden: x.hidden.subarray(x.hidden.length - n * H), positions: x.positions.slice(-n) };
 }
