@@ -1,62 +1,54 @@
 /**
- * The batch's draft policy (batch/draft-policy.ts): the run-time fit recovers a fixed part and a
- * part per row; a round drafts long when runs cost mostly their fixed part (a small batch) and
- * not at all when they cost mostly per row (a large one); better acceptance drafts longer.
+ * The batch's draft policy (batch/draft-policy.ts): each batch-size bucket tries both arms, then
+ * takes the one whose rounds gave more tokens per millisecond, still trying the other now and then
+ * (so that it follows a change); buckets are independent (drafting can pay for a lone sequence and
+ * not for a large batch); a round that lost its core for a while does not flip the choice alone.
  */
 import { describe, expect, it } from "vitest";
-import {
-  chooseDraftLength,
-  expectedTokens,
-  RunCost,
-  type SegmentCosts,
-} from "../../../gpu-service/src/engine/batch/draft-policy.js";
+import { DraftPolicy } from "../../../gpu-service/src/engine/batch/draft-policy.js";
 
-/** A segment's fixed ms per run on a lone sequence (the demo model's split: 2 lower, 3 twig, 22 mid, 8 top layers). */
-const FIXED = { lower: 0.3, twig: 0.5, twigHead: 0.1, mid: 1.7, top: 0.7, head: 0.2 };
-
-/** Costs where a run of each segment takes its FIXED ms plus `perRow` ms a row. */
-function costs(perRow: number, fixedScale = 1): SegmentCosts {
-  const make = (fixed: number) => {
-    const c = new RunCost();
-    for (const rows of [1, 4, 16, 2, 8, 32]) c.add(rows, fixed * fixedScale + perRow * rows);
-    return c;
-  };
-  return {
-    lower: make(FIXED.lower),
-    twig: make(FIXED.twig),
-    twigHead: make(FIXED.twigHead),
-    mid: make(FIXED.mid),
-    top: make(FIXED.top),
-    head: make(FIXED.head),
-  };
+/** Runs `rounds` rounds of `batch` sequences where a drafting round gives `drafting` tokens per ms and a plain one `plain`; the share that drafted. */
+function run(policy: DraftPolicy, batch: number, rounds: number, drafting: number, plain: number): number {
+  let drafted = 0;
+  for (let i = 0; i < rounds; i++) {
+    const d = policy.drafts(batch);
+    if (d) drafted++;
+    policy.record(batch, d, batch, batch / (d ? drafting : plain));
+  }
+  return drafted / rounds;
 }
 
 describe("draft policy", () => {
-  it("fits a run's time as a fixed part plus a part per row", () => {
-    const c = new RunCost();
-    expect(c.predict(10)).toBe(0);
-    for (const rows of [1, 3, 9, 27]) c.add(rows, 2 + 0.5 * rows);
-    expect(c.predict(0)).toBeCloseTo(2, 6);
-    expect(c.predict(100)).toBeCloseTo(52, 6);
-    const same = new RunCost();
-    for (let i = 0; i < 4; i++) same.add(4, 8);
-    expect(same.predict(4)).toBeCloseTo(8, 6); // no slope to fit: still the time it measured
+  it("drafts where drafting rounds give more tokens per ms, not where plain ones do, per batch size", () => {
+    const policy = new DraftPolicy();
+    expect(run(policy, 1, 200, 0.4, 0.25)).toBeGreaterThan(0.85); // a lone sequence: drafts pay
+    expect(run(policy, 16, 200, 1.0, 1.4)).toBeLessThan(0.15); // a large batch: they do not
+    expect(run(policy, 1, 100, 0.4, 0.25)).toBeGreaterThan(0.9); // the lone bucket kept its own choice
+    const r = policy.rates(16);
+    expect(r.plain).toBeCloseTo(1.4, 6);
+    expect(r.drafting).toBeCloseTo(1.0, 6);
   });
 
-  it("drafts the whole delta when runs cost their fixed part, none when they cost per row", () => {
-    const alphas = [0.9, 0.9];
-    expect(chooseDraftLength({ batch: 2, alphas, delta: 5 }, costs(0.0001))).toBe(5);
-    expect(chooseDraftLength({ batch: 32, alphas: Array(32).fill(0.9), delta: 5 }, costs(1, 0.01))).toBe(0);
-    expect(chooseDraftLength({ batch: 4, alphas: [], delta: 5 }, costs(0.0001))).toBe(0);
+  it("tries both arms first, then still the other one now and then, and follows a change", () => {
+    const policy = new DraftPolicy();
+    const first = Array.from({ length: 6 }, () => {
+      const d = policy.drafts(4);
+      policy.record(4, d, 4, 10);
+      return d;
+    });
+    expect(first.filter((d) => d).length).toBe(3);
+    expect(run(policy, 4, 160, 0.5, 0.3)).toBeGreaterThan(0.85);
+    // the machine changes: drafting stops paying; the explored rounds see it and the choice turns
+    run(policy, 4, 160, 0.2, 0.3);
+    expect(run(policy, 4, 160, 0.2, 0.3)).toBeLessThan(0.15);
   });
 
-  it("drafts longer the more drafts are accepted", () => {
-    const c = costs(0.02);
-    const n = [0.2, 0.5, 0.8, 0.95].map((alpha) =>
-      chooseDraftLength({ batch: 4, alphas: Array(4).fill(alpha), delta: 5 }, c),
-    );
-    for (let i = 1; i < n.length; i++) expect(n[i]).toBeGreaterThanOrEqual(n[i - 1]);
-    expect(n[3]).toBeGreaterThan(n[0]);
-    expect(expectedTokens(0.5, 3)).toBeCloseTo(1.875, 12);
+  it("does not let one slow round (the core lost for a while) flip its choice", () => {
+    const policy = new DraftPolicy();
+    run(policy, 2, 100, 0.5, 0.3);
+    const before = policy.rates(2).drafting;
+    policy.record(2, true, 2, 2 / 0.001); // a round a thousand times slower
+    expect(policy.rates(2).drafting).toBeGreaterThan(before * 0.9);
+    expect(run(policy, 2, 20, 0.5, 0.3)).toBeGreaterThan(0.85);
   });
 });

@@ -9,8 +9,8 @@
  *   extend  every sequence's newest token t_b (chosen, not yet in any cache) through lower;
  *           the drafters' twig takes it too (after their last accepted draft, when all were;
  *           in rounds that draft nothing the twig waits and catches up later);
- *   draft   each drafter proposes d_1..d_n_b (n_b <= its own delta, and <= the round's n:
- *           what pays at this batch size, batch/draft-policy.ts), one batched lower run
+ *   draft   in rounds that draft (what has paid at this batch size: batch/draft-policy.ts),
+ *           each drafter proposes d_1..d_n_b (n_b <= its own delta), one batched lower run
  *           (and twig run) per draft position; a drafter stops at EOS or after a token whose
  *           draft probability is below theta, and the others go on without it;
  *   verify  ONE pass of mid, top and the head over every sequence's rows [t_b, d_1..d_n_b]:
@@ -35,7 +35,7 @@ import { ort } from "../runtime/session.js";
 import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
-import { chooseDraftLength, RunCost, type SegmentCosts } from "./draft-policy.js";
+import { DraftPolicy } from "./draft-policy.js";
 import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
 
 export interface BatchOptions {
@@ -49,7 +49,7 @@ export interface BatchOptions {
    * run differ, a gap near 0 says the two were a float rounding apart.
    */
   recordMargins?: boolean;
-  /** Each round drafts what pays at the current batch size (batch/draft-policy.ts; default true); false: every drafter drafts up to its own delta. */
+  /** Rounds draft where drafting has paid at the current batch size (batch/draft-policy.ts; default true); false: every round drafts, each drafter up to its own delta. */
   adaptiveDrafting?: boolean;
   /**
    * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
@@ -62,11 +62,6 @@ export interface BatchOptions {
 
 /** Default BatchOptions.prefillRowsPerRound: about three pictures of the demo model (144 visual tokens and a question). */
 export const PREFILL_ROWS_PER_ROUND = 480;
-
-/** A drafter's acceptance rate before it has drafted (TwigVLM's paper: 57% of drafted tokens accepted). */
-const PRIOR_ACCEPTANCE = 0.6;
-/** The twig catches up on tokens it skipped (rounds without drafts) at most this many rows late. */
-const MAX_TWIG_LAG = 16;
 
 /** twig-decoder's result, and the margins when asked (BatchOptions.recordMargins). */
 export type BatchResult = TwigGenerateResult & { margins?: number[] };
@@ -95,8 +90,6 @@ interface Sequence {
   twigHidden?: Float32Array;
   /** Layer-K rows the twig has not run on yet: a last accepted draft, tokens of rounds without drafts. */
   catchUp?: SlotRows;
-  /** Its drafts' acceptance rate (moving average). */
-  alpha: number;
   outputIds: number[];
   margins?: number[];
   steps: TwigStep[];
@@ -127,14 +120,8 @@ export class BatchLoop {
   private readonly kv: { lower: BatchKv; twig: BatchKv; mid: BatchKv; top: BatchKv | undefined };
   private looping = false;
   /** Measured run times of the batched segments and heads (the draft policy's cost model). */
-  private readonly costs: SegmentCosts = {
-    lower: new RunCost(),
-    twig: new RunCost(),
-    twigHead: new RunCost(),
-    mid: new RunCost(),
-    top: new RunCost(),
-    head: new RunCost(),
-  };
+  /** Whether a round drafts, from what rounds that drafted and rounds that did not gave (draft-policy.ts). */
+  private readonly policy = new DraftPolicy();
   /** The largest batch a round has run (for tests and metrics). */
   peakBatch = 0;
   /** The most sequences prefilled together (for tests). */
@@ -303,7 +290,6 @@ export class BatchLoop {
       speculative: plan.speculative,
       delta,
       theta: w.o.plan.draft?.threshold ?? 1, // no drafts outside the SSD modes
-      alpha: PRIOR_ACCEPTANCE,
       limit,
       rng,
       next: -1,
@@ -335,32 +321,28 @@ export class BatchLoop {
     const { hiddenSize: H, eosTokenId } = rt.textConfig;
     const seqs = this.running;
     const B = seqs.length;
-    // how far this round drafts: what pays at this batch size (draft-policy.ts), or each drafter's own delta
-    const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length, cap);
-    let cap = Number.POSITIVE_INFINITY;
-    const candidates = this.drafters.filter((s) => room(s) > 0);
-    if (this.options.adaptiveDrafting ?? true)
-      cap = chooseDraftLength(
-        { batch: B, alphas: candidates.map((s) => s.alpha), delta: Math.max(0, ...candidates.map(room)) },
-        this.costs,
-      );
+    // whether this round drafts: what has paid at this batch size (draft-policy.ts), or always
+    const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length);
+    const adaptive = this.options.adaptiveDrafting ?? true;
+    const chooses = this.drafters.some((s) => room(s) > 0);
+    const drafting = chooses && (!adaptive || this.policy.drafts(B));
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const emitted = seqs.reduce((a, s) => a + s.outputIds.length, 0);
 
     // extend: t_b through lower; the drafters' twig takes it (after what it has not seen yet),
-    // unless no one drafts this round and it is not too far behind: then it catches up later
+    // unless no one drafts this round: then it catches up (one run of several rows) when drafting resumes
     const embedded = rt.embed(seqs.map((s) => s.next));
     const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
-    const hK = await this.timed(this.costs.lower, B, () => this.seg.lower.run(this.kv.lower, tRows));
+    const hK = await this.seg.lower.run(this.kv.lower, tRows);
     const index = new Map(seqs.map((s, b) => [s, b]));
     if (this.drafters.length > 0) {
       const twigIn = this.drafters.map((s) => {
         const own = { hidden: hK[index.get(s) as number], positions: [s.position] };
         return s.catchUp ? concatRows(s.catchUp, own, H) : own;
       });
-      const lag = Math.max(...twigIn.map((r) => r.positions.length));
-      if (cap > 0 || lag >= MAX_TWIG_LAG) {
-        const out = await this.timed(this.costs.twig, this.drafters.length, () =>
-          this.seg.twig.run(this.kv.twig, twigIn),
-        );
+      if (drafting) {
+        const out = await this.seg.twig.run(this.kv.twig, twigIn);
         this.drafters.forEach((s, b) => {
           s.twigHidden = out[b].subarray(out[b].length - H);
           s.catchUp = undefined;
@@ -373,12 +355,9 @@ export class BatchLoop {
 
     // draft: each drafter its own chain, one batched lower (and twig) run per draft position
     const drafts = seqs.map(() => ({ tokens: [] as number[], q: [] as Float64Array[], hidden: [] as Float32Array[] }));
-    let active = cap > 0 ? this.drafters.filter((s) => room(s) > 0) : [];
+    let active = drafting ? this.drafters.filter((s) => room(s) > 0) : [];
     for (let j = 0; active.length > 0; j++) {
-      const A = active.length;
-      const logits = await this.timed(this.costs.twigHead, A, () =>
-        this.twigLogits(active.map((s) => s.twigHidden as Float32Array)),
-      );
+      const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
       const V = logits.length / active.length;
       const chosen = active.map((s, a) => {
         const row = logits.subarray(a * V, (a + 1) * V);
@@ -398,17 +377,15 @@ export class BatchLoop {
         if (!e) return NONE;
         return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
       });
-      const lowOut = await this.timed(this.costs.lower, B, () => this.seg.lower.run(this.kv.lower, lowIn));
+      const lowOut = await this.seg.lower.run(this.kv.lower, lowIn);
       for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
       const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
       if (going.length === 0) break;
       const goingSet = new Set(going);
-      const twigOut = await this.timed(this.costs.twig, this.drafters.length, () =>
-        this.seg.twig.run(
-          this.kv.twig,
-          this.drafters.map((s) =>
-            goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
-          ),
+      const twigOut = await this.seg.twig.run(
+        this.kv.twig,
+        this.drafters.map((s) =>
+          goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
         ),
       );
       this.drafters.forEach((s, b) => {
@@ -427,17 +404,14 @@ export class BatchLoop {
       });
       return { hidden, positions: [s.position, ...d.tokens.map((_, i) => s.position + 1 + i)] };
     });
-    const padded = B * Math.max(...verifyIn.map((r) => r.positions.length));
-    let h = await this.timed(this.costs.mid, padded, () => this.seg.mid.run(this.kv.mid, verifyIn));
+    let h = await this.seg.mid.run(this.kv.mid, verifyIn);
     const { top } = this.seg;
     if (top && this.kv.top) {
       const topKv = this.kv.top;
       const mid = h;
-      h = await this.timed(this.costs.top, padded, () =>
-        top.run(
-          topKv,
-          mid.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
-        ),
+      h = await top.run(
+        topKv,
+        mid.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
       );
     }
     const all = new Float32Array(h.reduce((a, x) => a + x.length, 0));
@@ -446,7 +420,7 @@ export class BatchLoop {
       all.set(x, offset);
       offset += x.length;
     }
-    const logits = await this.timed(this.costs.head, all.length / H, () => rt.logits(all));
+    const logits = await rt.logits(all);
     const V = rt.textConfig.vocabSize;
 
     // accept: each sequence on its own, rolled back on its own
@@ -462,7 +436,6 @@ export class BatchLoop {
           ? verifySampled(d.tokens, d.q, rowsOf, s.o.sampling, s.rng)
           : verifyGreedy(d.tokens, rowsOf);
       if (s.speculative) s.steps.push({ drafted: d.tokens, accepted: v.accepted });
-      if (n > 0) s.alpha = 0.7 * s.alpha + 0.3 * (v.accepted / n);
       // lower, mid and top ran on every draft, the twig on all but the last
       for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
         if (kv) kv.truncate(b, kv.lengths[b] - n + v.accepted);
@@ -477,14 +450,13 @@ export class BatchLoop {
       s.next = v.bonus;
       s.position += v.accepted + 1;
     });
-  }
-
-  /** Runs f, adding its time for `rows` rows to the cost model. */
-  private async timed<T>(cost: RunCost, rows: number, f: () => Promise<T>): Promise<T> {
-    const t0 = performance.now();
-    const out = await f();
-    cost.add(rows, performance.now() - t0);
-    return out;
+    if (adaptive && chooses) {
+      // the round's cost: its wall time, or the process's CPU time when that is less (the core was
+      // lost to other work for a while, which says nothing of this round's choice)
+      const cpu = process.cpuUsage(cpu0);
+      const ms = Math.min(performance.now() - t0, (cpu.user + cpu.system) / 1000);
+      this.policy.record(B, drafting, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms);
+    }
   }
 
   /** Twig norm + twig head on rows [n, H] → logits [n, V]. */

@@ -1,101 +1,90 @@
 /**
- * How many tokens a round of the batch drafts (batch/batch-loop.ts), from what drafting costs now
- * and what it brings.
+ * Whether a round of the batch drafts (batch/batch-loop.ts), from what rounds that drafted and
+ * rounds that did not have actually given at this batch size.
  *
- * Cost: every batched run's time is measured and fitted, per segment, as a fixed part and a part
- * per row, t = a + b * rows (least squares over recent runs, older ones weighing less). With B
- * sequences of which D draft, a round that drafts up to n tokens costs
- *   extend:  lower(B) + twig(D)                           (paid whatever n)
- *   draft:   n * (twig head(D) + lower(B) + twig(D))      (one batched run per draft position)
- *   verify:  mid(B * (1 + n)) + top(B * (1 + n)) + head   (rows padded to the longest chain)
- * Gain: a drafter whose drafts are accepted at rate alpha (its own, measured) emits
- * E(n) = 1 + alpha + ... + alpha^n tokens a round (the accepted drafts and the bonus); every
- * other sequence emits 1. The round drafts the n in 0..delta with the most tokens per
- * millisecond. A lone sequence on an idle machine pays mostly fixed parts, so drafts are
- * nearly free and n is large; in a large batch the per-row parts dominate, each draft costs
- * about what the token it may save costs, and n falls to 0: `twig` then decodes as `ttp-only`
- * does, and its twig is not even run (the skipped rows catch up when drafting resumes).
+ * A round that drafts lets each drafter propose up to its own delta tokens, stopping at EOS or
+ * after a token whose draft probability is below its theta (TwigVLM's own rule), and verifies them
+ * in one pass; a round that does not draft decodes one token a sequence, as `ttp-only` does, and
+ * does not even run the twig (its skipped rows catch up, in one run, when drafting resumes). Which
+ * pays depends on the batch: a lone sequence pays mostly the fixed part of each run, so drafts are
+ * nearly free and each accepted one saves a whole round; in a large batch every run costs per
+ * sequence, a draft position costs about what the token it may save costs, and rounds without
+ * drafts give more tokens per millisecond. Where the crossing lies depends on the model, the
+ * machine and the load, so it is measured, not modelled:
+ *
+ *   rate[bucket][arm] = tokens the round emitted / the round's time, a moving average
+ *                       (time: the wall time, or the process's CPU time meanwhile when less: a
+ *                       round that lost its core to other work is not charged for the wait)
+ *   bucket            = floor(log2 B) for a batch of B sequences (1, 2-3, 4-7, 8-15, ...)
+ *   arm               = drafts or not
+ *
+ * Each round takes the arm with the higher rate in its bucket; an arm with fewer than MIN_SAMPLES
+ * rounds in the bucket is tried first, and every EXPLORE_EVERY-th round of a bucket takes the other
+ * arm (every 4 * EXPLORE_EVERY-th when one is far ahead: exploring costs, a drafting round after
+ * many plain ones first runs the twig over every row it skipped), so that a change (the load on
+ * the machine, the answers' acceptance) is seen. A round that
+ * lost its core for a while (its rate below a third of the arm's) counts as a third of the arm's.
  */
 
-/** A segment's run time as a + b * rows, fitted online. */
-export class RunCost {
-  private w = 0;
-  private sx = 0;
-  private sy = 0;
-  private sxx = 0;
-  private sxy = 0;
+/** Rounds an arm is tried in a bucket before the rates decide. */
+const MIN_SAMPLES = 3;
+/** Every this many rounds of a bucket, the arm the rates did not pick (four times as seldom when one arm is far ahead). */
+const EXPLORE_EVERY = 16;
+/** Two arms are close when the lower rate is above this share of the higher. */
+const CLOSE = 0.85;
+/** Weight of a new round in an arm's moving average. */
+const SMOOTHING = 0.1;
 
-  constructor(private readonly decay = 0.97) {}
+interface Arm {
+  rate: number;
+  samples: number;
+}
 
-  add(rows: number, ms: number): void {
-    const d = this.decay;
-    this.w = this.w * d + 1;
-    this.sx = this.sx * d + rows;
-    this.sy = this.sy * d + ms;
-    this.sxx = this.sxx * d + rows * rows;
-    this.sxy = this.sxy * d + rows * ms;
+export class DraftPolicy {
+  private readonly buckets = new Map<number, { arms: [Arm, Arm]; rounds: number }>();
+
+  /** Whether a round of `batch` sequences, some of them drafters, drafts. */
+  drafts(batch: number): boolean {
+    const b = this.bucket(batch);
+    b.rounds++;
+    const [off, on] = b.arms;
+    if (on.samples < MIN_SAMPLES || off.samples < MIN_SAMPLES) return on.samples <= off.samples;
+    const best = on.rate >= off.rate;
+    // the other arm now and then: often while the two are close, seldom when one is far ahead
+    const close = Math.min(on.rate, off.rate) > CLOSE * Math.max(on.rate, off.rate);
+    return b.rounds % (close ? EXPLORE_EVERY : 4 * EXPLORE_EVERY) === 0 ? !best : best;
   }
 
-  /** Predicted ms for a run of `rows` rows (0 before any run was seen). */
-  predict(rows: number): number {
-    if (this.w === 0) return 0;
-    const mx = this.sx / this.w;
-    const my = this.sy / this.w;
-    const vx = this.sxx / this.w - mx * mx;
-    // rows seen all alike: no slope to fit yet; take half the time as fixed, half as per row
-    const b = vx > 1e-6 * (mx * mx + 1) ? Math.max(0, (this.sxy / this.w - mx * my) / vx) : my / 2 / Math.max(mx, 1);
-    const a = Math.max(0, my - b * mx);
-    return a + b * rows;
+  /** A round of `batch` sequences that drafted (or not) emitted `tokens` tokens in `ms`. */
+  record(batch: number, drafted: boolean, tokens: number, ms: number): void {
+    const arm = this.bucket(batch).arms[drafted ? 1 : 0];
+    let rate = tokens / Math.max(ms, 1e-3);
+    if (arm.samples >= MIN_SAMPLES) rate = Math.max(rate, arm.rate / 3);
+    arm.samples++;
+    // the first rounds as a plain mean, then a moving average
+    const w = Math.max(SMOOTHING, 1 / arm.samples);
+    arm.rate += w * (rate - arm.rate);
   }
-}
 
-export interface RoundShape {
-  /** Sequences in the batch. */
-  batch: number;
-  /** Acceptance rate of each drafter (those that may draft this round). */
-  alphas: readonly number[];
-  /** Most drafts any of them may take. */
-  delta: number;
-}
+  /** The measured rates (tokens per ms) of a batch size's bucket, for checks and benchmarks. */
+  rates(batch: number): { drafting: number; plain: number } {
+    const [off, on] = this.bucket(batch).arms;
+    return { drafting: on.rate, plain: off.rate };
+  }
 
-export interface SegmentCosts {
-  lower: RunCost;
-  twig: RunCost;
-  twigHead: RunCost;
-  mid: RunCost;
-  top: RunCost;
-  head: RunCost;
-}
-
-/** The draft length n (0..delta) with the most expected tokens per ms this round. */
-export function chooseDraftLength(shape: RoundShape, c: SegmentCosts): number {
-  const { batch: B, alphas, delta } = shape;
-  const D = alphas.length;
-  if (D === 0 || delta <= 0) return 0;
-  let best = 0;
-  let bestRate = -1;
-  for (let n = 0; n <= delta; n++) {
-    const tokens = B - D + alphas.reduce((a, alpha) => a + expectedTokens(alpha, n), 0);
-    const extend = c.lower.predict(B) + (n > 0 ? c.twig.predict(D) : 0);
-    const draft = n * (c.twigHead.predict(D) + c.lower.predict(B) + c.twig.predict(D));
-    const rows = B * (1 + n);
-    const verify = c.mid.predict(rows) + c.top.predict(rows) + c.head.predict(B + n * D);
-    const rate = tokens / Math.max(extend + draft + verify, 1e-6);
-    if (rate > bestRate) {
-      bestRate = rate;
-      best = n;
+  private bucket(batch: number) {
+    const key = Math.floor(Math.log2(Math.max(1, batch)));
+    let b = this.buckets.get(key);
+    if (!b) {
+      b = {
+        arms: [
+          { rate: 0, samples: 0 },
+          { rate: 0, samples: 0 },
+        ],
+        rounds: 0,
+      };
+      this.buckets.set(key, b);
     }
+    return b;
   }
-  return best;
-}
-
-/** 1 + alpha + ... + alpha^n: a drafter's tokens a round with up to n drafts accepted at rate alpha. */
-export function expectedTokens(alpha: number, n: number): number {
-  let sum = 1;
-  let p = 1;
-  for (let i = 0; i < n; i++) {
-    p *= alpha;
-    sum += p;
-  }
-  return sum;
 }
