@@ -98,6 +98,16 @@ export async function startGpuService(port: number, env: Record<string, string> 
 /** The shipped demo model, trained (models/demo). */
 export const demoModelDir = join(repoRoot, "models", "demo");
 
+/** The real service on the shipped demo model (the repository's models/, "demo" by default), one engine thread, on a port the system picks. */
+export function startDemoService(env: Record<string, string> = {}): Promise<GpuServiceProcess> {
+  return startGpuService(0, {
+    TWIG_MODELS_DIR: join(repoRoot, "models"),
+    TWIG_DEFAULT_MODEL: "demo",
+    TWIG_ENGINE_THREADS: "1",
+    ...env,
+  });
+}
+
 /**
  * The model the service tests serve: the directory named by TWIG_TEST_MODEL_DIR when it is set,
  * else the demo model (`models/demo`), else a fresh tiny random model. Either way it is served as "tiny".

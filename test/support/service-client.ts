@@ -30,6 +30,56 @@ export function grpcInferenceStub(port: number, creds = grpc.credentials.createI
   return new pkg.twigvlm.v1.InferenceService(`127.0.0.1:${port}`, creds);
 }
 
+/** One greedy Generate as a grpc-js stub sends it (enums by name, as the stub takes them). */
+export interface GrpcAsk {
+  model: string;
+  image: Uint8Array;
+  question: string;
+  /** "MODE_TWIG", "MODE_BASE", ... */
+  mode: string;
+  retainBudget?: number;
+  maxTokens: number;
+  deadlineMs?: number;
+  tenantId?: string;
+  requestId?: string;
+}
+
+/**
+ * Runs one greedy Generate on a grpc-js stub (grpcInferenceStub) to its end: the token ids it
+ * streamed and the gRPC status it ended with (0: OK). `cancelAfterDeltas` cancels the call after
+ * that many deltas; `onStarted` hears its Started event.
+ */
+export function grpcGenerate(
+  // biome-ignore lint/suspicious/noExplicitAny: grpc-js stub
+  stub: any,
+  ask: GrpcAsk,
+  opts: { cancelAfterDeltas?: number; onStarted?: () => void } = {},
+): Promise<{ ids: string[]; code: number }> {
+  return new Promise((resolve) => {
+    const ids: string[] = [];
+    let deltas = 0;
+    const call = stub.generate({
+      model: ask.model,
+      tenantId: ask.tenantId ?? "",
+      requestId: ask.requestId ?? "",
+      image: { data: ask.image },
+      conversation: { messages: [{ role: "user", content: ask.question }] },
+      sampling: { maxTokens: ask.maxTokens, temperature: 0 },
+      acceleration: { mode: ask.mode, retainBudget: ask.retainBudget ?? 0 },
+      deadlineMs: ask.deadlineMs ?? 0,
+    });
+    // biome-ignore lint/suspicious/noExplicitAny: grpc-js answers plain objects
+    call.on("data", (ev: any) => {
+      if (ev.started) opts.onStarted?.();
+      if (!ev.delta) return;
+      ids.push(...ev.delta.tokenIds.map(String));
+      if (++deltas === opts.cancelAfterDeltas) call.cancel();
+    });
+    call.on("end", () => resolve({ ids, code: 0 }));
+    call.on("error", (err: { code: number }) => resolve({ ids, code: err.code }));
+  });
+}
+
 export type RequestInit = Partial<MessageInitShape<typeof GenerateRequestSchema>>;
 
 export interface CallResult {

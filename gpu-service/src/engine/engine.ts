@@ -34,14 +34,15 @@ export interface EngineInfo {
 
 /**
  * A batching engine worker's state, as its batch loop reports it after a change (for metrics): the
- * sequences decoding together, the requests it holds until its KV budget has room, and the KV
- * memory its batch holds and may hold.
+ * sequences decoding together, the requests it holds until its KV budget has room (preempted ones
+ * included), the KV memory its batch holds and may hold, and the sequences it has preempted so far.
  */
 export interface BatchStats {
   running: number;
   waiting: number;
   kvBytes: number;
   kvBudgetBytes: number;
+  preemptions: number;
 }
 
 /** What the service drives. Implementations run the model off the main thread. */

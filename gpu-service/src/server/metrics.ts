@@ -39,6 +39,10 @@ export const metrics = {
   ),
   kvBytes: workerGauge("twig_kv_bytes", "KV memory an engine worker's batch holds, in bytes"),
   kvBudgetBytes: workerGauge("twig_kv_budget_bytes", "KV memory an engine worker's batch may hold, in bytes"),
+  preemptions: counter(
+    "twig_preemptions_total",
+    "Sequences preempted (their KV freed, to be refilled later) so that a batch stays within its KV budget",
+  ),
   workerRestarts: counter("twig_engine_worker_restarts_total", "Engine workers started to replace one that died"),
   errors: new client.Counter({
     name: "twig_request_errors_total",

@@ -74,7 +74,10 @@ export async function startModelWorkers(
     while (numbers.has(n)) n++;
     numbers.add(n);
     const labels = { model: name, worker: String(n) };
+    let preempted = 0;
     engine.onStats((s) => {
+      metrics.preemptions.inc({ model: name }, s.preemptions - preempted);
+      preempted = s.preemptions;
       metrics.batchSize.set(labels, s.running);
       metrics.batchWaiting.set(labels, s.waiting);
       metrics.kvBytes.set(labels, s.kvBytes);
@@ -89,6 +92,7 @@ export async function startModelWorkers(
   };
   const scheduler = new Scheduler([], config.maxQueue);
   metrics.workerRestarts.inc({ model: name }, 0); // the series exists from the start, at 0
+  if (config.maxBatch > 1) metrics.preemptions.inc({ model: name }, 0);
   const supervisor = new Supervisor({
     name,
     workers: config.workersPerModel,

@@ -8,42 +8,29 @@
  * the first differing token had its top two logits within a near-tie (relative gap 1e-4), which
  * the test counts and prints.
  */
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BatchLoop, type BatchResult } from "../../../gpu-service/src/engine/batch/batch-loop.js";
-import { loadLlava, loadTwig } from "../../../gpu-service/src/engine/checkpoint/llava-loader.js";
-import type { EngineInfo } from "../../../gpu-service/src/engine/engine.js";
 import type { Mode } from "../../../gpu-service/src/engine/plan.js";
-import { planAcceleration } from "../../../gpu-service/src/engine/plan-request.js";
-import { LlavaRuntime } from "../../../gpu-service/src/engine/runtime/llava-runtime.js";
-import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
-import { TwigDecoder, type TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
-import { prepareVisual } from "../../../gpu-service/src/engine/visual-input.js";
-import { repoRoot } from "../../support/gpu-service.js";
+import type { TwigGenerateOptions } from "../../../gpu-service/src/engine/twig/twig-decoder.js";
+import { compareWithAlone, type DemoDecoder, demoRequest, loadDemoDecoder } from "../../support/demo-batch.js";
 
 // the limit only catches a hang on a shared 2-core machine; it is not a speed requirement
 vi.setConfig({ testTimeout: 1_800_000, hookTimeout: 600_000 });
 
-const MODEL_DIR = join(repoRoot, "models", "demo");
 const REQUESTS = 210;
 const NEAR_TIE = 1e-4;
 const MODES: Mode[] = ["twig", "ttp-only", "base", "ssd-only", "fastv", "random", "visionzip"];
 const QUESTIONS = ["describe the picture .", "what colour is the circle ?", "how many objects are there ?"];
 const BUDGETS = [16, 24, 32, 48];
 
-let decoder: TwigDecoder;
+let demo: DemoDecoder;
 let batch: BatchLoop;
-let runtime: LlavaRuntime;
-const codec = TextCodec.load(MODEL_DIR);
 
 beforeAll(async () => {
-  const weights = loadLlava(MODEL_DIR);
-  runtime = await LlavaRuntime.create(weights, { threads: 1 }, { fullSegment: false });
-  decoder = await TwigDecoder.create(runtime, loadTwig(join(MODEL_DIR, "twig"), weights));
+  demo = await loadDemoDecoder();
   // every drafter drafts its whole delta (no adaptive cut): the most drafts verified and rolled back
   // up to eight joiners prefilled together a round (about 160 prompt rows each), so that the batch fills to 16
-  batch = await BatchLoop.create(decoder, {
+  batch = await BatchLoop.create(demo.decoder, {
     maxBatch: 16,
     recordMargins: true,
     adaptiveDrafting: false,
@@ -51,63 +38,30 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
-  await Promise.all([batch?.release(), decoder?.release(), runtime?.release()]);
+  await batch?.release();
+  await demo?.release();
 });
 
-async function request(i: number): Promise<TwigGenerateOptions> {
-  const image = readFileSync(join(repoRoot, "training", "data", "test", `${String(i % 30).padStart(4, "0")}.png`));
-  const visual = await prepareVisual({ image }, runtime.weights.config);
-  const question = QUESTIONS[Math.floor(i / 7) % QUESTIONS.length];
-  const cfg = runtime.textConfig;
-  const twig = decoder.twig;
-  const info: EngineInfo = {
-    name: "demo",
-    visualTokens: runtime.numVisualTokens,
-    numLayers: cfg.numLayers,
-    contextLength: cfg.maxPositionEmbeddings,
-    twig: {
-      k: twig.k,
-      t: twig.t,
-      finalWipeLayer: twig.finalWipeLayer,
-      defaultRetainBudget: decoder.defaultRetainBudget,
-      defaultScoreSource: decoder.defaultScoreSource,
-    },
-  };
-  const mode = MODES[i % MODES.length];
-  const retainBudget = BUDGETS[Math.floor(i / 21) % BUDGETS.length];
-  return {
-    inputIds: codec.encode(codec.formatChat([{ role: "user", content: question }], visual.placeholder)),
-    visual: visual.input,
-    plan: planAcceleration({ mode, retainBudget }, info, visual.numVisual),
+function request(i: number): Promise<TwigGenerateOptions> {
+  return demoRequest(demo, {
+    picture: i % 30,
+    question: QUESTIONS[Math.floor(i / 7) % QUESTIONS.length],
+    mode: MODES[i % MODES.length],
+    retainBudget: BUDGETS[Math.floor(i / 21) % BUDGETS.length],
     maxTokens: 3 + ((i * 13) % 22),
-    sampling: { temperature: 0, topP: 1 },
-  };
+  });
 }
 
 describe("batched outputs equal lone outputs (demo model)", () => {
   it(`${REQUESTS} requests of every mode, budget and length`, async () => {
     const requests = await Promise.all(Array.from({ length: REQUESTS }, (_, i) => request(i)));
     const alone: number[][] = [];
-    for (const r of requests) alone.push((await decoder.generate(r)).outputIds);
+    for (const r of requests) alone.push((await demo.decoder.generate(r)).outputIds);
     const batched: BatchResult[] = await Promise.all(requests.map((r) => batch.generate(r)));
     expect(batch.peakBatch).toBe(16);
     expect(batch.peakJoiners).toBe(8); // joiners were prefilled together
 
-    let equal = 0;
-    const nearTies: string[] = [];
-    const mismatches: string[] = [];
-    batched.forEach((b, i) => {
-      const a = alone[i];
-      if (b.outputIds.length === a.length && b.outputIds.every((t, j) => t === a[j])) {
-        equal++;
-        return;
-      }
-      let j = 0;
-      while (j < a.length && b.outputIds[j] === a[j]) j++;
-      const gap = b.margins?.[j] ?? Number.POSITIVE_INFINITY;
-      const line = `request ${i} (${requests[i].plan.mode}): token ${j} ${a[j]} alone vs ${b.outputIds[j]} batched, top-2 gap ${gap.toExponential(2)}`;
-      (gap < NEAR_TIE ? nearTies : mismatches).push(line);
-    });
+    const { equal, nearTies, mismatches } = compareWithAlone(batched, alone, (i) => requests[i].plan.mode, NEAR_TIE);
     console.log(
       `batch acceptance: ${REQUESTS} requests, ${equal} equal token for token, ${nearTies.length} differ at a near-tie (< ${NEAR_TIE})${nearTies.map((l) => `\n  ${l}`).join("")}`,
     );

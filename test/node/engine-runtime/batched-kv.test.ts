@@ -2,8 +2,9 @@
  * The batch KV cache (runtime/batched-kv.ts) against a plain model of it: per slot, a list of
  * (key, value) rows. Slots are loaded, appended to with padding (all of them, or a range, as a
  * run over a range of slots writes), rolled back, pruned, removed (the last slot moving into the
- * hole), regrown and shrunk to fit, in a seeded random order; after every operation each slot's
- * keys and values, the lengths and the mask agree with the model.
+ * hole), regrown, shrunk to fit and laid out anew (larger or smaller, `resize`), in a seeded
+ * random order; after every operation each slot's keys and values, the lengths and the mask agree
+ * with the model.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
@@ -17,7 +18,7 @@ const LAYERS = 2;
 type Row = { key: number[]; value: number[] };
 
 describe("batch KV cache", () => {
-  it("agrees with a list-of-rows model through loads, padded appends, rollback, pruning, removal and growth", () => {
+  it("agrees with a list-of-rows model through loads, padded appends, rollback, pruning, removal, growth and resizing", () => {
     const rng = new Rng(5);
     let counter = 1;
     const freshRow = (): Row => {
@@ -127,6 +128,13 @@ describe("batch KV cache", () => {
         const roundUp = (n: number) => Math.ceil(n / BATCH_SLOT_CHUNK) * BATCH_SLOT_CHUNK;
         expect(cache.capacity).toBeGreaterThanOrEqual(longest);
         expect(cache.capacity).toBeLessThanOrEqual(roundUp(longest + BATCH_SLOT_CHUNK) + BATCH_SLOT_CHUNK);
+      } else if (op < 0.96) {
+        const slots = Math.max(1, model.length + Math.floor(rng.next() * 3));
+        const capacity = cache.longest + Math.floor(rng.next() * 100);
+        cache.resize(slots, capacity);
+        expect(cache.slots).toBe(slots);
+        expect(cache.capacity).toBe(Math.max(1, Math.ceil(capacity / BATCH_SLOT_CHUNK)) * BATCH_SLOT_CHUNK);
+        expect(cache.bytes).toBe(cache.bytesFor(slots, capacity));
       } else if (model.length > 1) {
         const last = model.length - 1;
         expect(cache.remove(b)).toBe(b === last ? -1 : last);
@@ -148,6 +156,10 @@ describe("batch KV cache", () => {
     cache.add(130);
     expect(cache.capacity).toBe(144);
     expect(cache.bytes).toBe(cache.bytesFor(2, 144));
+    expect(cache.longest).toBe(0);
+    cache.resize(2, 70); // smaller: gives memory back
+    expect(cache.bytes).toBe(cache.bytesFor(2, 80));
+    expect(() => cache.resize(1, 80)).toThrow(/1 slots for 2 in use/);
     expect(() => cache.truncate(2, 0)).toThrow(/no slot 2/);
     expect(() => cache.select(0, [0])).toThrow(/no position 0/);
   });

@@ -10,23 +10,25 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
-import { grpcInferenceStub, readMetrics, sampleMetrics, waitForMetric } from "../../support/service-client.js";
+import { type GpuServiceProcess, repoRoot, startDemoService } from "../../support/gpu-service.js";
+import {
+  type GrpcAsk,
+  grpcGenerate,
+  grpcInferenceStub,
+  readMetrics,
+  sampleMetrics,
+  waitForMetric,
+} from "../../support/service-client.js";
 
 const picture = (i: number) =>
   readFileSync(join(repoRoot, "training", "data", "test", `${String(i).padStart(4, "0")}.png`));
 
-// biome-ignore lint/suspicious/noExplicitAny: grpc-js builds its stubs at run time and answers plain objects
-type Plain = Record<string, any>;
 let service: GpuServiceProcess;
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js stub
 let stub: any;
 
 beforeAll(async () => {
-  service = await startGpuService(0, {
-    TWIG_MODELS_DIR: join(repoRoot, "models"),
-    TWIG_DEFAULT_MODEL: "demo",
-    TWIG_ENGINE_THREADS: "1",
+  service = await startDemoService({
     TWIG_MAX_BATCH: "6",
   });
   stub = grpcInferenceStub(service.port);
@@ -36,37 +38,10 @@ afterAll(async () => {
   await service?.stop();
 });
 
-interface Call {
-  image: Buffer;
-  question: string;
-  mode: string;
-  retainBudget: number;
-  maxTokens: number;
-  deadlineMs?: number;
-}
+type Call = Omit<GrpcAsk, "model">;
 
-/** One greedy Generate, read to its end: its token ids, or the gRPC status it ended with. */
-function generate(c: Call, cancelAfterDeltas?: number): Promise<{ ids: string[]; code: number }> {
-  return new Promise((resolve) => {
-    const ids: string[] = [];
-    let deltas = 0;
-    const call = stub.generate({
-      model: "demo",
-      image: { data: c.image },
-      conversation: { messages: [{ role: "user", content: c.question }] },
-      sampling: { maxTokens: c.maxTokens, temperature: 0 },
-      acceleration: { mode: c.mode, retainBudget: c.retainBudget },
-      deadlineMs: c.deadlineMs ?? 0,
-    });
-    call.on("data", (ev: Plain) => {
-      if (!ev.delta) return;
-      ids.push(...ev.delta.tokenIds.map(String));
-      if (++deltas === cancelAfterDeltas) call.cancel();
-    });
-    call.on("end", () => resolve({ ids, code: 0 }));
-    call.on("error", (err: Plain) => resolve({ ids, code: err.code }));
-  });
-}
+const generate = (c: Call, cancelAfterDeltas?: number) =>
+  grpcGenerate(stub, { model: "demo", ...c }, { cancelAfterDeltas });
 
 const WORKER = '{model="demo",worker="0"}';
 const SERIES = ["twig_batch_size", "twig_batch_waiting", "twig_kv_bytes", "twig_kv_budget_bytes"].map(

@@ -1,3 +1,8 @@
+/**
+ * Draining: on SIGTERM the service refuses new work (UNAVAILABLE, Health NOT_SERVING), lets the
+ * streams in flight finish and exits 0; one request at a time, and with continuous batching on
+ * (TWIG_MAX_BATCH), where several streams decode together in one worker when the signal comes.
+ */
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
@@ -6,10 +11,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
-let service: GpuServiceProcess & { modelDir: string };
 let png: Buffer;
-let client: Client<typeof InferenceService>;
-let health: Client<typeof Health>;
 
 const request = (maxTokens: number) => ({
   model: "tiny",
@@ -23,41 +25,67 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "20000" }, { alwaysTiny: true });
-  const transport = createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" });
-  client = createClient(InferenceService, transport);
-  health = createClient(Health, transport);
-}, 120_000);
-afterAll(async () => {
-  await service?.stop();
 });
 
-describe("service lifecycle", () => {
-  it("on SIGTERM finishes the stream in flight, refuses new work and exits", async () => {
-    const events: string[] = [];
-    let signalled = false;
-    const inFlight = (async () => {
+describe.each([
+  { batch: 1, streams: 1 },
+  { batch: 4, streams: 3 },
+])("service lifecycle (TWIG_MAX_BATCH=$batch)", ({ batch, streams }) => {
+  let service: GpuServiceProcess & { modelDir: string };
+  let client: Client<typeof InferenceService>;
+  let health: Client<typeof Health>;
+
+  beforeAll(async () => {
+    service = await startTinyModelService(
+      0,
+      6,
+      { TWIG_DRAIN_GRACE_MS: "20000", TWIG_MAX_BATCH: String(batch) },
+      { alwaysTiny: true },
+    );
+    const transport = createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" });
+    client = createClient(InferenceService, transport);
+    health = createClient(Health, transport);
+  }, 120_000);
+  afterAll(async () => {
+    await service?.stop();
+  });
+
+  it(`on SIGTERM finishes the ${streams} stream(s) in flight, refuses new work and exits`, async () => {
+    let streaming = 0;
+    let refused: Code | undefined;
+    let drained: Promise<void> | undefined;
+    const drain = async () => {
+      service.child.kill("SIGTERM");
+      // new work is refused from the moment Health says NOT_SERVING
+      while ((await health.check({ service: "" })).status !== 2) await new Promise((r) => setTimeout(r, 5));
+      refused = await (async () => {
+        for await (const _ of client.generate(request(2))) {
+          // drain
+        }
+      })().then(
+        () => undefined,
+        (e) => ConnectError.from(e).code,
+      );
+    };
+    const inFlight = Array.from({ length: streams }, async () => {
+      const events: string[] = [];
+      let tokens = 0;
+      let first = true;
       for await (const ev of client.generate(request(200))) {
         events.push(ev.event.case ?? "");
-        if (ev.event.case === "delta" && !signalled) {
-          signalled = true;
-          service.child.kill("SIGTERM");
-          // new work is refused from the moment Health says NOT_SERVING
-          while ((await health.check({ service: "" })).status !== 2) await new Promise((r) => setTimeout(r, 5));
-          const refused = await (async () => {
-            for await (const _ of client.generate(request(2))) {
-              // drain
-            }
-          })().then(
-            () => undefined,
-            (e) => ConnectError.from(e).code,
-          );
-          expect(refused).toBe(Code.Unavailable);
+        if (ev.event.case === "finished") tokens = ev.event.value.usage?.completionTokens ?? 0;
+        // the signal once every stream is decoding
+        if (ev.event.case === "delta" && first) {
+          first = false;
+          if (++streaming === streams) drained = drain();
         }
       }
-    })();
-    await inFlight;
-    expect(events.at(-1)).toBe("finished");
+      return { last: events.at(-1), tokens };
+    });
+    const ends = await Promise.all(inFlight);
+    await drained;
+    expect(ends).toEqual(Array(streams).fill({ last: "finished", tokens: 200 }));
+    expect(refused).toBe(Code.Unavailable);
     const code = await new Promise<number | null>((resolve) => {
       if (service.child.exitCode !== null) resolve(service.child.exitCode);
       else service.child.once("exit", (c) => resolve(c));

@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+import { type GpuServiceProcess, repoRoot, startDemoService } from "../../support/gpu-service.js";
 import { grpcInferenceStub } from "../../support/service-client.js";
 
 const dataDir = join(repoRoot, "training", "data");
@@ -28,11 +28,7 @@ let stub: any;
 let budgets: number[] = [];
 
 beforeAll(async () => {
-  service = await startGpuService(0, {
-    TWIG_MODELS_DIR: join(repoRoot, "models"),
-    TWIG_DEFAULT_MODEL: "demo",
-    TWIG_ENGINE_THREADS: "1",
-  });
+  service = await startDemoService();
   stub = grpcInferenceStub(service.port);
   const models: Plain[] = await new Promise((resolve, reject) =>
     stub.listModels({}, (err: Error | null, res: Plain) => (err ? reject(err) : resolve(res.models))),

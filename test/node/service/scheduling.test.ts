@@ -1,7 +1,8 @@
 /**
  * Scheduling through the real service process (one engine worker): a busy
  * tenant's burst does not starve a quiet tenant's request (bounded by the
- * number of requests served ahead of it, not by time), a full queue answers
+ * number of requests served ahead of it, not by time), also with continuous
+ * batching on (the worker decoding two requests at once), a full queue answers
  * RESOURCE_EXHAUSTED, and deadlines answer DEADLINE_EXCEEDED whether they pass
  * while running, while waiting, or on the gRPC client's side (grpc-js).
  */
@@ -44,33 +45,50 @@ afterAll(async () => {
   await service?.stop();
 });
 
+/**
+ * A busy tenant's burst queued behind the worker's `lanes` (7 - lanes waiting), then a quiet tenant's
+ * request: the next free lane is the quiet tenant's. Busy requests that start (Started) after it
+ * joined the queue and before it starts: at most one with one lane; with more, the `lanes` already in
+ * the worker (a batch's Started comes after its prefill) and those the other lanes take while the
+ * quiet one is prepared (its picture decoded), 2 * lanes - 1 in all. First come, first served would
+ * start the whole burst first.
+ */
+async function expectFair(
+  service: GpuServiceProcess,
+  client: ReturnType<typeof serviceClient>,
+  lanes: number,
+  burst: number,
+): Promise<void> {
+  const order: string[] = [];
+  const busy = Array.from({ length: burst }, (_, i) =>
+    client.call({ tenantId: "busy" }, { onStarted: () => order.push(`busy-${i}`) }),
+  );
+  // the burst must be queued behind the running requests when the quiet request arrives
+  const waiting = await waitForMetric(service.metricsUrl, DEPTH, (v) => v >= burst - lanes - 1);
+  expect(waiting).toBeGreaterThanOrEqual(burst - lanes - 2);
+  const quiet = client.call({ tenantId: "quiet" }, { onStarted: () => order.push("quiet") });
+  const results = await Promise.all([...busy, quiet]);
+  expect(results.map((r) => r.code)).toEqual(Array(burst + 1).fill("OK"));
+  // Counted from when the quiet request joined the queue (the service's queue_ms before its start), not from
+  // the depth read or from when it was sent: on a loaded machine a busy request or two can start before it gets
+  // there, and those are rightly served first (first come).
+  const q = results[burst];
+  const quietStarted = q.startedAt ?? Number.POSITIVE_INFINITY;
+  expect(q.queueMs).toBeDefined();
+  const joined = quietStarted - (q.queueMs ?? 0);
+  const later = results.slice(0, burst).filter((r) => (r.startedAt ?? 0) > joined);
+  const servedAhead = later.filter((r) => (r.startedAt ?? 0) < quietStarted).length;
+  console.log(
+    `fairness (${lanes} lane(s)): ${waiting} busy requests waiting at the depth read, ${later.length} still to start when the quiet one joined the queue (queue_ms ${q.queueMs?.toFixed(1)}); ${servedAhead} busy request(s) started ahead of it; order ${order.join(" ")}`,
+  );
+  // first come, first served would start every one of them first
+  expect(later.length).toBeGreaterThanOrEqual(burst - 2 * lanes - 2);
+  expect(servedAhead).toBeLessThanOrEqual(2 * lanes - 1);
+}
+
 describe("scheduling in the real service", () => {
   it("serves a quiet tenant's request after at most one more of a busy tenant's queued burst", async () => {
-    const order: string[] = [];
-    const busy = Array.from({ length: 7 }, (_, i) =>
-      client.call({ tenantId: "busy" }, { onStarted: () => order.push(`busy-${i}`) }),
-    );
-    // the burst must be queued behind a running request when the quiet request arrives
-    const waiting = await waitForMetric(service.metricsUrl, DEPTH, (v) => v >= 5);
-    expect(waiting).toBeGreaterThanOrEqual(4);
-    const quiet = client.call({ tenantId: "quiet" }, { onStarted: () => order.push("quiet") });
-    const results = await Promise.all([...busy, quiet]);
-    expect(results.map((r) => r.code)).toEqual(Array(8).fill("OK"));
-    // Counted from when the quiet request joined the queue (the service's queue_ms before its start), not from
-    // the depth read or from when it was sent: on a loaded machine a busy request or two can start before it gets
-    // there, and those are rightly served first (first come).
-    const q = results[7];
-    const quietStarted = q.startedAt ?? Number.POSITIVE_INFINITY;
-    expect(q.queueMs).toBeDefined();
-    const joined = quietStarted - (q.queueMs ?? 0);
-    const later = results.slice(0, 7).filter((r) => (r.startedAt ?? 0) > joined);
-    const servedAhead = later.filter((r) => (r.startedAt ?? 0) < quietStarted).length;
-    console.log(
-      `fairness: ${waiting} busy requests waiting at the depth read, ${later.length} still to start when the quiet one joined the queue (queue_ms ${q.queueMs?.toFixed(1)}); ${servedAhead} busy request(s) started ahead of it; order ${order.join(" ")}`,
-    );
-    // first come, first served would start every one of them first
-    expect(later.length).toBeGreaterThanOrEqual(3);
-    expect(servedAhead).toBeLessThanOrEqual(1);
+    await expectFair(service, client, 1, 7);
   }, 60_000);
 
   it("answers RESOURCE_EXHAUSTED when the queue is full, and serves the rest", async () => {
@@ -141,5 +159,28 @@ describe("scheduling in the real service", () => {
     expect(status).toBe(grpc.status.DEADLINE_EXCEEDED);
     const after: CallResult = await client.call({ sampling: { maxTokens: 4 } });
     expect(after.code).toBe("OK");
+  }, 60_000);
+});
+
+describe("scheduling with continuous batching on", () => {
+  const LANES = 2;
+  let batching: GpuServiceProcess & { modelDir: string };
+  let batchingClient: ReturnType<typeof serviceClient>;
+  beforeAll(async () => {
+    const png = client.request().image?.source.value as Uint8Array;
+    batching = await startTinyModelService(
+      0,
+      6,
+      { TWIG_MAX_QUEUE: String(MAX_QUEUE), TWIG_MAX_BATCH: String(LANES) },
+      { alwaysTiny: true },
+    );
+    batchingClient = serviceClient(batching.port, png);
+  }, 120_000);
+  afterAll(async () => {
+    await batching?.stop();
+  });
+
+  it("serves a quiet tenant's request before the rest of a busy tenant's queued burst, lane by lane", async () => {
+    await expectFair(batching, batchingClient, LANES, 8);
   }, 60_000);
 });

@@ -22,8 +22,14 @@
  * round; a sequence leaves at EOS, max tokens, its callback's stop or
  * its signal's abort, without holding the others.
  *
- * Admission: at most `maxBatch` sequences, and a joining sequence must fit the KV budget in
- * bytes with the room it may need (prompt, answer, one round's drafts); the first always runs.
+ * Memory (batch/kv-room.ts): sequences join, in arrival order, while at most `maxBatch` run and
+ * the KV budget in bytes holds what they need now (their prompt rows and one round) besides what
+ * the others need for their next round; the caches grow round by round. When a round would pass
+ * the budget, the sequence that arrived last is preempted: its slots are freed and it waits at the
+ * head of the queue with what it has generated, its sampler's state and its statistics;
+ * readmitted, it is prefilled again with its prompt and those tokens, keeping the visual tokens it
+ * kept (batch/prefill.ts), and goes on as if never stopped (greedy output the same, sampling
+ * drawing on from the same random stream). A sequence alone always runs, whatever it needs.
  */
 import { argmax, chooseToken, distribution, Rng, sample, softmaxAt } from "../decoding/sampling.js";
 import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
@@ -33,9 +39,10 @@ import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { phase } from "../runtime/tensor-io.js";
-import { MODE_PLANS } from "../twig/modes.js";
+import { MODE_PLANS, usesTwig } from "../twig/modes.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
 import { DraftPolicy } from "./draft-policy.js";
+import { KvRoom } from "./kv-room.js";
 import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
 
 export interface BatchOptions {
@@ -63,8 +70,8 @@ export interface BatchOptions {
 /** Default BatchOptions.prefillRowsPerRound: about three pictures of the demo model (144 visual tokens and a question). */
 export const PREFILL_ROWS_PER_ROUND = 480;
 
-/** twig-decoder's result, and the margins when asked (BatchOptions.recordMargins). */
-export type BatchResult = TwigGenerateResult & { margins?: number[] };
+/** twig-decoder's result, the margins when asked (BatchOptions.recordMargins), and the times it was preempted. */
+export type BatchResult = TwigGenerateResult & { margins?: number[]; preemptions?: number };
 
 export const DEFAULT_KV_BUDGET_BYTES = 2 * 1024 ** 3;
 
@@ -78,6 +85,10 @@ interface Segments {
 /** One running sequence. */
 interface Sequence {
   o: TwigGenerateOptions;
+  /** Arrival order (preemption takes the latest first). */
+  arrival: number;
+  /** Times it was preempted. */
+  preemptions: number;
   speculative: boolean;
   delta: number;
   theta: number;
@@ -104,9 +115,12 @@ interface Sequence {
 
 interface Waiting {
   o: TwigGenerateOptions;
+  arrival: number;
   t0: number;
   resolve: (r: BatchResult) => void;
   reject: (err: unknown) => void;
+  /** A preempted sequence, to go on where it stopped. */
+  preempted?: Sequence;
 }
 
 const NONE: SlotRows = { hidden: new Float32Array(0), positions: [] };
@@ -118,7 +132,12 @@ export class BatchLoop {
   private readonly drafters: Sequence[] = [];
   private readonly waiting: Waiting[] = [];
   private readonly kv: { lower: BatchKv; twig: BatchKv; mid: BatchKv; top: BatchKv | undefined };
+  /** The caches' layout against the KV budget; pools in the order lower, twig, mid, top. */
+  private readonly room: KvRoom;
   private looping = false;
+  private arrivals = 0;
+  /** Sequences preempted so far. */
+  preemptions = 0;
   /** Measured run times of the batched segments and heads (the draft policy's cost model). */
   /** Whether a round drafts, from what rounds that drafted and rounds that did not gave (draft-policy.ts). */
   private readonly policy = new DraftPolicy();
@@ -140,6 +159,12 @@ export class BatchLoop {
       mid: seg.mid.newCache(),
       top: seg.top?.newCache(),
     };
+    this.room = new KvRoom(this.pools, options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES);
+  }
+
+  private get pools(): BatchKv[] {
+    const { lower, twig, mid, top } = this.kv;
+    return top ? [lower, twig, mid, top] : [lower, twig, mid];
   }
 
   /** Batched segments over the decoder's split (its own sessions: the weights are held twice). */
@@ -167,8 +192,7 @@ export class BatchLoop {
 
   /** KV bytes the batch holds now. */
   get kvBytes(): number {
-    const { lower, twig, mid, top } = this.kv;
-    return lower.bytes + twig.bytes + mid.bytes + (top?.bytes ?? 0);
+    return this.room.bytes;
   }
 
   stats(): BatchStats {
@@ -176,14 +200,15 @@ export class BatchLoop {
       running: this.running.length,
       waiting: this.waiting.length,
       kvBytes: this.kvBytes,
-      kvBudgetBytes: this.options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES,
+      kvBudgetBytes: this.room.budget,
+      preemptions: this.preemptions,
     };
   }
 
   /** Decodes one request in the batch; resolves as twig-decoder's `generate` does. */
   generate(o: TwigGenerateOptions): Promise<BatchResult> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ o, t0: performance.now(), resolve, reject });
+      this.waiting.push({ o, arrival: this.arrivals++, t0: performance.now(), resolve, reject });
       this.onStats?.(this.stats());
       void this.loop();
     });
@@ -196,6 +221,7 @@ export class BatchLoop {
       while (this.running.length > 0 || this.waiting.length > 0) {
         await this.admit();
         this.dropFinished();
+        if (this.running.length > 0) this.makeRoom();
         this.onStats?.(this.stats());
         if (this.running.length === 0) continue;
         this.peakBatch = Math.max(this.peakBatch, this.running.length);
@@ -214,30 +240,37 @@ export class BatchLoop {
   }
 
   /**
-   * Seats waiting sequences while the batch and the KV budget have room, their prefills run
-   * together (batch/prefill.ts), as many as keep a round's prefill within `prefillRowsPerRound`
+   * Seats waiting sequences, in order, while the batch and the KV budget have room, their prefills
+   * run together (batch/prefill.ts), as many as keep a round's prefill within `prefillRowsPerRound`
    * prompt rows (at least one), so that the running ones keep stepping.
    */
   private async admit(): Promise<void> {
-    const rt = this.decoder.runtime;
-    const cfg = rt.textConfig;
+    for (const w of this.waiting.filter((x) => x.o.signal?.aborted)) {
+      this.waiting.splice(this.waiting.indexOf(w), 1);
+      w.reject(w.o.signal?.reason);
+    }
     const joining: Array<{ w: Waiting; p: PreparedPrompt }> = [];
     const budget = this.options.prefillRowsPerRound ?? PREFILL_ROWS_PER_ROUND;
     let rows = 0;
+    // room for the running ones' next round and every joiner's prompt and first round
+    let need = this.roundNeed();
+    let slots = this.pools.map(() => 0);
     while (this.waiting.length > 0 && this.running.length + joining.length < this.options.maxBatch) {
       const w = this.waiting[0];
-      if (w.o.signal?.aborted) {
-        this.waiting.shift();
-        w.reject(w.o.signal.reason);
-        continue;
-      }
-      const room = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings) + (w.o.plan.draft?.length ?? 0) + 2;
-      const need = w.o.inputIds.length + rt.numVisualTokens + room;
-      if (joining.length > 0 && rows + need - room > budget) break;
-      if (this.running.length + joining.length > 0 && !this.fits(need, joining.length)) break;
+      const own = this.joinerNeed(w);
+      if (joining.length > 0 && rows + own.rows > budget) break;
+      const needs = need.map((n, i) => Math.max(n, own.need[i]));
+      const more = slots.map((n, i) => n + own.slots[i]);
+      if (!this.room.fit(needs, more, this.running.length + joining.length === 0)) break;
+      need = needs;
+      slots = more;
       this.waiting.shift();
+      const s = w.preempted;
       try {
-        const p = await phase("prefill", () => preparePrompt(this.decoder, { ...w.o, visual: visualInputOf(w.o) }));
+        const resumed = s && { generated: s.outputIds.slice(0, -1), kept: s.pre.keptVisualIndices };
+        const p = await phase("prefill", () =>
+          preparePrompt(this.decoder, { ...w.o, visual: visualInputOf(w.o) }, resumed),
+        );
         joining.push({ w, p });
         rows += p.rows;
       } catch (err) {
@@ -263,17 +296,69 @@ export class BatchLoop {
       for (const j of joining) j.w.reject(err);
       return;
     }
+    // in the joiners' order, as prefill.ts added their slots
     joining.forEach((j, i) => {
-      this.seat(j.w, pre[i]);
+      const s = j.w.preempted;
+      if (!s) this.seat(j.w, pre[i]);
+      else {
+        // its next token is known (its newest): the prefill's logits are not used
+        this.running.push(s);
+        if (s.speculative) this.drafters.push(s);
+      }
     });
   }
 
-  /** Whether one more sequence of up to `need` positions fits the KV budget, besides `pending` others joining. */
-  private fits(need: number, pending = 0): boolean {
-    const budget = this.options.kvBudgetBytes ?? DEFAULT_KV_BUDGET_BYTES;
-    const pools = [this.kv.lower, this.kv.twig, this.kv.mid, this.kv.top].filter((p) => p !== undefined);
-    const after = pools.reduce((a, p) => a + p.bytesFor(p.size + pending + 1, Math.max(p.capacity, need)), 0);
-    return after <= budget;
+  /**
+   * Positions a joiner needs in each pool (lower, twig, mid, top) for its prompt rows (mid: text
+   * and the kept visual tokens; top: text only, or everything when nothing is pruned), what it
+   * generated before it was preempted, and one round; the slots it takes (the twig's also while it
+   * scores, in a mode that prunes by the twig without drafting); and its prompt rows.
+   */
+  private joinerNeed(w: Waiting): { rows: number; need: number[]; slots: number[] } {
+    const { plan } = w.o;
+    const N = plan.visualTokens;
+    const S = w.o.inputIds.length - 1 + N;
+    const generated = w.preempted ? w.preempted.outputIds.length - 1 : 0;
+    const round = 2 + (plan.draft?.length ?? 0);
+    const twig = usesTwig(MODE_PLANS[plan.mode]);
+    const lower = S + generated;
+    const mid = (plan.retainBudget === null ? S : S - N + plan.keptVisualTokens) + generated;
+    const top = (plan.retainBudget === null ? S : S - N) + generated;
+    const n = this.pools.length;
+    return {
+      rows: lower,
+      need: [lower + round, twig ? lower + round : 0, mid + round, top + round].slice(0, n),
+      slots: [1, twig ? 1 : 0, 1, 1].slice(0, n),
+    };
+  }
+
+  /** Positions each pool's longest slot may hold after the next round (the extend, up to delta drafts, the twig's catch-up). */
+  private roundNeed(): number[] {
+    const d = (s: Sequence) => 1 + (s.speculative ? Math.min(s.delta, s.limit - s.outputIds.length) : 0);
+    const most = (kv: BatchKv | undefined, seqs: Sequence[], extra: (s: Sequence) => number) =>
+      kv ? Math.max(0, ...seqs.map((s, b) => kv.lengths[b] + extra(s))) : 0;
+    const need = [
+      most(this.kv.lower, this.running, d),
+      most(this.kv.twig, this.drafters, (s) => d(s) + (s.catchUp?.positions.length ?? 0)),
+      most(this.kv.mid, this.running, d),
+      most(this.kv.top, this.running, d),
+    ];
+    return need.slice(0, this.pools.length);
+  }
+
+  /** Before a round: while it would pass the KV budget, the sequence that arrived last waits again (alone, one always runs). */
+  private makeRoom(): void {
+    const none = this.pools.map(() => 0);
+    while (!this.room.fit(this.roundNeed(), none, this.running.length === 1)) {
+      const last = this.running.reduce((a, s) => (s.arrival > a.arrival ? s : a));
+      this.free(last);
+      last.catchUp = undefined;
+      last.twigHidden = undefined;
+      const { o, arrival, t0, resolve, reject } = last;
+      this.waiting.unshift({ o, arrival, t0, resolve, reject, preempted: last });
+      last.preemptions++;
+      this.preemptions++;
+    }
   }
 
   /** A prefilled sequence, its slots filled (the last ones), joins the running; its first token is the prefill's. */
@@ -287,6 +372,8 @@ export class BatchLoop {
     w.o.onStarted?.({ promptTokens: S, visualTokens: pre.visualTokens, keptVisualIndices: pre.keptVisualIndices });
     const s: Sequence = {
       o: w.o,
+      arrival: w.arrival,
+      preemptions: 0,
       speculative: plan.speculative,
       delta,
       theta: w.o.plan.draft?.threshold ?? 1, // no drafts outside the SSD modes
@@ -505,8 +592,16 @@ export class BatchLoop {
   }
 
   private leave(s: Sequence, err?: unknown): void {
+    if (!this.free(s)) return;
+    s.done = true;
+    if (err !== undefined) s.reject(err);
+    else if (!s.o.signal?.aborted) s.resolve(this.result(s));
+  }
+
+  /** A sequence gives its slots back (false: it held none). */
+  private free(s: Sequence): boolean {
     const b = this.running.indexOf(s);
-    if (b < 0) return;
+    if (b < 0) return false;
     for (const kv of [this.kv.lower, this.kv.mid, this.kv.top]) kv?.remove(b);
     this.running[b] = this.running[this.running.length - 1];
     this.running.pop();
@@ -516,9 +611,7 @@ export class BatchLoop {
       this.drafters[t] = this.drafters[this.drafters.length - 1];
       this.drafters.pop();
     }
-    s.done = true;
-    if (err !== undefined) s.reject(err);
-    else if (!s.o.signal?.aborted) s.resolve(this.result(s));
+    return true;
   }
 
   private result(s: Sequence): BatchResult {
@@ -527,6 +620,7 @@ export class BatchLoop {
     return {
       outputIds: s.outputIds,
       margins: s.margins?.slice(0, s.outputIds.length),
+      preemptions: s.preemptions,
       finishReason: s.finishReason,
       promptTokens: pre.promptTokens,
       visualTokens: pre.visualTokens,

@@ -12,6 +12,11 @@
  * mode that prunes beside one that does not) are put in separate runs there, so no one pads to
  * the longest.
  *
+ * A sequence the batch preempted (batch/batch-loop.ts) is prefilled again the same way, its
+ * prompt followed by the tokens it had generated (all but its newest, which no cache holds yet),
+ * with the visual tokens it kept the first time (its scores are not taken again): its caches are
+ * then what they were, within float rounding.
+ *
  * This is the prefill of twig/twig-decoder.ts's `generate` without its first drafts: there the
  * prompt's pass above K also verifies drafts, here the first token comes from the prompt's own
  * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless), within
@@ -44,6 +49,14 @@ export interface PreparedPrompt {
   rows: number;
   /** Rows mid takes: the text and the R kept visual tokens (all S when the mode does not prune). */
   midRows: number;
+  /** The visual tokens to keep, when already chosen (a preempted sequence's). */
+  kept?: number[];
+}
+
+/** What a preempted sequence brings back: the tokens it generated (all but its newest) and the visual tokens it kept. */
+export interface Resumed {
+  generated: readonly number[];
+  kept: number[];
 }
 
 /** What the prompt gave: its lengths, the kept visual tokens and the budget (as the decoder's result says them), and: */
@@ -72,16 +85,30 @@ export interface BatchCaches {
   top: BatchKv | undefined;
 }
 
-/** A joiner's visual tokens and embedded prompt, its plan checked against them (a bad request fails here, alone). */
-export async function preparePrompt(decoder: TwigDecoder, request: PrefillRequest): Promise<PreparedPrompt> {
+/**
+ * A joiner's visual tokens and embedded prompt, its plan checked against them (a bad request fails
+ * here, alone); a preempted sequence's prompt is followed by the tokens it generated.
+ */
+export async function preparePrompt(
+  decoder: TwigDecoder,
+  request: PrefillRequest,
+  resumed?: Resumed,
+): Promise<PreparedPrompt> {
   const rt = decoder.runtime;
   const image = await rt.encodeVisual(request.visual);
-  const prompt = rt.embedPrompt(request.inputIds, image.features, rt.placeholderOf(request.visual));
+  let prompt = rt.embedPrompt(request.inputIds, image.features, rt.placeholderOf(request.visual));
   decoder.assertPlan(request.plan, prompt);
   const mode = MODE_PLANS[request.plan.mode];
   const S = prompt.positions.length;
-  const midRows = request.plan.retainBudget === null ? S : S - prompt.numVisual + request.plan.keptVisualTokens;
-  return { request, mode, image, prompt, rows: S, midRows };
+  const m = resumed?.generated.length ?? 0;
+  if (resumed && m > 0) {
+    const hidden = new Float32Array(prompt.hidden.length + m * rt.textConfig.hiddenSize);
+    hidden.set(prompt.hidden);
+    hidden.set(rt.embed(resumed.generated), prompt.hidden.length);
+    prompt = { ...prompt, hidden, positions: [...prompt.positions, ...resumed.generated.map((_, i) => S + i)] };
+  }
+  const midRows = (request.plan.retainBudget === null ? S : S - prompt.numVisual + request.plan.keptVisualTokens) + m;
+  return { request, mode, image, prompt, rows: S + m, midRows, kept: resumed?.kept };
 }
 
 /**
@@ -137,19 +164,21 @@ export async function prefillTogether(
       const { prompt, request } = j;
       const { visualStart, numVisual: N } = prompt;
       const { retainBudget, keptVisualTokens: r, scoreSource: source } = request.plan;
-      const kept = keptVisualIndices(
-        j.mode.pruning,
-        {
-          prompt,
-          lower: { attentionProbs: low.attentionProbs?.[i] },
-          twig: { attentionProbs: twigProbs.get(i) },
-          image: j.image,
-          heads: cfg.numHeads,
-          source,
-          seed: request.seed ?? 0,
-        },
-        r,
-      );
+      const kept =
+        j.kept ??
+        keptVisualIndices(
+          j.mode.pruning,
+          {
+            prompt,
+            lower: { attentionProbs: low.attentionProbs?.[i] },
+            twig: { attentionProbs: twigProbs.get(i) },
+            image: j.image,
+            heads: cfg.numHeads,
+            source,
+            seed: request.seed ?? 0,
+          },
+          r,
+        );
       const keptPositions = new Set(kept.map((v) => v + visualStart));
       const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
       const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));

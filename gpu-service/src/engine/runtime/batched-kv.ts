@@ -12,7 +12,8 @@
  *
  * Capacity: one for every slot, grown as the longest slot needs (`reserve`), and given back by
  * `fit` when the longest has left. Memory: `bytes` is what the buffers hold now; `bytesFor(slots,
- * capacity)` what they would hold, for admission by a byte budget (batch/batch-loop.ts).
+ * capacity)` what they would hold, and `resize` lays them out anew, for a byte budget
+ * (batch/kv-room.ts).
  */
 import type { LayerKv } from "./kv-cache.js";
 import { allocateKv } from "./tensor-io.js";
@@ -64,6 +65,26 @@ export class BatchKv {
   /** Bytes the buffers hold now. */
   get bytes(): number {
     return this.bytesFor(this.allocated, this.capacity);
+  }
+
+  /** Slots the buffers have room for (at least `size`). */
+  get slots(): number {
+    return this.allocated;
+  }
+
+  /** Positions the longest slot in use holds. */
+  get longest(): number {
+    return Math.max(0, ...this.lengths);
+  }
+
+  /**
+   * New buffers of `slots` slots of `capacity` positions (rounded up to whole chunks), keeping what
+   * the slots in use hold: larger to make room ahead of time, smaller to give memory back.
+   */
+  resize(slots: number, capacity: number): void {
+    if (slots < Math.max(1, this.size)) throw new RangeError(`${slots} slots for ${this.size} in use`);
+    if (capacity < this.longest) throw new RangeError(`capacity ${capacity} below the ${this.longest} positions held`);
+    if (slots !== this.allocated || roundUp(capacity) !== this.capacity) this.regrow(slots, roundUp(capacity));
   }
 
   /** A new empty slot at the end (index `size - 1` after the call), with room for `need` positions. */
