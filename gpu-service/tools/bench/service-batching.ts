@@ -19,6 +19,7 @@ import { GenerateRequestSchema, InferenceService } from "@twigserve/proto/twigvl
 import { MODE_NUMBER } from "@twigserve/proto/twigvlm/v1/names.js";
 import type { Mode } from "../../src/engine/plan.js";
 import { startServiceProcess } from "./service-process.js";
+import { percentile as pct, timedGenerate } from "./timed-generate.js";
 
 export interface BatchingBenchArgs {
   model?: string;
@@ -37,12 +38,6 @@ interface Level {
   ttft: number[];
   itl: number[];
 }
-
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
 
 export async function benchServiceBatching(args: BatchingBenchArgs): Promise<void> {
   const modelDir = resolve(args.model ?? join(repo, "models", "demo"));
@@ -67,12 +62,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
       InferenceService,
       createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
     );
-    const call = async (picture: Uint8Array, mode: Mode) => {
-      const t0 = performance.now();
-      let first = Number.NaN;
-      let last = t0;
-      const gaps: number[] = [];
-      let tokens = 0;
+    const call = (picture: Uint8Array, mode: Mode) => {
       const req = create(GenerateRequestSchema, {
         model: "bench",
         tenantId: "bench",
@@ -81,16 +71,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
         sampling: { maxTokens: args.maxTokens },
         acceleration: { mode: MODE_NUMBER[mode] },
       });
-      for await (const ev of client.generate(req)) {
-        if (ev.event.case !== "delta" || ev.event.value.tokenIds.length === 0) continue;
-        const now = performance.now();
-        const n = ev.event.value.tokenIds.length;
-        if (Number.isNaN(first)) first = now - t0;
-        else for (let i = 0; i < n; i++) gaps.push((now - last) / n); // a delta of n tokens: n gaps
-        last = now;
-        tokens += n;
-      }
-      return { ttft: first, gaps, tokens };
+      return timedGenerate(client, req);
     };
     const results = new Map<Mode, Map<number, Level>>();
     try {

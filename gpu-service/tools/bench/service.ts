@@ -22,6 +22,7 @@ import { LocalEngine } from "../../src/engine/local-engine.js";
 import type { Mode } from "../../src/engine/plan.js";
 import { writeTinyModel } from "../make-tiny/tiny-model.js";
 import { startServiceProcess } from "./service-process.js";
+import { percentile as pct, type Timing, timedGenerate } from "./timed-generate.js";
 
 export interface ServiceBenchArgs {
   /** Model directory; undefined = a tiny random model. */
@@ -37,19 +38,6 @@ export interface ServiceBenchArgs {
 const LEVELS = [1, 2, 4, 8];
 const QUESTIONS = ["describe the picture", "what colour is the circle ?", "how many shapes are there ?"];
 
-interface Timing {
-  ttft: number;
-  /** Gaps between deltas, each divided by the tokens the delta carried. */
-  gaps: number[];
-  e2e: number;
-  tokens: number;
-}
-
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
 const triple = (xs: number[], digits = 1) => [50, 90, 99].map((p) => pct(xs, p).toFixed(digits)).join(" / ");
 
 export async function benchService(args: ServiceBenchArgs): Promise<void> {
@@ -80,12 +68,7 @@ export async function benchService(args: ServiceBenchArgs): Promise<void> {
       : createConnectTransport({ baseUrl, httpVersion: "1.1" });
   const client = createClient(InferenceService, transport);
 
-  const callService = async (question: string, mode: Mode): Promise<Timing> => {
-    const t0 = performance.now();
-    let first = Number.NaN;
-    let last = t0;
-    const gaps: number[] = [];
-    let tokens = 0;
+  const callService = (question: string, mode: Mode): Promise<Timing> => {
     const req = create(GenerateRequestSchema, {
       model: "bench",
       tenantId: "bench",
@@ -94,16 +77,7 @@ export async function benchService(args: ServiceBenchArgs): Promise<void> {
       sampling: { maxTokens: args.maxTokens },
       acceleration: { mode: mode === "twig" ? ProtoMode.TWIG : ProtoMode.BASE },
     });
-    for await (const ev of client.generate(req)) {
-      if (ev.event.case !== "delta") continue;
-      const now = performance.now();
-      const n = Math.max(1, ev.event.value.tokenIds.length);
-      if (Number.isNaN(first)) first = now - t0;
-      else gaps.push((now - last) / n);
-      last = now;
-      tokens += ev.event.value.tokenIds.length;
-    }
-    return { ttft: first, gaps, e2e: performance.now() - t0, tokens };
+    return timedGenerate(client, req);
   };
 
   const name = args.model ? basename(modelDir) : "tiny random model";
