@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { Engine } from "../../../gpu-service/src/engine/engine.js";
 import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
 import { Scheduler } from "../../../gpu-service/src/server/scheduler.js";
+import { taggedParams } from "../../support/tagged-params.js";
 
 /** Requests stay running until the test ends them, oldest first. */
 function batchingEngine(name: string, maxBatch: number) {
@@ -24,23 +25,14 @@ function batchingEngine(name: string, maxBatch: number) {
   return { engine, running, started, endOne: () => running.shift()?.end() };
 }
 
-const request = (tag: string): GenerateParams => ({
-  image: new Uint8Array(),
-  prompt: tag,
-  maxTokens: 1,
-  temperature: 0,
-  topP: 1,
-  stop: [],
-  plan: { mode: "base", visualTokens: 1, retainBudget: null, keptVisualTokens: 1, scoreSource: null, draft: null },
-});
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe("Scheduler with batching workers", () => {
   it("runs up to maxBatch requests on one worker at once, the rest wait in fair order", async () => {
     const w = batchingEngine("a", 3);
     const s = new Scheduler([w.engine], 100);
-    const all = [0, 1, 2, 3, 4].map((i) => s.run("busy", request(`busy-${i}`), () => {}));
-    all.push(s.run("quiet", request("quiet-0"), () => {}));
+    const all = [0, 1, 2, 3, 4].map((i) => s.run("busy", taggedParams(`busy-${i}`), () => {}));
+    all.push(s.run("quiet", taggedParams("quiet-0"), () => {}));
     await tick();
     expect(w.running.map((r) => r.tag)).toEqual(["busy-0", "busy-1", "busy-2"]);
     expect(s.stats()).toEqual({ waiting: 3, running: 3 });
@@ -59,11 +51,11 @@ describe("Scheduler with batching workers", () => {
   it("spreads requests over workers by free lanes, and a removed worker takes none again", async () => {
     const [a, b] = [batchingEngine("a", 2), batchingEngine("b", 2)];
     const s = new Scheduler([a.engine, b.engine], 100);
-    const first = [0, 1, 2].map((i) => s.run("t", request(`r${i}`), () => {}));
+    const first = [0, 1, 2].map((i) => s.run("t", taggedParams(`r${i}`), () => {}));
     await tick();
     expect([a.running.length, b.running.length].sort()).toEqual([1, 2]);
     s.remove(a.engine);
-    const later = [3, 4].map((i) => s.run("t", request(`r${i}`), () => {}));
+    const later = [3, 4].map((i) => s.run("t", taggedParams(`r${i}`), () => {}));
     await tick();
     // b has one free lane: one of the two runs there, the other waits for b
     expect(b.running.length).toBe(2);

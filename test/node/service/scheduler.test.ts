@@ -5,6 +5,7 @@ import type { Engine } from "../../../gpu-service/src/engine/engine.js";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import type { GenerateParams } from "../../../gpu-service/src/engine/plan.js";
 import { Scheduler } from "../../../gpu-service/src/server/scheduler.js";
+import { taggedParams } from "../../support/tagged-params.js";
 
 /** A test double: each request "runs" until the test releases it. */
 class FakeEngine implements Engine {
@@ -29,15 +30,6 @@ class FakeEngine implements Engine {
   }
 }
 
-const params = (tag: string): GenerateParams => ({
-  image: new Uint8Array(),
-  prompt: tag,
-  maxTokens: 1,
-  temperature: 0,
-  topP: 1,
-  stop: [],
-  plan: { mode: "base", visualTokens: 1, retainBudget: null, keptVisualTokens: 1, scoreSource: null, draft: null },
-});
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe("Scheduler", () => {
@@ -45,8 +37,8 @@ describe("Scheduler", () => {
     const engine = new FakeEngine();
     const s = new Scheduler([engine], 100);
     const all: Promise<number>[] = [];
-    for (let i = 0; i < 5; i++) all.push(s.run("busy", params(`busy-${i}`), () => {}));
-    all.push(s.run("quiet", params("quiet-0"), () => {}));
+    for (let i = 0; i < 5; i++) all.push(s.run("busy", taggedParams(`busy-${i}`), () => {}));
+    all.push(s.run("quiet", taggedParams("quiet-0"), () => {}));
     for (let i = 0; i < 6; i++) {
       await tick();
       engine.finishOne();
@@ -59,9 +51,9 @@ describe("Scheduler", () => {
   it("answers RESOURCE_EXHAUSTED past the queue bound", async () => {
     const engine = new FakeEngine();
     const s = new Scheduler([engine], 2);
-    const running = s.run("a", params("r"), () => {});
-    const waiting = [s.run("a", params("w1"), () => {}), s.run("b", params("w2"), () => {})];
-    await expect(s.run("c", params("over"), () => {})).rejects.toSatisfy(
+    const running = s.run("a", taggedParams("r"), () => {});
+    const waiting = [s.run("a", taggedParams("w1"), () => {}), s.run("b", taggedParams("w2"), () => {})];
+    await expect(s.run("c", taggedParams("over"), () => {})).rejects.toSatisfy(
       (e: unknown) => e instanceof ConnectError && e.code === Code.ResourceExhausted,
     );
     expect(s.stats()).toEqual({ waiting: 2, running: 1 });
@@ -77,14 +69,14 @@ describe("Scheduler", () => {
     const s = new Scheduler([engine], 10);
     const c1 = new AbortController();
     const c2 = new AbortController();
-    const running = s.run("a", params("running"), () => {}, c1.signal);
-    const queued = s.run("b", params("queued"), () => {}, c2.signal);
+    const running = s.run("a", taggedParams("running"), () => {}, c1.signal);
+    const queued = s.run("b", taggedParams("queued"), () => {}, c2.signal);
     c2.abort();
     await expect(queued).rejects.toBeDefined();
     expect(s.stats().waiting).toBe(0);
     c1.abort();
     await expect(running).rejects.toMatchObject({ name: "AbortError" });
-    const next = s.run("c", params("next"), () => {});
+    const next = s.run("c", taggedParams("next"), () => {});
     await tick();
     expect(engine.started).toEqual(["running", "next"]);
     engine.finishOne();
