@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { KvRoom } from "../../../gpu-service/src/engine/batch/kv-room.js";
-import { BATCH_SLOT_CHUNK as C, BatchKv } from "../../../gpu-service/src/engine/runtime/batched-kv.js";
+import { BatchKv, BATCH_SLOT_CHUNK as C } from "../../../gpu-service/src/engine/runtime/batched-kv.js";
 
 /** A pool of one layer of one head of size 1: 8 bytes per position per slot. */
 const pool = () => new BatchKv(1, 1, 1);
