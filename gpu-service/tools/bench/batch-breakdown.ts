@@ -14,11 +14,13 @@ import { readdirSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LocalEngine } from "../../src/engine/local-engine.js";
+import type { Precision } from "../../src/engine/options.js";
 import type { Mode } from "../../src/engine/plan.js";
 import { probe } from "../../src/engine/runtime/tensor-io.js";
 
 export interface BatchBreakdownArgs {
   model?: string;
+  precision: Precision;
   batch: number;
   threads: number;
   perStream: number;
@@ -36,7 +38,11 @@ export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<voi
     .filter((f) => f.endsWith(".png"))
     .slice(0, 64)
     .map((f) => readFileSync(join(pictureDir, f)));
-  const engine = await LocalEngine.load(modelDir, { threads: args.threads, maxBatch: args.batch });
+  const engine = await LocalEngine.load(modelDir, {
+    threads: args.threads,
+    maxBatch: args.batch,
+    precision: args.precision,
+  });
   const call = async (picture: Uint8Array, mode: Mode) => {
     let tokens = 0;
     const params = await engine.plan({
@@ -54,7 +60,7 @@ export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<voi
     return tokens;
   };
   console.log(
-    `bench batch: ${basename(modelDir)} in process, batching up to ${args.batch}, ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ${args.perStream} requests per stream`,
+    `bench batch: ${basename(modelDir)} (${args.precision}) in process, batching up to ${args.batch}, ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ${args.perStream} requests per stream`,
   );
   try {
     for (const mode of args.modes) {
