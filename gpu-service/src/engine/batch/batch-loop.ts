@@ -138,7 +138,6 @@ export class BatchLoop {
   private arrivals = 0;
   /** Sequences preempted so far. */
   preemptions = 0;
-  /** Measured run times of the batched segments and heads (the draft policy's cost model). */
   /** Whether a round drafts, from what rounds that drafted and rounds that did not gave (draft-policy.ts). */
   private readonly policy = new DraftPolicy();
   /** The largest batch a round has run (for tests and metrics). */
