@@ -10,34 +10,20 @@
  * wall time: other work on a shared machine disturbs it far less. Speed figures are only
  * comparable within one run.
  */
-import { readdirSync, readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename } from "node:path";
 import { LocalEngine } from "../../src/engine/local-engine.js";
 import type { Precision } from "../../src/engine/options.js";
 import type { Mode } from "../../src/engine/plan.js";
 import { probe } from "../../src/engine/runtime/tensor-io.js";
+import { type BatchingBenchArgs, benchModelDir, DESCRIBE, testPictures } from "./batch-workload.js";
 
-export interface BatchBreakdownArgs {
-  model?: string;
+export interface BatchBreakdownArgs extends BatchingBenchArgs {
   precision: Precision;
-  batch: number;
-  threads: number;
-  perStream: number;
-  maxTokens: number;
-  levels: number[];
-  modes: Mode[];
 }
 
-const repo = fileURLToPath(new URL("../../..", import.meta.url));
-
 export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<void> {
-  const modelDir = resolve(args.model ?? join(repo, "models", "demo"));
-  const pictureDir = join(repo, "training", "data", "test");
-  const pictures = readdirSync(pictureDir)
-    .filter((f) => f.endsWith(".png"))
-    .slice(0, 64)
-    .map((f) => readFileSync(join(pictureDir, f)));
+  const modelDir = benchModelDir(args.model);
+  const pictures = testPictures();
   const engine = await LocalEngine.load(modelDir, {
     threads: args.threads,
     maxBatch: args.batch,
@@ -47,7 +33,7 @@ export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<voi
     let tokens = 0;
     const params = await engine.plan({
       image: picture,
-      messages: [{ role: "user", content: "describe the picture ." }],
+      messages: [{ role: "user", content: DESCRIBE }],
       mode,
       maxTokens: args.maxTokens,
       temperature: 0,

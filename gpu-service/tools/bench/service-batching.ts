@@ -8,30 +8,18 @@
  * batching, the batched figure as a ratio to its one-stream figure, and time to first token and
  * inter-token latency p50/p99 with batching. Speed figures are only comparable within one run.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { GenerateRequestSchema, InferenceService } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import { MODE_NUMBER } from "@twigserve/proto/twigvlm/v1/names.js";
 import type { Mode } from "../../src/engine/plan.js";
+import { type BatchingBenchArgs, benchModelDir, DESCRIBE, testPictures } from "./batch-workload.js";
 import { startServiceProcess } from "./service-process.js";
 import { percentile as pct, timedGenerate } from "./timed-generate.js";
-
-export interface BatchingBenchArgs {
-  model?: string;
-  batch: number;
-  threads: number;
-  perStream: number;
-  maxTokens: number;
-  levels: number[];
-  modes: Mode[];
-}
-
-const repo = fileURLToPath(new URL("../../..", import.meta.url));
 
 interface Level {
   tokPerS: number;
@@ -40,16 +28,12 @@ interface Level {
 }
 
 export async function benchServiceBatching(args: BatchingBenchArgs): Promise<void> {
-  const modelDir = resolve(args.model ?? join(repo, "models", "demo"));
+  const modelDir = benchModelDir(args.model);
   const scratch = mkdtempSync(join(tmpdir(), "twigserve-bench-"));
   const modelsDir = join(scratch, "models");
   mkdirSync(modelsDir);
   symlinkSync(modelDir, join(modelsDir, "bench"));
-  const pictureDir = join(repo, "training", "data", "test");
-  const pictures = readdirSync(pictureDir)
-    .filter((f) => f.endsWith(".png"))
-    .slice(0, 64)
-    .map((f) => readFileSync(join(pictureDir, f)));
+  const pictures = testPictures();
 
   const measure = async (maxBatch: number): Promise<Map<Mode, Map<number, Level>>> => {
     const { port, child } = await startServiceProcess(modelsDir, {
@@ -67,7 +51,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
         model: "bench",
         tenantId: "bench",
         image: { source: { case: "data", value: picture } },
-        input: { case: "conversation", value: { messages: [{ role: "user", content: "describe the picture ." }] } },
+        input: { case: "conversation", value: { messages: [{ role: "user", content: DESCRIBE }] } },
         sampling: { maxTokens: args.maxTokens },
         acceleration: { mode: MODE_NUMBER[mode] },
       });
