@@ -29,6 +29,7 @@ import type { BatchedSegment, SlotRows } from "../runtime/batched-segment.js";
 import type { EmbeddedPrompt } from "../runtime/llava-runtime.js";
 import type { EncodedVisual, VisualInput } from "../runtime/visual-encoder.js";
 import { MODE_PLANS, type ModePlan, usesTwig } from "../twig/modes.js";
+import { selectRows } from "../twig/rows.js";
 import type { TwigDecoder, TwigGenerateResult } from "../twig/twig-decoder.js";
 
 export interface PrefillRequest {
@@ -193,7 +194,7 @@ export async function prefillTogether(
       seg.mid,
       kv.mid,
       first,
-      above.map((a, i) => ({ hidden: rows(low.hidden[i], a.midRows, H), positions: a.midRows })),
+      above.map((a, i) => ({ hidden: selectRows(low.hidden[i], a.midRows, H), positions: a.midRows })),
     );
     let out = midOut;
     const { top } = seg;
@@ -205,7 +206,7 @@ export async function prefillTogether(
         above.map((a, i) => {
           const at = new Map(a.midRows.map((p, r) => [p, r]));
           const idx = a.topRows.map((p) => at.get(p) as number);
-          return { hidden: rows(midOut[i], idx, H), positions: a.topRows };
+          return { hidden: selectRows(midOut[i], idx, H), positions: a.topRows };
         }),
       );
     }
@@ -278,13 +279,4 @@ export function runsOf(counts: readonly number[]): Array<[number, number]> {
   });
   if (counts.length > a) runs.push([a, counts.length]);
   return runs;
-}
-
-/** Rows `idx` of a row-major [S, H] matrix. */
-function rows(h: Float32Array, idx: readonly number[], H: number): Float32Array {
-  const out = new Float32Array(idx.length * H);
-  idx.forEach((r, j) => {
-    out.set(h.subarray(r * H, (r + 1) * H), j * H);
-  });
-  return out;
 }
