@@ -31,8 +31,8 @@
  * kept (batch/prefill.ts), and goes on as if never stopped (greedy output the same, sampling
  * drawing on from the same random stream). A sequence alone always runs, whatever it needs.
  */
-import { argmax, chooseToken, distribution, Rng, sample, softmaxAt } from "../decoding/sampling.js";
-import { verifyGreedy, verifySampled } from "../decoding/speculative.js";
+import { chooseToken, Rng } from "../decoding/sampling.js";
+import { proposeDraft, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import type { BatchStats } from "../engine.js";
 import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
@@ -40,6 +40,7 @@ import { visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
+import { concatRows } from "../twig/rows.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
 import { DraftPolicy } from "./draft-policy.js";
 import { KvRoom } from "./kv-room.js";
@@ -446,11 +447,8 @@ export class BatchLoop {
       const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
       const V = logits.length / active.length;
       const chosen = active.map((s, a) => {
-        const row = logits.subarray(a * V, (a + 1) * V);
-        // greedy: the twig's argmax; sampling: a draw from q (the twig's distribution, same temperature and top-p)
-        const qj = s.o.sampling.temperature > 0 ? distribution(row, s.o.sampling) : undefined;
-        const d = qj ? sample(qj, s.rng) : argmax(row);
-        const p = qj ? qj[d] : softmaxAt(row, d); // the twig's confidence in d, checked against theta
+        // d_j and p_j, the twig's confidence in it (checked against theta), by the single decoder's rule (twig/drafter.ts)
+        const { token: d, p, q: qj } = proposeDraft(logits.subarray(a * V, (a + 1) * V), s.o.sampling, s.rng);
         const draft = drafts[index.get(s) as number];
         draft.tokens.push(d);
         if (qj) draft.q.push(qj);
@@ -657,11 +655,4 @@ function margin(row: ArrayLike<number>): number {
     } else if (x > b) b = x;
   }
   return (a - b) / Math.max(Math.abs(a), 1e-30);
-}
-
-function concatRows(a: SlotRows, b: SlotRows, H: number): SlotRows {
-  const hidden = new Float32Array((a.positions.length + b.positions.length) * H);
-  hidden.set(a.hidden, 0);
-  hidden.set(b.hidden, a.positions.length * H);
-  return { hidden, positions: [...a.positions, ...b.positions] };
 }

@@ -6,7 +6,7 @@
 /** n rows: their hidden states [n, H], row-major, and each row's position. */
 export interface Rows {
   hidden: Float32Array;
-  positions: number[];
+  positions: readonly number[];
 }
 
 export const NO_ROWS: Rows = { hidden: new Float32Array(0), positions: [] };
