@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- service --batch B`: continuous batching in the real GPU service. The service
- * runs twice on the same model (default: the demo model), one engine worker each time, first
- * one request at a time (TWIG_MAX_BATCH=1), then batching up to B; each mode (`base`,
+ * runs twice on the same model (default: the demo model), with `--workers` engine workers (default
+ * one) of `--threads` intra-op threads each, first one request at a time (TWIG_MAX_BATCH=1), then batching up to B; each mode (`base`,
  * `ttp-only`, `twig` by default) is called by 1, 4, 16 and 32 concurrent streams, each stream
  * sending its requests one after another (pictures of the demo model's test split, "describe the
  * picture ."). Prints one table per mode: aggregate tokens per second without and with
@@ -37,7 +37,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
 
   const measure = async (maxBatch: number): Promise<Map<Mode, Map<number, Level>>> => {
     const { port, child } = await startServiceProcess(modelsDir, {
-      TWIG_ENGINE_WORKERS: "1",
+      TWIG_ENGINE_WORKERS: String(args.workers),
       TWIG_ENGINE_THREADS: String(args.threads),
       TWIG_MAX_QUEUE: "1000",
       TWIG_MAX_BATCH: String(maxBatch),
@@ -88,12 +88,12 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
   };
 
   console.log(
-    `bench service (batching): ${basename(modelDir)}, 1 engine worker x ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ` +
+    `bench service (batching): ${basename(modelDir)}, ${args.workers} engine worker(s) x ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ` +
       `${args.perStream} requests per stream, one request at a time vs batching up to ${args.batch}`,
   );
   try {
     const off = await measure(1);
-    const on = await measure(args.batch);
+    const on = await measure(args.batch); // up to B a worker
     for (const mode of args.modes) {
       console.log(
         `\n  ${mode}\n  streams   tok/s alone   tok/s batched   batched / 1 stream   TTFT ms p50 / p99   inter-token ms p50 / p99`,
