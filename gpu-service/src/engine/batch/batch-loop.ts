@@ -9,8 +9,8 @@
  *   extend  every sequence's newest token t_b (chosen, not yet in any cache) through lower;
  *           the drafters' twig takes it too (after their last accepted draft, when all were;
  *           in rounds that draft nothing the twig waits and catches up later);
- *   draft   in rounds that draft (what has paid at this batch size: batch/draft-policy.ts),
- *           each drafter proposes d_1..d_n_b (n_b <= its own delta), one batched lower run
+ *   draft   in rounds that draft, each drafter proposes d_1..d_n_b (n_b <= min(cap, its own
+ *           delta), the round's cap what has paid at this batch size: batch/draft-policy.ts), one batched lower run
  *           (and twig run) per draft position; a drafter stops at EOS or after a token whose
  *           draft probability is below theta, and the others go on without it;
  *   verify  ONE pass of mid, top and the head over every sequence's rows [t_b, d_1..d_n_b]:
@@ -57,7 +57,7 @@ export interface BatchOptions {
    * run differ, a gap near 0 says the two were a float rounding apart.
    */
   recordMargins?: boolean;
-  /** Rounds draft where drafting has paid at the current batch size (batch/draft-policy.ts; default true); false: every round drafts, each drafter up to its own delta. */
+  /** Rounds draft as many tokens as has paid at the current batch size (batch/draft-policy.ts; default true); false: every round drafts, each drafter up to its own delta. */
   adaptiveDrafting?: boolean;
   /**
    * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
@@ -139,7 +139,7 @@ export class BatchLoop {
   private arrivals = 0;
   /** Sequences preempted so far. */
   preemptions = 0;
-  /** Whether a round drafts, from what rounds that drafted and rounds that did not gave (draft-policy.ts). */
+  /** How many tokens a round drafts, from what rounds of each chain cap gave (draft-policy.ts). */
   private readonly policy = new DraftPolicy();
   /** The largest batch a round has run (for tests and metrics). */
   peakBatch = 0;
@@ -408,11 +408,13 @@ export class BatchLoop {
     const { hiddenSize: H, eosTokenId } = rt.textConfig;
     const seqs = this.running;
     const B = seqs.length;
-    // whether this round drafts: what has paid at this batch size (draft-policy.ts), or always
-    const room = (s: Sequence) => Math.min(s.delta, s.limit - s.outputIds.length);
+    // how many tokens each drafter may draft this round: what has paid at this batch size
+    // (draft-policy.ts: none, a few, or its own delta), or always its own delta
     const adaptive = this.options.adaptiveDrafting ?? true;
-    const chooses = this.drafters.some((s) => room(s) > 0);
-    const drafting = chooses && (!adaptive || this.policy.drafts(B));
+    const chooses = this.drafters.some((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
+    const cap = !chooses ? 0 : adaptive ? this.policy.cap(B) : Number.POSITIVE_INFINITY;
+    const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
+    const drafting = cap > 0;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
     const emitted = seqs.reduce((a, s) => a + s.outputIds.length, 0);
@@ -539,7 +541,7 @@ export class BatchLoop {
       // lost to other work for a while, which says nothing of this round's choice)
       const cpu = process.cpuUsage(cpu0);
       const ms = Math.min(performance.now() - t0, (cpu.user + cpu.system) / 1000);
-      this.policy.record(B, drafting, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms);
+      this.policy.record(B, cap, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms);
     }
   }
 
