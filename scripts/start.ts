@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { budgetForPrunedFraction } from "../gpu-service/src/engine/decoding/budget.js";
@@ -33,6 +34,20 @@ if (!process.env.TWIG_MODELS_DIR && !existsSync(join(root, "models", "demo", "co
     `models/demo is not there yet: serving a tiny RANDOM model from ${dir}/tiny (its answers are noise; the path is real)`,
   );
 }
+// A server for many at once: continuous batching (up to 16 requests a worker), the cores split between
+// engine workers of one thread each, which suits a model as small as the demo (README, "Continuous
+// batching"); each is the environment's when set there.
+const serving = {
+  TWIG_MAX_BATCH: "16",
+  TWIG_ENGINE_WORKERS: String(Math.max(1, Math.min(4, availableParallelism()))),
+  TWIG_ENGINE_THREADS: "1",
+};
+for (const [name, value] of Object.entries(serving)) if (!process.env[name]) gpuEnv[name] = value;
+const setting = (name: keyof typeof serving) => process.env[name] || serving[name];
+console.log(
+  `GPU service: ${setting("TWIG_ENGINE_WORKERS")} engine worker(s) of ${setting("TWIG_ENGINE_THREADS")} thread(s), ` +
+    `each decoding up to ${setting("TWIG_MAX_BATCH")} requests together (TWIG_ENGINE_WORKERS, TWIG_ENGINE_THREADS, TWIG_MAX_BATCH)`,
+);
 const model = gpuEnv.TWIG_DEFAULT_MODEL ?? process.env.TWIG_DEFAULT_MODEL ?? "demo";
 // The local dev tenant's key and the admin token, in edge/.dev.vars (written now if it is not there).
 const devVarsPath = join(root, "edge", ".dev.vars");
