@@ -35,6 +35,8 @@ export interface LocalEngineOptions extends RuntimeOptions {
   maxBatch?: number;
   /** KV memory a batch may hold, in bytes. */
   kvBudgetBytes?: number;
+  /** Batches draft at most this many tokens a sequence every round (0: none) instead of what has paid (benchmarks). */
+  draftCap?: number;
 }
 
 /** Everything a request produced, for the CLI's trace. */
@@ -106,7 +108,7 @@ export class LocalEngine implements Engine {
     const maxBatch = opts.maxBatch ?? 1;
     const batch =
       decoder && maxBatch > 1
-        ? await BatchLoop.create(decoder, { maxBatch, kvBudgetBytes: opts.kvBudgetBytes })
+        ? await BatchLoop.create(decoder, { maxBatch, kvBudgetBytes: opts.kvBudgetBytes, draftCap: opts.draftCap })
         : undefined;
     return new LocalEngine(
       modelDir,

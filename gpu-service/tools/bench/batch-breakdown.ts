@@ -19,6 +19,8 @@ import { type BatchingBenchArgs, benchModelDir, DESCRIBE, testPictures } from ".
 
 export interface BatchBreakdownArgs extends BatchingBenchArgs {
   precision: Precision;
+  /** Every round drafts at most this many tokens a sequence (0: none) instead of what the draft policy picks. */
+  draftCap?: number;
 }
 
 export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<void> {
@@ -28,6 +30,7 @@ export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<voi
     threads: args.threads,
     maxBatch: args.batch,
     precision: args.precision,
+    draftCap: args.draftCap,
   });
   const call = async (picture: Uint8Array, mode: Mode) => {
     let tokens = 0;
@@ -46,7 +49,8 @@ export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<voi
     return tokens;
   };
   console.log(
-    `bench batch: ${basename(modelDir)} (${args.precision}) in process, batching up to ${args.batch}, ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ${args.perStream} requests per stream`,
+    `bench batch: ${basename(modelDir)} (${args.precision}) in process, batching up to ${args.batch}, ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ${args.perStream} requests per stream` +
+      (args.draftCap === undefined ? "" : `, every round drafting at most ${args.draftCap} token(s) a sequence`),
   );
   try {
     for (const mode of args.modes) {

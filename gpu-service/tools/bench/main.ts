@@ -38,6 +38,7 @@ const { values } = parseArgs({
     provider: { type: "string", default: "cpu" },
     rounds: { type: "string", default: "60" },
     batch: { type: "string" },
+    "draft-cap": { type: "string" },
     levels: { type: "string", default: "1,4,16,32" },
   },
 });
@@ -108,6 +109,11 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     modes: (values.modes ?? "").split(",") as Mode[],
   });
 } else if (name === "batch") {
+  const cap = values["draft-cap"];
+  if (cap !== undefined && !(Number.isInteger(Number(cap)) && Number(cap) >= 0)) {
+    console.error(`--draft-cap takes a whole number of tokens (0: no drafts), got ${cap}`);
+    process.exit(2);
+  }
   const precision = (rest.includes("--precision") ? values.precision : "fp32") as Precision;
   if (!PRECISIONS.includes(precision)) {
     console.error(`--precision takes one of ${PRECISIONS.join(", ")}`);
@@ -123,6 +129,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     maxTokens: Number(rest.includes("--max-tokens") ? values["max-tokens"] : 48),
     levels: (rest.includes("--levels") ? (values.levels ?? "") : "16").split(",").map(Number),
     modes: (rest.includes("--modes") ? (values.modes ?? "") : "twig").split(",") as Mode[],
+    draftCap: values["draft-cap"] === undefined ? undefined : Number(values["draft-cap"]),
   });
 } else if (name === "service") {
   await benchService({
@@ -139,7 +146,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }

@@ -59,6 +59,8 @@ export interface BatchOptions {
   recordMargins?: boolean;
   /** Rounds draft as many tokens as has paid at the current batch size (batch/draft-policy.ts; default true); false: every round drafts, each drafter up to its own delta. */
   adaptiveDrafting?: boolean;
+  /** Every round drafts at most this many tokens a drafter (0: none), instead of what the policy picks (benchmarks). */
+  draftCap?: number;
   /**
    * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
    * least one joiner a round whatever its length): more prefill in a round shares its runs' fixed
@@ -409,10 +411,11 @@ export class BatchLoop {
     const seqs = this.running;
     const B = seqs.length;
     // how many tokens each drafter may draft this round: what has paid at this batch size
-    // (draft-policy.ts: none, a few, or its own delta), or always its own delta
+    // (draft-policy.ts: none, a few, or its own delta), or the cap the options fix
     const adaptive = this.options.adaptiveDrafting ?? true;
     const chooses = this.drafters.some((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
-    const cap = !chooses ? 0 : adaptive ? this.policy.cap(B) : Number.POSITIVE_INFINITY;
+    const fixed = this.options.draftCap ?? (adaptive ? undefined : Number.POSITIVE_INFINITY);
+    const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B));
     const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
     const drafting = cap > 0;
     const t0 = performance.now();
@@ -536,7 +539,7 @@ export class BatchLoop {
       s.next = v.bonus;
       s.position += v.accepted + 1;
     });
-    if (adaptive && chooses) {
+    if (fixed === undefined && chooses) {
       // the round's cost: its wall time, or the process's CPU time when that is less (the core was
       // lost to other work for a while, which says nothing of this round's choice)
       const cpu = process.cpuUsage(cpu0);
