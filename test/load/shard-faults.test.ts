@@ -24,6 +24,7 @@ import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js"
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
 import { type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";
+import { waitForMetric } from "../support/service-client.js";
 import { jsonLines } from "../support/service-logs.js";
 import { type ChatStreamResult, streamChat } from "../support/sse-client.js";
 
@@ -198,13 +199,23 @@ describe("shard faults through the edge", () => {
 
   it("a shard restarted (SIGTERM) while the edge holds streams: they finish, the drain answers 503, then the edge serves again", async () => {
     let drainProbe: Promise<ChatStreamResult> | undefined;
+    let killed: Promise<void> | undefined;
+    let queuedAtKill = 0;
     const held = await burstUntilFirstChunk("solo", 4, "held", () => {
-      solo.child.kill("SIGTERM");
-      // a moment later the service refuses new work; the edge has no other shard for "solo"
-      drainProbe = new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
-        streamChat(edge.url, tenant.key, body("solo"), { requestId: "during-drain" }),
-      );
+      // SIGTERM once all four have reached the service (one generating, the rest queued): on a
+      // loaded machine the last of them can still be on its way through the edge at the first chunk,
+      // and a request that arrives during the drain is refused, as the probe below shows
+      killed = waitForMetric(solo.metricsUrl, 'twig_queue_depth{model="solo"}', (q) => q >= 3).then((q) => {
+        queuedAtKill = q;
+        solo.child.kill("SIGTERM");
+        // a moment later the service refuses new work; the edge has no other shard for "solo"
+        drainProbe = new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+          streamChat(edge.url, tenant.key, body("solo"), { requestId: "during-drain" }),
+        );
+      });
     });
+    await killed;
+    expect(queuedAtKill, "requests queued at the shard when it was told to stop").toBe(3);
     let finished = 0;
     for (const [i, r] of held.entries()) {
       expect(r.status, `held ${i}`).toBe(200);
