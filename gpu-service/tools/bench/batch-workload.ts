@@ -12,8 +12,6 @@ import type { Mode } from "../../src/engine/plan.js";
 export interface BatchingBenchArgs {
   model?: string;
   batch: number;
-  /** Engine workers of the service (`service --batch` only; the in-process `batch` runs one loop). */
-  workers: number;
   threads: number;
   perStream: number;
   maxTokens: number;

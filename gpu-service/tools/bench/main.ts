@@ -123,13 +123,12 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     model: values.model,
     precision,
     batch: Number(values.batch ?? 32),
-    workers: 1,
     threads: Number(values.threads),
     perStream: Number(rest.includes("--per-stream") ? values["per-stream"] : 2),
     maxTokens: Number(rest.includes("--max-tokens") ? values["max-tokens"] : 48),
     levels: (rest.includes("--levels") ? (values.levels ?? "") : "16").split(",").map(Number),
     modes: (rest.includes("--modes") ? (values.modes ?? "") : "twig").split(",") as Mode[],
-    draftCap: values["draft-cap"] === undefined ? undefined : Number(values["draft-cap"]),
+    draftCap: cap === undefined ? undefined : Number(cap),
   });
 } else if (name === "service") {
   await benchService({

@@ -27,7 +27,12 @@ interface Level {
   itl: number[];
 }
 
-export async function benchServiceBatching(args: BatchingBenchArgs): Promise<void> {
+export interface ServiceBatchingArgs extends BatchingBenchArgs {
+  /** Engine workers of the service, each batching up to `batch`. */
+  workers: number;
+}
+
+export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<void> {
   const modelDir = benchModelDir(args.model);
   const scratch = mkdtempSync(join(tmpdir(), "twigserve-bench-"));
   const modelsDir = join(scratch, "models");
@@ -93,7 +98,7 @@ export async function benchServiceBatching(args: BatchingBenchArgs): Promise<voi
   );
   try {
     const off = await measure(1);
-    const on = await measure(args.batch); // up to B a worker
+    const on = await measure(args.batch);
     for (const mode of args.modes) {
       console.log(
         `\n  ${mode}\n  streams   tok/s alone   tok/s batched   batched / 1 stream   TTFT ms p50 / p99   inter-token ms p50 / p99`,

@@ -33,7 +33,7 @@ beforeAll(async () => {
   batch = await BatchLoop.create(demo.decoder, {
     maxBatch: 16,
     recordMargins: true,
-    adaptiveDrafting: false,
+    draftCap: Number.POSITIVE_INFINITY,
     prefillRowsPerRound: 8 * 160,
   });
 });

@@ -31,7 +31,7 @@ beforeAll(async () => {
     maxBatch: MAX_BATCH,
     kvBudgetBytes: BUDGET,
     recordMargins: true,
-    adaptiveDrafting: false,
+    draftCap: Number.POSITIVE_INFINITY,
   });
 });
 afterAll(async () => {

@@ -161,7 +161,7 @@ describe("speculative sampling on the model", () => {
     const batch = await BatchLoop.create(decoder, {
       maxBatch: 8,
       kvBudgetBytes: 8 * 64 * perPosition,
-      adaptiveDrafting: false,
+      draftCap: Number.POSITIVE_INFINITY,
     });
     let preempted = 0;
     try {

@@ -57,9 +57,10 @@ export interface BatchOptions {
    * run differ, a gap near 0 says the two were a float rounding apart.
    */
   recordMargins?: boolean;
-  /** Rounds draft as many tokens as has paid at the current batch size (batch/draft-policy.ts; default true); false: every round drafts, each drafter up to its own delta. */
-  adaptiveDrafting?: boolean;
-  /** Every round drafts at most this many tokens a drafter (0: none), instead of what the policy picks (benchmarks). */
+  /**
+   * Every round drafts at most this many tokens a drafter (0: none; Infinity: each its own delta),
+   * instead of as many as have paid at the current batch size (batch/draft-policy.ts; the default).
+   */
   draftCap?: number;
   /**
    * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
@@ -412,9 +413,8 @@ export class BatchLoop {
     const B = seqs.length;
     // how many tokens each drafter may draft this round: what has paid at this batch size
     // (draft-policy.ts: none, a few, or its own delta), or the cap the options fix
-    const adaptive = this.options.adaptiveDrafting ?? true;
+    const fixed = this.options.draftCap;
     const chooses = this.drafters.some((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
-    const fixed = this.options.draftCap ?? (adaptive ? undefined : Number.POSITIVE_INFINITY);
     const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B));
     const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
     const drafting = cap > 0;
