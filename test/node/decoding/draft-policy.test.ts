@@ -1,18 +1,25 @@
 /**
- * The batch's draft policy (batch/draft-policy.ts): each batch-size bucket tries every chain cap
+ * The batch's draft policy (batch/draft-policy.ts): each batch-size bucket tries the chain caps
  * (none, 1, 2, 3, each drafter's own delta), then takes the one whose rounds gave the most tokens
  * per millisecond, still trying the others now and then (so that it follows a change); buckets
- * are independent (the whole chain can pay for a lone sequence and one draft in a large batch); a
- * round that lost its core for a while does not flip the choice alone.
+ * keep their own choice (the whole chain can pay for a lone sequence and one draft in a large
+ * batch); a round that lost its core for a while does not flip the choice alone; caps that the
+ * drafts' measured acceptance says cannot pay are not tried first, nor, in a new bucket, caps
+ * its neighbour found far behind.
  */
 import { describe, expect, it } from "vitest";
 import { CAPS, DraftPolicy } from "../../../gpu-service/src/engine/batch/draft-policy.js";
 
-/** Runs `rounds` rounds of `batch` sequences where a round with cap c gives `rate(c)` tokens per ms; how often each cap was taken. */
+/**
+ * Runs `rounds` rounds of `batch` sequences, every one a drafter with a delta of 4, where a round
+ * with cap c gives `rate(c)` tokens per ms (the drafts' acceptance is not reported, so it stays
+ * unknown to the policy); how often each cap was taken.
+ */
 function run(policy: DraftPolicy, batch: number, rounds: number, rate: (cap: number) => number): Map<number, number> {
   const taken = new Map(CAPS.map((c) => [c, 0]));
+  const rooms = Array.from({ length: batch }, () => 4);
   for (let i = 0; i < rounds; i++) {
-    const c = policy.cap(batch);
+    const c = policy.cap(batch, rooms);
     taken.set(c, (taken.get(c) ?? 0) + 1 / rounds);
     policy.record(batch, c, batch, batch / rate(c));
   }
@@ -45,7 +52,7 @@ describe("draft policy", () => {
   it("tries every cap first, then still the others now and then, and follows a change", () => {
     const policy = new DraftPolicy();
     const first = Array.from({ length: 3 * CAPS.length }, () => {
-      const c = policy.cap(4);
+      const c = policy.cap(4, [4, 4, 4, 4]);
       policy.record(4, c, 4, 10);
       return c;
     });
@@ -67,6 +74,67 @@ describe("draft policy", () => {
     policy.record(2, ALL, 2, 2 / 0.001); // a round a thousand times slower
     expect(policy.rates(2).get(ALL)).toBeGreaterThan(before * 0.9);
     expect(run(policy, 2, 20, lone).get(ALL)).toBeGreaterThan(0.8);
+  });
+
+  /**
+   * Rounds of `batch` drafters (delta 4) in a world where each drafter's chain runs `chain` drafts
+   * (theta's stop) of which the first `accepted` are accepted, and a round costs 1 ms plus `perDraft`
+   * ms for each draft position run; the rounds report every drafter's outcome. The caps taken, in order.
+   */
+  function world(
+    policy: DraftPolicy,
+    batch: number,
+    rounds: number,
+    w: { chain: number; accepted: number; perDraft: number },
+  ) {
+    const rooms = Array.from({ length: batch }, () => 4);
+    const taken: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const c = policy.cap(batch, rooms);
+      taken.push(c);
+      const room = Math.min(c, 4);
+      const drafted = Math.min(room, w.chain);
+      const accepted = Math.min(drafted, w.accepted);
+      const outcomes = rooms.map(() => ({ room, drafted, accepted }));
+      policy.record(batch, c, batch * (1 + accepted), 1 + drafted * w.perDraft, c > 0 ? outcomes : []);
+    }
+    return taken;
+  }
+
+  it("measures the drafts' acceptance per position, from the rounds that allowed them", () => {
+    const policy = new DraftPolicy();
+    world(policy, 4, 60, { chain: 3, accepted: 2, perDraft: 0.1 });
+    const pi = policy.acceptance();
+    expect(pi[0]).toBeCloseTo(1, 6);
+    expect(pi[1]).toBeCloseTo(1, 6);
+    expect(pi[2]).toBeCloseTo(0, 6); // proposed, rejected
+    expect(pi[3]).toBeCloseTo(0, 6); // never proposed (the chain stops at 3)
+    expect(pi[4]).toBe(1); // never allowed (delta 4): unknown
+  });
+
+  it("rules out, after one try, the longer chains of a twig whose drafts are rejected", () => {
+    const policy = new DraftPolicy();
+    // random weights: one draft a chain (below theta), never accepted; drafting costs 20% a round
+    const useless = { chain: 1, accepted: 0, perDraft: 0.25 };
+    const first = world(policy, 1, 30, useless);
+    // no drafts three times, one draft three times, and then no drafts: caps 2, 3 and the whole chain cannot pay more than 1
+    expect(first.slice(0, 6)).toEqual([0, 0, 0, 1, 1, 1]);
+    expect(first.slice(6).every((c) => c === 0)).toBe(true);
+    // a new batch size tries only what its neighbour found close to its best: no drafts
+    const next = world(policy, 4, 30, useless);
+    expect(next.every((c) => c === 0)).toBe(true);
+    // still explored now and then (so a change in the answers' acceptance is seen)
+    const later = world(policy, 4, 400, useless);
+    expect(later.filter((c) => c > 0).length).toBeGreaterThan(0);
+    expect(later.filter((c) => c === 0).length / later.length).toBeGreaterThan(0.95);
+  });
+
+  it("does not rule out the chains of a twig whose drafts are accepted", () => {
+    const policy = new DraftPolicy();
+    const good = { chain: 4, accepted: 3, perDraft: 0.1 };
+    const taken = world(policy, 1, 200, good);
+    expect(taken.slice(0, 15).filter((c) => c === ALL).length).toBe(3);
+    expect(taken.slice(15).filter((c) => c === ALL || c === 3).length / 185).toBeGreaterThan(0.8);
   });
 
   it("refuses a cap it does not know", () => {

@@ -42,7 +42,7 @@ import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
 import { concatRows } from "../twig/rows.js";
 import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
-import { DraftPolicy } from "./draft-policy.js";
+import { type DraftOutcome, DraftPolicy } from "./draft-policy.js";
 import { KvRoom } from "./kv-room.js";
 import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
 
@@ -414,8 +414,9 @@ export class BatchLoop {
     // how many tokens each drafter may draft this round: what has paid at this batch size
     // (draft-policy.ts: none, a few, or its own delta), or the cap the options fix
     const fixed = this.options.draftCap;
-    const chooses = this.drafters.some((s) => Math.min(s.delta, s.limit - s.outputIds.length) > 0);
-    const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B));
+    const rooms = this.drafters.map((s) => Math.min(s.delta, s.limit - s.outputIds.length));
+    const chooses = rooms.some((r) => r > 0);
+    const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B, rooms));
     const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
     const drafting = cap > 0;
     const t0 = performance.now();
@@ -513,6 +514,7 @@ export class BatchLoop {
     const V = rt.textConfig.vocabSize;
 
     // accept: each sequence on its own, rolled back on its own
+    const outcomes: DraftOutcome[] = [];
     let row = 0;
     seqs.forEach((s, b) => {
       const d = drafts[b];
@@ -524,7 +526,10 @@ export class BatchLoop {
         s.o.sampling.temperature > 0
           ? verifySampled(d.tokens, d.q, rowsOf, s.o.sampling, s.rng)
           : verifyGreedy(d.tokens, rowsOf);
-      if (s.speculative) s.steps.push({ drafted: d.tokens, accepted: v.accepted });
+      if (s.speculative) {
+        s.steps.push({ drafted: d.tokens, accepted: v.accepted });
+        outcomes.push({ room: room(s), drafted: n, accepted: v.accepted });
+      }
       // lower, mid and top ran on every draft, the twig on all but the last
       for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
         if (kv) kv.truncate(b, kv.lengths[b] - n + v.accepted);
@@ -544,7 +549,7 @@ export class BatchLoop {
       // lost to other work for a while, which says nothing of this round's choice)
       const cpu = process.cpuUsage(cpu0);
       const ms = Math.min(performance.now() - t0, (cpu.user + cpu.system) / 1000);
-      this.policy.record(B, cap, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms);
+      this.policy.record(B, cap, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms, outcomes);
     }
   }
 

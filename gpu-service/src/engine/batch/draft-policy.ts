@@ -25,6 +25,27 @@
  * exploring costs, a drafting round after many plain ones first runs the twig over every row it
  * skipped), so that a change (the load on the machine, the answers' acceptance) is seen. A round
  * that lost its core for a while (its rate below a third of its cap's) counts as a third of it.
+ *
+ * Two things keep the trying cheap where rounds are costly (a large model, short answers, few
+ * rounds in each bucket). The first is the drafts' acceptance, which belongs to the requests and
+ * the twig, not to the batch size, and so is kept once for all buckets:
+ *
+ *   pi_j      = of the drafters a round allowed a j-th draft, the share whose j-th draft was
+ *               proposed and accepted (a moving average over rounds; no more than pi_{j-1}, as
+ *               a j-th draft is accepted only after the one before it: so for a position no
+ *               round has allowed yet, pi_{j-1})
+ *   A(c)      = sum_b sum_{j <= min(c, room_b)} pi_j, the drafts a round of cap c should have
+ *               accepted (room_b: drafter b's delta, or the tokens it has left when fewer)
+ *   bound(c)  = min over measured caps c' < c of  rate[bucket][c'] * (B + A(c)) / (B + A(c'))
+ *
+ * A round of cap c drafts every chain a round of cap c' < c drafts and maybe more, so it takes no
+ * less time, and it emits B + A(c) tokens on average: bound(c) is the most its rate can be. A cap
+ * whose bound is below the best measured rate cannot win: it is not tried first, only explored with
+ * the far-ahead ones. The first caps are tried smallest first, so that a twig whose drafts are
+ * nearly all rejected (random weights': it proposes one draft, below theta, and stops) costs six
+ * rounds (no drafts, then one), not fifteen. The second: a bucket seen for the first time tries
+ * first only the caps its nearest explored bucket found within CLOSE of its best (neighbouring
+ * batch sizes rank the caps alike); the others are explored in turn, as always.
  */
 
 /** The chain caps a round may take: 0 (no drafts), a few tokens, or each drafter's own delta. */
@@ -49,28 +70,58 @@ interface Bucket {
   rounds: number;
   /** Which of the caps the rates did not pick the next exploring round takes. */
   explored: number;
+  /** The caps tried first (MIN_SAMPLES rounds each) before the rates decide. */
+  first: ReadonlySet<number>;
+  /** Every cap it tries first has been tried (or ruled out). */
+  settled: boolean;
 }
+
+/** A drafter's share of a round: the drafts it was allowed, those it proposed, those accepted. */
+export interface DraftOutcome {
+  room: number;
+  drafted: number;
+  accepted: number;
+}
+
+/** Draft positions whose acceptance is kept apart (later ones share the last one's). */
+const POSITIONS = 8;
+/** Weight of a new round in a position's acceptance average. */
+const ACCEPT_SMOOTHING = 0.1;
 
 export class DraftPolicy {
   private readonly buckets = new Map<number, Bucket>();
+  /** pi_j for j = 1..POSITIONS, and the rounds behind each (before any: 1, no cap is ruled out). */
+  private readonly accept = Array.from({ length: POSITIONS }, () => ({ pi: 1, rounds: 0 }));
 
-  /** The chain cap of a round of `batch` sequences, some of them drafters: 0 for no drafts. */
-  cap(batch: number): number {
+  /**
+   * The chain cap of a round of `batch` sequences, some of them drafters: 0 for no drafts.
+   * `rooms`: each drafter's most drafts this round (its delta, or the tokens it has left when fewer).
+   */
+  cap(batch: number, rooms: readonly number[] = []): number {
     const b = this.bucket(batch);
     b.rounds++;
-    const untried = b.arms.reduce((a, x) => (x.samples < a.samples ? x : a));
-    if (untried.samples < MIN_SAMPLES) return untried.cap;
-    const best = b.arms.reduce((a, x) => (x.rate > a.rate ? x : a));
+    const measured = b.arms.filter((a) => a.samples >= MIN_SAMPLES);
+    const best = measured.length > 0 ? measured.reduce((a, x) => (x.rate > a.rate ? x : a)) : undefined;
+    // a cap whose most possible rate is below the best measured one's cannot win
+    const hopeless = (a: Arm) => best !== undefined && this.bound(b, a.cap, batch, rooms) < best.rate;
+    // the caps to try first, smallest first (so that the bounds can rule the larger ones out)
+    const untried = b.arms.find((a) => b.first.has(a.cap) && a.samples < MIN_SAMPLES && !hopeless(a));
+    if (untried) return untried.cap;
+    if (!best) return b.arms[0].cap;
+    b.settled = true;
     const others = b.arms.filter((x) => x !== best);
     // another cap now and then: often while one is close, seldom when the best is far ahead
-    const close = others.some((x) => x.rate > CLOSE * best.rate);
+    const close = others.some((x) => x.samples > 0 && x.rate > CLOSE * best.rate && !hopeless(x));
     if (b.rounds % (close ? EXPLORE_EVERY : 4 * EXPLORE_EVERY) !== 0) return best.cap;
     b.explored = (b.explored + 1) % others.length;
     return others[b.explored].cap;
   }
 
-  /** A round of `batch` sequences with chain cap `cap` emitted `tokens` tokens in `ms`. */
-  record(batch: number, cap: number, tokens: number, ms: number): void {
+  /**
+   * A round of `batch` sequences with chain cap `cap` emitted `tokens` tokens in `ms`; `drafts`:
+   * each drafter's share of it, for the drafts' acceptance (pi).
+   */
+  record(batch: number, cap: number, tokens: number, ms: number, drafts: readonly DraftOutcome[] = []): void {
     const arm = this.bucket(batch).arms.find((a) => a.cap === cap);
     if (!arm) throw new RangeError(`${cap} is not one of the policy's chain caps`);
     let rate = tokens / Math.max(ms, 1e-3);
@@ -79,6 +130,7 @@ export class DraftPolicy {
     // the first rounds as a plain mean, then a moving average
     const w = Math.max(SMOOTHING, 1 / arm.samples);
     arm.rate += w * (rate - arm.rate);
+    if (cap > 0) this.recordAcceptance(drafts);
   }
 
   /** The measured rates (tokens per ms) of a batch size's bucket, by cap, for checks and benchmarks. */
@@ -86,13 +138,76 @@ export class DraftPolicy {
     return new Map(this.bucket(batch).arms.map((a) => [a.cap, a.rate]));
   }
 
+  /** pi_1..pi_POSITIONS as measured so far (1 where no round has allowed that many drafts). */
+  acceptance(): number[] {
+    return this.accept.map((a) => a.pi);
+  }
+
+  /** pi_j from one round: of the drafters allowed a j-th draft, the share whose j-th was proposed and accepted. */
+  private recordAcceptance(drafts: readonly DraftOutcome[]): void {
+    for (let j = 1; j <= POSITIONS; j++) {
+      const chances = drafts.filter((d) => d.room >= j);
+      if (chances.length === 0) break;
+      const share = chances.filter((d) => d.drafted >= j && d.accepted >= j).length / chances.length;
+      const a = this.accept[j - 1];
+      a.rounds++;
+      a.pi += Math.max(ACCEPT_SMOOTHING, 1 / a.rounds) * (share - a.pi);
+    }
+  }
+
+  /**
+   * bound(c): the most tokens per ms a round of cap c can give, from a smaller cap's measured rate
+   * (the tightest): its rate times the tokens c can add over it (Infinity: none measured yet).
+   */
+  private bound(b: Bucket, cap: number, batch: number, rooms: readonly number[]): number {
+    let most = Number.POSITIVE_INFINITY;
+    for (const a of b.arms)
+      if (a.cap < cap && a.samples > 0)
+        most = Math.min(most, (a.rate * (batch + this.accepted(cap, rooms))) / (batch + this.accepted(a.cap, rooms)));
+    return most;
+  }
+
+  /**
+   * The drafts a round of cap c should have accepted: sum_b sum_{j <= min(c, room_b)} pi_j, where a
+   * position no round has allowed yet counts as the one before it (a j-th draft is accepted only
+   * after the (j-1)-th was, so pi_j <= pi_{j-1}).
+   */
+  private accepted(cap: number, rooms: readonly number[]): number {
+    let n = 0;
+    for (const room of rooms) {
+      let pi = 1;
+      for (let j = 1; j <= Math.min(cap, room); j++) {
+        pi = Math.min(pi, this.accept[Math.min(j, POSITIONS) - 1].pi);
+        n += pi;
+      }
+    }
+    return n;
+  }
+
   private bucket(batch: number): Bucket {
     const key = Math.floor(Math.log2(Math.max(1, batch)));
     let b = this.buckets.get(key);
     if (!b) {
-      b = { arms: CAPS.map((cap) => ({ cap, rate: 0, samples: 0 })), rounds: 0, explored: 0 };
+      const arms = CAPS.map((cap) => ({ cap, rate: 0, samples: 0 }));
+      b = { arms, rounds: 0, explored: 0, first: this.firstCaps(key), settled: false };
       this.buckets.set(key, b);
     }
     return b;
+  }
+
+  /** What a new bucket tries first: the caps within CLOSE of the best in the nearest explored bucket (all when none is). */
+  private firstCaps(key: number): ReadonlySet<number> {
+    let near: Bucket | undefined;
+    let distance = Number.POSITIVE_INFINITY;
+    for (const [k, b] of this.buckets) {
+      if (b.settled && Math.abs(k - key) < distance) {
+        near = b;
+        distance = Math.abs(k - key);
+      }
+    }
+    const known = near?.arms.filter((a) => a.samples >= MIN_SAMPLES) ?? [];
+    if (known.length === 0) return new Set(CAPS);
+    const top = Math.max(...known.map((a) => a.rate));
+    return new Set(known.filter((a) => a.rate >= CLOSE * top).map((a) => a.cap));
   }
 }
