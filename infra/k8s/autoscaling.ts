@@ -8,17 +8,21 @@
  * - queue: `twig_queue_depth`, requests waiting for an engine worker. More than
  *   QUEUE_PER_REPLICA waiting per replica adds replicas.
  * - busy: `twig_running_requests`, requests being generated. Each pod runs at most
- *   `workers` at once; aiming at BUSY_TARGET of that keeps headroom for bursts.
- * - batching: a placeholder for the continuous-batching metrics (batch size, KV
- *   memory in use, preemptions), empty until the engine exports them.
+ *   `workers * maxBatch` at once (each engine worker decodes up to `maxBatch`
+ *   together); aiming at BUSY_TARGET of that keeps headroom for bursts.
+ * - kv-memory: `twig_kv_bytes`, the KV memory the pods' batches hold, in pods' worth
+ *   (`workers * kvBudgetBytes` each): past KV_TARGET of it new sequences soon wait
+ *   for memory, however few they are (long prompts, long answers).
  */
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
 import type { ModelDeployment, Settings } from "./settings.js";
 
 /** Waiting requests per replica before KEDA adds one. */
 export const QUEUE_PER_REPLICA = 2;
-/** Fraction of a pod's engine workers that should be busy on average. */
+/** Fraction of a pod's places (engine workers times their batch) that should be busy on average. */
 export const BUSY_TARGET = 0.8;
+/** Fraction of a pod's KV budget that should be in use on average. */
+export const KV_TARGET = 0.75;
 
 type Trigger = ScaledObject["spec"]["triggers"][number];
 
@@ -36,20 +40,11 @@ export function seriesSelector(s: Settings, model: ModelDeployment): string {
   return `{namespace="${s.namespace}",model="${model.name}"}`;
 }
 
-/**
- * The place for the continuous-batching triggers. When the engine batches, it
- * will report the KV memory in use against its budget, the batch size and
- * preemptions; scale on KV memory first (a full KV budget means new sequences
- * wait), for example:
- *
- *   prometheusTrigger(s, "kv-memory",
- *     `sum(<kv bytes in use>${sel}) / sum(<kv budget bytes>${sel})`, 0.75)
- *
- * with the metric names the service then exports, and add them to the README's
- * dashboard list. Until then: none.
- */
-export function batchingTriggers(_s: Settings, _model: ModelDeployment): Trigger[] {
-  return [];
+/** The continuous-batching triggers: the KV memory in use against the pods' budgets. */
+export function batchingTriggers(s: Settings, model: ModelDeployment): Trigger[] {
+  const sel = seriesSelector(s, model);
+  const perPod = model.workers * model.kvBudgetBytes;
+  return [prometheusTrigger(s, "kv-memory", `sum(twig_kv_bytes${sel}) / ${perPod}`, KV_TARGET)];
 }
 
 /** The ScaledObject of one model's Deployment. */
@@ -76,7 +71,7 @@ export function scaledObject(s: Settings, model: ModelDeployment, deployment: st
       },
       triggers: [
         prometheusTrigger(s, "queue", `sum(twig_queue_depth${sel})`, QUEUE_PER_REPLICA),
-        prometheusTrigger(s, "busy", `sum(twig_running_requests${sel})`, model.workers * BUSY_TARGET),
+        prometheusTrigger(s, "busy", `sum(twig_running_requests${sel})`, model.workers * model.maxBatch * BUSY_TARGET),
         ...batchingTriggers(s, model),
       ],
     },

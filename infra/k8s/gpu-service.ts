@@ -62,6 +62,8 @@ function environment(s: Settings, model: ModelDeployment): IEnvVar[] {
     { name: "TWIG_ENGINE_WORKERS", value: String(model.workers) },
     { name: "TWIG_ENGINE_THREADS", value: String(model.threads) },
     { name: "TWIG_MAX_QUEUE", value: String(model.maxQueue) },
+    { name: "TWIG_MAX_BATCH", value: String(model.maxBatch) },
+    { name: "TWIG_KV_BUDGET_BYTES", value: String(model.kvBudgetBytes) },
     { name: "TWIG_DRAIN_GRACE_MS", value: String(s.drainGraceMs) },
     { name: "TWIG_GRAPH_CACHE_DIR", value: "/cache/graphs" },
     {

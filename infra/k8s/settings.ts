@@ -38,6 +38,10 @@ export interface ModelDeployment {
   precision: "fp32" | "fp16" | "int4";
   /** TWIG_MAX_QUEUE: requests that may wait per pod before RESOURCE_EXHAUSTED. */
   maxQueue: number;
+  /** TWIG_MAX_BATCH: requests each engine worker decodes together (continuous batching; 1: one at a time). */
+  maxBatch: number;
+  /** TWIG_KV_BUDGET_BYTES: the KV memory each worker's batch may hold (in the container's memory, beside the weights). */
+  kvBudgetBytes: number;
   /** Container resources (memory holds every worker's copy of the weights and the KV caches). */
   cpu: string;
   memory: string;
@@ -69,6 +73,9 @@ export interface Settings {
   tunnel: { id: string; image: string; replicas: number };
   models: ModelDeployment[];
 }
+
+const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
 
 export const settings: Settings = {
   namespace: "twigserve",
@@ -103,6 +110,9 @@ export const settings: Settings = {
       threads: 4,
       precision: "int4",
       maxQueue: 32,
+      // about 1 MiB of fp32 KV a position (32 layers, 4096 wide): 16 sequences of 500 positions
+      maxBatch: 16,
+      kvBudgetBytes: 8 * GiB,
       cpu: "6",
       memory: "48Gi",
       graphCacheSize: "40Gi",
@@ -118,6 +128,9 @@ export const settings: Settings = {
       threads: 1,
       precision: "fp32",
       maxQueue: 32,
+      // 24 KiB of KV a position: a full batch of 16 at 512 positions is about 200 MB
+      maxBatch: 16,
+      kvBudgetBytes: 256 * MiB,
       cpu: "2",
       memory: "2Gi",
       graphCacheSize: "1Gi",

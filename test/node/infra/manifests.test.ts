@@ -183,6 +183,36 @@ describe("rendered Kubernetes manifests", () => {
     expect(checked).toBeGreaterThan(10 * settings.models.length);
   });
 
+  it("batch requests in every worker, with each worker's KV budget within its share of the container's memory", () => {
+    const bytes = (q: string) => {
+      const m = /^(\d+)(Mi|Gi)$/.exec(q);
+      if (!m) throw new Error(`memory ${q}: expected a number of Mi or Gi`);
+      return Number(m[1]) * 1024 ** (m[2] === "Gi" ? 3 : 2);
+    };
+    let checked = 0;
+    for (const d of gpuDeployments()) {
+      const c = gpuContainer(d);
+      const env = envOf(c);
+      const plain = Object.fromEntries(
+        [...env.values()].filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]),
+      );
+      const config = loadConfig({
+        ...plain,
+        TWIG_TLS_CERT: undefined,
+        TWIG_TLS_KEY: undefined,
+        TWIG_SERVICE_TOKEN: "t",
+      });
+      expect(config.maxBatch, `${d.metadata?.name}: TWIG_MAX_BATCH`).toBeGreaterThan(1);
+      const budget = config.kvBudgetBytes as number;
+      const workers = Number(env.get("TWIG_ENGINE_WORKERS")?.value);
+      expect(budget).toBeGreaterThan(0);
+      // the batches' KV of every worker in at most a quarter of the memory limit (the rest: weights, twice per worker, and the runtime)
+      expect(workers * budget).toBeLessThanOrEqual(bytes(c.resources?.limits?.memory as string) / 4);
+      checked++;
+    }
+    expect(checked).toBe(settings.models.length);
+  });
+
   it("take the service token and TLS material from Secrets and commit no secret value", () => {
     expect(ofKind("Secret")).toHaveLength(0);
     let refs = 0;
@@ -282,11 +312,11 @@ describe("rendered Kubernetes manifests", () => {
     }
   });
 
-  it("scale on metrics the GPU service exports, with a marked place for the batching metrics", async () => {
+  it("scale on metrics the GPU service exports: queue, busy places and the batches' KV memory", async () => {
     const exported = new Set((await registry.getMetricsAsJSON()).map((m) => m.name));
     let checked = 0;
     for (const so of ofKind("ScaledObject")) {
-      expect(so.spec.triggers.map((t: Obj) => t.name)).toEqual(["queue", "busy"]);
+      expect(so.spec.triggers.map((t: Obj) => t.name)).toEqual(["queue", "busy", "kv-memory"]);
       for (const t of so.spec.triggers) {
         expect(t.type).toBe("prometheus");
         const names: string[] = t.metadata.query.match(/twig_[a-z_]+/g);
@@ -296,9 +326,13 @@ describe("rendered Kubernetes manifests", () => {
         checked++;
       }
     }
-    expect(checked).toBe(2 * settings.models.length);
-    const source = readFileSync(join(repoRoot, "infra/k8s/autoscaling.ts"), "utf8");
-    expect(source).toMatch(/export function batchingTriggers/);
+    expect(checked).toBe(3 * settings.models.length);
+    // the busy trigger counts a pod's places: workers times their batch
+    for (const m of settings.models) {
+      const so = ofKind("ScaledObject").find((o: Obj) => o.metadata.name === objectName(m));
+      const busy = so.spec.triggers.find((t: Obj) => t.name === "busy");
+      expect(Number(busy.metadata.threshold)).toBeCloseTo(m.workers * m.maxBatch * 0.8, 6);
+    }
   });
 
   it("follow the settings: a third model on CPU behind the tunnel gets its own objects and ingress rule", () => {
