@@ -21,15 +21,24 @@ def answer_runs(targets):
     return runs
 
 
-def answer_weights(tgt, metas, description_weight):
+def answer_weights(tgt, metas, description_weight, first_token_share=None):
     """Per-position loss weights [B, S'] that give every short answer the same total weight, 1, spread over its
     tokens, and every description `description_weight` (a plain token mean lets the tens of tokens of a
     description outweigh the one word that answers "is there a _", so the kinds whose answer is one hard word
-    learn last or never)."""
+    learn last or never). With first_token_share, a short answer's first token takes that share of its weight
+    whatever its length: spread evenly, "nothing </s>" puts 0.5 on the word that decides whether there is an
+    event and "a large red circle </s>" 0.2, which tilts that decision towards "nothing" (the clips' event
+    questions)."""
     w = torch.zeros(tgt.shape)
     for b, (_, turns) in enumerate(metas):
         for (q, _), run in zip(turns, answer_runs(tgt[b])):
-            w[b, run] = (description_weight if scenes.is_description(q) else 1.0) / len(run)
+            if scenes.is_description(q):
+                w[b, run] = description_weight / len(run)
+            elif first_token_share is not None and len(run) > 1:
+                w[b, run[0]] = first_token_share
+                w[b, run[1:]] = (1.0 - first_token_share) / (len(run) - 1)
+            else:
+                w[b, run] = 1.0 / len(run)
     return w
 
 
@@ -88,8 +97,9 @@ def accuracy_by_kind(model, vocab, forward, n=150, world=None):
                                                      max_questions=12, description_p=0.0, world=world)
             pred = forward(ids, px, layout=layout).argmax(-1)
             for b, (_, turns) in enumerate(metas):
-                for (q, _), run in zip(turns, answer_runs(tgt[b])):
-                    k = question_kind(q)
+                for (q, a), run in zip(turns, answer_runs(tgt[b])):
+                    # answers "nothing" apart: a model that always says it scores the rate of "nothing" otherwise
+                    k = question_kind(q) + (" [nothing]" if a == "nothing" else "")
                     right, asked = by.get(k, (0, 0))
                     by[k] = (right + all(pred[b, j] == tgt[b, j] for j in run), asked + 1)
     model.train()

@@ -41,6 +41,7 @@ from keep_sets import pruned_forward  # noqa: E402
 from model import greedy  # noqa: E402
 from pruning import PRUNED_FRACTIONS, keep_order, retained  # noqa: E402
 from supervision import object_columns  # noqa: E402
+from variants import vocab_for, world_of  # noqa: E402
 
 
 def main():
@@ -75,7 +76,7 @@ def main():
     else:
         if args.stage == "twig" and not os.path.exists(os.path.join(args.run, "twig.pt")):
             sys.exit(f"{args.run} has no twig.pt")
-        model, _ = load_run(args.run)
+        model, info = load_run(args.run)
         path = args.checkpoint or base_checkpoint(args.run)
         base = torch.load(path)
         if args.checkpoint:
@@ -84,8 +85,10 @@ def main():
         print(f"{args.stage}, base model from {path}: " + (f"the exported {base['init_from']}" if base.get("init_from")
                                                           else f"step {base['step']}"))
     forward = model.twig_forward if args.stage == "twig" else model.forward
+    # a variant's run (video, next) is scored on its own world's scenes with its own vocabulary
+    world = world_of(info["schedule"].get("world")) if not args.model else None
     if args.scenes:
-        by = accuracy_by_kind(model, data.Vocab(), forward, args.scenes)
+        by = accuracy_by_kind(model, vocab_for(world), forward, args.scenes, world)
         right, asked = sum(r for r, _ in by.values()), sum(a for _, a in by.values())
         print(f"{right}/{asked} = {right / asked:.1%} of short answers right")
         for k, (r, a) in by.items():

@@ -82,7 +82,7 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
             chunks.append((ids, tgt, px, metas, layout, start))
         supervise = sup is not None and step >= sup.get("from_step", 0)
         weight = p.get("twig_description_weight" if is_twig else "description_weight")
-        weights = [answer_weights(c[1], c[3], weight) for c in chunks] if weight is not None else None
+        weights = [answer_weights(c[1], c[3], weight, p.get("first_token_share")) for c in chunks] if weight is not None else None
         targets = [supervised_targets(model.c, sup, c, world) if supervise else [] for c in chunks]
         whole = len(chunks) == 1
         opt.zero_grad()
