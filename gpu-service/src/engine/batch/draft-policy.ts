@@ -102,8 +102,9 @@ export class DraftPolicy {
     b.rounds++;
     const measured = b.arms.filter((a) => a.samples >= MIN_SAMPLES);
     const best = measured.length > 0 ? measured.reduce((a, x) => (x.rate > a.rate ? x : a)) : undefined;
-    // a cap whose most possible rate is below the best measured one's cannot win
-    const hopeless = (a: Arm) => best !== undefined && this.bound(b, a.cap, batch, rooms) < best.rate;
+    // A(c) for every cap, once a round; a cap whose most possible rate is below the best measured one's cannot win
+    const accepted = new Map(CAPS.map((c) => [c, this.accepted(c, rooms)]));
+    const hopeless = (a: Arm) => best !== undefined && this.bound(b, a.cap, batch, accepted) < best.rate;
     // the caps to try first, smallest first (so that the bounds can rule the larger ones out)
     const untried = b.arms.find((a) => b.first.has(a.cap) && a.samples < MIN_SAMPLES && !hopeless(a));
     if (untried) return untried.cap;
@@ -157,13 +158,14 @@ export class DraftPolicy {
 
   /**
    * bound(c): the most tokens per ms a round of cap c can give, from a smaller cap's measured rate
-   * (the tightest): its rate times the tokens c can add over it (Infinity: none measured yet).
+   * (the tightest): its rate times the tokens c can add over it (Infinity: none measured yet);
+   * `accepted`: A(c) of every cap.
    */
-  private bound(b: Bucket, cap: number, batch: number, rooms: readonly number[]): number {
+  private bound(b: Bucket, cap: number, batch: number, accepted: ReadonlyMap<number, number>): number {
+    const gives = (c: number) => batch + (accepted.get(c) as number);
     let most = Number.POSITIVE_INFINITY;
     for (const a of b.arms)
-      if (a.cap < cap && a.samples > 0)
-        most = Math.min(most, (a.rate * (batch + this.accepted(cap, rooms))) / (batch + this.accepted(a.cap, rooms)));
+      if (a.cap < cap && a.samples > 0) most = Math.min(most, (a.rate * gives(cap)) / gives(a.cap));
     return most;
   }
 
