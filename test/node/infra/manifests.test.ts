@@ -55,6 +55,16 @@ function envOf(c: IContainer): Map<string, IEnvVar> {
   return new Map((c.env ?? []).map((e) => [e.name, e]));
 }
 
+/** The GPU service's configuration from a container's environment, as the service loads it (TLS files are read at load time: left out; the token comes from a Secret). */
+function serviceConfig(c: IContainer): ReturnType<typeof loadConfig> {
+  const plain = Object.fromEntries(
+    (c.env ?? [])
+      .filter((e) => e.value !== undefined && !e.name.startsWith("TWIG_TLS_"))
+      .map((e) => [e.name, e.value as string]),
+  );
+  return loadConfig({ ...plain, TWIG_SERVICE_TOKEN: "from-the-secret" });
+}
+
 const gpuDeployments = () => ofKind("Deployment").filter((d) => d.metadata.name.startsWith("twigserve-gpu-"));
 
 describe("rendered Kubernetes manifests", () => {
@@ -163,13 +173,7 @@ describe("rendered Kubernetes manifests", () => {
         expect(source, `${name} is read by gpu-service/src/server/config.ts`).toContain(name);
         checked++;
       }
-      // TLS files are read at load time; the rest must parse as the service would
-      const plain = Object.fromEntries(
-        [...env.values()]
-          .filter((e) => e.value !== undefined && !e.name.startsWith("TWIG_TLS_"))
-          .map((e) => [e.name, e.value as string]),
-      );
-      const config = loadConfig({ ...plain, TWIG_SERVICE_TOKEN: "from-the-secret" });
+      const config = serviceConfig(gpuContainer(d));
       expect(config.port).toBe(GRPC_PORT);
       expect(config.metricsPort).toBe(METRICS_PORT);
       expect(config.drainGraceMs).toBe(settings.drainGraceMs);
@@ -193,15 +197,7 @@ describe("rendered Kubernetes manifests", () => {
     for (const d of gpuDeployments()) {
       const c = gpuContainer(d);
       const env = envOf(c);
-      const plain = Object.fromEntries(
-        [...env.values()].filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]),
-      );
-      const config = loadConfig({
-        ...plain,
-        TWIG_TLS_CERT: undefined,
-        TWIG_TLS_KEY: undefined,
-        TWIG_SERVICE_TOKEN: "t",
-      });
+      const config = serviceConfig(c);
       expect(config.maxBatch, `${d.metadata?.name}: TWIG_MAX_BATCH`).toBeGreaterThan(1);
       const budget = config.kvBudgetBytes as number;
       const workers = Number(env.get("TWIG_ENGINE_WORKERS")?.value);
