@@ -3,7 +3,8 @@
  * processes on loopback, serving a tiny random model (its greedy answers run to
  * max_tokens, so streams last long enough to be cut).
  *
- * - Two shards of "tiny"; one is killed (SIGKILL) while both stream. A client
+ * - Two shards of "tiny"; one is killed (SIGKILL) while it streams (its
+ *   metrics show a request past its first token and not finished). A client
  *   whose stream was on it gets a terminal error event (the delay is printed);
  *   a client still queued there is failed over before its first token; every
  *   other stream completes with the direct answer. New requests go to the
@@ -24,7 +25,7 @@ import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js"
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
 import { type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";
-import { waitForMetric } from "../support/service-client.js";
+import { readMetrics, waitForMetric } from "../support/service-client.js";
 import { jsonLines } from "../support/service-logs.js";
 import { type ChatStreamResult, streamChat } from "../support/sse-client.js";
 
@@ -132,16 +133,18 @@ afterAll(async () => {
 describe("shard faults through the edge", () => {
   it("a shard killed mid-stream: error events at once, failover before the first token, the survivor serves, the restarted shard rejoins", async () => {
     let killedAt = 0;
-    const results = await burstUntilFirstChunk(
-      "tiny",
-      8,
-      "kill",
-      () => {
+    let killed: Promise<void> | undefined;
+    const results = await burstUntilFirstChunk("tiny", 8, "kill", () => {
+      // SIGKILL once shardA is mid-stream: a request there has sent its first token and not finished
+      // (its first token reached the edge, so the edge cannot fail it over). Which streams are on which
+      // shard the client cannot see; the shard's metrics can.
+      killed = untilMidStream(shardA, "tiny").then(() => {
         killedAt = performance.now();
         shardA.child.kill("SIGKILL");
-      },
-      2,
-    );
+      });
+      killed.catch(() => {}); // awaited below, after the streams end
+    });
+    await killed;
     await exited(shardA);
 
     let completed = 0;
@@ -243,29 +246,43 @@ async function burstUntilFirstChunk(
   n: number,
   prefix: string,
   onFirstChunk: () => void,
-  /** How many streams must have content and not have ended before onFirstChunk runs. */
-  together = 1,
 ): Promise<ChatStreamResult[]> {
   let fired = false;
-  // Each shard runs one generation at a time (one engine worker), so with together = 2 on two
-  // shards the two streams under way are on different shards: killing one then cuts a stream for
-  // certain. Firing at the very first chunk could find every stream of the shard to be killed
-  // still queued, and those fail over before their first token with no error to show.
-  const streaming = new Set<number>();
   const results = await Promise.all(
     Array.from({ length: n }, (_, i) =>
       streamChat(edge.url, tenant.key, body(model), {
         requestId: `${prefix}-${i}`,
         onChunk: () => {
-          streaming.add(i);
-          if (!fired && streaming.size >= together) {
+          if (!fired) {
             fired = true;
             onFirstChunk();
           }
         },
-      }).finally(() => streaming.delete(i)),
+      }),
     ),
   );
   expect(fired, "some stream received content").toBe(true);
   return results;
+}
+
+/**
+ * Resolves once `shard` is in the middle of a stream: one of its requests has had its first token
+ * (time-to-first-token observed) and has not finished (duration not observed), and the same request
+ * is still under way 40 ms later, so that its first token has reached the edge. Fails if that does
+ * not happen within 20 s (every request of the shard ended before it could be caught mid-stream).
+ */
+async function untilMidStream(shard: GpuServiceProcess, model: string): Promise<void> {
+  const series = [
+    `twig_time_to_first_token_seconds_count{model="${model}"}`,
+    `twig_request_duration_seconds_count{model="${model}"}`,
+  ];
+  const deadline = Date.now() + 20_000;
+  let seen: number[] | undefined;
+  while (Date.now() < deadline) {
+    const [firsts, ends] = (await readMetrics(shard.metricsUrl, series)).map((v) => (Number.isNaN(v) ? 0 : v));
+    if (firsts > ends && seen?.[0] === firsts && seen[1] === ends) return;
+    seen = firsts > ends ? [firsts, ends] : undefined;
+    await new Promise((r) => setTimeout(r, 40));
+  }
+  throw new Error(`${shard.url} was never caught in the middle of a stream`);
 }

@@ -84,7 +84,7 @@ export async function startEdgeDev(
         rmSync(state, { recursive: true, force: true });
         resolve();
       };
-      if (child.exitCode !== null) return done();
+      if (child.exitCode !== null || child.signalCode !== null) return done();
       child.once("exit", done);
       child.kill("SIGTERM");
     });

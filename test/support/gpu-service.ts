@@ -88,7 +88,8 @@ export async function startGpuService(port: number, env: Record<string, string> 
     output: () => output,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        // a child killed by a signal has no exit code, only a signal code
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once("exit", () => resolve());
         child.kill("SIGTERM");
       }),
