@@ -48,6 +48,8 @@ const shardEnv = (model: string) => ({
   TWIG_DEFAULT_MODEL: model,
   TWIG_ENGINE_THREADS: "1",
   TWIG_MAX_QUEUE: "64",
+  // one generation at a time, so that a burst queues at the shard (the drain test counts the queue)
+  TWIG_MAX_BATCH: "1",
 });
 
 const body = (model: string) => ({

@@ -142,6 +142,9 @@ function checkExposure(host: string, token: string | undefined, env: NodeJS.Proc
   );
 }
 
+/** TWIG_MAX_BATCH unless set: a server for many decodes requests together (README, "Continuous batching"). */
+export const DEFAULT_MAX_BATCH = 16;
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
   const host = env.TWIG_GPU_HOST || "127.0.0.1";
   const serviceToken = env.TWIG_SERVICE_TOKEN || undefined;
@@ -153,7 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     defaultModel: env.TWIG_DEFAULT_MODEL || "demo",
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
-    maxBatch: Math.max(1, intFromEnv(env, "TWIG_MAX_BATCH", 1)),
+    maxBatch: Math.max(1, intFromEnv(env, "TWIG_MAX_BATCH", DEFAULT_MAX_BATCH)),
     kvBudgetBytes: env.TWIG_KV_BUDGET_BYTES ? intFromEnv(env, "TWIG_KV_BUDGET_BYTES", 0) : undefined,
     provider: choiceFromEnv(env, "TWIG_EXECUTION_PROVIDER", EXECUTION_PROVIDERS),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),

@@ -91,6 +91,13 @@ describe("loadConfig", () => {
     expect(loadConfig({}).host).toBe("127.0.0.1");
   });
 
+  it("batches up to 16 requests a worker unless TWIG_MAX_BATCH says otherwise (1: one at a time)", () => {
+    expect(loadConfig({}).maxBatch).toBe(16);
+    expect(loadConfig({ TWIG_MAX_BATCH: "1" }).maxBatch).toBe(1);
+    expect(loadConfig({ TWIG_MAX_BATCH: "0" }).maxBatch).toBe(1);
+    expect(() => loadConfig({ TWIG_MAX_BATCH: "many" })).toThrow(/non-negative integer/);
+  });
+
   it("serves metrics on loopback unless TWIG_METRICS_HOST says otherwise", () => {
     expect(loadConfig({ TWIG_GPU_HOST: "0.0.0.0", TWIG_SERVICE_TOKEN: "t" }).metricsHost).toBe("127.0.0.1");
     expect(loadConfig({ TWIG_METRICS_HOST: "0.0.0.0" }).metricsHost).toBe("0.0.0.0");

@@ -62,7 +62,9 @@ beforeAll(async () => {
   png = await sharp({ create: { width: 24, height: 20, channels: 3, background: { r: 200, g: 30, b: 30 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(0, 4);
+  // one request at a time: the CLI's lone decoding, its drafting statistics included (in a batch the
+  // prompt's own pass gives the first token and drafting starts at the second; service/batching.test.ts)
+  service = await startTinyModelService(0, 4, { TWIG_MAX_BATCH: "1" });
   connect = createClient(InferenceService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
   const info = (await connect.listModels({})).models[0];
   defaultBudget = info.defaultRetainBudget;

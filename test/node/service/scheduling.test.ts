@@ -30,7 +30,13 @@ beforeAll(async () => {
   const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 10, g: 90, b: 200 } } })
     .png()
     .toBuffer();
-  service = await startTinyModelService(0, 6, { TWIG_MAX_QUEUE: String(MAX_QUEUE) }, { alwaysTiny: true });
+  // one request at a time (one lane); the batching service below has several
+  service = await startTinyModelService(
+    0,
+    6,
+    { TWIG_MAX_QUEUE: String(MAX_QUEUE), TWIG_MAX_BATCH: "1" },
+    { alwaysTiny: true },
+  );
   client = serviceClient(service.port, png);
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) {
