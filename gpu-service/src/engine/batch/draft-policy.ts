@@ -32,18 +32,22 @@
  *
  *   pi_j      = of the drafters a round allowed a j-th draft, the share whose j-th draft was
  *               proposed and accepted (a moving average over rounds; no more than pi_{j-1}, as
- *               a j-th draft is accepted only after the one before it: so for a position no
- *               round has allowed yet, pi_{j-1})
+ *               a j-th draft is accepted only after the one before it: so for a position fewer
+ *               than MIN_SAMPLES rounds have allowed, pi_{j-1})
  *   A(c)      = sum_b sum_{j <= min(c, room_b)} pi_j, the drafts a round of cap c should have
  *               accepted (room_b: drafter b's delta, or the tokens it has left when fewer)
  *   bound(c)  = min over measured caps c' < c of  rate[bucket][c'] * (B + A(c)) / (B + A(c'))
  *
  * A round of cap c drafts every chain a round of cap c' < c drafts and maybe more, so it takes no
  * less time, and it emits B + A(c) tokens on average: bound(c) is the most its rate can be. A cap
- * whose bound is below the best measured rate cannot win: it is not tried first, only explored with
- * the far-ahead ones. The first caps are tried smallest first, so that a twig whose drafts are
- * nearly all rejected (random weights': it proposes one draft, below theta, and stops) costs six
- * rounds (no drafts, then one), not fifteen. The second: a bucket seen for the first time tries
+ * whose bound is not MIN_GAIN above the best measured rate cannot win (its drafting costs time the
+ * bound leaves out: a chain whose drafts are all rejected has A(c) = 0 and the bound of no drafts):
+ * it is neither tried first nor explored,
+ * while another can be; when none can, one of them is explored every 16 * EXPLORE_EVERY-th round
+ * of the bucket, only to measure the acceptance again (it changes with the requests, and only
+ * drafting rounds measure it). The first caps are tried smallest first, so that a twig whose drafts are
+ * nearly all rejected (random weights': it proposes one draft, below theta, and stops) costs three
+ * drafting rounds, and then one in 256 of a bucket. The second: a bucket seen for the first time tries
  * first only the caps its nearest explored bucket found within CLOSE of its best (neighbouring
  * batch sizes rank the caps alike); the others are explored in turn, as always.
  */
@@ -56,6 +60,8 @@ const MIN_SAMPLES = 3;
 const EXPLORE_EVERY = 16;
 /** Another cap is close when its rate is above this share of the best one's. */
 const CLOSE = 0.85;
+/** A cap whose bound is not above the best measured rate by this share cannot win (drafting costs time too). */
+const MIN_GAIN = 0.02;
 /** Weight of a new round in a cap's moving average. */
 const SMOOTHING = 0.1;
 
@@ -104,18 +110,23 @@ export class DraftPolicy {
     const best = measured.length > 0 ? measured.reduce((a, x) => (x.rate > a.rate ? x : a)) : undefined;
     // A(c) for every cap, once a round; a cap whose most possible rate is below the best measured one's cannot win
     const accepted = new Map(CAPS.map((c) => [c, this.accepted(c, rooms)]));
-    const hopeless = (a: Arm) => best !== undefined && this.bound(b, a.cap, batch, accepted) < best.rate;
+    const hopeless = (a: Arm) =>
+      best !== undefined && this.bound(b, a.cap, batch, accepted) < (1 + MIN_GAIN) * best.rate;
     // the caps to try first, smallest first (so that the bounds can rule the larger ones out)
     const untried = b.arms.find((a) => b.first.has(a.cap) && a.samples < MIN_SAMPLES && !hopeless(a));
     if (untried) return untried.cap;
     if (!best) return b.arms[0].cap;
     b.settled = true;
+    // another cap now and then: often while one is close, seldom when the best is far ahead, and
+    // one the acceptance rules out only to see whether the acceptance changed (when no other is left)
     const others = b.arms.filter((x) => x !== best);
-    // another cap now and then: often while one is close, seldom when the best is far ahead
-    const close = others.some((x) => x.samples > 0 && x.rate > CLOSE * best.rate && !hopeless(x));
-    if (b.rounds % (close ? EXPLORE_EVERY : 4 * EXPLORE_EVERY) !== 0) return best.cap;
-    b.explored = (b.explored + 1) % others.length;
-    return others[b.explored].cap;
+    const hopeful = others.filter((x) => !hopeless(x));
+    const close = hopeful.some((x) => x.samples > 0 && x.rate > CLOSE * best.rate);
+    const every = close ? EXPLORE_EVERY : hopeful.length > 0 ? 4 * EXPLORE_EVERY : 16 * EXPLORE_EVERY;
+    if (b.rounds % every !== 0) return best.cap;
+    const pool = hopeful.length > 0 ? hopeful : others;
+    b.explored = (b.explored + 1) % pool.length;
+    return pool[b.explored].cap;
   }
 
   /**
@@ -171,15 +182,17 @@ export class DraftPolicy {
 
   /**
    * The drafts a round of cap c should have accepted: sum_b sum_{j <= min(c, room_b)} pi_j, where a
-   * position no round has allowed yet counts as the one before it (a j-th draft is accepted only
-   * after the (j-1)-th was, so pi_j <= pi_{j-1}).
+   * position fewer than MIN_SAMPLES rounds have allowed counts as the one before it (a j-th draft is
+   * accepted only after the (j-1)-th was, so pi_j <= pi_{j-1}; one round's share is too noisy to rule
+   * a cap out on).
    */
   private accepted(cap: number, rooms: readonly number[]): number {
     let n = 0;
     for (const room of rooms) {
       let pi = 1;
       for (let j = 1; j <= Math.min(cap, room); j++) {
-        pi = Math.min(pi, this.accept[Math.min(j, POSITIONS) - 1].pi);
+        const a = this.accept[Math.min(j, POSITIONS) - 1];
+        if (a.rounds >= MIN_SAMPLES) pi = Math.min(pi, a.pi);
         n += pi;
       }
     }
