@@ -111,7 +111,13 @@ describe("draft policy", () => {
     // no round allowed a fourth draft (the third's rejection ruled the longer chains out): unknown
     expect(pi[3]).toBe(1);
     // a round that allows four, where the chains stop at three
-    policy.record(4, ALL, 12, 1.3, [1, 2, 3, 4].map(() => ({ room: 4, drafted: 3, accepted: 2 })));
+    policy.record(
+      4,
+      ALL,
+      12,
+      1.3,
+      [1, 2, 3, 4].map(() => ({ room: 4, drafted: 3, accepted: 2 })),
+    );
     pi = policy.acceptance();
     expect(pi[3]).toBeCloseTo(0, 6); // allowed, never proposed
     expect(pi[4]).toBe(1); // never allowed (delta 4): unknown
