@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js";
 import { newTenant } from "../support/demo-stack.js";
 import { type EdgeDevProcess, startEdgeDev } from "../support/edge-dev.js";
-import { type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";
+import { exitOf, type GpuServiceProcess, startGpuService } from "../support/gpu-service.js";
 import { readMetrics, waitForMetric } from "../support/service-client.js";
 import { jsonLines } from "../support/service-logs.js";
 import { type ChatStreamResult, streamChat } from "../support/sse-client.js";
@@ -90,11 +90,7 @@ const servedBy = (shard: GpuServiceProcess) =>
       .map((l) => String(l.requestId)),
   );
 
-const exited = (shard: GpuServiceProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (shard.child.exitCode !== null || shard.child.signalCode !== null) resolve(shard.child.exitCode);
-    else shard.child.once("exit", (code) => resolve(code));
-  });
+const exited = (shard: GpuServiceProcess) => exitOf(shard.child);
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "twigserve-faults-"));

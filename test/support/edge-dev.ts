@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DevVars, newDevVars, writeDevVars } from "../../scripts/dev-vars.js";
-import { repoRoot } from "./gpu-service.js";
+import { exitOf, repoRoot } from "./gpu-service.js";
 import { freePort } from "./ports.js";
 
 const edgeDir = join(repoRoot, "edge");
@@ -78,16 +78,12 @@ export async function startEdgeDev(
     collect,
   );
   const url = `http://127.0.0.1:${port}`;
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        rmSync(state, { recursive: true, force: true });
-        resolve();
-      };
-      if (child.exitCode !== null || child.signalCode !== null) return done();
-      child.once("exit", done);
-      child.kill("SIGTERM");
-    });
+  const stop = async () => {
+    const ended = exitOf(child);
+    child.kill("SIGTERM"); // nothing when it has exited
+    await ended;
+    rmSync(state, { recursive: true, force: true });
+  };
   const deadline = Date.now() + 90_000;
   while (true) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${output}`);

@@ -11,6 +11,15 @@ import { writeTinyModel } from "../../gpu-service/tools/make-tiny/tiny-model.js"
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
+/**
+ * A child's exit code once it has exited (null when a signal ended it), at once when it already has:
+ * a child a signal ended has no exit code, only a signal code, and its "exit" event is past.
+ */
+export function exitOf(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+}
+
 export interface GpuServiceProcess {
   url: string;
   port: number;
@@ -86,13 +95,11 @@ export async function startGpuService(port: number, env: Record<string, string> 
     metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     child,
     output: () => output,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        // a child killed by a signal has no exit code, only a signal code
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGTERM");
-      }),
+    stop: async () => {
+      const ended = exitOf(child);
+      child.kill("SIGTERM"); // nothing when it has exited
+      await ended;
+    },
   };
 }
 

@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EdgeDevProcess, startEdgeDev } from "../../support/edge-dev.js";
 import { chatBody, dataUrl, directAnswer, newTenant, until } from "../../support/edge-stack.js";
-import { demoModelDir, type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
+import { demoModelDir, exitOf, type GpuServiceProcess, repoRoot, startGpuService } from "../../support/gpu-service.js";
 import { jsonLines } from "../../support/service-logs.js";
 
 const QUESTION = "describe the picture .";
@@ -116,11 +116,7 @@ async function setRoute(model: string, urls: string[] | null): Promise<void> {
   expect(res.status, await res.clone().text()).toBe(200);
 }
 
-const exited = (p: GpuServiceProcess) =>
-  new Promise<void>((resolve) => {
-    if (p.child.exitCode !== null || p.child.signalCode !== null) resolve();
-    else p.child.once("exit", () => resolve());
-  });
+const exited = (p: GpuServiceProcess) => exitOf(p.child);
 
 beforeAll(async () => {
   const demoDir = modelsDir("demo");

@@ -9,7 +9,7 @@ import { Health } from "@twigserve/proto/grpc/health/v1/health_pb.js";
 import { InferenceService, Mode } from "@twigserve/proto/twigvlm/v1/inference_pb.js";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
+import { exitOf, type GpuServiceProcess, startTinyModelService } from "../../support/gpu-service.js";
 
 let png: Buffer;
 
@@ -86,10 +86,6 @@ describe.each([
     await drained;
     expect(ends).toEqual(Array(streams).fill({ last: "finished", tokens: 200 }));
     expect(refused).toBe(Code.Unavailable);
-    const code = await new Promise<number | null>((resolve) => {
-      if (service.child.exitCode !== null) resolve(service.child.exitCode);
-      else service.child.once("exit", (c) => resolve(c));
-    });
-    expect(code).toBe(0);
+    expect(await exitOf(service.child)).toBe(0);
   });
 });
