@@ -42,14 +42,14 @@
  * less time, and it emits B + A(c) tokens on average: bound(c) is the most its rate can be. A cap
  * whose bound is not MIN_GAIN above the best measured rate cannot win (its drafting costs time the
  * bound leaves out: a chain whose drafts are all rejected has A(c) = 0 and the bound of no drafts):
- * it is neither tried first nor explored,
- * while another can be; when none can, one of them is explored every 16 * EXPLORE_EVERY-th round
- * of the bucket, only to measure the acceptance again (it changes with the requests, and only
- * drafting rounds measure it). The first caps are tried smallest first, so that a twig whose drafts are
- * nearly all rejected (random weights': it proposes one draft, below theta, and stops) costs three
- * drafting rounds, and then one in 256 of a bucket. The second: a bucket seen for the first time tries
- * first only the caps its nearest explored bucket found within CLOSE of its best (neighbouring
- * batch sizes rank the caps alike); the others are explored in turn, as always.
+ * it is neither tried first nor explored while another cap can win; when none can, one of them is
+ * explored every 16 * EXPLORE_EVERY-th round of the bucket, only to measure the acceptance again
+ * (it changes with the requests, and only drafting rounds measure it). The first caps are tried
+ * smallest first, so that a twig whose drafts are nearly all rejected (random weights': it proposes
+ * one draft, below theta, and stops) costs three drafting rounds, and then one in 256 of a bucket.
+ * The second: a bucket seen for the first time tries first only the caps its nearest explored
+ * bucket found within CLOSE of its best (neighbouring batch sizes rank the caps alike); the others
+ * are explored in turn, as always.
  */
 
 /** The chain caps a round may take: 0 (no drafts), a few tokens, or each drafter's own delta. */
