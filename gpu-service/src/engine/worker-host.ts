@@ -12,6 +12,7 @@ import { InvalidRequestError } from "./errors.js";
 import type { EngineEvent } from "./events.js";
 import type { LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
+import type { ThreadTime } from "./thread-time.js";
 
 type Outbound =
   | { type: "ready"; info: Engine["info"] }
@@ -20,6 +21,7 @@ type Outbound =
   | { type: "done"; id: number }
   | { type: "error"; id: number; name: string; message: string; aborted: boolean }
   | { type: "stats"; stats: BatchStats }
+  | { type: "thread-time"; id: number; time?: ThreadTime }
   | { type: "closed" };
 
 /** Test-only fault injection (see worker-main.ts): prompts containing these markers break the worker. */
@@ -47,6 +49,7 @@ export class WorkerEngine implements Engine {
   private failure?: Error;
   private readonly exitListeners: ((code: number) => void)[] = [];
   private readonly statsListeners: ((stats: BatchStats) => void)[] = [];
+  private readonly timeRequests = new Map<number, (time: ThreadTime | undefined) => void>();
   /** The batch loop's latest state (a batching engine only). */
   batchStats?: BatchStats;
 
@@ -59,7 +62,8 @@ export class WorkerEngine implements Engine {
       else if (msg.type === "stats") {
         this.batchStats = msg.stats;
         for (const listener of this.statsListeners) listener(msg.stats);
-      } else if (msg.type === "done") this.settle(msg.id);
+      } else if (msg.type === "thread-time") this.timeRequests.get(msg.id)?.(msg.time);
+      else if (msg.type === "done") this.settle(msg.id);
       else if (msg.type === "error") {
         const err = msg.aborted
           ? Object.assign(new Error(msg.message), { name: "AbortError" })
@@ -72,6 +76,7 @@ export class WorkerEngine implements Engine {
     const fail = (err: Error) => {
       this.failure ??= err;
       for (const id of [...this.pending.keys()]) this.settle(id, this.failure);
+      for (const answer of [...this.timeRequests.values()]) answer(undefined);
     };
     worker.on("error", (err) => fail(new EngineWorkerExitedError(`the engine worker failed: ${err.message}`)));
     worker.on("exit", (code) => {
@@ -128,6 +133,26 @@ export class WorkerEngine implements Engine {
       this.pending.set(id, { onEvent, resolve, reject });
       signal?.addEventListener("abort", () => this.worker.postMessage({ type: "abort", id }), { once: true });
       this.worker.postMessage({ type: "generate", id, params });
+    });
+  }
+
+  /**
+   * The worker thread's CPU and run-queue time (thread-time.ts), read in the worker between two
+   * decoding steps; undefined where the system does not say, or if the worker has not answered
+   * within `timeoutMs` (it has exited, or one step runs that long).
+   */
+  threadTime(timeoutMs = 1000): Promise<ThreadTime | undefined> {
+    if (this.failure) return Promise.resolve(undefined);
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const done = (time: ThreadTime | undefined) => {
+        clearTimeout(timer);
+        this.timeRequests.delete(id);
+        resolve(time);
+      };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      this.timeRequests.set(id, done);
+      this.worker.postMessage({ type: "thread-time", id });
     });
   }
 

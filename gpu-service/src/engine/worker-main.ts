@@ -3,7 +3,9 @@
  * worker-host.ts (one at a time, or several at once when the engine batches),
  * posting their events back. An "abort" message
  * stops the running request at its next decoding step. A batching engine's
- * state (BatchStats) is posted as a "stats" message whenever it changes.
+ * state (BatchStats) is posted as a "stats" message whenever it changes. A
+ * "thread-time" message is answered with this thread's CPU and run-queue time
+ * (thread-time.ts), between two decoding steps.
  *
  * Fault injection, for tests of what survives a failure (off unless the host
  * passes markers, which the service does only under TWIG_ALLOW_FAULT_INJECTION):
@@ -16,11 +18,13 @@ import { InvalidRequestError } from "./errors.js";
 import type { EngineEvent } from "./events.js";
 import { LocalEngine, type LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
+import { threadTime } from "./thread-time.js";
 import type { FaultMarkers } from "./worker-host.js";
 
 type Inbound =
   | { type: "generate"; id: number; params: GenerateParams }
   | { type: "abort"; id: number }
+  | { type: "thread-time"; id: number }
   | { type: "close" };
 
 const { modelDir, options, faults } = workerData as {
@@ -46,6 +50,7 @@ try {
   }
   port.on("message", async (msg: Inbound) => {
     if (msg.type === "abort") return aborts.get(msg.id)?.abort();
+    if (msg.type === "thread-time") return port.postMessage({ type: "thread-time", id: msg.id, time: threadTime() });
     if (msg.type === "close") {
       await engine.close();
       port.postMessage({ type: "closed" });

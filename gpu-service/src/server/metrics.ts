@@ -4,6 +4,7 @@
  */
 import http from "node:http";
 import client from "prom-client";
+import type { ThreadTime } from "../engine/thread-time.js";
 
 export const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry });
@@ -17,6 +18,41 @@ const gauge = (name: string, help: string) => new client.Gauge({ name, help, lab
 /** A gauge per engine worker (`worker`: its number among the model's workers, kept by a replacement). */
 const workerGauge = (name: string, help: string) =>
   new client.Gauge({ name, help, labelNames: ["model", "worker"] as const, registers: [registry] });
+
+/** An engine worker's thread, read at each scrape (model-workers.ts adds each worker and removes it when it exits). */
+export interface WorkerThread {
+  labels: { model: string; worker: string };
+  read: () => Promise<ThreadTime | undefined>;
+  /** What the last scrape read (the counters grow by the difference). */
+  last?: ThreadTime;
+}
+export const workerThreads = new Set<WorkerThread>();
+
+// one read of every worker per scrape, shared by the two counters that report it
+let reading: Promise<void> | undefined;
+const readWorkerThreads = () => {
+  reading ??= Promise.all(
+    [...workerThreads].map(async (w) => {
+      const now = await w.read();
+      if (!now || !workerThreads.has(w)) return;
+      const last = w.last ?? { running: 0, waiting: 0 };
+      metrics.workerCpu.inc(w.labels, Math.max(0, now.running - last.running));
+      metrics.workerWaiting.inc(w.labels, Math.max(0, now.waiting - last.waiting));
+      w.last = now;
+    }),
+  ).then(() => {
+    reading = undefined;
+  });
+  return reading;
+};
+const workerCounter = (name: string, help: string) =>
+  new client.Counter({
+    name,
+    help,
+    labelNames: ["model", "worker"] as const,
+    registers: [registry],
+    collect: readWorkerThreads,
+  });
 
 export const metrics = {
   ttft: histogram("twig_time_to_first_token_seconds", "Time from request to first token"),
@@ -42,6 +78,14 @@ export const metrics = {
   preemptions: counter(
     "twig_preemptions_total",
     "Sequences preempted (their KV freed, to be refilled later) so that a batch stays within its KV budget",
+  ),
+  workerCpu: workerCounter(
+    "twig_engine_worker_cpu_seconds_total",
+    "Time an engine worker's thread has run on a CPU (Linux); beside wall time, how busy the worker is",
+  ),
+  workerWaiting: workerCounter(
+    "twig_engine_worker_runqueue_seconds_total",
+    "Time an engine worker's thread was ready to run but waited for a CPU (Linux): it grows when busy threads outnumber cores",
   ),
   workerRestarts: counter("twig_engine_worker_restarts_total", "Engine workers started to replace one that died"),
   errors: new client.Counter({

@@ -11,7 +11,7 @@ import { WorkerEngine } from "../engine/worker-host.js";
 import type { ServiceConfig } from "./config.js";
 import type { ServedModel } from "./inference.js";
 import type { Logger } from "./log.js";
-import { metrics } from "./metrics.js";
+import { metrics, type WorkerThread, workerThreads } from "./metrics.js";
 import { Scheduler } from "./scheduler.js";
 import { type SupervisedEngine, Supervisor } from "./supervisor.js";
 
@@ -83,10 +83,15 @@ export async function startModelWorkers(
       metrics.kvBytes.set(labels, s.kvBytes);
       metrics.kvBudgetBytes.set(labels, s.kvBudgetBytes);
     });
+    const thread: WorkerThread = { labels, read: () => engine.threadTime() };
+    workerThreads.add(thread);
     engine.onExit(() => {
       numbers.delete(n);
+      workerThreads.delete(thread);
       for (const g of [metrics.batchSize, metrics.batchWaiting, metrics.kvBytes, metrics.kvBudgetBytes])
         g.remove(labels);
+      metrics.workerCpu.remove(labels);
+      metrics.workerWaiting.remove(labels);
     });
     return engine;
   };

@@ -6,7 +6,12 @@
  * sending its requests one after another (pictures of the demo model's test split, "describe the
  * picture ."). Prints one table per mode: aggregate tokens per second without and with
  * batching, the batched figure as a ratio to its one-stream figure, and time to first token and
- * inter-token latency p50/p99 with batching. Speed figures are only comparable within one run.
+ * inter-token latency p50/p99 with batching. Then where the CPU went at each level with batching,
+ * in cores (CPU seconds over wall seconds), from the service's metrics scraped before and after the
+ * level: the service process in all, its engine worker threads (`twig_engine_worker_cpu_seconds_total`)
+ * and their time waiting for a core (`..._runqueue_seconds_total`; Linux only), and this benchmark's
+ * own client. On a machine with as many cores as workers, what the rest of the service and the client
+ * take is what the workers lack. Speed figures are only comparable within one run.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +30,23 @@ interface Level {
   tokPerS: number;
   ttft: number[];
   itl: number[];
+  /** Cores used over the level (CPU seconds / wall seconds); NaN where unknown. */
+  cores: { service: number; workers: number; waiting: number; client: number };
+}
+
+/** CPU seconds so far: the service process's, and its engine workers' running and waiting (summed). */
+async function cpuSeconds(metricsUrl: string | undefined) {
+  const sum = (lines: string[], name: string) => {
+    const xs = lines.filter((l) => l.startsWith(name)).map((l) => Number(l.slice(l.lastIndexOf(" ") + 1)));
+    return xs.length > 0 ? xs.reduce((a, b) => a + b, 0) : Number.NaN;
+  };
+  if (!metricsUrl) return { service: Number.NaN, workers: Number.NaN, waiting: Number.NaN };
+  const lines = (await (await fetch(metricsUrl)).text()).split("\n");
+  return {
+    service: sum(lines, "process_cpu_seconds_total "),
+    workers: sum(lines, "twig_engine_worker_cpu_seconds_total{"),
+    waiting: sum(lines, "twig_engine_worker_runqueue_seconds_total{"),
+  };
 }
 
 export interface ServiceBatchingArgs extends BatchingBenchArgs {
@@ -41,7 +63,7 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
   const pictures = testPictures();
 
   const measure = async (maxBatch: number): Promise<Map<Mode, Map<number, Level>>> => {
-    const { port, child } = await startServiceProcess(modelsDir, {
+    const { port, child, metricsUrl } = await startServiceProcess(modelsDir, {
       TWIG_ENGINE_WORKERS: String(args.workers),
       TWIG_ENGINE_THREADS: String(args.threads),
       TWIG_MAX_QUEUE: "1000",
@@ -71,6 +93,8 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
           const ttft: number[] = [];
           const itl: number[] = [];
           let tokens = 0;
+          const cpu0 = await cpuSeconds(metricsUrl);
+          const client0 = process.cpuUsage();
           const t0 = performance.now();
           await Promise.all(
             Array.from({ length: streams }, async (_, s) => {
@@ -82,7 +106,20 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
               }
             }),
           );
-          byLevel.set(streams, { tokPerS: tokens / ((performance.now() - t0) / 1000), ttft, itl });
+          const wall = (performance.now() - t0) / 1000;
+          const client = process.cpuUsage(client0);
+          const cpu1 = await cpuSeconds(metricsUrl);
+          byLevel.set(streams, {
+            tokPerS: tokens / wall,
+            ttft,
+            itl,
+            cores: {
+              service: (cpu1.service - cpu0.service) / wall,
+              workers: (cpu1.workers - cpu0.workers) / wall,
+              waiting: (cpu1.waiting - cpu0.waiting) / wall,
+              client: (client.user + client.system) / 1e6 / wall,
+            },
+          });
         }
         results.set(mode, byLevel);
       }
@@ -111,6 +148,16 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
         const two = (xs: number[], d: number) => `${pct(xs, 50).toFixed(d)} / ${pct(xs, 99).toFixed(d)}`;
         console.log(
           `  ${String(streams).padStart(7)}   ${a.tokPerS.toFixed(1).padStart(11)}   ${b.tokPerS.toFixed(1).padStart(13)}   ${(b.tokPerS / one).toFixed(2).padStart(18)}   ${two(b.ttft, 0).padStart(17)}   ${two(b.itl, 2).padStart(24)}`,
+        );
+      }
+      console.log(
+        `  with batching, cores used (CPU s / wall s): streams   service process   its engine workers   workers waiting for a core   this client`,
+      );
+      for (const streams of args.levels) {
+        const c = on.get(mode)?.get(streams)?.cores;
+        if (!c) continue;
+        console.log(
+          `  ${String(streams).padStart(47)}   ${c.service.toFixed(2).padStart(15)}   ${c.workers.toFixed(2).padStart(18)}   ${c.waiting.toFixed(2).padStart(26)}   ${c.client.toFixed(2).padStart(11)}`,
         );
       }
     }

@@ -13,6 +13,8 @@ export interface BenchService {
   child: ChildProcess;
   /** Everything the service wrote so far. */
   output: () => string;
+  /** Its Prometheus endpoint, when it started one. */
+  metricsUrl?: string;
 }
 
 /** Starts the service on `modelsDir` with `env` added; resolves once it serves. */
@@ -42,7 +44,8 @@ export async function startServiceProcess(modelsDir: string, env: Record<string,
       const port = /listening on [^:]+:(\d+)/.exec(output)?.[1];
       if (port && output.includes("gpu-service: serving")) {
         clearTimeout(timer);
-        resolvePort({ port: Number(port), child, output: () => output });
+        const metricsUrl = /metrics on (http:\/\/[^\s"]+\/metrics)/.exec(output)?.[1];
+        resolvePort({ port: Number(port), child, output: () => output, metricsUrl });
       }
     };
     child.stdout?.on("data", onData);

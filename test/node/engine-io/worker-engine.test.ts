@@ -1,7 +1,8 @@
 /**
  * The engine in a worker thread on a tiny model on disk: events in order, the
  * same answer as the in-thread engine, a live main event loop while it
- * computes, clear errors for bad images, and abort.
+ * computes, clear errors for bad images, abort, and the worker thread's own
+ * CPU time (what the service's per-worker CPU metrics read).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EngineEvent } from "../../../gpu-service/src/engine/events.js";
 import { LocalEngine } from "../../../gpu-service/src/engine/local-engine.js";
 import type { GenerateParams, RequestInput } from "../../../gpu-service/src/engine/plan.js";
+import { threadTime } from "../../../gpu-service/src/engine/thread-time.js";
 import { WorkerEngine } from "../../../gpu-service/src/engine/worker-host.js";
 import { writeTinyModel } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 
@@ -106,6 +108,26 @@ describe("engine in a worker thread", () => {
     await expect(collect(worker, await params({}, { image: new Uint8Array() }))).rejects.toMatchObject({
       message: expect.stringMatching(/empty/),
     });
+  });
+
+  it("reports the worker thread's own CPU time: not the main thread's, and growing while it computes", async () => {
+    const main0 = threadTime();
+    const t0 = await worker.threadTime();
+    if (process.platform !== "linux") {
+      expect(t0).toBeUndefined(); // only Linux says
+      return;
+    }
+    if (!main0 || !t0) throw new Error("no /proc/thread-self/schedstat on this Linux");
+    // this thread runs for 0.3 s of CPU while the worker idles: its time must not count it
+    let main = main0;
+    while (main.running - main0.running < 0.3) main = threadTime() ?? main;
+    const t1 = await worker.threadTime();
+    expect(t1?.running).toBeGreaterThanOrEqual(t0.running);
+    expect((t1?.running ?? 0) - t0.running).toBeLessThan(0.15);
+    await collect(worker, await params({ maxTokens: 40, mode: "base" }));
+    const t2 = await worker.threadTime();
+    expect((t2?.running ?? 0) - (t1?.running ?? 0)).toBeGreaterThan(0);
+    expect(t2?.waiting).toBeGreaterThanOrEqual(t1?.waiting ?? 0);
   });
 
   it("stops an aborted request and serves the next one", async () => {

@@ -5,7 +5,8 @@
  * past its deadline end so (CANCELLED, DEADLINE_EXCEEDED) while the others' tokens stay as they
  * were alone. (A demo answer ends at EOS within a few hundred ms here, so the deadline is 1 ms: a
  * longer one is sometimes met.) The worker's metrics follow: the batch size scraped while they run
- * is above 1 and never above TWIG_MAX_BATCH, KV bytes are held, and both fall back when it is over.
+ * is above 1 and never above TWIG_MAX_BATCH, KV bytes are held, and both fall back when it is over;
+ * the worker thread's CPU time grows across the batch (its run-queue time is reported beside it).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -65,7 +66,13 @@ describe("continuous batching in the service", () => {
       expect(a.code).toBe(0);
       expect(a.ids.length).toBeGreaterThan(0);
     }
+    const THREAD = [
+      `twig_engine_worker_cpu_seconds_total${WORKER}`,
+      `twig_engine_worker_runqueue_seconds_total${WORKER}`,
+    ];
     const [idle] = await readMetrics(service.metricsUrl, [`twig_kv_bytes${WORKER}`]);
+    const [cpu0, wait0] = await readMetrics(service.metricsUrl, THREAD);
+    expect(cpu0).toBeGreaterThan(0); // loading the model and the requests above
     const running = Promise.all(calls.map((c) => generate(c)));
     const samples = await sampleMetrics(service.metricsUrl, SERIES, running);
     const together = await running;
@@ -83,6 +90,9 @@ describe("continuous batching in the service", () => {
       expect(budget).toBe(2 * 1024 ** 3);
     }
     expect(peak(0)).toBeGreaterThan(1);
+    const [cpu1, wait1] = await readMetrics(service.metricsUrl, THREAD);
+    expect(cpu1).toBeGreaterThan(cpu0);
+    expect(wait1).toBeGreaterThanOrEqual(wait0);
     expect(peak(2)).toBeGreaterThan(idle);
     expect(await waitForMetric(service.metricsUrl, SERIES[0], (v) => v === 0)).toBe(0);
     expect(await readMetrics(service.metricsUrl, SERIES.slice(1, 3))).toEqual([0, idle]);
