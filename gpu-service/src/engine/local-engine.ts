@@ -37,6 +37,12 @@ export interface LocalEngineOptions extends RuntimeOptions {
   kvBudgetBytes?: number;
   /** Batches draft at most this many tokens a sequence every round (0: none) instead of what has paid (benchmarks). */
   draftCap?: number;
+  /**
+   * Once loaded, free the fp32 weights the sessions were built from (LlavaRuntime.releaseWeights),
+   * so that the model is in memory once, as ONNX Runtime holds it (the service does); `weights`
+   * then throws. Unset: kept (benchmarks build segments of their own from them).
+   */
+  releaseWeights?: boolean;
 }
 
 /** Everything a request produced, for the CLI's trace. */
@@ -104,12 +110,14 @@ export class LocalEngine implements Engine {
     const twig = twigDir ? loadTwig(twigDir, weights) : undefined;
     // with a twig every mode runs on the twig decoder's segments: the runtime needs no segment of its own
     const runtime = await LlavaRuntime.create(weights, opts, { fullSegment: twig === undefined });
-    const decoder = twig ? await TwigDecoder.create(runtime, twig) : undefined;
     const maxBatch = opts.maxBatch ?? 1;
+    // a batching engine decodes every request in its batch loop's own segments: the decoder needs none
+    const decoder = twig ? await TwigDecoder.create(runtime, twig, { segments: maxBatch <= 1 }) : undefined;
     const batch =
       decoder && maxBatch > 1
         ? await BatchLoop.create(decoder, { maxBatch, kvBudgetBytes: opts.kvBudgetBytes, draftCap: opts.draftCap })
         : undefined;
+    if (opts.releaseWeights) runtime.releaseWeights(...(twig ? [twig] : []));
     return new LocalEngine(
       modelDir,
       twigDir,
@@ -125,6 +133,7 @@ export class LocalEngine implements Engine {
 
   /** The model's weights as loaded (benchmarks build an isolated segment from them). */
   get weights(): LlavaWeights {
+    invariant(!this.runtime.released, "this engine was loaded with releaseWeights: its weights are gone");
     return this.runtime.weights;
   }
 

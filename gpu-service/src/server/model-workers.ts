@@ -60,6 +60,7 @@ export async function startModelWorkers(
         attention: config.attention,
         provider: config.provider,
         graphCacheDir: config.graphCacheDir,
+        releaseWeights: true, // ONNX Runtime holds the model: its fp32 copy would only take memory
       },
       config.faults,
     );

@@ -560,7 +560,7 @@ export class BatchLoop {
     rows.forEach((r, i) => {
       x.set(r, i * H);
     });
-    const out = await this.decoder.parts.twigHead.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
+    const out = await this.decoder.twigHead.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
     return out.logits.data as Float32Array;
   }
 

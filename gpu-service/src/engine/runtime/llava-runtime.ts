@@ -19,6 +19,9 @@ import { ort } from "./session.js";
 import { SessionIo, span } from "./tensor-io.js";
 import { type EncodedVisual, VisualEncoder, type VisualInput } from "./visual-encoder.js";
 
+/** What a released tensor holds (releaseWeights). */
+const RELEASED = new Float32Array(0);
+
 /**
  * How the model runs: provider and threads, the decoder's weight precision
  * (`precision`: fp32 default, fp16, int4; the vision tower stays fp32), the attention
@@ -147,12 +150,41 @@ export class LlavaRuntime {
     name?: string,
     { outputRows = false }: { outputRows?: boolean } = {},
   ): Promise<DecoderSegment> {
+    if (this.released)
+      return Promise.reject(new Error("the runtime's weights were released (releaseWeights): it builds no segment"));
     return DecoderSegment.create(this.textConfig, this.weights.text.layers.slice(a, b), {
       ...this.options,
       attentionProbsLayer,
       name,
       outputRows,
     });
+  }
+
+  /** Set by releaseWeights. */
+  released = false;
+
+  /**
+   * Frees the fp32 copies of the weights that every session has been built from: each tensor of
+   * these weights and of `more` (the twig's) gets an empty array, but for the token embeddings and
+   * the image-newline row, which the runtime reads itself. ONNX Runtime holds its own copies (in
+   * the engine's precision), so a model's weights are then in memory once; the runtime builds no
+   * more segments. Call it when every session the engine needs exists.
+   */
+  releaseWeights(...more: object[]): void {
+    const keep = new Set<unknown>([this.weights.text.embedTokens, this.weights.imageNewline]);
+    const visit = (x: unknown, seen: Set<unknown>) => {
+      if (typeof x !== "object" || x === null || seen.has(x) || ArrayBuffer.isView(x)) return;
+      seen.add(x);
+      const t = x as Partial<Tensor>;
+      if (Array.isArray(t.shape) && t.data instanceof Float32Array) {
+        if (!keep.has(x)) t.data = RELEASED;
+        return;
+      }
+      for (const v of Object.values(x)) visit(v, seen);
+    };
+    const seen = new Set<unknown>([this.weights.config]);
+    for (const root of [this.weights, ...more]) visit(root, seen);
+    this.released = true;
   }
 
   /** pixel values [1, 3, S, S] → image features [N, H]. */

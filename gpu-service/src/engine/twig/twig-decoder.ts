@@ -110,41 +110,66 @@ interface Caches {
 const NO_PROBS = { attentionProbs: false };
 
 export class TwigDecoder {
-  /** SSD's draft path (drafter.ts) over the lower segment, the twig and its head. */
-  readonly drafter: Drafter;
+  /** Its own segments and SSD's draft path over them (drafter.ts); none when made for the batch loop alone. */
+  private readonly serial?: { parts: TwigParts; drafter: Drafter };
 
   private constructor(
     readonly runtime: LlavaRuntime,
     readonly twig: TwigWeights,
-    readonly parts: TwigParts,
+    /** The twig's norm and LM head (also the batch loop's: batch/batch-loop.ts). */
+    readonly twigHead: SessionIo,
+    parts?: TwigParts,
   ) {
-    this.drafter = new Drafter(runtime, parts.lower, parts.twig, parts.twigHead);
+    if (parts) this.serial = { parts, drafter: new Drafter(runtime, parts.lower, parts.twig, twigHead) };
   }
 
-  static async create(runtime: LlavaRuntime, twig: TwigWeights): Promise<TwigDecoder> {
+  /**
+   * Builds the twig's head and, unless `segments` is false, the segments this decoder runs a request
+   * on (lower, mid, top and the twig). A batching engine passes false: its batch loop builds batched
+   * segments of its own, and a second copy of every decoder weight would only take memory.
+   */
+  static async create(
+    runtime: LlavaRuntime,
+    twig: TwigWeights,
+    { segments = true }: { segments?: boolean } = {},
+  ): Promise<TwigDecoder> {
     const L = runtime.textConfig.numLayers;
     const { k, finalWipeLayer: kf } = twig;
     if (!(k >= 1 && kf > k && kf <= L)) throw new RangeError(`twig split K=${k}, K_f=${kf} does not fit ${L} layers`);
     const config = runtime.textConfig;
-    const [lower, mid, top, twigHead, twigLayers] = await Promise.all([
+    // the runtime's precision, like the LM head
+    const head = new SessionIo(await createHeadSession(config, twig.norm, twig.lmHead, runtime.options), "twig-head");
+    if (!segments) return new TwigDecoder(runtime, twig, head);
+    const [lower, mid, top, twigLayers] = await Promise.all([
       runtime.segment(0, k, k - 1, "lower"),
       // the segment that ends the model computes, in its last layer, only the rows the head reads
       runtime.segment(k, kf, undefined, "mid", { outputRows: kf === L }),
       kf < L ? runtime.segment(kf, L, undefined, "top", { outputRows: true }) : Promise.resolve(undefined),
-      createHeadSession(config, twig.norm, twig.lmHead, runtime.options), // the runtime's precision, like the LM head
       DecoderSegment.create(config, twig.layers, {
         ...runtime.options,
         attentionProbsLayer: twig.layers.length - 1,
         name: "twig",
       }),
     ]);
-    return new TwigDecoder(runtime, twig, {
-      lower,
-      twig: twigLayers,
-      mid,
-      top,
-      twigHead: new SessionIo(twigHead, "twig-head"),
-    });
+    return new TwigDecoder(runtime, twig, head, { lower, twig: twigLayers, mid, top, twigHead: head });
+  }
+
+  /** Its segments (public for benchmarks and tests). */
+  get parts(): TwigParts {
+    return this.own().parts;
+  }
+
+  /** SSD's draft path (drafter.ts) over the lower segment, the twig and its head. */
+  get drafter(): Drafter {
+    return this.own().drafter;
+  }
+
+  private own(): { parts: TwigParts; drafter: Drafter } {
+    if (!this.serial)
+      throw new Error(
+        "this twig decoder was made without segments of its own (for a batch loop): it runs no request itself",
+      );
+    return this.serial;
   }
 
   /** The budget used when a request names none (see `defaultRetainBudget` in budget.ts), for a picture of the most visual tokens. */
@@ -395,7 +420,13 @@ export class TwigDecoder {
   }
 
   async release(): Promise<void> {
-    const p = this.parts;
-    await Promise.all([p.lower.release(), p.twig.release(), p.mid.release(), p.top?.release(), p.twigHead.release()]);
+    const p = this.serial?.parts;
+    await Promise.all([
+      p?.lower.release(),
+      p?.twig.release(),
+      p?.mid.release(),
+      p?.top?.release(),
+      this.twigHead.release(),
+    ]);
   }
 }
