@@ -170,7 +170,7 @@ export class BatchLoop {
     return top ? [lower, twig, mid, top] : [lower, twig, mid];
   }
 
-  /** Batched segments over the decoder's split (its own sessions: the weights are held twice). */
+  /** Batched segments over the decoder's split (a batching engine's decoder has no segments of its own: the weights are held once). */
   static async create(decoder: TwigDecoder, options: BatchOptions): Promise<BatchLoop> {
     const rt = decoder.runtime;
     const cfg = rt.textConfig;
