@@ -63,7 +63,7 @@ beforeAll(async () => {
     { stdio: "ignore" },
   );
   [plain, tls] = await Promise.all([
-    startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "120000" }, { alwaysTiny: true }),
+    startTinyModelService(0, 6, { TWIG_DRAIN_GRACE_MS: "120000", TWIG_MAX_BATCH: "8" }, { alwaysTiny: true }),
     startTinyModelService(
       0,
       6,
@@ -112,9 +112,13 @@ describe("gpu-service/src/health-probe.mjs", () => {
     const client = createClient(InferenceService, createConnectTransport({ baseUrl: plain.url, httpVersion: "1.1" }));
     const seen: ProbeResult[] = [];
     let signalled = false;
-    // six long generations on one worker: the drain lasts until the last one ends, long enough for a probe
+    let streaming = 0;
+    // six long generations decoding together on one worker (TWIG_MAX_BATCH above): the drain lasts until
+    // the last one ends, long enough for a probe. The signal waits for every stream's first delta: a
+    // request still on its way to the service when the drain begins is refused, as it should be.
     const one = async () => {
       let last = "";
+      let first = true;
       for await (const ev of client.generate({
         model: "tiny",
         image: { source: { case: "data", value: png } },
@@ -123,7 +127,11 @@ describe("gpu-service/src/health-probe.mjs", () => {
         acceleration: { mode: Mode.BASE },
       })) {
         last = ev.event.case ?? "";
-        if (ev.event.case === "delta" && !signalled) {
+        if (ev.event.case === "delta" && first) {
+          first = false;
+          streaming++;
+        }
+        if (streaming === 6 && !signalled) {
           signalled = true;
           plain.child.kill("SIGTERM");
           // asked until it sees the drain; if the service exited first (code 2), the check below fails
