@@ -89,10 +89,15 @@ export async function startModelWorkers(
     engine.onExit(() => {
       numbers.delete(n);
       workerThreads.delete(thread);
-      for (const g of [metrics.batchSize, metrics.batchWaiting, metrics.kvBytes, metrics.kvBudgetBytes])
-        g.remove(labels);
-      metrics.workerCpu.remove(labels);
-      metrics.workerWaiting.remove(labels);
+      for (const m of [
+        metrics.batchSize,
+        metrics.batchWaiting,
+        metrics.kvBytes,
+        metrics.kvBudgetBytes,
+        metrics.workerCpu,
+        metrics.workerWaiting,
+      ])
+        m.remove(labels);
     });
     return engine;
   };

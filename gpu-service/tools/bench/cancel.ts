@@ -39,9 +39,8 @@ export async function benchCancel(args: { model?: string; rounds: number }): Pro
   const pid = service.child.pid as number;
   const baseUrl = `http://127.0.0.1:${service.port}`;
   const client = createClient(InferenceService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
-  const metrics = /metrics on (http:\/\/\S+\/metrics)/.exec(service.output())?.[1];
   const heapMb = async () => {
-    const text = metrics ? await (await fetch(metrics)).text() : "";
+    const text = service.metricsUrl ? await (await fetch(service.metricsUrl)).text() : "";
     return Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1]) / 2 ** 20;
   };
 

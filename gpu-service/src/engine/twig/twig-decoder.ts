@@ -96,7 +96,6 @@ export interface TwigParts {
   twig: DecoderSegment;
   mid: DecoderSegment;
   top: DecoderSegment | undefined;
-  twigHead: SessionIo;
 }
 
 interface Caches {
@@ -151,7 +150,7 @@ export class TwigDecoder {
         name: "twig",
       }),
     ]);
-    return new TwigDecoder(runtime, twig, head, { lower, twig: twigLayers, mid, top, twigHead: head });
+    return new TwigDecoder(runtime, twig, head, { lower, twig: twigLayers, mid, top });
   }
 
   /** Its segments (public for benchmarks and tests). */
