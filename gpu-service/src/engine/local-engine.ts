@@ -31,7 +31,7 @@ export interface LocalEngineOptions extends RuntimeOptions {
   /** Bytes, duration, frames and frame size of videos, and how long decoding may take. */
   videoLimits?: VideoLimits;
   name?: string;
-  /** Decode up to this many requests together (batch/batch-loop.ts; needs a twig); 1 or unset: one at a time. */
+  /** Decode up to this many requests together (batch/batch-loop.ts; every mode, `base` on a model without a twig); 1 or unset: one at a time. */
   maxBatch?: number;
   /** KV memory a batch may hold, in bytes. */
   kvBudgetBytes?: number;
@@ -71,7 +71,7 @@ export class LocalEngine implements Engine {
     private readonly codec: TextCodec,
     private readonly limits: { image: ImageLimits; video: VideoLimits },
     name: string,
-    /** Continuous batching, when on (every request with a twig decoder goes through it). */
+    /** Continuous batching, when on (every request goes through it). */
     readonly batch?: BatchLoop,
   ) {
     const cfg = runtime.textConfig;
@@ -108,14 +108,20 @@ export class LocalEngine implements Engine {
     const twigDir =
       opts.twigDir ?? (existsSync(join(modelDir, "twig", "config.json")) ? join(modelDir, "twig") : undefined);
     const twig = twigDir ? loadTwig(twigDir, weights) : undefined;
-    // with a twig every mode runs on the twig decoder's segments: the runtime needs no segment of its own
-    const runtime = await LlavaRuntime.create(weights, opts, { fullSegment: twig === undefined });
     const maxBatch = opts.maxBatch ?? 1;
-    // a batching engine decodes every request in its batch loop's own segments: the decoder needs none
+    // with a twig every mode runs on the twig decoder's segments, and a batching engine decodes every
+    // request in its batch loop's own: the runtime needs its full segment only to decode a model
+    // without a twig one request at a time
+    const runtime = await LlavaRuntime.create(weights, opts, { fullSegment: twig === undefined && maxBatch <= 1 });
+    // a batching engine's decoder needs no segments of its own either
     const decoder = twig ? await TwigDecoder.create(runtime, twig, { segments: maxBatch <= 1 }) : undefined;
     const batch =
-      decoder && maxBatch > 1
-        ? await BatchLoop.create(decoder, { maxBatch, kvBudgetBytes: opts.kvBudgetBytes, draftCap: opts.draftCap })
+      maxBatch > 1
+        ? await BatchLoop.create(decoder ?? runtime, {
+            maxBatch,
+            kvBudgetBytes: opts.kvBudgetBytes,
+            draftCap: opts.draftCap,
+          })
         : undefined;
     if (opts.releaseWeights) runtime.releaseWeights(...(twig ? [twig] : []));
     return new LocalEngine(
@@ -203,8 +209,9 @@ export class LocalEngine implements Engine {
         return !stream.stopped;
       });
     let result: TwigGenerateResult;
-    if (this.decoder) {
-      result = await (this.batch ?? this.decoder).generate({
+    const decoder = this.batch ?? this.decoder;
+    if (decoder) {
+      result = await decoder.generate({
         inputIds,
         visual: visual.input,
         plan,

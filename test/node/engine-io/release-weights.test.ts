@@ -78,6 +78,7 @@ describe("an engine that releases its weights once loaded", () => {
     ["with a twig, one request at a time", dir, 1, ["twig", "ttp-only", "base", "fastv"]],
     ["with a twig, batching", dir, 4, ["twig", "ttp-only", "base", "fastv"]],
     ["without a twig", bare, 1, ["base"]],
+    ["without a twig, batching", bare, 4, ["base"]],
   ] as const) {
     it(`answers as one that keeps them (${name}) and holds no weight but the embeddings`, async () => {
       const kept = await load(modelDir, { maxBatch });

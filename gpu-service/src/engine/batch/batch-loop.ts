@@ -30,13 +30,18 @@
  * readmitted, it is prefilled again with its prompt and those tokens, keeping the visual tokens it
  * kept (batch/prefill.ts), and goes on as if never stopped (greedy output the same, sampling
  * drawing on from the same random stream). A sequence alone always runs, whatever it needs.
+ *
+ * A model without a twig batches the same way in its one mode, `base`: K = 0 and K_f = L, so there
+ * is no lower segment, no twig and no top, and mid is every layer; a round is then extend and
+ * verify of one row per sequence in one run, and the prefill one run of mid.
  */
 import { chooseToken, Rng } from "../decoding/sampling.js";
 import { proposeDraft, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import type { BatchStats } from "../engine.js";
+import { invariant } from "../errors.js";
 import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
-import { visualInputOf } from "../runtime/llava-runtime.js";
+import { type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { phase } from "../runtime/tensor-io.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
@@ -79,12 +84,16 @@ export type BatchResult = TwigGenerateResult & { margins?: number[]; preemptions
 
 export const DEFAULT_KV_BUDGET_BYTES = 2 * 1024 ** 3;
 
+/** The batched segments: base layers [0, K), the twig, [K, K_f), [K_f, L) (a model without a twig: mid alone, every layer). */
 interface Segments {
-  lower: BatchedSegment;
-  twig: BatchedSegment;
+  lower: BatchedSegment | undefined;
+  twig: BatchedSegment | undefined;
   mid: BatchedSegment;
   top: BatchedSegment | undefined;
 }
+
+/** The KV pools, in the order KvRoom's arrays give them (those the model has). */
+const POOLS = ["lower", "twig", "mid", "top"] as const;
 
 /** One running sequence. */
 interface Sequence {
@@ -135,8 +144,13 @@ export class BatchLoop {
   /** The drafters among them; slot b of the twig's cache is drafters[b]. */
   private readonly drafters: Sequence[] = [];
   private readonly waiting: Waiting[] = [];
-  private readonly kv: { lower: BatchKv; twig: BatchKv; mid: BatchKv; top: BatchKv | undefined };
-  /** The caches' layout against the KV budget; pools in the order lower, twig, mid, top. */
+  private readonly kv: {
+    lower: BatchKv | undefined;
+    twig: BatchKv | undefined;
+    mid: BatchKv;
+    top: BatchKv | undefined;
+  };
+  /** The caches' layout against the KV budget; pools in the order lower, twig, mid, top (those the model has). */
   private readonly room: KvRoom;
   private looping = false;
   private arrivals = 0;
@@ -152,13 +166,15 @@ export class BatchLoop {
   onStats?: (stats: BatchStats) => void;
 
   private constructor(
-    private readonly decoder: TwigDecoder,
+    private readonly rt: LlavaRuntime,
+    /** The twig's decoder (its split, its head, its plans' checks); absent for a model without a twig. */
+    private readonly decoder: TwigDecoder | undefined,
     private readonly seg: Segments,
     readonly options: BatchOptions,
   ) {
     this.kv = {
-      lower: seg.lower.newCache(),
-      twig: seg.twig.newCache(),
+      lower: seg.lower?.newCache(),
+      twig: seg.twig?.newCache(),
       mid: seg.mid.newCache(),
       top: seg.top?.newCache(),
     };
@@ -166,18 +182,31 @@ export class BatchLoop {
   }
 
   private get pools(): BatchKv[] {
-    const { lower, twig, mid, top } = this.kv;
-    return top ? [lower, twig, mid, top] : [lower, twig, mid];
+    return this.pick(POOLS.map((p) => this.kv[p])) as BatchKv[];
   }
 
-  /** Batched segments over the decoder's split (a batching engine's decoder has no segments of its own: the weights are held once). */
-  static async create(decoder: TwigDecoder, options: BatchOptions): Promise<BatchLoop> {
-    const rt = decoder.runtime;
+  /** Of four values in the pools' order (lower, twig, mid, top), those of the pools the model has. */
+  private pick<T>(byPool: readonly T[]): T[] {
+    return byPool.filter((_, i) => this.kv[POOLS[i]] !== undefined);
+  }
+
+  /**
+   * Batched segments over the twig decoder's split (a batching engine's decoder has no segments of
+   * its own: the weights are held once), or, given a model's runtime alone (a model without a
+   * twig), one segment of every layer for its `base` mode.
+   */
+  static async create(from: TwigDecoder | LlavaRuntime, options: BatchOptions): Promise<BatchLoop> {
+    const decoder = "twigHead" in from ? from : undefined;
+    const rt = decoder ? decoder.runtime : (from as LlavaRuntime);
     const cfg = rt.textConfig;
     const layers = rt.weights.text.layers;
-    const { k, finalWipeLayer: kf } = decoder.twig;
     const make = (ls: typeof layers, name: string, attentionProbsLayer?: number) =>
       BatchedSegment.create(cfg, ls, { ...rt.options, name, attentionProbsLayer });
+    if (!decoder) {
+      const mid = await make(layers, "batch-all");
+      return new BatchLoop(rt, undefined, { lower: undefined, twig: undefined, mid, top: undefined }, options);
+    }
+    const { k, finalWipeLayer: kf } = decoder.twig;
     const [lower, twig, mid, top] = await Promise.all([
       // prefill scores by attention: FastV by base layer K's (lower's last), TTP by the twig's last layer's
       make(layers.slice(0, k), "batch-lower", k - 1),
@@ -185,7 +214,7 @@ export class BatchLoop {
       make(layers.slice(k, kf), "batch-mid"),
       kf < cfg.numLayers ? make(layers.slice(kf), "batch-top") : undefined,
     ]);
-    return new BatchLoop(decoder, { lower, twig, mid, top }, options);
+    return new BatchLoop(rt, decoder, { lower, twig, mid, top }, options);
   }
 
   /** Sequences running now. */
@@ -272,7 +301,7 @@ export class BatchLoop {
       try {
         const resumed = s && { generated: s.outputIds.slice(0, -1), kept: s.pre.keptVisualIndices };
         const p = await phase("prefill", () =>
-          preparePrompt(this.decoder, { ...w.o, visual: visualInputOf(w.o) }, resumed),
+          preparePrompt(this.rt, this.decoder, { ...w.o, visual: visualInputOf(w.o) }, resumed),
         );
         joining.push({ w, p });
         rows += p.rows;
@@ -288,7 +317,7 @@ export class BatchLoop {
     try {
       pre = await phase("prefill", () =>
         prefillTogether(
-          this.decoder,
+          this.rt,
           this.seg,
           this.kv,
           joining.map((j) => j.p),
@@ -327,11 +356,10 @@ export class BatchLoop {
     const lower = S + generated;
     const mid = (plan.retainBudget === null ? S : S - N + plan.keptVisualTokens) + generated;
     const top = (plan.retainBudget === null ? S : S - N) + generated;
-    const n = this.pools.length;
     return {
       rows: lower,
-      need: [lower + round, twig ? lower + round : 0, mid + round, top + round].slice(0, n),
-      slots: [1, twig ? 1 : 0, 1, 1].slice(0, n),
+      need: this.pick([lower + round, twig ? lower + round : 0, mid + round, top + round]),
+      slots: this.pick([1, twig ? 1 : 0, 1, 1]),
     };
   }
 
@@ -346,7 +374,7 @@ export class BatchLoop {
       most(this.kv.mid, this.running, d),
       most(this.kv.top, this.running, d),
     ];
-    return need.slice(0, this.pools.length);
+    return this.pick(need);
   }
 
   /** Before a round: while it would pass the KV budget, the sequence that arrived last waits again (alone, one always runs). */
@@ -366,7 +394,7 @@ export class BatchLoop {
 
   /** A prefilled sequence, its slots filled (the last ones), joins the running; its first token is the prefill's. */
   private seat(w: Waiting, pre: Prefilled): void {
-    const cfg = this.decoder.runtime.textConfig;
+    const cfg = this.rt.textConfig;
     const plan = MODE_PLANS[w.o.plan.mode];
     const S = pre.promptTokens;
     const limit = Math.min(w.o.maxTokens, cfg.maxPositionEmbeddings - S);
@@ -407,7 +435,7 @@ export class BatchLoop {
 
   /** One round for the whole batch: extend, draft, verify, accept. */
   private async round(): Promise<void> {
-    const rt = this.decoder.runtime;
+    const rt = this.rt;
     const { hiddenSize: H, eosTokenId } = rt.textConfig;
     const seqs = this.running;
     const B = seqs.length;
@@ -418,24 +446,28 @@ export class BatchLoop {
     const chooses = rooms.some((r) => r > 0);
     const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B, rooms));
     const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
-    const drafting = cap > 0;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
     const emitted = seqs.reduce((a, s) => a + s.outputIds.length, 0);
 
     // extend: t_b through lower; the drafters' twig takes it (after what it has not seen yet),
     // unless no one drafts this round: then it catches up (one run of several rows) when drafting resumes
+    // (without a twig K = 0: the embeddings go straight to mid)
     const embedded = rt.embed(seqs.map((s) => s.next));
     const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
-    const hK = await this.seg.lower.run(this.kv.lower, tRows);
+    const hK =
+      this.seg.lower && this.kv.lower ? await this.seg.lower.run(this.kv.lower, tRows) : tRows.map((r) => r.hidden);
     const index = new Map(seqs.map((s, b) => [s, b]));
-    if (this.drafters.length > 0) {
+    const drafting = cap > 0;
+    // (drafters, and so drafting rounds, exist only on a model with a twig)
+    const draftPath = this.drafters.length > 0 ? this.draftPath() : undefined;
+    if (draftPath) {
       const twigIn = this.drafters.map((s) => {
         const own = { hidden: hK[index.get(s) as number], positions: [s.position] };
         return s.catchUp ? concatRows(s.catchUp, own, H) : own;
       });
       if (drafting) {
-        const out = await this.seg.twig.run(this.kv.twig, twigIn);
+        const out = await draftPath.twig.run(draftPath.twigKv, twigIn);
         this.drafters.forEach((s, b) => {
           s.twigHidden = out[b].subarray(out[b].length - H);
           s.catchUp = undefined;
@@ -449,7 +481,7 @@ export class BatchLoop {
     // draft: each drafter its own chain, one batched lower (and twig) run per draft position
     const drafts = seqs.map(() => ({ tokens: [] as number[], q: [] as Float64Array[], hidden: [] as Float32Array[] }));
     let active = drafting ? this.drafters.filter((s) => room(s) > 0) : [];
-    for (let j = 0; active.length > 0; j++) {
+    for (let j = 0; draftPath && active.length > 0; j++) {
       const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
       const V = logits.length / active.length;
       const chosen = active.map((s, a) => {
@@ -467,13 +499,13 @@ export class BatchLoop {
         if (!e) return NONE;
         return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
       });
-      const lowOut = await this.seg.lower.run(this.kv.lower, lowIn);
+      const lowOut = await draftPath.lower.run(draftPath.lowerKv, lowIn);
       for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
       const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
       if (going.length === 0) break;
       const goingSet = new Set(going);
-      const twigOut = await this.seg.twig.run(
-        this.kv.twig,
+      const twigOut = await draftPath.twig.run(
+        draftPath.twigKv,
         this.drafters.map((s) =>
           goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
         ),
@@ -512,6 +544,7 @@ export class BatchLoop {
     }
     const logits = await rt.logits(all);
     const V = rt.textConfig.vocabSize;
+    const twigKv = this.kv.twig;
 
     // accept: each sequence on its own, rolled back on its own
     const outcomes: DraftOutcome[] = [];
@@ -533,9 +566,9 @@ export class BatchLoop {
       // lower, mid and top ran on every draft, the twig on all but the last
       for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
         if (kv) kv.truncate(b, kv.lengths[b] - n + v.accepted);
-      if (s.speculative && v.accepted < n) {
+      if (twigKv && s.speculative && v.accepted < n) {
         const t = this.drafters.indexOf(s);
-        this.kv.twig.truncate(t, this.kv.twig.lengths[t] - (n - 1) + v.accepted);
+        twigKv.truncate(t, twigKv.lengths[t] - (n - 1) + v.accepted);
       }
       if (s.margins) for (let i = 0; i <= v.accepted; i++) s.margins.push(margin(rowsOf[i]));
       if (s.speculative && n > 0 && v.accepted === n)
@@ -553,20 +586,28 @@ export class BatchLoop {
     }
   }
 
+  /** The segments and caches SSD drafts through (there are drafters only on a model with a twig). */
+  private draftPath() {
+    const { lower, twig } = this.seg;
+    const { lower: lowerKv, twig: twigKv } = this.kv;
+    invariant(lower && twig && lowerKv && twigKv && this.decoder, "drafting needs a twig");
+    return { lower, twig, lowerKv, twigKv, head: this.decoder.twigHead };
+  }
+
   /** Twig norm + twig head on rows [n, H] → logits [n, V]. */
   private async twigLogits(rows: Float32Array[]): Promise<Float32Array> {
-    const H = this.decoder.runtime.textConfig.hiddenSize;
+    const H = this.rt.textConfig.hiddenSize;
     const x = new Float32Array(rows.length * H);
     rows.forEach((r, i) => {
       x.set(r, i * H);
     });
-    const out = await this.decoder.twigHead.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
+    const out = await this.draftPath().head.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
     return out.logits.data as Float32Array;
   }
 
   /** Appends verified tokens to a sequence's output; true when it is over (EOS, max tokens or the callback). */
   private emit(s: Sequence, ids: number[], acceptedDraft: number): boolean {
-    const eosId = this.decoder.runtime.textConfig.eosTokenId;
+    const eosId = this.rt.textConfig.eosTokenId;
     let out = ids.slice(0, s.limit - s.outputIds.length);
     const eos = out.indexOf(eosId);
     if (eos >= 0) {
@@ -614,7 +655,7 @@ export class BatchLoop {
     this.running.pop();
     const t = this.drafters.indexOf(s);
     if (t >= 0) {
-      this.kv.twig.remove(t);
+      this.kv.twig?.remove(t);
       this.drafters[t] = this.drafters[this.drafters.length - 1];
       this.drafters.pop();
     }
@@ -649,7 +690,7 @@ export class BatchLoop {
 
   async release(): Promise<void> {
     const { lower, twig, mid, top } = this.seg;
-    await Promise.all([lower.release(), twig.release(), mid.release(), top?.release()]);
+    await Promise.all([lower?.release(), twig?.release(), mid.release(), top?.release()]);
   }
 }
 

@@ -21,12 +21,17 @@
  * prompt's pass above K also verifies drafts, here the first token comes from the prompt's own
  * pass and drafting starts at the next round. Greedy output is the same (SSD is lossless), within
  * the float rounding that separates a batched run from a lone one.
+ *
+ * A model without a twig has mid alone, every layer (K = 0; `base` mode only): a joiner's prompt
+ * goes through it in one run, nothing pruned.
  */
+
+import { invariant } from "../errors.js";
 import type { AccelerationPlan } from "../plan.js";
 import { keptVisualIndices, PRUNERS } from "../pruning/registry.js";
 import type { BatchKv } from "../runtime/batched-kv.js";
 import type { BatchedSegment, SlotRows } from "../runtime/batched-segment.js";
-import type { EmbeddedPrompt } from "../runtime/llava-runtime.js";
+import type { EmbeddedPrompt, LlavaRuntime } from "../runtime/llava-runtime.js";
 import type { EncodedVisual, VisualInput } from "../runtime/visual-encoder.js";
 import { MODE_PLANS, type ModePlan, usesTwig } from "../twig/modes.js";
 import { selectRows } from "../twig/rows.js";
@@ -72,16 +77,16 @@ export interface Prefilled
   logits: Float32Array;
 }
 
-/** The batched segments and the batch's caches of them. */
+/** The batched segments and the batch's caches of them (without a twig: mid alone, every layer). */
 export interface BatchSegments {
-  lower: BatchedSegment;
-  twig: BatchedSegment;
+  lower: BatchedSegment | undefined;
+  twig: BatchedSegment | undefined;
   mid: BatchedSegment;
   top: BatchedSegment | undefined;
 }
 export interface BatchCaches {
-  lower: BatchKv;
-  twig: BatchKv;
+  lower: BatchKv | undefined;
+  twig: BatchKv | undefined;
   mid: BatchKv;
   top: BatchKv | undefined;
 }
@@ -91,14 +96,23 @@ export interface BatchCaches {
  * here, alone); a preempted sequence's prompt is followed by the tokens it generated.
  */
 export async function preparePrompt(
-  decoder: TwigDecoder,
+  rt: LlavaRuntime,
+  /** The twig's decoder, which checks a plan of any mode; absent (a model without a twig): `base` only. */
+  decoder: TwigDecoder | undefined,
   request: PrefillRequest,
   resumed?: Resumed,
 ): Promise<PreparedPrompt> {
-  const rt = decoder.runtime;
   const image = await rt.encodeVisual(request.visual);
   let prompt = rt.embedPrompt(request.inputIds, image.features, rt.placeholderOf(request.visual));
-  decoder.assertPlan(request.plan, prompt);
+  if (decoder) decoder.assertPlan(request.plan, prompt);
+  else {
+    const p = request.plan;
+    invariant(p.mode === "base", `mode ${p.mode} needs a twig and this model has none`);
+    invariant(
+      p.visualTokens === prompt.numVisual && p.retainBudget === null && p.draft === null,
+      `a base plan for ${prompt.numVisual} visual tokens, not ${JSON.stringify(p)}`,
+    );
+  }
   const mode = MODE_PLANS[request.plan.mode];
   const S = prompt.positions.length;
   const m = resumed?.generated.length ?? 0;
@@ -120,45 +134,51 @@ export async function preparePrompt(
  * removed again.
  */
 export async function prefillTogether(
-  decoder: TwigDecoder,
+  rt: LlavaRuntime,
   seg: BatchSegments,
   kv: BatchCaches,
   joiners: readonly PreparedPrompt[],
   drafts: readonly boolean[],
 ): Promise<Prefilled[]> {
-  const rt = decoder.runtime;
   const cfg = rt.textConfig;
   const H = cfg.hiddenSize;
   const k = joiners.length;
   const caches = [kv.lower, kv.mid, kv.top].filter((c) => c !== undefined);
-  const first = kv.lower.size;
-  const twigFirst = kv.twig.size;
+  const first = kv.mid.size;
+  const twigFirst = kv.twig?.size ?? 0;
   // the twig's users: drafters first (their slots stay), then the others (slots borrowed for the run)
   const twigUsers = [
     ...joiners.flatMap((_, i) => (drafts[i] ? [i] : [])),
     ...joiners.flatMap((j, i) => (!drafts[i] && usesTwig(j.mode) ? [i] : [])),
   ];
+  const { lower: lowerKv, twig: twigKv } = kv;
+  invariant(
+    (seg.lower && lowerKv) || joiners.every((j) => j.mode.pruning === "none" && !usesTwig(j.mode)),
+    "a model without a twig runs base mode only",
+  );
   try {
     // lower: every prompt row; attention probabilities of layer K when a FastV joiner scores by them
-    for (const j of joiners) kv.lower.add(j.rows);
+    // (without a twig K = 0: the embeddings are layer K's input)
+    const rowsIn = joiners.map((j) => ({ hidden: j.prompt.hidden, positions: j.prompt.positions }));
     const reads = (where: "lower" | "twig") => joiners.some((j) => PRUNERS[j.mode.pruning].reads === where);
-    const low = await seg.lower.prefill(
-      kv.lower,
-      joiners.map((j) => ({ hidden: j.prompt.hidden, positions: j.prompt.positions })),
-      { from: first, attentionProbs: reads("lower") },
-    );
+    let low: { hidden: Float32Array[]; attentionProbs?: Float32Array[] } = { hidden: rowsIn.map((r) => r.hidden) };
+    if (seg.lower && lowerKv) {
+      for (const j of joiners) lowerKv.add(j.rows);
+      low = await seg.lower.prefill(lowerKv, rowsIn, { from: first, attentionProbs: reads("lower") });
+    }
     // the twig, for the joiners whose mode runs it: its last layer's attention for TTP's scores
-    for (const i of twigUsers) kv.twig.add(joiners[i].rows);
-    const tw =
-      twigUsers.length > 0
-        ? await seg.twig.prefill(
-            kv.twig,
-            twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions })),
-            { from: twigFirst, attentionProbs: reads("twig") },
-          )
-        : undefined;
+    let tw: { attentionProbs?: Float32Array[] } | undefined;
+    if (twigUsers.length > 0) {
+      invariant(seg.twig && twigKv, "a model without a twig runs base mode only");
+      for (const i of twigUsers) twigKv.add(joiners[i].rows);
+      tw = await seg.twig.prefill(
+        twigKv,
+        twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions })),
+        { from: twigFirst, attentionProbs: reads("twig") },
+      );
+      for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) twigKv.remove(twigFirst + t);
+    }
     const twigProbs = new Map(twigUsers.map((i, t) => [i, tw?.attentionProbs?.[t]]));
-    for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) kv.twig.remove(twigFirst + t);
 
     // each joiner's own kept visual tokens: mid takes its text and them, top its text only
     const above = joiners.map((j, i) => {
@@ -225,7 +245,7 @@ export async function prefillTogether(
       retainBudget: j.request.plan.retainBudget,
       scoreSource: j.request.plan.scoreSource,
       layout: {
-        lower: j.rows,
+        lower: lowerKv ? j.rows : 0,
         twig: usesTwig(j.mode) ? j.rows : 0,
         mid: above[i].midRows.length,
         top: kv.top ? above[i].topRows.length : 0,
@@ -235,7 +255,7 @@ export async function prefillTogether(
   } catch (err) {
     // the new slots are the last ones: removing them from the end moves nothing
     for (const c of caches) while (c.size > first) c.remove(c.size - 1);
-    while (kv.twig.size > twigFirst) kv.twig.remove(kv.twig.size - 1);
+    while (twigKv && twigKv.size > twigFirst) twigKv.remove(twigKv.size - 1);
     throw err;
   }
 }
