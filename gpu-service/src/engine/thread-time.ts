@@ -6,6 +6,7 @@
  * Undefined where the file is missing (not Linux, or a kernel without scheduler statistics).
  */
 import { readFileSync } from "node:fs";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 
 export interface ThreadTime {
   /** Seconds this thread has run on a CPU. */
@@ -24,4 +25,37 @@ export function threadTime(): ThreadTime | undefined {
   const [running, waiting] = text.trim().split(/\s+/).map(Number);
   if (!Number.isFinite(running) || !Number.isFinite(waiting)) return undefined;
   return { running: running / 1e9, waiting: waiting / 1e9 };
+}
+
+/** The kinds of garbage collection perf_hooks tells apart (its "gc" entries' `detail.kind`). */
+export const GC_KINDS = ["minor", "major", "incremental", "weakcb"] as const;
+export type GcKind = (typeof GC_KINDS)[number];
+
+/** Garbage collections on a thread so far: how many of each kind, and the seconds each kind paused the thread. */
+export type GcTally = Record<GcKind, { count: number; seconds: number }>;
+
+const KIND_OF: Record<number, GcKind> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: "minor",
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: "major",
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: "incremental",
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: "weakcb",
+};
+
+/**
+ * Starts counting the calling thread's garbage collections (perf_hooks' "gc" entries, which
+ * arrive a little after each collection); the function returned reads the tally so far. An engine
+ * worker counts its own (worker-main.ts): full collections (`major`) are what a worker's heap
+ * settings change (worker-host.ts, `setEngineHeapStart`).
+ */
+export function countGc(): () => GcTally {
+  const tally = Object.fromEntries(GC_KINDS.map((k) => [k, { count: 0, seconds: 0 }])) as GcTally;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = KIND_OF[(e as { detail?: { kind?: number } }).detail?.kind ?? -1];
+      if (!kind) continue;
+      tally[kind].count++;
+      tally[kind].seconds += e.duration / 1000;
+    }
+  }).observe({ entryTypes: ["gc"] });
+  return () => Object.fromEntries(GC_KINDS.map((k) => [k, { ...tally[k] }])) as GcTally;
 }

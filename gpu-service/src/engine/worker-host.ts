@@ -6,13 +6,14 @@
  * its request with EngineWorkerExitedError and every later one at once; its
  * owner (the server's supervisor.ts) hears of it through `onExit` and replaces it.
  */
+import { setFlagsFromString } from "node:v8";
 import { Worker } from "node:worker_threads";
 import type { BatchStats, Engine } from "./engine.js";
 import { InvalidRequestError } from "./errors.js";
 import type { EngineEvent } from "./events.js";
 import type { LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
-import type { ThreadTime } from "./thread-time.js";
+import type { GcTally, ThreadTime } from "./thread-time.js";
 
 type Outbound =
   | { type: "ready"; info: Engine["info"] }
@@ -22,6 +23,7 @@ type Outbound =
   | { type: "error"; id: number; name: string; message: string; aborted: boolean }
   | { type: "stats"; stats: BatchStats }
   | { type: "thread-time"; id: number; time?: ThreadTime }
+  | { type: "gc"; id: number; gc: GcTally }
   | { type: "closed" };
 
 /** Test-only fault injection (see worker-main.ts): prompts containing these markers break the worker. */
@@ -49,7 +51,8 @@ export class WorkerEngine implements Engine {
   private failure?: Error;
   private readonly exitListeners: ((code: number) => void)[] = [];
   private readonly statsListeners: ((stats: BatchStats) => void)[] = [];
-  private readonly timeRequests = new Map<number, (time: ThreadTime | undefined) => void>();
+  /** Answers awaited from the worker ("thread-time", "gc"), by request id. */
+  private readonly replies = new Map<number, (answer: unknown) => void>();
   /** The batch loop's latest state (a batching engine only). */
   batchStats?: BatchStats;
 
@@ -62,7 +65,8 @@ export class WorkerEngine implements Engine {
       else if (msg.type === "stats") {
         this.batchStats = msg.stats;
         for (const listener of this.statsListeners) listener(msg.stats);
-      } else if (msg.type === "thread-time") this.timeRequests.get(msg.id)?.(msg.time);
+      } else if (msg.type === "thread-time") this.replies.get(msg.id)?.(msg.time);
+      else if (msg.type === "gc") this.replies.get(msg.id)?.(msg.gc);
       else if (msg.type === "done") this.settle(msg.id);
       else if (msg.type === "error") {
         const err = msg.aborted
@@ -76,7 +80,7 @@ export class WorkerEngine implements Engine {
     const fail = (err: Error) => {
       this.failure ??= err;
       for (const id of [...this.pending.keys()]) this.settle(id, this.failure);
-      for (const answer of [...this.timeRequests.values()]) answer(undefined);
+      for (const answer of [...this.replies.values()]) answer(undefined);
     };
     worker.on("error", (err) => fail(new EngineWorkerExitedError(`the engine worker failed: ${err.message}`)));
     worker.on("exit", (code) => {
@@ -96,7 +100,7 @@ export class WorkerEngine implements Engine {
     if (this.batchStats) listener(this.batchStats);
   }
 
-  /** Starts a worker and loads the model in it. */
+  /** Starts a worker and loads the model in it (its JS heap as `setEngineHeapStart` last set it). */
   static start(modelDir: string, options: LocalEngineOptions = {}, faults?: FaultMarkers): Promise<WorkerEngine> {
     const worker = new Worker(new URL("./worker-bootstrap.mjs", import.meta.url), {
       workerData: { modelDir, options, faults },
@@ -142,21 +146,45 @@ export class WorkerEngine implements Engine {
    * within `timeoutMs` (it has exited, or one step runs that long).
    */
   threadTime(timeoutMs = 1000): Promise<ThreadTime | undefined> {
+    return this.ask("thread-time", timeoutMs);
+  }
+
+  /** The worker thread's garbage collections so far (thread-time.ts, `countGc`); undefined as for `threadTime`. */
+  gc(timeoutMs = 1000): Promise<GcTally | undefined> {
+    return this.ask("gc", timeoutMs);
+  }
+
+  /** Asks the worker (between two decoding steps); undefined if it has failed or not answered within `timeoutMs`. */
+  private ask<T>(type: "thread-time" | "gc", timeoutMs: number): Promise<T | undefined> {
     if (this.failure) return Promise.resolve(undefined);
     const id = this.nextId++;
     return new Promise((resolve) => {
-      const done = (time: ThreadTime | undefined) => {
+      const done = (answer: unknown) => {
         clearTimeout(timer);
-        this.timeRequests.delete(id);
-        resolve(time);
+        this.replies.delete(id);
+        resolve(answer as T | undefined);
       };
       const timer = setTimeout(() => done(undefined), timeoutMs);
-      this.timeRequests.set(id, done);
-      this.worker.postMessage({ type: "thread-time", id });
+      this.replies.set(id, done);
+      this.worker.postMessage({ type, id });
     });
   }
 
   async close(): Promise<void> {
     await this.worker.terminate();
   }
+}
+
+/**
+ * The old generation each engine worker's JS heap starts with, in MB (V8's
+ * --initial-old-space-size; 0: V8's own start, a few MB), for workers started after the call (the
+ * flag is the process's; heaps read it when they are made). A worker's live heap is small (about
+ * 13 MB on the demo model) but it allocates fast: ONNX Runtime's outputs every run, its batch's KV
+ * buffers as they grow and shrink. From V8's own start it ran a full collection every 60-120 ms
+ * at 16 streams (68 in one benchmark level), whose concurrent marking took about 30 ms of another
+ * core each time; from 128 MB, 6 (README, "Continuous batching").
+ */
+export function setEngineHeapStart(mb: number): void {
+  if (!(Number.isInteger(mb) && mb >= 0)) throw new RangeError(`a heap start of ${mb} MB`);
+  setFlagsFromString(`--initial-old-space-size=${mb}`);
 }

@@ -5,7 +5,8 @@
  * stops the running request at its next decoding step. A batching engine's
  * state (BatchStats) is posted as a "stats" message whenever it changes. A
  * "thread-time" message is answered with this thread's CPU and run-queue time
- * (thread-time.ts), between two decoding steps.
+ * (thread-time.ts), between two decoding steps, and a "gc" message with its
+ * garbage collections so far.
  *
  * Fault injection, for tests of what survives a failure (off unless the host
  * passes markers, which the service does only under TWIG_ALLOW_FAULT_INJECTION):
@@ -18,13 +19,14 @@ import { InvalidRequestError } from "./errors.js";
 import type { EngineEvent } from "./events.js";
 import { LocalEngine, type LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
-import { threadTime } from "./thread-time.js";
+import { countGc, threadTime } from "./thread-time.js";
 import type { FaultMarkers } from "./worker-host.js";
 
 type Inbound =
   | { type: "generate"; id: number; params: GenerateParams }
   | { type: "abort"; id: number }
   | { type: "thread-time"; id: number }
+  | { type: "gc"; id: number }
   | { type: "close" };
 
 const { modelDir, options, faults } = workerData as {
@@ -36,6 +38,7 @@ const port = parentPort;
 if (!port) throw new Error("worker-main.ts must run in a worker thread");
 
 const aborts = new Map<number, AbortController>();
+const gcTally = countGc();
 try {
   const engine = await LocalEngine.load(modelDir, options);
   port.postMessage({ type: "ready", info: engine.info });
@@ -51,6 +54,7 @@ try {
   port.on("message", async (msg: Inbound) => {
     if (msg.type === "abort") return aborts.get(msg.id)?.abort();
     if (msg.type === "thread-time") return port.postMessage({ type: "thread-time", id: msg.id, time: threadTime() });
+    if (msg.type === "gc") return port.postMessage({ type: "gc", id: msg.id, gc: gcTally() });
     if (msg.type === "close") {
       await engine.close();
       port.postMessage({ type: "closed" });

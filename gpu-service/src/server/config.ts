@@ -31,6 +31,8 @@ export interface ServiceConfig {
   engineThreads: number;
   /** Requests each worker decodes together (continuous batching); 1: one at a time. */
   maxBatch: number;
+  /** The old generation each engine worker's JS heap starts with, in MB (0: V8's own; worker-host.ts, `setEngineHeapStart`). */
+  engineHeapMb: number;
   /** KV memory each worker's batch may hold, in bytes (undefined: the engine's default). */
   kvBudgetBytes?: number;
   /** ONNX Runtime execution provider: cpu (default) or cuda (GPU hosts). */
@@ -142,6 +144,9 @@ function checkExposure(host: string, token: string | undefined, env: NodeJS.Proc
   );
 }
 
+/** TWIG_ENGINE_HEAP_MB unless set: room for a worker's garbage between full collections (README, "Continuous batching"). */
+export const DEFAULT_ENGINE_HEAP_MB = 128;
+
 /** TWIG_MAX_BATCH unless set: a server for many decodes requests together (README, "Continuous batching"). */
 export const DEFAULT_MAX_BATCH = 16;
 
@@ -157,6 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     workersPerModel: Math.max(1, intFromEnv(env, "TWIG_ENGINE_WORKERS", 1)),
     engineThreads: intFromEnv(env, "TWIG_ENGINE_THREADS", 0),
     maxBatch: Math.max(1, intFromEnv(env, "TWIG_MAX_BATCH", DEFAULT_MAX_BATCH)),
+    engineHeapMb: intFromEnv(env, "TWIG_ENGINE_HEAP_MB", DEFAULT_ENGINE_HEAP_MB),
     kvBudgetBytes: env.TWIG_KV_BUDGET_BYTES ? intFromEnv(env, "TWIG_KV_BUDGET_BYTES", 0) : undefined,
     provider: choiceFromEnv(env, "TWIG_EXECUTION_PROVIDER", EXECUTION_PROVIDERS),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),

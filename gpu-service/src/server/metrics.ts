@@ -4,7 +4,7 @@
  */
 import http from "node:http";
 import client from "prom-client";
-import type { ThreadTime } from "../engine/thread-time.js";
+import { GC_KINDS, type GcTally, type ThreadTime } from "../engine/thread-time.js";
 
 export const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry });
@@ -23,22 +23,35 @@ const workerGauge = (name: string, help: string) =>
 export interface WorkerThread {
   labels: { model: string; worker: string };
   read: () => Promise<ThreadTime | undefined>;
+  /** Its garbage collections so far. */
+  readGc: () => Promise<GcTally | undefined>;
   /** What the last scrape read (the counters grow by the difference). */
   last?: ThreadTime;
+  lastGc?: GcTally;
 }
 export const workerThreads = new Set<WorkerThread>();
 
-// one read of every worker per scrape, shared by the two counters that report it
+// one read of every worker per scrape, shared by the counters that report it
 let reading: Promise<void> | undefined;
 const readWorkerThreads = () => {
   reading ??= Promise.all(
     [...workerThreads].map(async (w) => {
-      const now = await w.read();
-      if (!now || !workerThreads.has(w)) return;
-      const last = w.last ?? { running: 0, waiting: 0 };
-      metrics.workerCpu.inc(w.labels, Math.max(0, now.running - last.running));
-      metrics.workerWaiting.inc(w.labels, Math.max(0, now.waiting - last.waiting));
-      w.last = now;
+      const [now, gc] = await Promise.all([w.read(), w.readGc()]);
+      if (!workerThreads.has(w)) return;
+      if (now) {
+        const last = w.last ?? { running: 0, waiting: 0 };
+        metrics.workerCpu.inc(w.labels, Math.max(0, now.running - last.running));
+        metrics.workerWaiting.inc(w.labels, Math.max(0, now.waiting - last.waiting));
+        w.last = now;
+      }
+      if (gc) {
+        for (const kind of GC_KINDS) {
+          const last = w.lastGc?.[kind] ?? { count: 0, seconds: 0 };
+          metrics.workerGc.inc({ ...w.labels, kind }, Math.max(0, gc[kind].count - last.count));
+          metrics.workerGcSeconds.inc({ ...w.labels, kind }, Math.max(0, gc[kind].seconds - last.seconds));
+        }
+        w.lastGc = gc;
+      }
     }),
   ).then(() => {
     reading = undefined;
@@ -50,6 +63,14 @@ const workerCounter = (name: string, help: string) =>
     name,
     help,
     labelNames: ["model", "worker"] as const,
+    registers: [registry],
+    collect: readWorkerThreads,
+  });
+const workerGcCounter = (name: string, help: string) =>
+  new client.Counter({
+    name,
+    help,
+    labelNames: ["model", "worker", "kind"] as const,
     registers: [registry],
     collect: readWorkerThreads,
   });
@@ -86,6 +107,14 @@ export const metrics = {
   workerWaiting: workerCounter(
     "twig_engine_worker_runqueue_seconds_total",
     "Time an engine worker's thread was ready to run but waited for a CPU (Linux): it grows when busy threads outnumber cores",
+  ),
+  workerGc: workerGcCounter(
+    "twig_engine_worker_gc_total",
+    "Garbage collections on an engine worker's thread, by kind (minor, major: full, incremental, weakcb)",
+  ),
+  workerGcSeconds: workerGcCounter(
+    "twig_engine_worker_gc_seconds_total",
+    "Time garbage collection paused an engine worker's thread, by kind (concurrent marking on other threads not included)",
   ),
   workerRestarts: counter("twig_engine_worker_restarts_total", "Engine workers started to replace one that died"),
   errors: new client.Counter({

@@ -7,7 +7,8 @@
 import sharp from "sharp";
 import type { Engine } from "../engine/engine.js";
 import { planRequest } from "../engine/plan-request.js";
-import { WorkerEngine } from "../engine/worker-host.js";
+import { GC_KINDS } from "../engine/thread-time.js";
+import { setEngineHeapStart, WorkerEngine } from "../engine/worker-host.js";
 import type { ServiceConfig } from "./config.js";
 import type { ServedModel } from "./inference.js";
 import type { Logger } from "./log.js";
@@ -46,6 +47,7 @@ export async function startModelWorkers(
 ): Promise<Supervisor> {
   const name = model.entry.name;
   const numbers = new Set<number>();
+  setEngineHeapStart(config.engineHeapMb);
   const start = async (): Promise<SupervisedEngine> => {
     const engine = await WorkerEngine.start(
       model.entry.dir,
@@ -84,7 +86,7 @@ export async function startModelWorkers(
       metrics.kvBytes.set(labels, s.kvBytes);
       metrics.kvBudgetBytes.set(labels, s.kvBudgetBytes);
     });
-    const thread: WorkerThread = { labels, read: () => engine.threadTime() };
+    const thread: WorkerThread = { labels, read: () => engine.threadTime(), readGc: () => engine.gc() };
     workerThreads.add(thread);
     engine.onExit(() => {
       numbers.delete(n);
@@ -98,6 +100,8 @@ export async function startModelWorkers(
         metrics.workerWaiting,
       ])
         m.remove(labels);
+      for (const kind of GC_KINDS)
+        for (const m of [metrics.workerGc, metrics.workerGcSeconds]) m.remove({ ...labels, kind });
     });
     return engine;
   };

@@ -6,7 +6,8 @@
  * were alone. (A demo answer ends at EOS within a few hundred ms here, so the deadline is 1 ms: a
  * longer one is sometimes met.) The worker's metrics follow: the batch size scraped while they run
  * is above 1 and never above TWIG_MAX_BATCH, KV bytes are held, and both fall back when it is over;
- * the worker thread's CPU time grows across the batch (its run-queue time is reported beside it).
+ * the worker thread's CPU time grows across the batch (its run-queue time is reported beside it),
+ * and so do its garbage collections (minor ones: a batch allocates little that lives).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -70,6 +71,9 @@ describe("continuous batching in the service", () => {
       `twig_engine_worker_cpu_seconds_total${WORKER}`,
       `twig_engine_worker_runqueue_seconds_total${WORKER}`,
     ];
+    const MINOR = '{model="demo",worker="0",kind="minor"}';
+    const GC = [`twig_engine_worker_gc_total${MINOR}`, `twig_engine_worker_gc_seconds_total${MINOR}`];
+    const [gcs0, gcSeconds0] = await readMetrics(service.metricsUrl, GC);
     const [idle] = await readMetrics(service.metricsUrl, [`twig_kv_bytes${WORKER}`]);
     const [cpu0, wait0] = await readMetrics(service.metricsUrl, THREAD);
     expect(cpu0).toBeGreaterThan(0); // loading the model and the requests above
@@ -93,6 +97,9 @@ describe("continuous batching in the service", () => {
     const [cpu1, wait1] = await readMetrics(service.metricsUrl, THREAD);
     expect(cpu1).toBeGreaterThan(cpu0);
     expect(wait1).toBeGreaterThanOrEqual(wait0);
+    const [gcs1, gcSeconds1] = await readMetrics(service.metricsUrl, GC);
+    expect(gcs1).toBeGreaterThan(gcs0); // the worker's own collections, counted by kind
+    expect(gcSeconds1).toBeGreaterThan(gcSeconds0);
     expect(peak(2)).toBeGreaterThan(idle);
     expect(await waitForMetric(service.metricsUrl, SERIES[0], (v) => v === 0)).toBe(0);
     expect(await readMetrics(service.metricsUrl, SERIES.slice(1, 3))).toEqual([0, idle]);

@@ -91,6 +91,13 @@ describe("loadConfig", () => {
     expect(loadConfig({}).host).toBe("127.0.0.1");
   });
 
+  it("starts each engine worker's heap at 128 MB unless TWIG_ENGINE_HEAP_MB says otherwise (0: V8's own)", () => {
+    expect(loadConfig({}).engineHeapMb).toBe(128);
+    expect(loadConfig({ TWIG_ENGINE_HEAP_MB: "0" }).engineHeapMb).toBe(0);
+    expect(loadConfig({ TWIG_ENGINE_HEAP_MB: "512" }).engineHeapMb).toBe(512);
+    expect(() => loadConfig({ TWIG_ENGINE_HEAP_MB: "-1" })).toThrow(/non-negative integer/);
+  });
+
   it("batches up to 16 requests a worker unless TWIG_MAX_BATCH says otherwise (1: one at a time)", () => {
     expect(loadConfig({}).maxBatch).toBe(16);
     expect(loadConfig({ TWIG_MAX_BATCH: "1" }).maxBatch).toBe(1);
