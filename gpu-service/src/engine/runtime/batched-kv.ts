@@ -187,9 +187,15 @@ export class BatchKv {
         const base = (from + i) * this.slotSize;
         for (let t = 0; t < counts[i]; t++) {
           const src = (i * s + t) * width;
+          // plain loops, no subarray views: a round writes thousands of rows, and each view is garbage
           for (let h = 0; h < kv; h++) {
-            v.set(nv.subarray(src + h * hd, src + (h + 1) * hd), base + (h * cap + p + t) * hd);
-            for (let d = 0; d < hd; d++) kT[base + (h * hd + d) * cap + p + t] = nk[src + h * hd + d];
+            const vDst = base + (h * cap + p + t) * hd;
+            const kDst = base + h * hd * cap + p + t;
+            const at = src + h * hd;
+            for (let d = 0; d < hd; d++) {
+              v[vDst + d] = nv[at + d];
+              kT[kDst + d * cap] = nk[at + d];
+            }
           }
         }
       }
