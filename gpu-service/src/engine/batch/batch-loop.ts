@@ -43,10 +43,10 @@ import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
-import { phase } from "../runtime/tensor-io.js";
+import { phase, type SessionIo } from "../runtime/tensor-io.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
 import { concatRows } from "../twig/rows.js";
-import type { TwigDecoder, TwigGenerateOptions, TwigGenerateResult, TwigStep } from "../twig/twig-decoder.js";
+import { TwigDecoder, type TwigGenerateOptions, type TwigGenerateResult, type TwigStep } from "../twig/twig-decoder.js";
 import { type DraftOutcome, DraftPolicy } from "./draft-policy.js";
 import { KvRoom } from "./kv-room.js";
 import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
@@ -196,7 +196,7 @@ export class BatchLoop {
    * twig), one segment of every layer for its `base` mode.
    */
   static async create(from: TwigDecoder | LlavaRuntime, options: BatchOptions): Promise<BatchLoop> {
-    const decoder = "twigHead" in from ? from : undefined;
+    const decoder = from instanceof TwigDecoder ? from : undefined;
     const rt = decoder ? decoder.runtime : (from as LlavaRuntime);
     const cfg = rt.textConfig;
     const layers = rt.weights.text.layers;
@@ -482,7 +482,10 @@ export class BatchLoop {
     const drafts = seqs.map(() => ({ tokens: [] as number[], q: [] as Float64Array[], hidden: [] as Float32Array[] }));
     let active = drafting ? this.drafters.filter((s) => room(s) > 0) : [];
     for (let j = 0; draftPath && active.length > 0; j++) {
-      const logits = await this.twigLogits(active.map((s) => s.twigHidden as Float32Array));
+      const logits = await this.twigLogits(
+        draftPath.head,
+        active.map((s) => s.twigHidden as Float32Array),
+      );
       const V = logits.length / active.length;
       const chosen = active.map((s, a) => {
         // d_j and p_j, the twig's confidence in it (checked against theta), by the single decoder's rule (twig/drafter.ts)
@@ -595,13 +598,13 @@ export class BatchLoop {
   }
 
   /** Twig norm + twig head on rows [n, H] → logits [n, V]. */
-  private async twigLogits(rows: Float32Array[]): Promise<Float32Array> {
+  private async twigLogits(head: SessionIo, rows: Float32Array[]): Promise<Float32Array> {
     const H = this.rt.textConfig.hiddenSize;
     const x = new Float32Array(rows.length * H);
     rows.forEach((r, i) => {
       x.set(r, i * H);
     });
-    const out = await this.draftPath().head.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
+    const out = await head.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
     return out.logits.data as Float32Array;
   }
 
