@@ -35,6 +35,8 @@ export interface LocalEngineOptions extends RuntimeOptions {
   maxBatch?: number;
   /** KV memory a batch may hold, in bytes. */
   kvBudgetBytes?: number;
+  /** Prompt rows a batch prefills between two rounds (BatchOptions.prefillRowsPerRound; a longer prompt goes in chunks). */
+  prefillRowsPerRound?: number;
   /** Batches draft at most this many tokens a sequence every round (0: none) instead of what has paid (benchmarks). */
   draftCap?: number;
   /**
@@ -120,6 +122,7 @@ export class LocalEngine implements Engine {
         ? await BatchLoop.create(decoder ?? runtime, {
             maxBatch,
             kvBudgetBytes: opts.kvBudgetBytes,
+            prefillRowsPerRound: opts.prefillRowsPerRound,
             draftCap: opts.draftCap,
           })
         : undefined;

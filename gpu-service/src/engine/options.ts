@@ -20,3 +20,10 @@ export const ATTENTION_IMPLS: readonly AttentionImpl[] = ["contrib", "plain", "d
 /** What a runtime may be configured with: an implementation, or `auto`. */
 export type AttentionChoice = AttentionImpl | "auto";
 export const ATTENTION_CHOICES: readonly AttentionChoice[] = ["auto", ...ATTENTION_IMPLS];
+
+/**
+ * Prompt rows a batch prefills between two decoding rounds (batch/batch-loop.ts,
+ * BatchOptions.prefillRowsPerRound): about three pictures of the demo model (144 visual tokens and
+ * a question); a longer prompt goes in chunks of this many rows over several rounds.
+ */
+export const PREFILL_ROWS_PER_ROUND = 480;

@@ -18,6 +18,7 @@ import { DEFAULT_IMAGE_LIMITS, decodePicture, type ImageLimits, inspectImage, pr
 import type { RgbPicture } from "./pad-resize.js";
 import type { GenerateParams, VideoInput } from "./plan.js";
 import type { VisualInput } from "./runtime/visual-encoder.js";
+import { concatFloats } from "./twig/rows.js";
 import { DEFAULT_VIDEO_LIMITS, decodeVideo, type VideoLimits } from "./video/decode.js";
 import { frameCrop, frameGrids, pooledSide, preprocessFrame, sampleFrameIndices } from "./video/frames.js";
 import { paddedSquareGrid } from "./visual-grid.js";
@@ -47,16 +48,6 @@ export interface PreparedVisual {
   frameIndices?: number[];
 }
 
-const concat = (views: Float32Array[]) => {
-  const out = new Float32Array(views.reduce((n, v) => n + v.length, 0));
-  let at = 0;
-  for (const v of views) {
-    out.set(v, at);
-    at += v.length;
-  }
-  return out;
-};
-
 /** The request's picture or video for a model of `config`. */
 export async function prepareVisual(
   params: Pick<GenerateParams, "image" | "video">,
@@ -75,7 +66,7 @@ export async function prepareVisual(
       numVisual: pictureTokens(config, ...layout.imageSize),
       grids: anyresGrids(layout, anyres.tile),
       placeholder: "<image>",
-      pixelValues: concat(views),
+      pixelValues: concatFloats(views),
       size: [layout.imageSize[0], layout.imageSize[1]],
     };
   }
@@ -138,7 +129,7 @@ async function prepareVideo(video: VideoInput, config: LlavaConfig, limits: Medi
     numVisual: frames.length * perFrame,
     grids: frameGrids(frames.length, side, width, height, S),
     placeholder: "<video>",
-    pixelValues: concat(frames),
+    pixelValues: concatFloats(frames),
     size: [height, width],
     frameIndices,
   };

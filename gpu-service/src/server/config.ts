@@ -12,6 +12,7 @@ import {
   EXECUTION_PROVIDERS,
   type ExecutionProvider,
   PRECISIONS,
+  PREFILL_ROWS_PER_ROUND,
   type Precision,
 } from "../engine/options.js";
 import type { VideoLimits } from "../engine/video/decode.js";
@@ -35,6 +36,8 @@ export interface ServiceConfig {
   engineHeapMb: number;
   /** KV memory each worker's batch may hold, in bytes (undefined: the engine's default). */
   kvBudgetBytes?: number;
+  /** Prompt rows each worker's batch prefills between two decoding rounds (a longer prompt in chunks). */
+  prefillRowsPerRound: number;
   /** ONNX Runtime execution provider: cpu (default) or cuda (GPU hosts). */
   provider: ExecutionProvider;
   /** Decoder weight precision: fp32, fp16 or int4 (MatMulNBits). */
@@ -164,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     maxBatch: Math.max(1, intFromEnv(env, "TWIG_MAX_BATCH", DEFAULT_MAX_BATCH)),
     engineHeapMb: intFromEnv(env, "TWIG_ENGINE_HEAP_MB", DEFAULT_ENGINE_HEAP_MB),
     kvBudgetBytes: env.TWIG_KV_BUDGET_BYTES ? intFromEnv(env, "TWIG_KV_BUDGET_BYTES", 0) : undefined,
+    prefillRowsPerRound: Math.max(1, intFromEnv(env, "TWIG_PREFILL_ROWS", PREFILL_ROWS_PER_ROUND)),
     provider: choiceFromEnv(env, "TWIG_EXECUTION_PROVIDER", EXECUTION_PROVIDERS),
     precision: choiceFromEnv(env, "TWIG_PRECISION", PRECISIONS),
     attention: choiceFromEnv(env, "TWIG_ATTENTION", ATTENTION_CHOICES),

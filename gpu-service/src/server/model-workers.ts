@@ -55,6 +55,7 @@ export async function startModelWorkers(
         threads: config.engineThreads,
         maxBatch: config.maxBatch,
         kvBudgetBytes: config.kvBudgetBytes,
+        prefillRowsPerRound: config.prefillRowsPerRound,
         name,
         imageLimits: config.image,
         videoLimits: config.video,

@@ -25,10 +25,11 @@ export interface BatchBreakdownArgs extends BatchingBenchArgs {
 
 export async function benchBatchBreakdown(args: BatchBreakdownArgs): Promise<void> {
   const modelDir = benchModelDir(args.model);
-  const pictures = testPictures();
+  const pictures = testPictures(args.pictures);
   const engine = await LocalEngine.load(modelDir, {
     threads: args.threads,
     maxBatch: args.batch,
+    prefillRowsPerRound: args.prefillRows,
     precision: args.precision,
     draftCap: args.draftCap,
   });

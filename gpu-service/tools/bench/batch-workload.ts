@@ -17,6 +17,10 @@ export interface BatchingBenchArgs {
   maxTokens: number;
   levels: number[];
   modes: Mode[];
+  /** The pictures' folder under training/data (default `test`, the demo model's; `next-test`: the NeXT variant's canvases). */
+  pictures?: string;
+  /** Prompt rows a batch prefills between two rounds (TWIG_PREFILL_ROWS; default the engine's). */
+  prefillRows?: number;
 }
 
 const repo = fileURLToPath(new URL("../../..", import.meta.url));
@@ -29,9 +33,9 @@ export function benchModelDir(model: string | undefined): string {
   return resolve(model ?? join(repo, "models", "demo"));
 }
 
-/** The first 64 pictures of the demo model's test split, as encoded PNG bytes. */
-export function testPictures(): Buffer[] {
-  const dir = join(repo, "training", "data", "test");
+/** The first 64 pictures of a test split (default the demo model's), as encoded PNG bytes. */
+export function testPictures(split = "test"): Buffer[] {
+  const dir = join(repo, "training", "data", split);
   return readdirSync(dir)
     .filter((f) => f.endsWith(".png"))
     .slice(0, 64)

@@ -39,9 +39,22 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "60" },
     batch: { type: "string" },
     "draft-cap": { type: "string" },
+    pictures: { type: "string" },
+    "prefill-rows": { type: "string" },
     levels: { type: "string", default: "1,4,16,32" },
   },
 });
+/** --prefill-rows, checked: a whole number of prompt rows, at least 1. */
+function prefillRows(): number | undefined {
+  const v = values["prefill-rows"];
+  if (v === undefined) return undefined;
+  if (!(Number.isInteger(Number(v)) && Number(v) >= 1)) {
+    console.error(`--prefill-rows takes a whole number of prompt rows (at least 1), got ${v}`);
+    process.exit(2);
+  }
+  return Number(v);
+}
+
 if (name === "engine" && (values.model !== undefined || values.real)) {
   const precisions = (values.precision ?? "").split(",") as Precision[];
   const modes = (values.modes ?? "").split(",") as Mode[];
@@ -107,6 +120,8 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     maxTokens: Number(rest.includes("--max-tokens") ? values["max-tokens"] : 48),
     levels: (values.levels ?? "").split(",").map(Number),
     modes: (values.modes ?? "").split(",") as Mode[],
+    pictures: values.pictures,
+    prefillRows: prefillRows(),
   });
 } else if (name === "batch") {
   const cap = values["draft-cap"];
@@ -129,6 +144,8 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     levels: (rest.includes("--levels") ? (values.levels ?? "") : "16").split(",").map(Number),
     modes: (rest.includes("--modes") ? (values.modes ?? "") : "twig").split(",") as Mode[],
     draftCap: cap === undefined ? undefined : Number(cap),
+    pictures: values.pictures,
+    prefillRows: prefillRows(),
   });
 } else if (name === "service") {
   await benchService({
@@ -145,7 +162,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }

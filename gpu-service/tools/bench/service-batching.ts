@@ -60,7 +60,7 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
   const modelsDir = join(scratch, "models");
   mkdirSync(modelsDir);
   symlinkSync(modelDir, join(modelsDir, "bench"));
-  const pictures = testPictures();
+  const pictures = testPictures(args.pictures);
 
   const measure = async (maxBatch: number): Promise<Map<Mode, Map<number, Level>>> => {
     const { port, child, metricsUrl } = await startServiceProcess(modelsDir, {
@@ -68,6 +68,7 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
       TWIG_ENGINE_THREADS: String(args.threads),
       TWIG_MAX_QUEUE: "1000",
       TWIG_MAX_BATCH: String(maxBatch),
+      ...(args.prefillRows === undefined ? {} : { TWIG_PREFILL_ROWS: String(args.prefillRows) }),
     });
     const client = createClient(
       InferenceService,

@@ -1,10 +1,10 @@
 /**
  * The batch KV cache (runtime/batched-kv.ts) against a plain model of it: per slot, a list of
  * (key, value) rows. Slots are loaded, appended to with padding (all of them, or a range, as a
- * run over a range of slots writes), rolled back, pruned, removed (the last slot moving into the
- * hole), regrown, shrunk to fit and laid out anew (larger or smaller, `resize`), in a seeded
- * random order; after every operation each slot's keys and values, the lengths and the mask agree
- * with the model.
+ * run over a range of slots writes), rolled back, pruned, removed (the last slot, or the last
+ * before a given end, moving into the hole, the slots after that end moving down one), regrown,
+ * shrunk to fit and laid out anew (larger or smaller, `resize`), in a seeded random order; after
+ * every operation each slot's keys and values, the lengths and the mask agree with the model.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
@@ -136,10 +136,13 @@ describe("batch KV cache", () => {
         expect(cache.capacity).toBe(Math.max(1, Math.ceil(capacity / BATCH_SLOT_CHUNK)) * BATCH_SLOT_CHUNK);
         expect(cache.bytes).toBe(cache.bytesFor(slots, capacity));
       } else if (model.length > 1) {
-        const last = model.length - 1;
-        expect(cache.remove(b)).toBe(b === last ? -1 : last);
-        model[b] = model[last];
-        model.pop();
+        // the slot before `end` moves into the hole, the slots from `end` on move down one
+        // (end = size: the last moves; less: slots kept after the running ones stay in order)
+        const end = b + 1 + Math.floor(rng.next() * (model.length - b));
+        const moved = end - 1;
+        expect(cache.remove(b, end)).toBe(b === moved ? -1 : moved);
+        model[b] = model[moved];
+        model.splice(moved, 1);
       }
       check();
     }

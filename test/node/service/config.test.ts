@@ -98,6 +98,13 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ TWIG_ENGINE_HEAP_MB: "-1" })).toThrow(/non-negative integer/);
   });
 
+  it("prefills up to 480 prompt rows between two decoding rounds unless TWIG_PREFILL_ROWS says otherwise", () => {
+    expect(loadConfig({}).prefillRowsPerRound).toBe(480);
+    expect(loadConfig({ TWIG_PREFILL_ROWS: "128" }).prefillRowsPerRound).toBe(128);
+    expect(loadConfig({ TWIG_PREFILL_ROWS: "0" }).prefillRowsPerRound).toBe(1);
+    expect(() => loadConfig({ TWIG_PREFILL_ROWS: "many" })).toThrow(/TWIG_PREFILL_ROWS/);
+  });
+
   it("batches up to 16 requests a worker unless TWIG_MAX_BATCH says otherwise (1: one at a time)", () => {
     expect(loadConfig({}).maxBatch).toBe(16);
     expect(loadConfig({ TWIG_MAX_BATCH: "1" }).maxBatch).toBe(1);

@@ -19,8 +19,12 @@
  *           token (the bonus, the next t_b); each rolls its caches back on its own.
  * Sequences join between rounds, their prefills run together in batched runs of each segment
  * straight into their slots (batch/prefill.ts), at most `prefillRowsPerRound` prompt rows a
- * round; a sequence leaves at EOS, max tokens, its callback's stop or
- * its signal's abort, without holding the others.
+ * round. A prompt longer than that is prefilled over several rounds, its rows in chunks of
+ * `prefillRowsPerRound` (whole where a pruner reads the run's attention: the twig's for TTP,
+ * lower's for FastV), between two rounds the segment runs whose work (rows times layers) makes up
+ * what a round's prefill may be, `prefillRowsPerRound` rows through every layer; its slots follow
+ * the running ones' until it joins them, and the queue behind it waits. A sequence leaves at EOS, max tokens, its callback's stop
+ * or its signal's abort, without holding the others.
  *
  * Memory (batch/kv-room.ts): sequences join, in arrival order, while at most `maxBatch` run and
  * the KV budget in bytes holds what they need now (their prompt rows and one round) besides what
@@ -29,7 +33,9 @@
  * head of the queue with what it has generated, its sampler's state and its statistics;
  * readmitted, it is prefilled again with its prompt and those tokens, keeping the visual tokens it
  * kept (batch/prefill.ts), and goes on as if never stopped (greedy output the same, sampling
- * drawing on from the same random stream). A sequence alone always runs, whatever it needs.
+ * drawing on from the same random stream). A long prompt being prefilled when its joiner is the
+ * latest arrival stops instead, its slots freed, and waits at the head of the queue to start
+ * again. A sequence alone always runs, whatever it needs.
  *
  * A model without a twig batches the same way in its one mode, `base`: K = 0 and K_f = L, so there
  * is no lower segment, no twig and no top, and mid is every layer; a round is then extend and
@@ -39,17 +45,18 @@ import { chooseToken, Rng } from "../decoding/sampling.js";
 import { proposeDraft, verifyGreedy, verifySampled } from "../decoding/speculative.js";
 import type { BatchStats } from "../engine.js";
 import { invariant } from "../errors.js";
+import { PREFILL_ROWS_PER_ROUND } from "../options.js";
 import type { BatchKv } from "../runtime/batched-kv.js";
 import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { phase, type SessionIo } from "../runtime/tensor-io.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
-import { concatRows } from "../twig/rows.js";
+import { concatFloats, concatRows } from "../twig/rows.js";
 import { TwigDecoder, type TwigGenerateOptions, type TwigGenerateResult, type TwigStep } from "../twig/twig-decoder.js";
 import { type DraftOutcome, DraftPolicy } from "./draft-policy.js";
 import { KvRoom } from "./kv-room.js";
-import { type Prefilled, type PreparedPrompt, prefillTogether, preparePrompt } from "./prefill.js";
+import { type Prefilled, type PreparedPrompt, prefillSteps, prefillTogether, preparePrompt } from "./prefill.js";
 
 export interface BatchOptions {
   /** Most sequences decoded together. */
@@ -68,16 +75,15 @@ export interface BatchOptions {
    */
   draftCap?: number;
   /**
-   * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND; at
-   * least one joiner a round whatever its length): more prefill in a round shares its runs' fixed
-   * costs among more joiners; less keeps the running ones stepping, and lets the first joiners of a
-   * burst start answering before the last are prefilled.
+   * The prompt rows that joiners may bring into one round (default PREFILL_ROWS_PER_ROUND): more
+   * prefill in a round shares its runs' fixed costs among more joiners; less keeps the running
+   * ones stepping, and lets the first joiners of a burst start answering before the last are
+   * prefilled. A prompt longer than this is prefilled over several rounds, in chunks of this many
+   * rows (where no pruner reads the run's attention), between two rounds as much as this many rows
+   * through every layer would take.
    */
   prefillRowsPerRound?: number;
 }
-
-/** Default BatchOptions.prefillRowsPerRound: about three pictures of the demo model (144 visual tokens and a question). */
-export const PREFILL_ROWS_PER_ROUND = 480;
 
 /** twig-decoder's result, the margins when asked (BatchOptions.recordMargins), and the times it was preempted. */
 export type BatchResult = TwigGenerateResult & { margins?: number[]; preemptions?: number };
@@ -136,7 +142,22 @@ interface Waiting {
   preempted?: Sequence;
 }
 
+/**
+ * A prompt longer than a round's prefill rows, being prefilled over several rounds: segment runs
+ * (a chunk of its rows, or a whole stage whose attention a pruner reads) between rounds. Its slots
+ * follow the running sequences' in every cache (the twig's: the drafters').
+ */
+interface Job {
+  joining: Array<{ w: Waiting; p: PreparedPrompt }>;
+  steps: AsyncGenerator<number, Prefilled[]>;
+  /** What admission reserved for it (KvRoom): positions per slot and slots, per pool. */
+  need: number[];
+  slots: number[];
+}
+
 const NONE: SlotRows = { hidden: new Float32Array(0), positions: [] };
+/** A round runs the running sequences' slots, the first ones (a long prompt's being prefilled follow). */
+const PREFIX = { prefix: true };
 
 export class BatchLoop {
   /** Every running sequence; slot b of lower, mid and top is running[b]. */
@@ -154,6 +175,15 @@ export class BatchLoop {
   private readonly room: KvRoom;
   private looping = false;
   private arrivals = 0;
+  /** A long prompt's prefill in progress (at most one; admission waits for it). */
+  private job: Job | undefined;
+  /**
+   * Long prompts whose prefill ran over several rounds, the rounds run while one was, and those
+   * stopped before the end (the budget needed the room, or the joiner was cancelled) (for tests).
+   */
+  chunkedPrefills = 0;
+  roundsDuringPrefill = 0;
+  droppedPrefills = 0;
   /** Sequences preempted so far. */
   preemptions = 0;
   /** How many tokens a round drafts, from what rounds of each chain cap gave (draft-policy.ts). */
@@ -222,6 +252,11 @@ export class BatchLoop {
     return this.running.length;
   }
 
+  /** Sequences whose long prompt is being prefilled now (0 or 1). */
+  get prefilling(): number {
+    return this.job?.joining.length ?? 0;
+  }
+
   /** KV bytes the batch holds now. */
   get kvBytes(): number {
     return this.room.bytes;
@@ -250,13 +285,15 @@ export class BatchLoop {
     if (this.looping) return;
     this.looping = true;
     try {
-      while (this.running.length > 0 || this.waiting.length > 0) {
+      while (this.running.length > 0 || this.waiting.length > 0 || this.job) {
         await this.admit();
+        if (this.job) await phase("prefill", () => this.advance());
         this.dropFinished();
-        if (this.running.length > 0) this.makeRoom();
+        if (this.running.length > 0 || this.job) this.makeRoom();
         this.onStats?.(this.stats());
         if (this.running.length === 0) continue;
         this.peakBatch = Math.max(this.peakBatch, this.running.length);
+        if (this.job) this.roundsDuringPrefill++;
         try {
           await phase("round", () => this.round());
         } catch (err) {
@@ -281,6 +318,7 @@ export class BatchLoop {
       this.waiting.splice(this.waiting.indexOf(w), 1);
       w.reject(w.o.signal?.reason);
     }
+    if (this.job) return; // a long prompt is being prefilled: the next ones wait their turn
     const joining: Array<{ w: Waiting; p: PreparedPrompt }> = [];
     const budget = this.options.prefillRowsPerRound ?? PREFILL_ROWS_PER_ROUND;
     let rows = 0;
@@ -311,6 +349,24 @@ export class BatchLoop {
     }
     if (joining.length === 0) return;
     this.peakJoiners = Math.max(this.peakJoiners, joining.length);
+    if (rows > budget) {
+      // one prompt longer than a round's prefill: over several rounds, one run between two (advance)
+      this.chunkedPrefills++;
+      this.job = {
+        joining,
+        steps: prefillSteps(
+          this.rt,
+          this.seg,
+          this.kv,
+          joining.map((j) => j.p),
+          joining.map((j) => j.p.mode.speculative),
+          { at: () => ({ slot: this.running.length, twigSlot: this.drafters.length }), chunkRows: budget },
+        ),
+        need: this.pools.map((_, i) => Math.max(0, ...joining.map((j) => this.joinerNeed(j.w).need[i]))),
+        slots,
+      };
+      return;
+    }
     // joiners of like row counts above K side by side: the runs there pad less (prefill.ts)
     joining.sort((a, b) => a.p.midRows - b.p.midRows);
     let pre: Prefilled[];
@@ -328,7 +384,11 @@ export class BatchLoop {
       for (const j of joining) j.w.reject(err);
       return;
     }
-    // in the joiners' order, as prefill.ts added their slots
+    this.seatAll(joining, pre);
+  }
+
+  /** Prefilled joiners take their places, in the joiners' order (as prefill.ts added their slots). */
+  private seatAll(joining: ReadonlyArray<{ w: Waiting }>, pre: readonly Prefilled[]): void {
     joining.forEach((j, i) => {
       const s = j.w.preempted;
       if (!s) this.seat(j.w, pre[i]);
@@ -338,6 +398,53 @@ export class BatchLoop {
         if (s.speculative) this.drafters.push(s);
       }
     });
+  }
+
+  /**
+   * The long prompt's prefill, as far as a round's prefill goes: segment runs until their work
+   * (rows times layers) reaches what `prefillRowsPerRound` rows through every layer of the model
+   * would be; when it is done, the joiner takes its place. A joiner cancelled meanwhile, or a run
+   * that fails, ends the job.
+   */
+  private async advance(): Promise<void> {
+    const job = this.job as Job;
+    if (job.joining.some((j) => j.w.o.signal?.aborted)) {
+      this.dropJob(); // back to the queue, where admission rejects the cancelled one
+      return;
+    }
+    const most = (this.options.prefillRowsPerRound ?? PREFILL_ROWS_PER_ROUND) * this.rt.textConfig.numLayers;
+    for (let work = 0; work < most; ) {
+      let step: IteratorResult<number, Prefilled[]>;
+      try {
+        step = await job.steps.next();
+      } catch (err) {
+        this.dropJob(err);
+        return;
+      }
+      if (step.done) {
+        this.job = undefined;
+        this.seatAll(job.joining, step.value);
+        return;
+      }
+      work += step.value;
+    }
+  }
+
+  /**
+   * Ends the long prompt's prefill: its slots are freed and its joiners wait again at the head of
+   * the queue (the budget needs the room, or one was cancelled), or hear `err`.
+   */
+  private dropJob(err?: unknown): void {
+    const job = this.job as Job;
+    this.job = undefined;
+    this.droppedPrefills++;
+    void job.steps.return([]);
+    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
+      while (kv && kv.size > this.running.length) kv.remove(kv.size - 1);
+    const twig = this.kv.twig;
+    while (twig && twig.size > this.drafters.length) twig.remove(twig.size - 1);
+    if (err !== undefined) for (const j of job.joining) j.w.reject(err);
+    else this.waiting.unshift(...job.joining.map((j) => j.w));
   }
 
   /**
@@ -377,10 +484,28 @@ export class BatchLoop {
     return this.pick(need);
   }
 
-  /** Before a round: while it would pass the KV budget, the sequence that arrived last waits again (alone, one always runs). */
+  /**
+   * Before a round: while it would pass the KV budget (with what a long prompt's prefill reserved),
+   * the sequence that arrived last waits again: a running one, or the prompt being prefilled
+   * (alone, one always runs).
+   */
   private makeRoom(): void {
+    const job = this.job;
+    const fits = () => {
+      if (!this.job) return this.room.fit(this.roundNeed(), none, this.running.length === 1);
+      const need = this.roundNeed().map((n, i) => Math.max(n, this.job?.need[i] ?? 0));
+      // the slots it reserved and has not taken yet (they follow the running ones')
+      const held = this.pick([this.running.length, this.drafters.length, this.running.length, this.running.length]);
+      const extra = this.pools.map((p, i) => Math.max(0, (this.job?.slots[i] ?? 0) - (p.size - held[i])));
+      return this.room.fit(need, extra, this.running.length === 0);
+    };
     const none = this.pools.map(() => 0);
-    while (!this.room.fit(this.roundNeed(), none, this.running.length === 1)) {
+    while (!fits()) {
+      const lastJoiner = job ? Math.max(...job.joining.map((j) => j.w.arrival)) : -1;
+      if (this.job && (this.running.length === 0 || this.running.every((s) => s.arrival < lastJoiner))) {
+        this.dropJob();
+        continue;
+      }
       const last = this.running.reduce((a, s) => (s.arrival > a.arrival ? s : a));
       this.free(last);
       last.catchUp = undefined;
@@ -456,7 +581,9 @@ export class BatchLoop {
     const embedded = rt.embed(seqs.map((s) => s.next));
     const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
     const hK =
-      this.seg.lower && this.kv.lower ? await this.seg.lower.run(this.kv.lower, tRows) : tRows.map((r) => r.hidden);
+      this.seg.lower && this.kv.lower
+        ? await this.seg.lower.run(this.kv.lower, tRows, PREFIX)
+        : tRows.map((r) => r.hidden);
     const index = new Map(seqs.map((s, b) => [s, b]));
     const drafting = cap > 0;
     // (drafters, and so drafting rounds, exist only on a model with a twig)
@@ -467,7 +594,7 @@ export class BatchLoop {
         return s.catchUp ? concatRows(s.catchUp, own, H) : own;
       });
       if (drafting) {
-        const out = await draftPath.twig.run(draftPath.twigKv, twigIn);
+        const out = await draftPath.twig.run(draftPath.twigKv, twigIn, PREFIX);
         this.drafters.forEach((s, b) => {
           s.twigHidden = out[b].subarray(out[b].length - H);
           s.catchUp = undefined;
@@ -502,7 +629,7 @@ export class BatchLoop {
         if (!e) return NONE;
         return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
       });
-      const lowOut = await draftPath.lower.run(draftPath.lowerKv, lowIn);
+      const lowOut = await draftPath.lower.run(draftPath.lowerKv, lowIn, PREFIX);
       for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
       const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
       if (going.length === 0) break;
@@ -512,6 +639,7 @@ export class BatchLoop {
         this.drafters.map((s) =>
           goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
         ),
+        PREFIX,
       );
       this.drafters.forEach((s, b) => {
         if (goingSet.has(s)) s.twigHidden = twigOut[b];
@@ -529,7 +657,7 @@ export class BatchLoop {
       });
       return { hidden, positions: [s.position, ...d.tokens.map((_, i) => s.position + 1 + i)] };
     });
-    let h = await this.seg.mid.run(this.kv.mid, verifyIn);
+    let h = await this.seg.mid.run(this.kv.mid, verifyIn, PREFIX);
     const { top } = this.seg;
     if (top && this.kv.top) {
       const topKv = this.kv.top;
@@ -537,15 +665,10 @@ export class BatchLoop {
       h = await top.run(
         topKv,
         mid.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
+        PREFIX,
       );
     }
-    const all = new Float32Array(h.reduce((a, x) => a + x.length, 0));
-    let offset = 0;
-    for (const x of h) {
-      all.set(x, offset);
-      offset += x.length;
-    }
-    const logits = await rt.logits(all);
+    const logits = await rt.logits(concatFloats(h));
     const V = rt.textConfig.vocabSize;
     const twigKv = this.kv.twig;
 
@@ -653,12 +776,13 @@ export class BatchLoop {
   private free(s: Sequence): boolean {
     const b = this.running.indexOf(s);
     if (b < 0) return false;
-    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top]) kv?.remove(b);
+    // a long prompt's slots, when one is being prefilled, follow the running ones' and stay after them
+    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top]) kv?.remove(b, this.running.length);
     this.running[b] = this.running[this.running.length - 1];
     this.running.pop();
     const t = this.drafters.indexOf(s);
     if (t >= 0) {
-      this.kv.twig?.remove(t);
+      this.kv.twig?.remove(t, this.drafters.length);
       this.drafters[t] = this.drafters[this.drafters.length - 1];
       this.drafters.pop();
     }

@@ -24,6 +24,13 @@
  *
  * A model without a twig has mid alone, every layer (K = 0; `base` mode only): a joiner's prompt
  * goes through it in one run, nothing pruned.
+ *
+ * A prompt longer than a round's prefill rows goes as steps (`prefillSteps`), one segment run each,
+ * for the batch loop to decode between: lower, mid and top take its rows in chunks, each chunk
+ * attending to what the earlier ones wrote to its slot (the same attention within float
+ * rounding); a run whose attention probabilities a pruner reads (the twig's for TTP, lower's for
+ * FastV) takes every row at once (its inputs, lower's chunked output for the twig, are within
+ * float rounding of the unchunked ones, as are the scores).
  */
 
 import { invariant } from "../errors.js";
@@ -34,7 +41,7 @@ import type { BatchedSegment, SlotRows } from "../runtime/batched-segment.js";
 import type { EmbeddedPrompt, LlavaRuntime } from "../runtime/llava-runtime.js";
 import type { EncodedVisual, VisualInput } from "../runtime/visual-encoder.js";
 import { MODE_PLANS, type ModePlan, usesTwig } from "../twig/modes.js";
-import { selectRows } from "../twig/rows.js";
+import { concatFloats, selectRows } from "../twig/rows.js";
 import type { TwigDecoder, TwigGenerateResult } from "../twig/twig-decoder.js";
 
 export interface PrefillRequest {
@@ -140,12 +147,58 @@ export async function prefillTogether(
   joiners: readonly PreparedPrompt[],
   drafts: readonly boolean[],
 ): Promise<Prefilled[]> {
-  const cfg = rt.textConfig;
-  const H = cfg.hiddenSize;
-  const k = joiners.length;
   const caches = [kv.lower, kv.mid, kv.top].filter((c) => c !== undefined);
   const first = kv.mid.size;
   const twigFirst = kv.twig?.size ?? 0;
+  try {
+    const steps = prefillSteps(rt, seg, kv, joiners, drafts, { at: () => ({ slot: first, twigSlot: twigFirst }) });
+    for (;;) {
+      const step = await steps.next();
+      if (step.done) return step.value;
+    }
+  } catch (err) {
+    // the new slots are the last ones: removing them from the end moves nothing
+    for (const c of caches) while (c.size > first) c.remove(c.size - 1);
+    while (kv.twig && kv.twig.size > twigFirst) kv.twig.remove(kv.twig.size - 1);
+    throw err;
+  }
+}
+
+export interface PrefillStepOptions {
+  /**
+   * Where the joiners' slots start now in lower, mid and top (`slot`) and in the twig (`twigSlot`):
+   * in a batch that runs rounds between the steps, sequences before them may leave and move them.
+   */
+  at: () => { slot: number; twigSlot: number };
+  /**
+   * Prompt rows a run of lower, mid or top takes of each joiner (default: all): a longer prompt
+   * goes through in chunks, each against the cache its earlier chunks filled. A run whose
+   * attention probabilities a pruner reads (the twig's for TTP, lower's for FastV) takes every
+   * row at once.
+   */
+  chunkRows?: number;
+}
+
+/**
+ * The prefill as steps, one segment run each (batch/batch-loop.ts runs rounds between the steps
+ * of a long prompt's prefill): yields after every run its work, prompt rows times the segment's
+ * layers; returns what `prefillTogether` returns.
+ * A step's slots are added to the caches as its stage begins; the caller removes them if it stops
+ * early or a step throws.
+ */
+export async function* prefillSteps(
+  rt: LlavaRuntime,
+  seg: BatchSegments,
+  kv: BatchCaches,
+  joiners: readonly PreparedPrompt[],
+  drafts: readonly boolean[],
+  { at, chunkRows = Number.POSITIVE_INFINITY }: PrefillStepOptions,
+): AsyncGenerator<number, Prefilled[]> {
+  const cfg = rt.textConfig;
+  const H = cfg.hiddenSize;
+  const k = joiners.length;
+  const work = (s: BatchedSegment, rows: readonly { positions: readonly number[] }[]) =>
+    s.numLayers * rows.reduce((a, r) => a + r.positions.length, 0);
   // the twig's users: drafters first (their slots stay), then the others (slots borrowed for the run)
   const twigUsers = [
     ...joiners.flatMap((_, i) => (drafts[i] ? [i] : [])),
@@ -156,125 +209,166 @@ export async function prefillTogether(
     (seg.lower && lowerKv) || joiners.every((j) => j.mode.pruning === "none" && !usesTwig(j.mode)),
     "a model without a twig runs base mode only",
   );
-  try {
-    // lower: every prompt row; attention probabilities of layer K when a FastV joiner scores by them
-    // (without a twig K = 0: the embeddings are layer K's input)
-    const rowsIn = joiners.map((j) => ({ hidden: j.prompt.hidden, positions: j.prompt.positions }));
-    const reads = (where: "lower" | "twig") => joiners.some((j) => PRUNERS[j.mode.pruning].reads === where);
-    let low: { hidden: Float32Array[]; attentionProbs?: Float32Array[] } = { hidden: rowsIn.map((r) => r.hidden) };
-    if (seg.lower && lowerKv) {
-      for (const j of joiners) lowerKv.add(j.rows);
-      low = await seg.lower.prefill(lowerKv, rowsIn, { from: first, attentionProbs: reads("lower") });
-    }
-    // the twig, for the joiners whose mode runs it: its last layer's attention for TTP's scores
-    let tw: { attentionProbs?: Float32Array[] } | undefined;
-    if (twigUsers.length > 0) {
-      invariant(seg.twig && twigKv, "a model without a twig runs base mode only");
-      for (const i of twigUsers) twigKv.add(joiners[i].rows);
-      tw = await seg.twig.prefill(
-        twigKv,
-        twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions })),
-        { from: twigFirst, attentionProbs: reads("twig") },
-      );
-      for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) twigKv.remove(twigFirst + t);
-    }
-    const twigProbs = new Map(twigUsers.map((i, t) => [i, tw?.attentionProbs?.[t]]));
-
-    // each joiner's own kept visual tokens: mid takes its text and them, top its text only
-    const above = joiners.map((j, i) => {
-      const { prompt, request } = j;
-      const { visualStart, numVisual: N } = prompt;
-      const { retainBudget, keptVisualTokens: r, scoreSource: source } = request.plan;
-      const kept =
-        j.kept ??
-        keptVisualIndices(
-          j.mode.pruning,
-          {
-            prompt,
-            lower: { attentionProbs: low.attentionProbs?.[i] },
-            twig: { attentionProbs: twigProbs.get(i) },
-            image: j.image,
-            heads: cfg.numHeads,
-            source,
-            seed: request.seed ?? 0,
-          },
-          r,
-        );
-      const keptPositions = new Set(kept.map((v) => v + visualStart));
-      const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
-      const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
-      const topRows = retainBudget === null ? midRows : midRows.filter((p) => !isVisual(p));
-      return { kept, midRows, topRows };
-    });
-    for (const a of above) {
-      kv.mid.add(a.midRows.length);
-      kv.top?.add(a.topRows.length);
-    }
-    const midOut = await prefillInRuns(
-      seg.mid,
-      kv.mid,
-      first,
-      above.map((a, i) => ({ hidden: selectRows(low.hidden[i], a.midRows, H), positions: a.midRows })),
-    );
-    let out = midOut;
-    const { top } = seg;
-    if (top && kv.top) {
-      out = await prefillInRuns(
-        top,
-        kv.top,
-        first,
-        above.map((a, i) => {
-          const at = new Map(a.midRows.map((p, r) => [p, r]));
-          const idx = a.topRows.map((p) => at.get(p) as number);
-          return { hidden: selectRows(midOut[i], idx, H), positions: a.topRows };
-        }),
-      );
-    }
-    // the head on each joiner's last row
-    const last = new Float32Array(k * H);
-    out.forEach((h, i) => {
-      last.set(h.subarray(h.length - H), i * H);
-    });
-    const logits = await rt.logits(last);
-    const V = cfg.vocabSize;
-    return joiners.map((j, i) => ({
-      promptTokens: j.rows,
-      visualTokens: j.prompt.numVisual,
-      keptVisualIndices: above[i].kept,
-      r: j.request.plan.keptVisualTokens,
-      retainBudget: j.request.plan.retainBudget,
-      scoreSource: j.request.plan.scoreSource,
-      layout: {
-        lower: lowerKv ? j.rows : 0,
-        twig: usesTwig(j.mode) ? j.rows : 0,
-        mid: above[i].midRows.length,
-        top: kv.top ? above[i].topRows.length : 0,
-      },
-      logits: logits.slice(i * V, (i + 1) * V),
-    }));
-  } catch (err) {
-    // the new slots are the last ones: removing them from the end moves nothing
-    for (const c of caches) while (c.size > first) c.remove(c.size - 1);
-    while (twigKv && twigKv.size > twigFirst) twigKv.remove(twigKv.size - 1);
-    throw err;
+  // lower: every prompt row; attention probabilities of layer K when a FastV joiner scores by them
+  // (without a twig K = 0: the embeddings are layer K's input)
+  const rowsIn = joiners.map((j) => ({ hidden: j.prompt.hidden, positions: j.prompt.positions }));
+  const reads = (where: "lower" | "twig") => joiners.some((j) => PRUNERS[j.mode.pruning].reads === where);
+  let low: { hidden: Float32Array[]; attentionProbs?: Float32Array[] } = { hidden: rowsIn.map((r) => r.hidden) };
+  if (seg.lower && lowerKv) {
+    for (const j of joiners) lowerKv.add(j.rows);
+    if (reads("lower")) {
+      low = await seg.lower.prefill(lowerKv, rowsIn, { from: at().slot, attentionProbs: true });
+      yield work(seg.lower, rowsIn);
+    } else low = { hidden: yield* inChunks(seg.lower, lowerKv, () => at().slot, rowsIn, chunkRows, H) };
   }
+  // the twig, for the joiners whose mode runs it: its last layer's attention for TTP's scores
+  let tw: { attentionProbs?: Float32Array[] } | undefined;
+  if (twigUsers.length > 0) {
+    invariant(seg.twig && twigKv, "a model without a twig runs base mode only");
+    const twigFirst = at().twigSlot;
+    for (const i of twigUsers) twigKv.add(joiners[i].rows);
+    const twigIn = twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions }));
+    tw = await seg.twig.prefill(twigKv, twigIn, { from: twigFirst, attentionProbs: reads("twig") });
+    for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) twigKv.remove(twigFirst + t);
+    yield work(seg.twig, twigIn);
+  }
+  const twigProbs = new Map(twigUsers.map((i, t) => [i, tw?.attentionProbs?.[t]]));
+
+  // each joiner's own kept visual tokens: mid takes its text and them, top its text only
+  const above = joiners.map((j, i) => {
+    const { prompt, request } = j;
+    const { visualStart, numVisual: N } = prompt;
+    const { retainBudget, keptVisualTokens: r, scoreSource: source } = request.plan;
+    const kept =
+      j.kept ??
+      keptVisualIndices(
+        j.mode.pruning,
+        {
+          prompt,
+          lower: { attentionProbs: low.attentionProbs?.[i] },
+          twig: { attentionProbs: twigProbs.get(i) },
+          image: j.image,
+          heads: cfg.numHeads,
+          source,
+          seed: request.seed ?? 0,
+        },
+        r,
+      );
+    const keptPositions = new Set(kept.map((v) => v + visualStart));
+    const isVisual = (p: number) => p >= visualStart && p < visualStart + N;
+    const midRows = prompt.positions.filter((p) => !isVisual(p) || keptPositions.has(p));
+    const topRows = retainBudget === null ? midRows : midRows.filter((p) => !isVisual(p));
+    return { kept, midRows, topRows };
+  });
+  for (const a of above) {
+    kv.mid.add(a.midRows.length);
+    kv.top?.add(a.topRows.length);
+  }
+  const midOut = yield* prefillInRuns(
+    seg.mid,
+    kv.mid,
+    () => at().slot,
+    above.map((a, i) => ({ hidden: selectRows(low.hidden[i], a.midRows, H), positions: a.midRows })),
+    chunkRows,
+    H,
+  );
+  let out = midOut;
+  const { top } = seg;
+  if (top && kv.top) {
+    out = yield* prefillInRuns(
+      top,
+      kv.top,
+      () => at().slot,
+      above.map((a, i) => {
+        const at = new Map(a.midRows.map((p, r) => [p, r]));
+        const idx = a.topRows.map((p) => at.get(p) as number);
+        return { hidden: selectRows(midOut[i], idx, H), positions: a.topRows };
+      }),
+      chunkRows,
+      H,
+    );
+  }
+  // the head on each joiner's last row
+  const last = new Float32Array(k * H);
+  out.forEach((h, i) => {
+    last.set(h.subarray(h.length - H), i * H);
+  });
+  const logits = await rt.logits(last);
+  const V = cfg.vocabSize;
+  return joiners.map((j, i) => ({
+    promptTokens: j.rows,
+    visualTokens: j.prompt.numVisual,
+    keptVisualIndices: above[i].kept,
+    r: j.request.plan.keptVisualTokens,
+    retainBudget: j.request.plan.retainBudget,
+    scoreSource: j.request.plan.scoreSource,
+    layout: {
+      lower: lowerKv ? j.rows : 0,
+      twig: usesTwig(j.mode) ? j.rows : 0,
+      mid: above[i].midRows.length,
+      top: kv.top ? above[i].topRows.length : 0,
+    },
+    logits: logits.slice(i * V, (i + 1) * V),
+  }));
 }
 
 /**
- * Prompts into slots from..from+rows.length-1, in as few runs as keep padding low: a run pads
- * every slot to its longest, so slots whose row counts differ much (a mode that prunes beside one
- * that does not) go in runs of their own. Consecutive slots only: a run feeds a range.
+ * Prompts into the consecutive slots starting at from(), in as few runs as keep padding low: a run
+ * pads every slot to its longest, so slots whose row counts differ much (a mode that prunes beside
+ * one that does not) go in runs of their own. Each run in chunks (`inChunks`).
  */
-async function prefillInRuns(
+async function* prefillInRuns(
   seg: BatchedSegment,
   cache: BatchKv,
-  from: number,
+  from: () => number,
   rows: readonly SlotRows[],
-): Promise<Float32Array[]> {
+  chunkRows: number,
+  H: number,
+): AsyncGenerator<number, Float32Array[]> {
   const out: Float32Array[] = [];
   for (const [a, b] of runsOf(rows.map((r) => r.positions.length)))
-    out.push(...(await seg.prefill(cache, rows.slice(a, b), { from: from + a })).hidden);
+    out.push(...(yield* inChunks(seg, cache, () => from() + a, rows.slice(a, b), chunkRows, H)));
   return out;
+}
+
+/**
+ * Prompts into empty consecutive slots starting at from(), `chunkRows` rows of each at a time:
+ * the first chunk as a prefill (no past), the next ones each against what the earlier filled (the
+ * same attention within float rounding). Yields each run's work (rows times layers); returns each
+ * slot's output rows.
+ */
+async function* inChunks(
+  seg: BatchedSegment,
+  cache: BatchKv,
+  from: () => number,
+  rows: readonly SlotRows[],
+  chunkRows: number,
+  H: number,
+): AsyncGenerator<number, Float32Array[]> {
+  const work = (r: readonly SlotRows[]) => seg.numLayers * r.reduce((a, x) => a + x.positions.length, 0);
+  const longest = Math.max(0, ...rows.map((r) => r.positions.length));
+  if (longest <= chunkRows) {
+    const { hidden } = await seg.prefill(cache, rows, { from: from() });
+    yield work(rows);
+    return hidden;
+  }
+  const pieces: Float32Array[][] = rows.map(() => []);
+  for (let a = 0; a < longest; a += chunkRows) {
+    const chunk = rows.map((r) => {
+      const b = Math.min(a + chunkRows, r.positions.length);
+      const n = Math.max(0, b - Math.min(a, b));
+      return { hidden: r.hidden.subarray(a * H, (a + n) * H), positions: r.positions.slice(a, a + n) };
+    });
+    const out =
+      a === 0
+        ? (await seg.prefill(cache, chunk, { from: from() })).hidden
+        : await seg.run(cache, chunk, { from: from() });
+    out.forEach((h, i) => {
+      pieces[i].push(h);
+    });
+    yield work(chunk);
+  }
+  return pieces.map(concatFloats);
 }
 
 /**

@@ -110,22 +110,31 @@ export class BatchKv {
   }
 
   /**
-   * Frees `slot`: the last slot's contents move into it. Returns the index that moved (the old
-   * last index, now `slot`), or -1 when `slot` was the last.
+   * Frees `slot`: the contents of slot `end - 1` (default: the last) move into it and the slots
+   * from `end` on move down one (a batch keeps sequences still being prefilled after its running
+   * ones: batch/batch-loop.ts). Returns the index that moved into `slot` (`end - 1`), or -1 when
+   * `slot` was `end - 1`.
    */
-  remove(slot: number): number {
+  remove(slot: number, end = this.size): number {
     this.check(slot);
-    const last = this.size - 1;
-    if (slot !== last) {
-      const n = this.slotSize;
+    if (!(Number.isInteger(end) && end > slot && end <= this.size))
+      throw new RangeError(`no slot ${end - 1} to move into slot ${slot} (${this.size} in use)`);
+    const moved = end - 1;
+    const n = this.slotSize;
+    if (slot !== moved) {
       for (let l = 0; l < this.numLayers; l++) {
-        this.keyT[l].copyWithin(slot * n, last * n, (last + 1) * n);
-        this.value[l].copyWithin(slot * n, last * n, (last + 1) * n);
+        this.keyT[l].copyWithin(slot * n, moved * n, (moved + 1) * n);
+        this.value[l].copyWithin(slot * n, moved * n, (moved + 1) * n);
       }
-      this.lengths[slot] = this.lengths[last];
+      this.lengths[slot] = this.lengths[moved];
     }
-    this.lengths.pop();
-    return slot === last ? -1 : last;
+    if (end < this.size)
+      for (let l = 0; l < this.numLayers; l++) {
+        this.keyT[l].copyWithin(moved * n, end * n, this.size * n);
+        this.value[l].copyWithin(moved * n, end * n, this.size * n);
+      }
+    this.lengths.splice(moved, 1);
+    return slot === moved ? -1 : moved;
   }
 
   /** Drops every slot and gives back the memory (the buffers shrink to one empty slot). */

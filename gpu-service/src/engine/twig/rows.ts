@@ -20,6 +20,17 @@ export function selectRows(h: Float32Array, idx: readonly number[], H: number): 
   return out;
 }
 
+/** The arrays one after another, in one. */
+export function concatFloats(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** a's rows, then b's (either one as it is when the other is empty). */
 export function concatRows(a: Rows, b: Rows, H: number): Rows {
   if (b.positions.length === 0) return a;
