@@ -23,8 +23,8 @@
  * `prefillRowsPerRound` (whole where a pruner reads the run's attention: the twig's for TTP,
  * lower's for FastV), between two rounds the segment runs whose work (rows times layers) makes up
  * what a round's prefill may be, `prefillRowsPerRound` rows through every layer; its slots follow
- * the running ones' until it joins them, and the queue behind it waits. A sequence leaves at EOS, max tokens, its callback's stop
- * or its signal's abort, without holding the others.
+ * the running ones' until it joins them, and the queue behind it waits. A sequence leaves at EOS,
+ * max tokens, its callback's stop or its signal's abort, without holding the others.
  *
  * Memory (batch/kv-room.ts): sequences join, in arrival order, while at most `maxBatch` run and
  * the KV budget in bytes holds what they need now (their prompt rows and one round) besides what
@@ -179,7 +179,8 @@ export class BatchLoop {
   private job: Job | undefined;
   /**
    * Long prompts whose prefill ran over several rounds, the rounds run while one was, and those
-   * stopped before the end (the budget needed the room, or the joiner was cancelled) (for tests).
+   * stopped before the end (the budget needed the room, the joiner was cancelled or a run failed)
+   * (for tests).
    */
   chunkedPrefills = 0;
   roundsDuringPrefill = 0;
@@ -350,7 +351,7 @@ export class BatchLoop {
     if (joining.length === 0) return;
     this.peakJoiners = Math.max(this.peakJoiners, joining.length);
     if (rows > budget) {
-      // one prompt longer than a round's prefill: over several rounds, one run between two (advance)
+      // one prompt longer than a round's prefill: over several rounds, a round's prefill work between two (advance)
       this.chunkedPrefills++;
       this.job = {
         joining,
