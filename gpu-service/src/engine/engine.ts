@@ -43,6 +43,9 @@ export interface BatchStats {
   kvBytes: number;
   kvBudgetBytes: number;
   preemptions: number;
+  /** Requests whose long prompt is being prefilled over several rounds now (0 or 1), and such prefills so far. */
+  prefilling: number;
+  longPrefills: number;
 }
 
 /** What the service drives. Implementations run the model off the main thread. */

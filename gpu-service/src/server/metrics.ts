@@ -96,6 +96,14 @@ export const metrics = {
   ),
   kvBytes: workerGauge("twig_kv_bytes", "KV memory an engine worker's batch holds, in bytes"),
   kvBudgetBytes: workerGauge("twig_kv_budget_bytes", "KV memory an engine worker's batch may hold, in bytes"),
+  batchPrefilling: workerGauge(
+    "twig_batch_prefilling",
+    "Requests whose prompt, longer than TWIG_PREFILL_ROWS, an engine worker is prefilling over several rounds",
+  ),
+  longPrefills: counter(
+    "twig_long_prefills_total",
+    "Prompts longer than TWIG_PREFILL_ROWS prefilled over several rounds of a batch, in chunks",
+  ),
   preemptions: counter(
     "twig_preemptions_total",
     "Sequences preempted (their KV freed, to be refilled later) so that a batch stays within its KV budget",

@@ -79,11 +79,15 @@ export async function startModelWorkers(
     numbers.add(n);
     const labels = { model: name, worker: String(n) };
     let preempted = 0;
+    let longPrefills = 0;
     engine.onStats((s) => {
       metrics.preemptions.inc({ model: name }, s.preemptions - preempted);
       preempted = s.preemptions;
+      metrics.longPrefills.inc({ model: name }, s.longPrefills - longPrefills);
+      longPrefills = s.longPrefills;
       metrics.batchSize.set(labels, s.running);
       metrics.batchWaiting.set(labels, s.waiting);
+      metrics.batchPrefilling.set(labels, s.prefilling);
       metrics.kvBytes.set(labels, s.kvBytes);
       metrics.kvBudgetBytes.set(labels, s.kvBudgetBytes);
     });
@@ -95,6 +99,7 @@ export async function startModelWorkers(
       for (const m of [
         metrics.batchSize,
         metrics.batchWaiting,
+        metrics.batchPrefilling,
         metrics.kvBytes,
         metrics.kvBudgetBytes,
         metrics.workerCpu,
@@ -108,7 +113,10 @@ export async function startModelWorkers(
   };
   const scheduler = new Scheduler([], config.maxQueue);
   metrics.workerRestarts.inc({ model: name }, 0); // the series exists from the start, at 0
-  if (config.maxBatch > 1) metrics.preemptions.inc({ model: name }, 0);
+  if (config.maxBatch > 1) {
+    metrics.preemptions.inc({ model: name }, 0);
+    metrics.longPrefills.inc({ model: name }, 0);
+  }
   const supervisor = new Supervisor({
     name,
     workers: config.workersPerModel,

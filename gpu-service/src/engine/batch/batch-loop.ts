@@ -270,6 +270,8 @@ export class BatchLoop {
       kvBytes: this.kvBytes,
       kvBudgetBytes: this.room.budget,
       preemptions: this.preemptions,
+      prefilling: this.prefilling,
+      longPrefills: this.chunkedPrefills,
     };
   }
 
