@@ -69,7 +69,7 @@ describe("a long prompt's prefill over several rounds (demo model, 48 prompt row
     const batch = await loop();
     try {
       const batched: BatchResult[] = await Promise.all(requests.map((r) => batch.generate(r)));
-      expect(batch.chunkedPrefills).toBe(requests.length);
+      expect(batch.longPrefills).toBe(requests.length);
       expect(batch.droppedPrefills).toBe(0);
       // rounds ran while prompts were being prefilled (lower, mid and top in chunks)
       expect(batch.roundsDuringPrefill).toBeGreaterThan(requests.length / 2);
@@ -98,7 +98,7 @@ describe("a long prompt's prefill over several rounds (demo model, 48 prompt row
       let cancelledWhile = -1;
       batch.onStats = (s) => {
         if (!ctrl.signal.aborted && batch.prefilling === 1 && s.running === 1) {
-          cancelledWhile = batch.chunkedPrefills;
+          cancelledWhile = batch.longPrefills;
           ctrl.abort();
         }
       };

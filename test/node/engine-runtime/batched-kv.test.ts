@@ -2,9 +2,10 @@
  * The batch KV cache (runtime/batched-kv.ts) against a plain model of it: per slot, a list of
  * (key, value) rows. Slots are loaded, appended to with padding (all of them, or a range, as a
  * run over a range of slots writes), rolled back, pruned, removed (the last slot, or the last
- * before a given end, moving into the hole, the slots after that end moving down one), regrown,
- * shrunk to fit and laid out anew (larger or smaller, `resize`), in a seeded random order; after
- * every operation each slot's keys and values, the lengths and the mask agree with the model.
+ * before a given end, moving into the hole, the slots after that end moving down one; or the last
+ * slots from one on), regrown, shrunk to fit and laid out anew (larger or smaller, `resize`), in a
+ * seeded random order; after every operation each slot's keys and values, the lengths and the
+ * mask agree with the model.
  */
 import { describe, expect, it } from "vitest";
 import { Rng } from "../../../gpu-service/src/engine/decoding/sampling.js";
@@ -111,8 +112,13 @@ describe("batch KV cache", () => {
       const op = rng.next();
       const b = Math.floor(rng.next() * model.length);
       if (model.length === 0 || op < 0.15) load(1 + Math.floor(rng.next() * 40));
-      else if (op < 0.6) append();
-      else if (op < 0.75) {
+      else if (op < 0.56) append();
+      else if (op < 0.6) {
+        // the last slots go, nothing moves
+        const from = Math.floor(rng.next() * (model.length + 1));
+        cache.removeFrom(from);
+        model.length = from;
+      } else if (op < 0.75) {
         const to = Math.floor(rng.next() * (model[b][0].length + 1));
         cache.truncate(b, to);
         for (const rows of model[b]) rows.length = to;

@@ -157,7 +157,7 @@ interface Job {
 
 const NONE: SlotRows = { hidden: new Float32Array(0), positions: [] };
 /** A round runs the running sequences' slots, the first ones (a long prompt's being prefilled follow). */
-const PREFIX = { prefix: true };
+const RUNNING = { from: 0 };
 
 export class BatchLoop {
   /** Every running sequence; slot b of lower, mid and top is running[b]. */
@@ -182,7 +182,7 @@ export class BatchLoop {
    * stopped before the end (the budget needed the room, the joiner was cancelled or a run failed)
    * (for tests).
    */
-  chunkedPrefills = 0;
+  longPrefills = 0;
   roundsDuringPrefill = 0;
   droppedPrefills = 0;
   /** Sequences preempted so far. */
@@ -271,7 +271,7 @@ export class BatchLoop {
       kvBudgetBytes: this.room.budget,
       preemptions: this.preemptions,
       prefilling: this.prefilling,
-      longPrefills: this.chunkedPrefills,
+      longPrefills: this.longPrefills,
     };
   }
 
@@ -322,7 +322,7 @@ export class BatchLoop {
       w.reject(w.o.signal?.reason);
     }
     if (this.job) return; // a long prompt is being prefilled: the next ones wait their turn
-    const joining: Array<{ w: Waiting; p: PreparedPrompt }> = [];
+    const joining: Array<{ w: Waiting; p: PreparedPrompt; need: number[] }> = [];
     const budget = this.options.prefillRowsPerRound ?? PREFILL_ROWS_PER_ROUND;
     let rows = 0;
     // room for the running ones' next round and every joiner's prompt and first round
@@ -344,7 +344,7 @@ export class BatchLoop {
         const p = await phase("prefill", () =>
           preparePrompt(this.rt, this.decoder, { ...w.o, visual: visualInputOf(w.o) }, resumed),
         );
-        joining.push({ w, p });
+        joining.push({ w, p, need: own.need });
         rows += p.rows;
       } catch (err) {
         w.reject(err);
@@ -354,7 +354,7 @@ export class BatchLoop {
     this.peakJoiners = Math.max(this.peakJoiners, joining.length);
     if (rows > budget) {
       // one prompt longer than a round's prefill: over several rounds, a round's prefill work between two (advance)
-      this.chunkedPrefills++;
+      this.longPrefills++;
       this.job = {
         joining,
         steps: prefillSteps(
@@ -365,7 +365,7 @@ export class BatchLoop {
           joining.map((j) => j.p.mode.speculative),
           { at: () => ({ slot: this.running.length, twigSlot: this.drafters.length }), chunkRows: budget },
         ),
-        need: this.pools.map((_, i) => Math.max(0, ...joining.map((j) => this.joinerNeed(j.w).need[i]))),
+        need: this.pools.map((_, i) => Math.max(0, ...joining.map((j) => j.need[i]))),
         slots,
       };
       return;
@@ -442,10 +442,8 @@ export class BatchLoop {
     this.job = undefined;
     this.droppedPrefills++;
     void job.steps.return([]);
-    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top])
-      while (kv && kv.size > this.running.length) kv.remove(kv.size - 1);
-    const twig = this.kv.twig;
-    while (twig && twig.size > this.drafters.length) twig.remove(twig.size - 1);
+    for (const kv of [this.kv.lower, this.kv.mid, this.kv.top]) kv?.removeFrom(this.running.length);
+    this.kv.twig?.removeFrom(this.drafters.length);
     if (err !== undefined) for (const j of job.joining) j.w.reject(err);
     else this.waiting.unshift(...job.joining.map((j) => j.w));
   }
@@ -493,19 +491,18 @@ export class BatchLoop {
    * (alone, one always runs).
    */
   private makeRoom(): void {
-    const job = this.job;
-    const fits = () => {
-      if (!this.job) return this.room.fit(this.roundNeed(), none, this.running.length === 1);
-      const need = this.roundNeed().map((n, i) => Math.max(n, this.job?.need[i] ?? 0));
+    const none = this.pools.map(() => 0);
+    const fits = (job: Job | undefined) => {
+      if (!job) return this.room.fit(this.roundNeed(), none, this.running.length === 1);
+      const need = this.roundNeed().map((n, i) => Math.max(n, job.need[i]));
       // the slots it reserved and has not taken yet (they follow the running ones')
       const held = this.pick([this.running.length, this.drafters.length, this.running.length, this.running.length]);
-      const extra = this.pools.map((p, i) => Math.max(0, (this.job?.slots[i] ?? 0) - (p.size - held[i])));
+      const extra = this.pools.map((p, i) => Math.max(0, job.slots[i] - (p.size - held[i])));
       return this.room.fit(need, extra, this.running.length === 0);
     };
-    const none = this.pools.map(() => 0);
-    while (!fits()) {
-      const lastJoiner = job ? Math.max(...job.joining.map((j) => j.w.arrival)) : -1;
-      if (this.job && (this.running.length === 0 || this.running.every((s) => s.arrival < lastJoiner))) {
+    while (!fits(this.job)) {
+      const job = this.job;
+      if (job && this.running.every((s) => job.joining.some((j) => j.w.arrival > s.arrival))) {
         this.dropJob();
         continue;
       }
@@ -585,7 +582,7 @@ export class BatchLoop {
     const tRows = seqs.map((s, b) => ({ hidden: embedded.subarray(b * H, (b + 1) * H), positions: [s.position] }));
     const hK =
       this.seg.lower && this.kv.lower
-        ? await this.seg.lower.run(this.kv.lower, tRows, PREFIX)
+        ? await this.seg.lower.run(this.kv.lower, tRows, RUNNING)
         : tRows.map((r) => r.hidden);
     const index = new Map(seqs.map((s, b) => [s, b]));
     const drafting = cap > 0;
@@ -597,7 +594,7 @@ export class BatchLoop {
         return s.catchUp ? concatRows(s.catchUp, own, H) : own;
       });
       if (drafting) {
-        const out = await draftPath.twig.run(draftPath.twigKv, twigIn, PREFIX);
+        const out = await draftPath.twig.run(draftPath.twigKv, twigIn, RUNNING);
         this.drafters.forEach((s, b) => {
           s.twigHidden = out[b].subarray(out[b].length - H);
           s.catchUp = undefined;
@@ -632,7 +629,7 @@ export class BatchLoop {
         if (!e) return NONE;
         return { hidden: ids.subarray(e.a * H, (e.a + 1) * H), positions: [s.position + 1 + j] };
       });
-      const lowOut = await draftPath.lower.run(draftPath.lowerKv, lowIn, PREFIX);
+      const lowOut = await draftPath.lower.run(draftPath.lowerKv, lowIn, RUNNING);
       for (const { s } of chosen) drafts[index.get(s) as number].hidden.push(lowOut[index.get(s) as number]);
       const going = chosen.filter((c) => c.d !== eosTokenId && c.p >= c.s.theta && j < room(c.s) - 1).map((c) => c.s);
       if (going.length === 0) break;
@@ -642,7 +639,7 @@ export class BatchLoop {
         this.drafters.map((s) =>
           goingSet.has(s) ? { hidden: lowOut[index.get(s) as number], positions: [s.position + 1 + j] } : NONE,
         ),
-        PREFIX,
+        RUNNING,
       );
       this.drafters.forEach((s, b) => {
         if (goingSet.has(s)) s.twigHidden = twigOut[b];
@@ -660,7 +657,7 @@ export class BatchLoop {
       });
       return { hidden, positions: [s.position, ...d.tokens.map((_, i) => s.position + 1 + i)] };
     });
-    let h = await this.seg.mid.run(this.kv.mid, verifyIn, PREFIX);
+    let h = await this.seg.mid.run(this.kv.mid, verifyIn, RUNNING);
     const { top } = this.seg;
     if (top && this.kv.top) {
       const topKv = this.kv.top;
@@ -668,7 +665,7 @@ export class BatchLoop {
       h = await top.run(
         topKv,
         mid.map((x, b) => ({ hidden: x, positions: verifyIn[b].positions })),
-        PREFIX,
+        RUNNING,
       );
     }
     const logits = await rt.logits(concatFloats(h));
@@ -726,11 +723,7 @@ export class BatchLoop {
   /** Twig norm + twig head on rows [n, H] → logits [n, V]. */
   private async twigLogits(head: SessionIo, rows: Float32Array[]): Promise<Float32Array> {
     const H = this.rt.textConfig.hiddenSize;
-    const x = new Float32Array(rows.length * H);
-    rows.forEach((r, i) => {
-      x.set(r, i * H);
-    });
-    const out = await head.run({ hidden: new ort.Tensor("float32", x, [1, rows.length, H]) });
+    const out = await head.run({ hidden: new ort.Tensor("float32", concatFloats(rows), [1, rows.length, H]) });
     return out.logits.data as Float32Array;
   }
 

@@ -147,7 +147,6 @@ export async function prefillTogether(
   joiners: readonly PreparedPrompt[],
   drafts: readonly boolean[],
 ): Promise<Prefilled[]> {
-  const caches = [kv.lower, kv.mid, kv.top].filter((c) => c !== undefined);
   const first = kv.mid.size;
   const twigFirst = kv.twig?.size ?? 0;
   try {
@@ -157,9 +156,9 @@ export async function prefillTogether(
       if (step.done) return step.value;
     }
   } catch (err) {
-    // the new slots are the last ones: removing them from the end moves nothing
-    for (const c of caches) while (c.size > first) c.remove(c.size - 1);
-    while (kv.twig && kv.twig.size > twigFirst) kv.twig.remove(kv.twig.size - 1);
+    // the new slots are the last ones
+    for (const c of [kv.lower, kv.mid, kv.top]) c?.removeFrom(first);
+    kv.twig?.removeFrom(twigFirst);
     throw err;
   }
 }
@@ -197,8 +196,6 @@ export async function* prefillSteps(
   const cfg = rt.textConfig;
   const H = cfg.hiddenSize;
   const k = joiners.length;
-  const work = (s: BatchedSegment, rows: readonly { positions: readonly number[] }[]) =>
-    s.numLayers * rows.reduce((a, r) => a + r.positions.length, 0);
   // the twig's users: drafters first (their slots stay), then the others (slots borrowed for the run)
   const twigUsers = [
     ...joiners.flatMap((_, i) => (drafts[i] ? [i] : [])),
@@ -218,7 +215,7 @@ export async function* prefillSteps(
     for (const j of joiners) lowerKv.add(j.rows);
     if (reads("lower")) {
       low = await seg.lower.prefill(lowerKv, rowsIn, { from: at().slot, attentionProbs: true });
-      yield work(seg.lower, rowsIn);
+      yield workOf(seg.lower, rowsIn);
     } else low = { hidden: yield* inChunks(seg.lower, lowerKv, () => at().slot, rowsIn, chunkRows, H) };
   }
   // the twig, for the joiners whose mode runs it: its last layer's attention for TTP's scores
@@ -230,7 +227,7 @@ export async function* prefillSteps(
     const twigIn = twigUsers.map((i) => ({ hidden: low.hidden[i], positions: joiners[i].prompt.positions }));
     tw = await seg.twig.prefill(twigKv, twigIn, { from: twigFirst, attentionProbs: reads("twig") });
     for (let t = twigUsers.length - 1; t >= 0; t--) if (!drafts[twigUsers[t]]) twigKv.remove(twigFirst + t);
-    yield work(seg.twig, twigIn);
+    yield workOf(seg.twig, twigIn);
   }
   const twigProbs = new Map(twigUsers.map((i, t) => [i, tw?.attentionProbs?.[t]]));
 
@@ -331,11 +328,16 @@ async function* prefillInRuns(
   return out;
 }
 
+/** A run's work, for the batch loop's share of prefill between two rounds: prompt rows times layers. */
+function workOf(seg: BatchedSegment, rows: readonly { positions: readonly number[] }[]): number {
+  return seg.numLayers * rows.reduce((a, r) => a + r.positions.length, 0);
+}
+
 /**
- * Prompts into empty consecutive slots starting at from(), `chunkRows` rows of each at a time:
- * the first chunk as a prefill (no past), the next ones each against what the earlier filled (the
- * same attention within float rounding). Yields each run's work (rows times layers); returns each
- * slot's output rows.
+ * Prompts into empty consecutive slots starting at from(), `chunkRows` rows of each at a time
+ * (all of them in one run when they are no more): the first chunk as a prefill (no past), the next
+ * ones each against what the earlier filled (the same attention within float rounding). Yields
+ * each run's work; returns each slot's output rows.
  */
 async function* inChunks(
   seg: BatchedSegment,
@@ -345,18 +347,12 @@ async function* inChunks(
   chunkRows: number,
   H: number,
 ): AsyncGenerator<number, Float32Array[]> {
-  const work = (r: readonly SlotRows[]) => seg.numLayers * r.reduce((a, x) => a + x.positions.length, 0);
   const longest = Math.max(0, ...rows.map((r) => r.positions.length));
-  if (longest <= chunkRows) {
-    const { hidden } = await seg.prefill(cache, rows, { from: from() });
-    yield work(rows);
-    return hidden;
-  }
   const pieces: Float32Array[][] = rows.map(() => []);
-  for (let a = 0; a < longest; a += chunkRows) {
+  let a = 0;
+  do {
     const chunk = rows.map((r) => {
-      const b = Math.min(a + chunkRows, r.positions.length);
-      const n = Math.max(0, b - Math.min(a, b));
+      const n = Math.max(0, Math.min(chunkRows, r.positions.length - a));
       return { hidden: r.hidden.subarray(a * H, (a + n) * H), positions: r.positions.slice(a, a + n) };
     });
     const out =
@@ -366,9 +362,10 @@ async function* inChunks(
     out.forEach((h, i) => {
       pieces[i].push(h);
     });
-    yield work(chunk);
-  }
-  return pieces.map(concatFloats);
+    yield workOf(seg, chunk);
+    a += chunkRows;
+  } while (a < longest);
+  return pieces.map((p) => (p.length === 1 ? p[0] : concatFloats(p)));
 }
 
 /**

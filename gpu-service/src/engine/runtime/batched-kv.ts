@@ -137,6 +137,13 @@ export class BatchKv {
     return slot === moved ? -1 : moved;
   }
 
+  /** Frees the slots from `slot` on (the last ones: nothing moves; the buffers stay as they are). */
+  removeFrom(slot: number): void {
+    if (!(Number.isInteger(slot) && slot >= 0 && slot <= this.size))
+      throw new RangeError(`no slots from ${slot} (${this.size} in use)`);
+    this.lengths.length = slot;
+  }
+
   /** Drops every slot and gives back the memory (the buffers shrink to one empty slot). */
   clear(): void {
     this.lengths.length = 0;

@@ -80,16 +80,12 @@ export class BatchedSegment {
   }
 
   /**
-   * One run over slots from..from+rows.length-1 of `cache` (default: every slot; rows[i] are slot
-   * from+i's; with `from` or `prefix` a range, which may leave slots after it out): appends each
-   * slot's rows to its cache and returns each slot's output hidden states [n, H].
+   * One run over slots from..from+rows.length-1 of `cache` (without `from`: every slot; with it, a
+   * range, which may leave slots after it out; rows[i] are slot from+i's): appends each slot's rows
+   * to its cache and returns each slot's output hidden states [n, H].
    */
-  async run(
-    cache: BatchKv,
-    rows: readonly SlotRows[],
-    { from, prefix = false }: { from?: number; prefix?: boolean } = {},
-  ): Promise<Float32Array[]> {
-    if (from === undefined && !prefix && rows.length !== cache.size)
+  async run(cache: BatchKv, rows: readonly SlotRows[], { from }: { from?: number } = {}): Promise<Float32Array[]> {
+    if (from === undefined && rows.length !== cache.size)
       throw new RangeError(`${rows.length} row sets for ${cache.size} slots`);
     return (await this.exec(cache, rows, from ?? 0, false, false)).hidden;
   }
