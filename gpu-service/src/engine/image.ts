@@ -72,6 +72,8 @@ async function decode(bytes: Uint8Array, g: ImageGeometry, size: number, limits:
 /** A decoded picture and the size the resizes are computed from (its header's, when it was shrunk on decoding). */
 export interface DecodedPicture {
   picture: RgbPicture;
+  /** What the header says (checked against the limits). */
+  geometry: ImageGeometry;
   declaredWidth: number;
   declaredHeight: number;
 }
@@ -98,6 +100,7 @@ export async function decodePicture(
   // unshrunk, the decoded size is the truth (it equals the header's for every accepted format)
   return {
     picture,
+    geometry,
     declaredWidth: shrunk ? geometry.width : picture.width,
     declaredHeight: shrunk ? geometry.height : picture.height,
   };
@@ -119,8 +122,17 @@ export async function preprocessImage(
   spec: PreprocessSpec,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<Float32Array> {
+  return (await preprocessPicture(bytes, spec, limits)).pixelValues;
+}
+
+/** `preprocessImage`, with the header's geometry beside the pixel values (the header is read once). */
+export async function preprocessPicture(
+  bytes: Uint8Array,
+  spec: PreprocessSpec,
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+): Promise<{ pixelValues: Float32Array; geometry: ImageGeometry }> {
   const S = spec.imageSize;
-  const { picture, declaredWidth, declaredHeight } = await decodePicture(bytes, S, limits);
+  const { picture, geometry, declaredWidth, declaredHeight } = await decodePicture(bytes, S, limits);
   const square = padToSquareAndResize(picture, declaredWidth, declaredHeight, S, padColour(spec.mean));
-  return normalise(square, S, spec);
+  return { pixelValues: normalise(square, S, spec), geometry };
 }

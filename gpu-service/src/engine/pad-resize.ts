@@ -154,8 +154,26 @@ export function resizePicture(
 const clip8 = (ss: number) => (ss <= 0 ? 0 : ss >= 256 * ONE ? 255 : Math.floor(ss / ONE));
 
 /**
+ * Whether an axis's filter leaves every pixel as it is: as many outputs as inputs, none sampling the
+ * fill, each with weight exactly 1 on its own pixel and 0 on the others. That is a picture already at
+ * the output's size on that axis (Pillow's bicubic kernel is 1 at 0 and 0 at every other integer
+ * offset, so its sum is the pixel itself, in floating and in fixed point).
+ */
+function isIdentity(taps: readonly Taps[], inSize: number): boolean {
+  return (
+    taps.length === inSize &&
+    taps.every(({ fillShare, first, weights, fixed }, x) => {
+      const w = fixed ?? weights;
+      const one = fixed ? ONE : 1;
+      return fillShare === 0 && w.every((v, k) => v === (first + k === x ? one : 0));
+    })
+  );
+}
+
+/**
  * The two passes, horizontal then vertical, each rounded to 8 bits (as Pillow): output cols.length x rows.length.
  * A coordinate with fixed-point weights sums as Pillow does (integers, half added, shifted, clipped).
+ * A pass whose filter is the identity (isIdentity) is a copy: a picture at the tower's size is not resampled.
  */
 function resample(
   picture: RgbPicture,
@@ -165,7 +183,8 @@ function resample(
 ): Uint8Array {
   const { data, width } = picture;
   const outW = cols.length;
-  const outH = rows.length;
+  const sameRows = isIdentity(rows, picture.height);
+  if (isIdentity(cols, width)) return sameRows ? data.slice() : rowsPass(data, outW, rows, fill);
   // first pass: each picture row to outW columns (the padding rows are the fill colour throughout)
   const wide = new Uint8Array(picture.height * outW * 3);
   for (let y = 0; y < picture.height; y++) {
@@ -186,7 +205,12 @@ function resample(
       }
     }
   }
-  // second pass: columns to outH rows
+  return sameRows ? wide : rowsPass(wide, outW, rows, fill);
+}
+
+/** The second pass: the first pass's rows (outW pixels wide) to rows.length rows. */
+function rowsPass(wide: Uint8Array, outW: number, rows: Taps[], fill: readonly [number, number, number]): Uint8Array {
+  const outH = rows.length;
   const out = new Uint8Array(outW * outH * 3);
   for (let y = 0; y < outH; y++) {
     const { fillShare, first, weights, fixed } = rows[y];

@@ -14,7 +14,7 @@ import { anyresGrids, anyresSpecOf } from "./anyres/layout.js";
 import { preprocessAnyres } from "./anyres/preprocess.js";
 import { InvalidRequestError } from "./errors.js";
 import type { VisualGrid } from "./events.js";
-import { DEFAULT_IMAGE_LIMITS, decodePicture, type ImageLimits, inspectImage, preprocessImage } from "./image.js";
+import { DEFAULT_IMAGE_LIMITS, decodePicture, type ImageLimits, preprocessPicture } from "./image.js";
 import type { RgbPicture } from "./pad-resize.js";
 import type { GenerateParams, VideoInput } from "./plan.js";
 import type { VisualInput } from "./runtime/visual-encoder.js";
@@ -70,8 +70,7 @@ export async function prepareVisual(
       size: [layout.imageSize[0], layout.imageSize[1]],
     };
   }
-  const pixelValues = await preprocessImage(params.image, spec, limits.image);
-  const geometry = await inspectImage(params.image, limits.image);
+  const { pixelValues, geometry } = await preprocessPicture(params.image, spec, limits.image);
   const N = viewTokens(config);
   return {
     input: { kind: "image", pixelValues },

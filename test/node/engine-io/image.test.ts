@@ -174,7 +174,9 @@ beforeAll(async () => {
 describe("preprocessing equals LLaVA's pad-to-square recipe", () => {
   // [canvas width, height, scene left, top, zoom, format, tower]
   const cases: [number, number, number, number, number, "png" | "gif" | "webp" | "jpeg", "demo" | "clip"][] = [
-    [96, 96, 0, 0, 1, "png", "demo"], // square: no padding at all
+    [96, 96, 0, 0, 1, "png", "demo"], // square: no padding at all (and no resampling: the tower's size)
+    [96, 60, 0, 0, 1, "png", "demo"], // as wide as the tower (that pass leaves the columns), padded rows
+    [60, 96, 0, 0, 1, "png", "demo"], // as tall as the tower, padded columns
     [192, 96, 96, 0, 1, "png", "demo"], // landscape 2:1, the scene on the right
     [96, 192, 0, 40, 1, "png", "demo"], // portrait 1:2
     [96, 288, 0, 180, 1, "webp", "demo"], // 1:3, exactly PRESHRINK_GAP tower sizes: not shrunk first
