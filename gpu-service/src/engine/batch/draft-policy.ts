@@ -14,8 +14,10 @@
  * crossings lie depends on the model, the machine and the load, so it is measured, not modelled:
  *
  *   rate[bucket][cap] = tokens the round emitted / the round's time, a moving average
- *                       (time: the wall time, or the process's CPU time meanwhile when less: a
- *                       round that lost its core to other work is not charged for the wait)
+ *                       (time: the wall time less the time the engine thread waited for a core,
+ *                       from Linux's schedstat: a round that lost its core to other work, such as
+ *                       another engine worker or the service's own thread, is not charged for the
+ *                       wait)
  *   bucket            = floor(log2 B) for a batch of B sequences (1, 2-3, 4-7, 8-15, ...)
  *   cap               = one of CAPS: no drafts, 1, 2 or 3 tokens, or each drafter's own delta
  *
