@@ -26,6 +26,9 @@ type Outbound =
   | { type: "gc"; id: number; gc: GcTally }
   | { type: "closed" };
 
+/** What the worker sends once loaded: its messages of one turn of its event loop together (worker-main.ts). */
+type Batch = { type: "batch"; messages: Outbound[] } | Outbound;
+
 /** Test-only fault injection (see worker-main.ts): prompts containing these markers break the worker. */
 export interface FaultMarkers {
   /** The worker thread exits 20 ms after the third delta of such a request. */
@@ -60,22 +63,9 @@ export class WorkerEngine implements Engine {
     private readonly worker: Worker,
     readonly info: Engine["info"],
   ) {
-    worker.on("message", (msg: Outbound) => {
-      if (msg.type === "event") this.pending.get(msg.id)?.onEvent(msg.event);
-      else if (msg.type === "stats") {
-        this.batchStats = msg.stats;
-        for (const listener of this.statsListeners) listener(msg.stats);
-      } else if (msg.type === "thread-time") this.replies.get(msg.id)?.(msg.time);
-      else if (msg.type === "gc") this.replies.get(msg.id)?.(msg.gc);
-      else if (msg.type === "done") this.settle(msg.id);
-      else if (msg.type === "error") {
-        const err = msg.aborted
-          ? Object.assign(new Error(msg.message), { name: "AbortError" })
-          : msg.name === "InvalidRequestError"
-            ? new InvalidRequestError(msg.message)
-            : new Error(msg.message);
-        this.settle(msg.id, err);
-      }
+    worker.on("message", (msg: Batch) => {
+      if (msg.type === "batch") for (const m of msg.messages) this.receive(m);
+      else this.receive(msg);
     });
     const fail = (err: Error) => {
       this.failure ??= err;
@@ -87,6 +77,24 @@ export class WorkerEngine implements Engine {
       fail(new EngineWorkerExitedError(`the engine worker exited (code ${code})`));
       for (const listener of this.exitListeners) listener(code);
     });
+  }
+
+  private receive(msg: Outbound): void {
+    if (msg.type === "event") this.pending.get(msg.id)?.onEvent(msg.event);
+    else if (msg.type === "stats") {
+      this.batchStats = msg.stats;
+      for (const listener of this.statsListeners) listener(msg.stats);
+    } else if (msg.type === "thread-time") this.replies.get(msg.id)?.(msg.time);
+    else if (msg.type === "gc") this.replies.get(msg.id)?.(msg.gc);
+    else if (msg.type === "done") this.settle(msg.id);
+    else if (msg.type === "error") {
+      const err = msg.aborted
+        ? Object.assign(new Error(msg.message), { name: "AbortError" })
+        : msg.name === "InvalidRequestError"
+          ? new InvalidRequestError(msg.message)
+          : new Error(msg.message);
+      this.settle(msg.id, err);
+    }
   }
 
   /** Calls `listener` with the exit code when the worker thread ends (also after close()). */

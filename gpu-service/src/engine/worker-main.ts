@@ -39,6 +39,23 @@ if (!port) throw new Error("worker-main.ts must run in a worker thread");
 
 const aborts = new Map<number, AbortController>();
 const gcTally = countGc();
+
+/**
+ * Messages to the host go out together, once per turn of the event loop: a batch round's events of
+ * every sequence (and the stats after it) cross the thread boundary as one message, and the host
+ * writes them to their streams in one go (worker-host.ts; its HTTP/2 session then sends them in one
+ * write). ONNX Runtime's `run` waits for the next turn before it computes, so nothing waits longer
+ * than the JS of the round that made it.
+ */
+const outbox: unknown[] = [];
+function send(msg: unknown): void {
+  outbox.push(msg);
+  if (outbox.length === 1) setImmediate(flush);
+}
+function flush(): void {
+  if (outbox.length > 0) port?.postMessage({ type: "batch", messages: outbox.splice(0) });
+}
+
 try {
   const engine = await LocalEngine.load(modelDir, options);
   port.postMessage({ type: "ready", info: engine.info });
@@ -46,29 +63,30 @@ try {
     let last = "";
     engine.batch.onStats = (stats) => {
       const key = JSON.stringify(stats);
-      if (key !== last) port.postMessage({ type: "stats", stats });
+      if (key !== last) send({ type: "stats", stats });
       last = key;
     };
     engine.batch.onStats(engine.batch.stats());
   }
   port.on("message", async (msg: Inbound) => {
     if (msg.type === "abort") return aborts.get(msg.id)?.abort();
-    if (msg.type === "thread-time") return port.postMessage({ type: "thread-time", id: msg.id, time: threadTime() });
-    if (msg.type === "gc") return port.postMessage({ type: "gc", id: msg.id, gc: gcTally() });
+    if (msg.type === "thread-time") return send({ type: "thread-time", id: msg.id, time: threadTime() });
+    if (msg.type === "gc") return send({ type: "gc", id: msg.id, gc: gcTally() });
     if (msg.type === "close") {
       await engine.close();
+      flush();
       port.postMessage({ type: "closed" });
       return;
     }
     const ctrl = new AbortController();
     aborts.set(msg.id, ctrl);
-    const post = (event: EngineEvent) => port.postMessage({ type: "event", id: msg.id, event });
+    const post = (event: EngineEvent) => send({ type: "event", id: msg.id, event });
     try {
       await engine.generate(msg.params, faults ? withFaults(msg.params, post, faults) : post, ctrl.signal);
-      port.postMessage({ type: "done", id: msg.id });
+      send({ type: "done", id: msg.id });
     } catch (err) {
       const e = err as Error;
-      port.postMessage({
+      send({
         type: "error",
         id: msg.id,
         name: e instanceof InvalidRequestError ? "InvalidRequestError" : e.name,
