@@ -4,9 +4,12 @@
  * one) of `--threads` intra-op threads each, first one request at a time (TWIG_MAX_BATCH=1), then batching up to B; each mode (`base`,
  * `ttp-only`, `twig` by default) is called by 1, 4, 16 and 32 concurrent streams, each stream
  * sending its requests one after another (pictures of the demo model's test split, "describe the
- * picture ."). Prints one table per mode: aggregate tokens per second without and with
- * batching, the batched figure as a ratio to its one-stream figure, and time to first token and
- * inter-token latency p50/p99 with batching. Then where the CPU went at each level with batching,
+ * picture ."), after `--warmup` requests per mode one after another (default 8: enough that the
+ * draft policy has tried its caps for a lone sequence, so that the one-stream level measures it
+ * settled, not exploring). Prints one table per mode: aggregate tokens per second without and with
+ * batching, the batched figure as a ratio to the one-stream figure with batching and to the one
+ * without (one request at a time), and time to first token and inter-token latency p50/p99 with
+ * batching. Then where the CPU went at each level with batching,
  * in cores (CPU seconds over wall seconds), from the service's metrics scraped before and after the
  * level: the service process in all, its engine worker threads (`twig_engine_worker_cpu_seconds_total`)
  * and their time waiting for a core (`..._runqueue_seconds_total`; Linux only), and this benchmark's
@@ -52,6 +55,8 @@ async function cpuSeconds(metricsUrl: string | undefined) {
 export interface ServiceBatchingArgs extends BatchingBenchArgs {
   /** Engine workers of the service, each batching up to `batch`. */
   workers: number;
+  /** Requests per mode, one after another, before the levels are timed. */
+  warmup: number;
 }
 
 export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<void> {
@@ -88,7 +93,7 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
     const results = new Map<Mode, Map<number, Level>>();
     try {
       for (const mode of args.modes) {
-        await call(pictures[0], mode); // warm up
+        for (let k = 0; k < Math.max(1, args.warmup); k++) await call(pictures[k % pictures.length], mode);
         const byLevel = new Map<number, Level>();
         for (const streams of args.levels) {
           const ttft: number[] = [];
@@ -132,23 +137,24 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
 
   console.log(
     `bench service (batching): ${basename(modelDir)}, ${args.workers} engine worker(s) x ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ` +
-      `${args.perStream} requests per stream, one request at a time vs batching up to ${args.batch}`,
+      `${args.perStream} requests per stream after ${args.warmup} per mode, one request at a time vs batching up to ${args.batch}`,
   );
   try {
     const off = await measure(1);
     const on = await measure(args.batch);
     for (const mode of args.modes) {
       console.log(
-        `\n  ${mode}\n  streams   tok/s alone   tok/s batched   batched / 1 stream   TTFT ms p50 / p99   inter-token ms p50 / p99`,
+        `\n  ${mode}\n  streams   tok/s alone   tok/s batched   batched / 1 stream: batched, alone   TTFT ms p50 / p99   inter-token ms p50 / p99`,
       );
       const one = on.get(mode)?.get(args.levels[0])?.tokPerS ?? Number.NaN;
+      const oneAlone = off.get(mode)?.get(args.levels[0])?.tokPerS ?? Number.NaN;
       for (const streams of args.levels) {
         const a = off.get(mode)?.get(streams);
         const b = on.get(mode)?.get(streams);
         if (!a || !b) continue;
         const two = (xs: number[], d: number) => `${pct(xs, 50).toFixed(d)} / ${pct(xs, 99).toFixed(d)}`;
         console.log(
-          `  ${String(streams).padStart(7)}   ${a.tokPerS.toFixed(1).padStart(11)}   ${b.tokPerS.toFixed(1).padStart(13)}   ${(b.tokPerS / one).toFixed(2).padStart(18)}   ${two(b.ttft, 0).padStart(17)}   ${two(b.itl, 2).padStart(24)}`,
+          `  ${String(streams).padStart(7)}   ${a.tokPerS.toFixed(1).padStart(11)}   ${b.tokPerS.toFixed(1).padStart(13)}   ${`${(b.tokPerS / one).toFixed(2)}, ${(b.tokPerS / oneAlone).toFixed(2)}`.padStart(34)}   ${two(b.ttft, 0).padStart(17)}   ${two(b.itl, 2).padStart(24)}`,
         );
       }
       console.log(
