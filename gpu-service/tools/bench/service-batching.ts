@@ -4,7 +4,8 @@
  * one) of `--threads` intra-op threads each, first one request at a time (TWIG_MAX_BATCH=1), then batching up to B; each mode (`base`,
  * `ttp-only`, `twig` by default) is called by 1, 4, 16 and 32 concurrent streams, each stream
  * sending its requests one after another (pictures of the demo model's test split, "describe the
- * picture ."), after `--warmup` requests per mode one after another (default 8: enough that the
+ * picture ."; at least `--min-requests` a level, default 16, so that the one-stream level is not two
+ * requests), after `--warmup` requests per mode one after another (default 8: enough that the
  * draft policy has tried its caps for a lone sequence, so that the one-stream level measures it
  * settled, not exploring). Prints one table per mode: aggregate tokens per second without and with
  * batching, the batched figure as a ratio to the one-stream figure with batching and to the one
@@ -57,6 +58,13 @@ export interface ServiceBatchingArgs extends BatchingBenchArgs {
   workers: number;
   /** Requests per mode, one after another, before the levels are timed. */
   warmup: number;
+  /** Requests a level sends at least (its streams send more each when perStream falls short). */
+  minRequests: number;
+}
+
+/** Requests each stream of a level sends: `perStream`, or more, so that the level sends at least `minRequests`. */
+function requestsPerStream(args: ServiceBatchingArgs, streams: number): number {
+  return Math.max(args.perStream, Math.ceil(args.minRequests / streams));
 }
 
 export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<void> {
@@ -104,8 +112,9 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
           const t0 = performance.now();
           await Promise.all(
             Array.from({ length: streams }, async (_, s) => {
-              for (let k = 0; k < args.perStream; k++) {
-                const r = await call(pictures[(s * args.perStream + k) % pictures.length], mode);
+              const n = requestsPerStream(args, streams);
+              for (let k = 0; k < n; k++) {
+                const r = await call(pictures[(s * n + k) % pictures.length], mode);
                 ttft.push(r.ttft);
                 itl.push(...r.gaps);
                 tokens += r.tokens;
@@ -137,7 +146,7 @@ export async function benchServiceBatching(args: ServiceBatchingArgs): Promise<v
 
   console.log(
     `bench service (batching): ${basename(modelDir)}, ${args.workers} engine worker(s) x ${args.threads} thread(s), up to ${args.maxTokens} tokens per request (greedy), ` +
-      `${args.perStream} requests per stream after ${args.warmup} per mode, one request at a time vs batching up to ${args.batch}`,
+      `${args.perStream} requests per stream (at least ${args.minRequests} a level) after ${args.warmup} per mode, one request at a time vs batching up to ${args.batch}`,
   );
   try {
     const off = await measure(1);
