@@ -27,6 +27,26 @@ export function threadTime(): ThreadTime | undefined {
   return { running: running / 1e9, waiting: waiting / 1e9 };
 }
 
+/**
+ * A stopwatch of work on the calling thread, in ms: the wall time since it started less the time the
+ * thread waited for a core meanwhile (a core lost to other work, such as another engine worker or the
+ * service's own thread, says nothing of the work). Where the wait is not known, the wall time or the
+ * process's CPU time, whichever is less (the process's, so only right for a lone busy thread).
+ */
+export function coreStopwatch(): () => number {
+  const t0 = performance.now();
+  const waited0 = threadTime()?.waiting;
+  const cpu0 = waited0 === undefined ? process.cpuUsage() : undefined;
+  return () => {
+    const wall = performance.now() - t0;
+    const waited = threadTime()?.waiting;
+    if (waited0 !== undefined && waited !== undefined) return wall - 1000 * (waited - waited0);
+    if (!cpu0) return wall;
+    const cpu = process.cpuUsage(cpu0);
+    return Math.min(wall, (cpu.user + cpu.system) / 1000);
+  };
+}
+
 /** The kinds of garbage collection perf_hooks tells apart (its "gc" entries' `detail.kind`). */
 export const GC_KINDS = ["minor", "major", "incremental", "weakcb"] as const;
 export type GcKind = (typeof GC_KINDS)[number];

@@ -51,7 +51,7 @@ import { BatchedSegment, type SlotRows } from "../runtime/batched-segment.js";
 import { type LlavaRuntime, visualInputOf } from "../runtime/llava-runtime.js";
 import { ort } from "../runtime/session.js";
 import { phase, type SessionIo } from "../runtime/tensor-io.js";
-import { threadTime } from "../thread-time.js";
+import { coreStopwatch } from "../thread-time.js";
 import { MODE_PLANS, usesTwig } from "../twig/modes.js";
 import { concatFloats, concatRows } from "../twig/rows.js";
 import { TwigDecoder, type TwigGenerateOptions, type TwigGenerateResult, type TwigStep } from "../twig/twig-decoder.js";
@@ -572,10 +572,8 @@ export class BatchLoop {
     const chooses = rooms.some((r) => r > 0);
     const cap = !chooses ? 0 : (fixed ?? this.policy.cap(B, rooms));
     const room = (s: Sequence) => Math.min(s.delta, cap, s.limit - s.outputIds.length);
-    const measuring = fixed === undefined && chooses; // the policy learns from this round's cost
-    const t0 = performance.now();
-    const waited0 = measuring ? threadTime()?.waiting : undefined;
-    const cpu0 = measuring && waited0 === undefined ? process.cpuUsage() : undefined;
+    // the policy learns from what this round cost: its time on its core, waits for the core left out
+    const stopwatch = fixed === undefined && chooses ? coreStopwatch() : undefined;
     const emitted = seqs.reduce((a, s) => a + s.outputIds.length, 0);
 
     // extend: t_b through lower; the drafters' twig takes it (after what it has not seen yet),
@@ -706,19 +704,8 @@ export class BatchLoop {
       s.next = v.bonus;
       s.position += v.accepted + 1;
     });
-    if (measuring) {
-      // the round's cost: its wall time less the time this thread waited for a core (lost to other
-      // work, which says nothing of this round's choice); where that is not known, the process's CPU
-      // time when less than the wall time (the process's, so only right for a lone engine thread)
-      const wall = performance.now() - t0;
-      const waited = threadTime()?.waiting;
-      const cpu = cpu0 && process.cpuUsage(cpu0);
-      const ms =
-        waited0 !== undefined && waited !== undefined
-          ? wall - 1000 * (waited - waited0)
-          : Math.min(wall, cpu ? (cpu.user + cpu.system) / 1000 : wall);
-      this.policy.record(B, cap, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, ms, outcomes);
-    }
+    if (stopwatch)
+      this.policy.record(B, cap, seqs.reduce((a, s) => a + s.outputIds.length, 0) - emitted, stopwatch(), outcomes);
   }
 
   /** The segments and caches SSD drafts through (there are drafters only on a model with a twig). */
