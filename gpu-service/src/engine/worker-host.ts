@@ -15,7 +15,8 @@ import type { LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
 import type { GcTally, ThreadTime } from "./thread-time.js";
 
-type Outbound =
+/** What the worker sends (worker-main.ts). */
+export type Outbound =
   | { type: "ready"; info: Engine["info"] }
   | { type: "failed"; message: string }
   | { type: "event"; id: number; event: EngineEvent }

@@ -20,7 +20,7 @@ import type { EngineEvent } from "./events.js";
 import { LocalEngine, type LocalEngineOptions } from "./local-engine.js";
 import type { GenerateParams } from "./plan.js";
 import { countGc, threadTime } from "./thread-time.js";
-import type { FaultMarkers } from "./worker-host.js";
+import type { FaultMarkers, Outbound } from "./worker-host.js";
 
 type Inbound =
   | { type: "generate"; id: number; params: GenerateParams }
@@ -47,8 +47,8 @@ const gcTally = countGc();
  * write). ONNX Runtime's `run` waits for the next turn before it computes, so nothing waits longer
  * than the JS of the round that made it.
  */
-const outbox: unknown[] = [];
-function send(msg: unknown): void {
+const outbox: Outbound[] = [];
+function send(msg: Outbound): void {
   outbox.push(msg);
   if (outbox.length === 1) setImmediate(flush);
 }
