@@ -4,6 +4,7 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { describe, expect, it } from "vitest";
 import { TextStream } from "../../../gpu-service/src/engine/text-stream.js";
 import { TextCodec } from "../../../gpu-service/src/engine/tokenizer.js";
+import { wordTokenizer } from "../../../gpu-service/tools/make-tiny/tiny-model.js";
 import { repoRoot } from "../../support/gpu-service.js";
 
 // a byte-level "tokenizer": each id is one byte of UTF-8
@@ -132,36 +133,33 @@ const special = (id: number, content: string) => ({
   special: true,
 });
 
-/** Whole words and "##" pieces, with the words HF's clean-up rewrites across tokens (" do not", " ' ", " n't"). */
-function cleanupWordPiece(): { json: object; size: number } {
-  const words = ["<s>", "</s>", "<unk>", "<image>", "i", "do", "not", "'", "s", "n't", "m", "'m", "'s", "ve", "'ve"];
-  words.push("re", "'re", ".", ",", "?", "!", "go", "##ing", "##s", "a", "red", "circle", "the", "is", "there");
-  const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
-  const json = {
-    version: "1.0",
-    added_tokens: [special(0, "<s>"), special(1, "</s>"), special(2, "<unk>"), special(3, "<image>")],
-    normalizer: null,
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: null,
-    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
-    model: {
-      type: "WordPiece",
-      unk_token: "<unk>",
-      continuing_subword_prefix: "##",
-      max_input_chars_per_word: 100,
-      vocab,
-    },
-  };
-  return { json, size: words.length };
+/** Whole words and "##" pieces (make-tiny's WordPiece tokenizer), with words the clean-up rewrites across tokens (" ' ", " n't"). */
+const cleanupWordPiece = wordTokenizer(
+  ["i", "do", "not", "'", "s", "n't", "m", "'m", "'s", "ve", "'ve", "re", "'re", ".", ",", "?", "!", "go"].concat([
+    "##ing",
+    "##s",
+    "a",
+    "red",
+    "circle",
+    "the",
+    "is",
+    "there",
+  ]),
+);
+
+/** The engine's decoding (tokenizer.ts's TextCodec) of a tokenizer.json: special tokens skipped, nothing for no ids. */
+function decoderOf(json: object): (ids: number[]) => string {
+  const t = new Tokenizer(json, {});
+  return (ids) => (ids.length ? t.decode(ids, { skip_special_tokens: true }) : "");
 }
 
 /** Llama-style: "▁" word starts, byte-fallback tokens <0x00>..<0xFF> for what the vocabulary lacks. */
-function byteFallbackBpe(): { json: object; size: number } {
+function byteFallbackBpe(): object {
   const words = ["<unk>", "<s>", "</s>"];
   for (let b = 0; b < 256; b++) words.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
   words.push("▁", "▁the", "▁red", "▁circle", "▁is", "a", "b", ".", "▁.", "é", "▁wör", "ld");
   const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
-  const json = {
+  return {
     version: "1.0",
     added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
     normalizer: null,
@@ -178,36 +176,26 @@ function byteFallbackBpe(): { json: object; size: number } {
     },
     model: { type: "BPE", unk_token: "<unk>", fuse_unk: true, byte_fallback: true, vocab, merges: [] },
   };
-  return { json, size: words.length };
 }
 
 describe("TextStream decodes a window, and its text is the whole output's", () => {
-  const tokenizers: Array<[string, () => (ids: number[]) => string, number, (r: () => number) => number]> = [
+  const tokenizers: Array<[string, () => (ids: number[]) => string, (r: () => number) => number]> = [
     [
       "the demo model's tokenizer",
       () => {
         const codec = TextCodec.load(join(repoRoot, "models", "demo"));
         return (ids) => codec.decode(ids);
       },
-      82,
       (r) => Math.floor(r() * 82),
     ],
     [
       "a WordPiece tokenizer whose clean-up spans tokens",
-      () => {
-        const t = new Tokenizer(cleanupWordPiece().json, {});
-        return (ids) => (ids.length ? t.decode(ids, { skip_special_tokens: true }) : "");
-      },
-      cleanupWordPiece().size,
-      (r) => Math.floor(r() * cleanupWordPiece().size),
+      () => decoderOf(cleanupWordPiece.json),
+      (r) => Math.floor(r() * cleanupWordPiece.vocabSize),
     ],
     [
       "a byte-fallback tokenizer (multi-byte characters split over tokens)",
-      () => {
-        const t = new Tokenizer(byteFallbackBpe().json, {});
-        return (ids) => (ids.length ? t.decode(ids, { skip_special_tokens: true }) : "");
-      },
-      byteFallbackBpe().size,
+      () => decoderOf(byteFallbackBpe()),
       // half the tokens bytes of "é", "€" or "🌍" in order (with a stray one now and then), half words and specials
       (r) => {
         const utf8 = [0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x8c, 0x8d];
@@ -219,7 +207,7 @@ describe("TextStream decodes a window, and its text is the whole output's", () =
       },
     ],
   ];
-  for (const [name, make, , pick] of tokenizers) {
+  for (const [name, make, pick] of tokenizers) {
     it(`${name}: every delta equals decoding the whole output at every token`, () => {
       const decode = make();
       const r = lcg(name.length);
