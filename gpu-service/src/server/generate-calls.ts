@@ -58,8 +58,11 @@ export function generateInterceptor(
       req.signal.removeEventListener("abort", goneAway);
       return call.end?.(error) ?? error;
     };
-    // a stream whose caller has gone may never be resumed: its end is the abort
-    const goneAway = () => end(new ConnectError("the caller went away", Code.Canceled));
+    // a stream whose caller has gone may never be resumed: its end is the abort (an error is built only
+    // for a call not yet ended: building one captures a stack, and every stream's cleanup comes here)
+    const goneAway = () => {
+      if (!ended) end(new ConnectError("the caller went away", Code.Canceled));
+    };
     async function* parsed(requests: AsyncIterable<GenerateRequest>) {
       for await (const request of requests) {
         call = begin(request, req.signal);
