@@ -43,9 +43,20 @@ const { values } = parseArgs({
     "prefill-rows": { type: "string" },
     warmup: { type: "string", default: "8" },
     "min-requests": { type: "string", default: "16" },
+    repeat: { type: "string", default: "1" },
     levels: { type: "string", default: "1,4,16,32" },
   },
 });
+/** A whole-number option of at least 1, checked. */
+function wholeAtLeastOne(name: "repeat"): number {
+  const v = Number(values[name]);
+  if (!(Number.isInteger(v) && v >= 1)) {
+    console.error(`--${name} takes a whole number, at least 1, got ${values[name]}`);
+    process.exit(2);
+  }
+  return v;
+}
+
 /** --prefill-rows, checked: a whole number of prompt rows, at least 1. */
 function prefillRows(): number | undefined {
   const v = values["prefill-rows"];
@@ -126,6 +137,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     prefillRows: prefillRows(),
     warmup: Number(values.warmup),
     minRequests: Number(values["min-requests"]),
+    repeat: wholeAtLeastOne("repeat"),
   });
 } else if (name === "batch") {
   const cap = values["draft-cap"];
@@ -166,7 +178,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48] [--pictures test|next-test] [--prefill-rows N] [--warmup 8] [--min-requests 16]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48] [--pictures test|next-test] [--prefill-rows N] [--warmup 8] [--min-requests 16] [--repeat 1]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }
