@@ -86,6 +86,34 @@ export interface AttentionContext {
   pastSlots?: string;
   /** direct: positions of the query rows when they are fewer than the new keys' (the last rows; default `positions`). */
   queryPositions?: string;
+  /** direct: kv_mask and new_mask side by side, [B, 1, G*S, C+S] (or [G*S, C+S]), made once per segment (directScoreMask). */
+  scoreMask?: string;
+  /** direct: the probabilities' split, [C, S] (int64). */
+  probsSplit?: string;
+}
+
+/**
+ * The per-segment values that let every layer's direct attention add its masks in one node and split its
+ * probabilities in one: kv_mask [B, 1, 1, C] (or [C]) broadcast over new_mask's G*S rows, beside new_mask
+ * [G*S, S] broadcast over the batch (new_mask's first column is 0 in every row: a row always sees new
+ * token 0), and the split sizes [C, S].
+ */
+export function directScoreMask(g: GraphBuilder, ctx: AttentionContext, batched: boolean): AttentionContext {
+  const { kvMask, newMask, pastSlots } = ctx;
+  if (!kvMask || !newMask || !pastSlots) throw new Error("direct attention needs its context");
+  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
+  const zeroColumn = op1("Slice", [newMask, g.ints("zero", [0]), g.ints("one", [1]), g.ints("last_axis", [-1])]);
+  const past = op1("Add", [kvMask, zeroColumn]); // [B, 1, G*S, C] (or [G*S, C])
+  const batchDims = batched ? op1("Shape", [kvMask], { start: 0, end: 2 }) : undefined; // [B, 1]
+  const fresh = batchDims
+    ? op1("Expand", [newMask, op1("Concat", [batchDims, op1("Shape", [newMask])], { axis: 0 })])
+    : newMask; // [B, 1, G*S, S] (or [G*S, S])
+  const s = op1("Shape", [newMask], { start: 1, end: 2 });
+  return {
+    ...ctx,
+    scoreMask: op1("Concat", [past, fresh], { axis: -1 }),
+    probsSplit: op1("Concat", [pastSlots, s], { axis: 0 }),
+  };
 }
 
 /** Builds the per-segment values of the plain path (gathered cos/sin, the causal + past mask). */
@@ -148,7 +176,7 @@ function directAttention(
   wantProbs: boolean,
 ): AttentionResult {
   const { heads, kvHeads, headDim: hd } = ctx.shape;
-  if (!ctx.kvMask || !ctx.newMask || !ctx.cosQ || !ctx.sinQ || !ctx.pastSlots)
+  if (!ctx.scoreMask || !ctx.probsSplit || !ctx.cosQ || !ctx.sinQ)
     throw new Error("direct attention needs its context");
   const groups = heads / kvHeads;
   const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
@@ -167,13 +195,12 @@ function directAttention(
         ]);
   const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
   const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
-  const scoresPast = op1("Add", [op1("MatMul", [qh, pastKeyT]), ctx.kvMask]); // [1, kv, G*S, C]
-  const scoresNew = op1("Add", [op1("MatMul", [qh, kNewT]), ctx.newMask]); // [1, kv, G*S, S]
-  const probs = op1("Softmax", [op1("Concat", [scoresPast, scoresNew], { axis: -1 })], { axis: -1 });
-  const c = ctx.pastSlots; // [C]
-  const last = g.ints("last_axis", [-1]);
-  const pPast = op1("Slice", [probs, g.ints("zero", [0]), c, last]);
-  const pNew = op1("Slice", [probs, c, g.ints("to_end", [2 ** 40]), last]);
+  // both masks at once ([.., G*S, C+S], made once per segment: directScoreMask), once the two products
+  // are side by side, and the probabilities split back in one node (the same values as adding each mask
+  // to its product and slicing twice, in two nodes fewer a layer)
+  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
+  const probs = op1("Softmax", [op1("Add", [scores, ctx.scoreMask])], { axis: -1 }); // [1, kv, G*S, C+S]
+  const [pPast, pNew] = g.op("Split", [probs, ctx.probsSplit], { axis: -1 }, { outputs: 2 });
   const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [1, kv, G*S, hd]
   const back =
     groups === 1

@@ -38,7 +38,14 @@
 
 import type { AttentionChoice, Precision } from "../options.js";
 import type { DecoderLayerWeights, TextConfig } from "../weights.js";
-import { type AttentionContext, attention, plainContext, resolveAttention, scaledRotaryTables } from "./attention.js";
+import {
+  type AttentionContext,
+  attention,
+  directScoreMask,
+  plainContext,
+  resolveAttention,
+  scaledRotaryTables,
+} from "./attention.js";
 import { GraphBuilder } from "./graph.js";
 import { fusedLinear, linear, rmsNorm, rotaryCaches, skipRmsNorm, swiglu, type WeightFormat } from "./layers.js";
 
@@ -124,6 +131,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
       pastSlots: layers.length > 0 ? g.op("Shape", [past[0].key], { start: 3, end: 4 })[0] : undefined,
     };
+    if (layers.length > 0) ctx = directScoreMask(g, ctx, batched);
   }
 
   const lastLayer = layers.length - 1;
@@ -202,7 +210,8 @@ function trailingRows(
   const [flat] = g.op("Concat", [g.ints("mask_rows", [-1]), s], { axis: 0 });
   const [byGroup] = g.op("Reshape", [ctx.newMask, grouped]);
   const [mask] = g.op("Reshape", [rows(byGroup), flat]);
-  return { rows, ctx: { ...ctx, queryPositions: rows(positions), newMask: mask } };
+  const tail: AttentionContext = { ...ctx, queryPositions: rows(positions), newMask: mask };
+  return { rows, ctx: directScoreMask(g, tail, false) };
 }
 
 /** Final RMSNorm + LM head: hidden [1, S, H] → logits [1, S, V]. */
