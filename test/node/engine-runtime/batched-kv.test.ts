@@ -80,23 +80,20 @@ describe("batch KV cache", () => {
       const to = whole ? model.length : from + 1 + Math.floor(rng.next() * (model.length - from));
       const counts = model.slice(from, to).map(() => Math.floor(rng.next() * 4)); // 0..3 each, padded to the most
       const s = Math.max(1, ...counts);
-      const keys: Float32Array[] = [];
-      const values: Float32Array[] = [];
-      for (let l = 0; l < LAYERS; l++) {
-        const k = new Float32Array(counts.length * s * KV * HD).fill(Number.NaN); // padding must never be read
-        const v = new Float32Array(counts.length * s * KV * HD).fill(Number.NaN);
+      // [rows, S, layers, key and value, KV*HD], as a batched segment's new_kv
+      const width = KV * HD;
+      const rows = new Float32Array(counts.length * s * LAYERS * 2 * width).fill(Number.NaN); // padding must never be read
+      for (let l = 0; l < LAYERS; l++)
         counts.forEach((n, i) => {
           for (let t = 0; t < n; t++) {
             const r = freshRow();
             model[from + i][l].push(r);
-            k.set(r.key, (i * s + t) * KV * HD);
-            v.set(r.value, (i * s + t) * KV * HD);
+            const at = ((i * s + t) * LAYERS + l) * 2 * width;
+            rows.set(r.key, at);
+            rows.set(r.value, at + width);
           }
         });
-        keys.push(k);
-        values.push(v);
-      }
-      cache.append(counts, s, keys, values, from);
+      cache.append(counts, s, rows, from);
       // a range's mask and buffers are the whole cache's, cut to the range
       const cap = cache.capacity;
       expect(Array.from(cache.mask(from, to))).toEqual(Array.from(cache.mask().subarray(from * cap, to * cap)));

@@ -22,8 +22,10 @@
  * A `batched` segment (direct attention only) takes B sequences at once, each with its own past
  *          length: hidden [B, S, H], position_ids [B, S], past_key_i [B, kvHeads, hd, C],
  *          past_value_i [B, kvHeads, C, hd], kv_mask [B, 1, 1, C] (each sequence's own filled
- *          slots) and new_mask [groups*S, S]; outputs hidden_out [B, S, H] and new_key_i /
- *          new_value_i [B, S, kvHeads*hd]. A sequence with fewer than S new tokens is padded at
+ *          slots) and new_mask [groups*S, S]; outputs hidden_out [B, S, H] and new_kv
+ *          [B, S, layers * 2 * kvHeads*hd]: each row's new key and value in every layer, side by side
+ *          (one output, not two a layer: the Node binding copies each output into an ArrayBuffer of
+ *          its own, about 5 us apiece). A sequence with fewer than S new tokens is padded at
  *          the end: the causal new_mask keeps its real rows from seeing the padding
  *          (runtime/batched-segment.ts).
  *
@@ -140,6 +142,8 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       ? trailingRows(g, ctx, positions, direct, spec.attentionProbsLayer === lastLayer)
       : undefined;
   let x = layers.length > 0 ? rmsNorm(g, h, layers[0].inputNorm, eps) : h;
+  /** A batched segment's new keys and values, layer by layer (key, value), for the one output new_kv. */
+  const newKv: string[] = [];
   layers.forEach((w, i) => {
     const [qAll, k, v] = fuse
       ? fusedLinear(g, x, [w.q, w.k, w.v], "qkv", format)
@@ -156,10 +160,8 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     }
     if (att.newKey && att.newValue) {
       // a segment's new keys and values in its slot buffers' orders (whole rows to copy); a batch's as rows
-      if (batched) {
-        g.output(att.newKey, `new_key_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
-        g.output(att.newValue, `new_value_${i}`, "float32", [b, "S", config.numKvHeads * hd]);
-      } else if (att.newKeyT && att.newValueHeads) {
+      if (batched) newKv.push(att.newKey, att.newValue);
+      else if (att.newKeyT && att.newValueHeads) {
         g.output(att.newKeyT, `new_key_${i}`, "float32", [1, config.numKvHeads, hd, "S"]);
         g.output(att.newValueHeads, `new_value_${i}`, "float32", [1, config.numKvHeads, "S", hd]);
       }
@@ -181,6 +183,12 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
     }
   });
   g.output(h, "hidden_out", "float32", [b, trailing ? "N" : "S", config.hiddenSize]);
+  if (newKv.length > 0)
+    g.output(g.op("Concat", newKv, { axis: -1 })[0], "new_kv", "float32", [
+      b,
+      "S",
+      layers.length * 2 * config.numKvHeads * hd,
+    ]);
   return g;
 }
 

@@ -177,40 +177,37 @@ export class BatchKv {
   }
 
   /**
-   * Writes a run's new keys and values after each slot's held positions: `newKey[l]` and
-   * `newValue[l]` are [counts.length, S, kvHeads*headDim] for slots from..from+counts.length-1;
-   * slot from+i takes its first `counts[i]` rows (the rest were padding).
+   * Writes a run's new keys and values after each slot's held positions: `rows` is [counts.length,
+   * S, numLayers, 2, kvHeads*headDim] (each row's key and value in every layer, a batched segment's
+   * new_kv) for slots from..from+counts.length-1; slot from+i takes its first `counts[i]` rows (the
+   * rest were padding).
    */
-  append(
-    counts: readonly number[],
-    s: number,
-    newKey: readonly Float32Array[],
-    newValue: readonly Float32Array[],
-    from = 0,
-  ): void {
+  append(counts: readonly number[], s: number, rows: Float32Array, from = 0): void {
     if (!(from >= 0 && from + counts.length <= this.size))
       throw new RangeError(`${counts.length} counts from slot ${from} for ${this.size} slots`);
+    const stride = this.numLayers * 2 * this.kvHeads * this.headDim;
+    if (rows.length !== counts.length * s * stride)
+      throw new RangeError(`${rows.length} values for ${counts.length} x ${s} rows of ${stride}`);
     this.reserve(Math.max(0, ...counts.map((c, i) => this.lengths[from + i] + c)));
-    const { kvHeads: kv, headDim: hd, capacity: cap } = this;
+    const { kvHeads: kv, headDim: hd, capacity: cap } = this; // after reserve: it may grow the capacity
     const width = kv * hd;
     for (let l = 0; l < this.numLayers; l++) {
       const kT = this.keyT[l];
       const v = this.value[l];
-      const nk = newKey[l];
-      const nv = newValue[l];
       for (let i = 0; i < counts.length; i++) {
         const p = this.lengths[from + i];
         const base = (from + i) * this.slotSize;
         for (let t = 0; t < counts[i]; t++) {
-          const src = (i * s + t) * width;
+          const key = (i * s + t) * stride + l * 2 * width;
+          const value = key + width;
           // plain loops, no subarray views: a round writes thousands of rows, and each view is garbage
           for (let h = 0; h < kv; h++) {
             const vDst = base + (h * cap + p + t) * hd;
             const kDst = base + h * hd * cap + p + t;
-            const at = src + h * hd;
+            const at = h * hd;
             for (let d = 0; d < hd; d++) {
-              v[vDst + d] = nv[at + d];
-              kT[kDst + d * cap] = nk[at + d];
+              v[vDst + d] = rows[value + at + d];
+              kT[kDst + d * cap] = rows[key + at + d];
             }
           }
         }

@@ -157,11 +157,7 @@ export class BatchedSegment {
       return f;
     });
     const out = await this.io.run(feeds, this.hasAttentionProbs && !probs ? WITHOUT_PROBS : undefined);
-    span("kv-write", () => {
-      const keys = Array.from({ length: this.numLayers }, (_, l) => out[`new_key_${l}`].data as Float32Array);
-      const values = Array.from({ length: this.numLayers }, (_, l) => out[`new_value_${l}`].data as Float32Array);
-      cache.append(counts, s, keys, values, from);
-    });
+    span("kv-write", () => cache.append(counts, s, out.new_kv.data as Float32Array, from));
     const hiddenOut = out.hidden_out.data as Float32Array;
     const hidden = counts.map((n, b) => hiddenOut.slice(b * s * H, (b * s + n) * H));
     if (!probs) return { hidden };

@@ -44,9 +44,10 @@ export interface GraphSource {
  * Bump when the graph builders (onnx/) change what they build for the same weights and options, so
  * that graphs cached by older code are not reused. 2: graph outputs without Identity nodes, fewer
  * reshapes in direct attention. 3: direct attention's new keys and values in the buffers' orders. 4: direct
- * attention adds its two masks in one node and splits its probabilities in one.
+ * attention adds its two masks in one node and splits its probabilities in one. 5: a batched segment's new
+ * keys and values in one output.
  */
-export const GRAPH_FORMAT = 4;
+export const GRAPH_FORMAT = 5;
 
 /** The cache key: SHA-256 over GRAPH_FORMAT, name, options and every weight's shape and bytes. */
 export function graphCacheKey(source: GraphSource): string {
