@@ -9,6 +9,7 @@ import { benchEngine } from "./engine.js";
 import { benchHostile } from "./hostile.js";
 import { benchInt4 } from "./int4.js";
 import { benchRealPath } from "./real-path.js";
+import { benchSegment } from "./segment.js";
 import { benchService } from "./service.js";
 import { benchServiceBatching } from "./service-batching.js";
 import { benchTwig } from "./twig.js";
@@ -44,6 +45,9 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "8" },
     "min-requests": { type: "string", default: "16" },
     repeat: { type: "string", default: "1" },
+    against: { type: "string" },
+    configs: { type: "string", default: "1x1,1x3,8x1,8x2,8x3,16x2" },
+    past: { type: "string", default: "80" },
     levels: { type: "string", default: "1,4,16,32" },
   },
 });
@@ -163,6 +167,23 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
     pictures: values.pictures,
     prefillRows: prefillRows(),
   });
+} else if (name === "segment") {
+  const configs = (values.configs ?? "").split(",").map((c) => {
+    const [batch, rows] = c.split("x").map(Number);
+    if (!(Number.isInteger(batch) && batch >= 1 && Number.isInteger(rows) && rows >= 1)) {
+      console.error(`--configs takes BxS pairs such as 8x2 (B sequences of S rows), got ${c}`);
+      process.exit(2);
+    }
+    return { batch, rows };
+  });
+  await benchSegment({
+    model: values.model,
+    against: values.against,
+    configs,
+    past: Number(values.past),
+    reps: Number(rest.includes("--reps") ? values.reps : 400),
+    threads: Number(rest.includes("--threads") ? values.threads : 1),
+  });
 } else if (name === "service") {
   await benchService({
     model: values.model,
@@ -178,7 +199,7 @@ if (name === "engine" && (values.model !== undefined || values.real)) {
   await benchHostile({ model: values.model });
 } else {
   console.error(
-    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48] [--pictures test|next-test] [--prefill-rows N] [--warmup 8] [--min-requests 16] [--repeat 1]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
+    "usage: npm run bench -- engine --model DIR | --real [--hidden 2048 --layers 16] [--contexts 200,600] [--precision fp32,int4] [--modes base,ttp-only,twig] [--tokens 48] [--threads 2] [--reps 2] [--provider cpu|cuda]\n       npm run bench -- engine [--hidden 2048] [--layers 16] [--context 600] [--precision fp32,int4] [--attention contrib,direct] [--threads 2] [--reps 9]\n       npm run bench -- int4 [--hidden 2048] [--layers 4] [--context 600] [--threads 2] [--reps 15]\n       npm run bench -- twig [--hidden 512] [--layers 16] [--grid 24] [--retain R-BAR] [--tokens 32] [--threads 2] [--reps 3]\n       npm run bench -- service [--model DIR] [--workers 1] [--threads 1] [--per-stream 4] [--max-tokens 64] [--transport connect|grpc]\n       npm run bench -- service --batch 32 [--model DIR] [--levels 1,4,16,32] [--modes base,ttp-only,twig] [--workers 1] [--threads 2] [--per-stream 2] [--max-tokens 48] [--pictures test|next-test] [--prefill-rows N] [--warmup 8] [--min-requests 16] [--repeat 1]\n       npm run bench -- batch [--model DIR] [--precision fp32] [--levels 16] [--modes twig] [--batch 32] [--threads 2] [--per-stream 2] [--max-tokens 48] [--draft-cap N] [--pictures test|next-test] [--prefill-rows N]\n       npm run bench -- segment [--model DIR] [--configs 1x1,1x3,8x1,8x2,8x3,16x2] [--past 80] [--reps 400] [--threads 1] [--against DIR]\n       npm run bench -- cancel [--model DIR] [--rounds 60]\n       npm run bench -- hostile [--model DIR]",
   );
   process.exit(2);
 }
