@@ -21,24 +21,26 @@ def answer_runs(targets):
     return runs
 
 
-def answer_weights(tgt, metas, description_weight, first_token_share=None):
+def answer_weights(tgt, metas, description_weight, first_token_share=None, event_weight=None, is_event=None):
     """Per-position loss weights [B, S'] that give every short answer the same total weight, 1, spread over its
     tokens, and every description `description_weight` (a plain token mean lets the tens of tokens of a
     description outweigh the one word that answers "is there a _", so the kinds whose answer is one hard word
     learn last or never). With first_token_share, a short answer's first token takes that share of its weight
     whatever its length: spread evenly, "nothing </s>" puts 0.5 on the word that decides whether there is an
     event and "a large red circle </s>" 0.2, which tilts that decision towards "nothing" (the clips' event
-    questions)."""
+    questions). With event_weight, a short answer whose question `is_event` (the clips' questions about what
+    changes between frames) weighs that much instead of 1."""
     w = torch.zeros(tgt.shape)
     for b, (_, turns) in enumerate(metas):
         for (q, _), run in zip(turns, answer_runs(tgt[b])):
+            total = event_weight if event_weight is not None and is_event is not None and is_event(q) else 1.0
             if scenes.is_description(q):
                 w[b, run] = description_weight / len(run)
             elif first_token_share is not None and len(run) > 1:
-                w[b, run[0]] = first_token_share
-                w[b, run[1:]] = (1.0 - first_token_share) / (len(run) - 1)
+                w[b, run[0]] = total * first_token_share
+                w[b, run[1:]] = total * (1.0 - first_token_share) / (len(run) - 1)
             else:
-                w[b, run] = 1.0 / len(run)
+                w[b, run] = total / len(run)
     return w
 
 

@@ -162,6 +162,11 @@ def phrase(o):
     return f"a {o['size']} {o['colour']} {o['kind']}"
 
 
+# the questions about what changes between frames (questions() below); the others read one frame
+EVENT_QUESTIONS = ("which object moves ?", "which object changes colour ?", "which object appears ?",
+                   "which object disappears ?", "how many objects appear ?", "how many objects disappear ?")
+
+
 def frame_of(which, frames):
     return 0 if which == FIRST else frames - 1
 
@@ -340,8 +345,13 @@ class World:
         return vocab.stoi["<video>"]
 
     @staticmethod
-    def make_scene(split, index, exclude=None, max_objects=None):
-        return make_clip(split, index, exclude=exclude, max_objects=max_objects)
+    def make_scene(split, index, exclude=None, max_objects=None, frames=None):
+        return make_clip(split, index, exclude=exclude, max_objects=max_objects, frames=frames)
+
+    @staticmethod
+    def is_event_question(question):
+        """Whether a short question asks about an event (what changes between frames), not one frame."""
+        return question in EVENT_QUESTIONS
 
     @staticmethod
     def turns_for(clip, rng, max_questions, description_p, contrast=False, unordered_p=0.0, places=False):

@@ -150,7 +150,7 @@ def encode_turns(vocab, turns, placeholder=None):
 
 
 def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description_p=0.5, single_turn=False,
-          max_objects=None, contrast=False, unordered_p=0.0, places=False, world=None):
+          max_objects=None, contrast=False, unordered_p=0.0, places=False, world=None, frames=None):
     """(input_ids [B,S], targets [B,S'] with -100 off-answer, pixels, scenes, layout); S' = S - 1 + N (the
     longest row's, with a variant's numbers of visual tokens per row); layout = (positions [B,S'], additive
     attention mask [B,1,S',S']) of the packed turns. pixels: [B,3,H,W] for the demo world, or the list of each
@@ -164,7 +164,9 @@ def batch(vocab, split, indices, rng, exclude=None, max_questions=5, description
                               places)
             px.append(pixels(s["image"]))
         else:
-            s = world.make_scene(split, i, exclude=exclude, max_objects=max_objects)
+            # frames: a clip world's number of frames (None: its own mix)
+            s = world.make_scene(split, i, exclude=exclude, max_objects=max_objects,
+                                 **({} if frames is None else {"frames": frames}))
             turns = world.turns_for(s, rng, 1 if single_turn else max_questions, description_p, contrast,
                                     unordered_p, places)
             px.append(s["pixels"])

@@ -66,6 +66,8 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
         rng = random.Random(f"{stage}:{step}" if fresh is None else f"{name}:{fresh}:{step}")
         drop_rng = random.Random(f"{stage}:{step}:drop")
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
+        # a clip world's frames over the first fractions of a phase (clip_frames, like curriculum's objects)
+        frames = None if is_twig else next((n for f, n in p.get("clip_frames", ()) if step < f * total), None)
         chunks = []
         for lo in range(offset + step * bs, offset + (step + 1) * bs, micro):
             ids, tgt, px, metas, layout = data.batch(
@@ -73,7 +75,7 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
                 max_questions=p["max_questions"], max_objects=max_objects,
                 contrast=p.get("twig_contrast_questions" if is_twig else "contrast_questions", False),
                 unordered_p=0.0 if is_twig else p.get("unordered_descriptions", 0.0),
-                places=not is_twig and p.get("place_questions", False), world=world)
+                places=not is_twig and p.get("place_questions", False), world=world, frames=frames)
             start = int((ids[0] == placeholder).nonzero()[0, 0])  # the first visual column (every row's prefix is the same)
             if not is_twig and p.get("wipe_p"):
                 labels = [m["labels"] for m, _ in metas] if p.get("prune_keep") == "objects" else None
@@ -82,7 +84,9 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
             chunks.append((ids, tgt, px, metas, layout, start))
         supervise = sup is not None and step >= sup.get("from_step", 0)
         weight = p.get("twig_description_weight" if is_twig else "description_weight")
-        weights = [answer_weights(c[1], c[3], weight, p.get("first_token_share")) for c in chunks] if weight is not None else None
+        is_event = getattr(world, "is_event_question", None)
+        weights = [answer_weights(c[1], c[3], weight, p.get("first_token_share"), p.get("event_weight"), is_event)
+                   for c in chunks] if weight is not None else None
         targets = [supervised_targets(model.c, sup, c, world) if supervise else [] for c in chunks]
         whole = len(chunks) == 1
         opt.zero_grad()

@@ -67,6 +67,7 @@ def main():
     for world in variants.WORLDS.values():
         check_variant_packing(world)
     check_clips()
+    check_event_weights()
 
 
 def check_unordered_descriptions(vocab):
@@ -424,6 +425,38 @@ def check_clips():
             checked += 1
     print(f"clips: 60 reference descriptions score perfectly; {checked} questions agree with their clips and "
           "point at their objects' tokens")
+
+
+def check_event_weights():
+    """The clips' event questions are the ones clips.EVENT_QUESTIONS names; a phase's clip_frames and curriculum
+    give clips of those frames and at most that many objects at first; with event_weight an event question's
+    answer weighs that much (1 for the others, a description its weight) and with first_token_share its first
+    token that share of it."""
+    world = clips.WORLD
+    vocab = variants.vocab_for(world)
+    for i in range(60):
+        for q, _, _ in clips.make_clip("train", i)["questions"]:
+            about_change = q.startswith("which object") or q in ("how many objects appear ?",
+                                                                  "how many objects disappear ?")
+            assert world.is_event_question(q) == about_change, q
+    ids, tgt, px, metas, _ = data.batch(vocab, "train", range(8), random.Random(4), max_questions=12,
+                                        description_p=0.5, max_objects=2, world=world, frames=4)
+    for s, _ in metas:
+        assert s["frames"] == 4 and sum(o["start"] == 0 for o in s["objects"]) <= 2, (s["frames"], s["objects"])
+    w = answers.answer_weights(tgt, metas, 6.0, 0.5, 3.0, world.is_event_question)
+    events = 0
+    for b, (_, turns) in enumerate(metas):
+        runs = answers.answer_runs(tgt[b])
+        for (q, _), run in zip(turns, runs):
+            want = 6.0 if scenes.is_description(q) else 3.0 if world.is_event_question(q) else 1.0
+            events += world.is_event_question(q)
+            assert abs(w[b, run].sum().item() - want) < 1e-5, (q, w[b, run].tolist())
+            if not scenes.is_description(q) and len(run) > 1:
+                assert abs(w[b, run[0]].item() - want / 2) < 1e-6, (q, w[b, run].tolist())
+        assert (w[b][tgt[b] < 0] == 0).all()
+    assert events > 0, "no event question in the batch"
+    print(f"event weights: 8 clips of 4 frames and at most 2 objects at first; {events} event answers weigh 3, "
+          "their first token half of it; the other short answers 1, descriptions 6")
 
 
 if __name__ == "__main__":
