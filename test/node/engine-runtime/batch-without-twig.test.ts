@@ -100,7 +100,10 @@ describe("continuous batching on a model without a twig", () => {
     const expected: Outcome[] = [];
     for (const i of ids) expected.push(await outcomeOf(i));
     const got = await Promise.all(ids.map((i) => run(batched, request(i))));
-    expect(batched.batch?.peakBatch).toBe(8);
+    // they decoded together, up to the cap: not always all 8 at once, since joiners come in a few a round
+    // (a round's prefill rows) and a two-token answer can end before the last of a wave has joined
+    expect(batched.batch?.peakBatch).toBeGreaterThanOrEqual(4);
+    expect(batched.batch?.peakBatch).toBeLessThanOrEqual(8);
     got.forEach((g, i) => {
       expect({ i, ...g }).toEqual({ i, ...expected[i] });
       expect(g.tokens.length).toBeGreaterThan(0);
