@@ -1,10 +1,10 @@
 /**
  * `npm run bench -- segment`: one batched decoder segment's run (runtime/batched-segment.ts: the feeds,
  * ONNX Runtime's run, the KV append), the way a round runs it, at several batch sizes B and rows a
- * sequence S (`--configs 1x1,1x3,8x1,8x2,16x2`). Default: the demo model's mid segment (base layers
- * K+1 .. K_f - 1 of its twig's split), every slot holding `--past` positions (80), `--reps` runs per
- * configuration (400) on `--threads` intra-op threads (1). Each run's new rows are taken back
- * afterwards, so every run sees the same cache.
+ * sequence S (`--configs 1x1,1x3,8x1,8x2,8x3,16x2`). Default: the demo model's mid segment (base
+ * layers K .. K_f - 1 of its twig's split, as the batch loop builds it), every slot holding `--past`
+ * positions (80), `--reps` runs per configuration (400) on `--threads` intra-op threads (1). Each
+ * run's new rows are taken back afterwards, so every run sees the same cache.
  *
  * With `--against DIR` (another checkout of this repository, its node_modules linked), the same runs
  * go through that checkout's BatchedSegment too, in one process, run by run in alternation: the table
@@ -13,12 +13,14 @@
  * run takes the machine's drift out of the comparison, which separate runs of a benchmark on a shared
  * machine cannot (their figures move by 10-30% here).
  */
-import { readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { loadLlava } from "../../src/engine/checkpoint/llava-loader.js";
+import { loadLlava, loadTwig } from "../../src/engine/checkpoint/llava-loader.js";
+import { Rng } from "../../src/engine/decoding/sampling.js";
 import type { BatchKv } from "../../src/engine/runtime/batched-kv.js";
 import { BatchedSegment } from "../../src/engine/runtime/batched-segment.js";
+import type { LlavaWeights } from "../../src/engine/weights.js";
 import { benchModelDir } from "./batch-workload.js";
 import { percentile } from "./timed-generate.js";
 
@@ -31,14 +33,15 @@ export interface SegmentBenchArgs {
   threads: number;
 }
 
-/** The layers the bench runs: the twig split's mid segment when the model has a twig, else every layer. */
-function midLayers(modelDir: string, numLayers: number): [number, number] {
-  try {
-    const twig = JSON.parse(readFileSync(join(modelDir, "twig", "config.json"), "utf8"));
-    return [twig.twig_K + 1, twig.final_wipe_layer];
-  } catch {
-    return [0, numLayers];
-  }
+/**
+ * The layers the bench runs: the batch loop's mid segment when the model has a twig (base layers K ..
+ * K_f - 1, as BatchLoop.create splits them), else its one segment of every layer.
+ */
+function midLayers(modelDir: string, weights: LlavaWeights): [number, number] {
+  const dir = join(modelDir, "twig");
+  if (!existsSync(join(dir, "config.json"))) return [0, weights.text.layers.length];
+  const twig = loadTwig(dir, weights);
+  return [twig.k, twig.finalWipeLayer];
 }
 
 type Segment = Pick<BatchedSegment, "run" | "newCache">;
@@ -47,7 +50,7 @@ export async function benchSegment(args: SegmentBenchArgs): Promise<void> {
   const modelDir = benchModelDir(args.model);
   const weights = loadLlava(modelDir);
   const config = weights.config.text;
-  const [from, to] = midLayers(modelDir, weights.text.layers.length);
+  const [from, to] = midLayers(modelDir, weights);
   const layers = weights.text.layers.slice(from, to);
   const kinds: { label: string; create: typeof BatchedSegment.create }[] = [
     { label: "this", create: BatchedSegment.create.bind(BatchedSegment) },
@@ -67,12 +70,8 @@ export async function benchSegment(args: SegmentBenchArgs): Promise<void> {
     `   B x S   ms/run p50${args.against ? "   against ms/run p50   this / against p25 / p50 / p75   values differing" : ""}`,
   );
   const H = config.hiddenSize;
-  let seed = 1;
-  const random = (n: number) =>
-    Float32Array.from({ length: n }, () => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return (seed / 2147483648) * 2 - 1;
-    });
+  const rng = new Rng(1);
+  const random = (n: number) => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
   for (const { batch: B, rows: S } of args.configs) {
     const prompt = Array.from({ length: B }, () => ({
       hidden: random(args.past * H),
