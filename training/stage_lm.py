@@ -58,6 +58,7 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
     fresh = None if is_twig else p.get("scenes_from")
     offset = 10_000_000 if is_twig else fresh or 0  # the twig sees scenes the base stage did not
     placeholder = vocab.image if world is None else world.placeholder(vocab)
+    is_event = getattr(world, "is_event_question", None)  # clips' questions about what changes (event_weight)
     model.train()
     model.vision.eval()
     while step < total:
@@ -84,7 +85,6 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
             chunks.append((ids, tgt, px, metas, layout, start))
         supervise = sup is not None and step >= sup.get("from_step", 0)
         weight = p.get("twig_description_weight" if is_twig else "description_weight")
-        is_event = getattr(world, "is_event_question", None)
         weights = [answer_weights(c[1], c[3], weight, p.get("first_token_share"), p.get("event_weight"), is_event)
                    for c in chunks] if weight is not None else None
         targets = [supervised_targets(model.c, sup, c, world) if supervise else [] for c in chunks]
