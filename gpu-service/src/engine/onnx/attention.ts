@@ -90,13 +90,19 @@ export interface AttentionContext {
   scoreMask?: string;
   /** direct: the probabilities' split, [C, S] (int64). */
   probsSplit?: string;
+  /**
+   * direct, row-wise (a batched segment with one query head per kv head): q's shape [B, A, Q, kv, hd]
+   * (A x Q = S, from new_mask [A, Q, S]), made once per segment; see directAttention.
+   */
+  queryShape?: string;
 }
 
 /**
  * The per-segment values that let every layer's direct attention add its masks in one node and split its
  * probabilities in one: kv_mask [B, 1, 1, C] (or [C]) broadcast over new_mask's G*S rows, beside new_mask
  * [G*S, S] broadcast over the batch (new_mask's first column is 0 in every row: a row always sees new
- * token 0), and the split sizes [C, S].
+ * token 0), and the split sizes [C, S]. Row-wise (rowwiseAttention), kv_mask [B, 1, 1, 1, C] and new_mask
+ * [A, Q, S] give [B, 1, A, Q, C+S] the same way.
  */
 export function directScoreMask(g: GraphBuilder, ctx: AttentionContext, batched: boolean): AttentionContext {
   const { kvMask, newMask, pastSlots } = ctx;
@@ -107,8 +113,8 @@ export function directScoreMask(g: GraphBuilder, ctx: AttentionContext, batched:
   const batchDims = batched ? op1("Shape", [kvMask], { start: 0, end: 2 }) : undefined; // [B, 1]
   const fresh = batchDims
     ? op1("Expand", [newMask, op1("Concat", [batchDims, op1("Shape", [newMask])], { axis: 0 })])
-    : newMask; // [B, 1, G*S, S] (or [G*S, S])
-  const s = op1("Shape", [newMask], { start: 1, end: 2 });
+    : newMask; // [B, 1, G*S, S] (or [G*S, S]; row-wise, new_mask [A, Q, S]: [B, 1, A, Q, S])
+  const s = op1("Shape", [newMask], { start: -1 });
   return {
     ...ctx,
     scoreMask: op1("Concat", [past, fresh], { axis: -1 }),
@@ -183,6 +189,7 @@ function directAttention(
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
   const qr = rotary(g, q, ctx.queryPositions ?? ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
   const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
+  if (ctx.queryShape) return rowwiseAttention(g, ctx, ctx.queryShape, qr, kr, v, pastKeyT, pastValue, wantProbs);
   // [1, kv, G*S, hd] (with one query head per kv head, the plain [1, heads, S, hd]: two nodes fewer)
   const qh =
     groups === 1
@@ -213,6 +220,57 @@ function directAttention(
     newKeyT: kNewT, // [B, kv, hd, S]: the key buffers' order
     newValueHeads: vNew, // [B, kv, S, hd]: the value buffers' order
     probs: wantProbs ? reshape(probs, [0, heads, -1, 0]) : undefined, // [B, heads, S, C+S]
+  };
+}
+
+/**
+ * `direct` attention of a batched segment with one query head per kv head, its S query rows as an
+ * A x Q grid (A * Q = S, new_mask [A, Q, S]): pastKeyT [B, kv, 1, hd, C], pastValue [B, kv, 1, C, hd].
+ *
+ *   q [B, kv, A, Q, hd] x K_past^T [B, kv, 1, hd, C] -> scores [B, kv, A, Q, C]
+ *
+ * broadcasts the cache over A: A products of Q rows each. A single row times a matrix is the CPU
+ * kernels' matrix-vector path, which reads the cache where it lies; a product of two or more rows
+ * first copies (packs) the cache's panel, for every sequence and head, which at a few rows costs
+ * more than the product (a speculative round verifies 2-4 rows a sequence). So the caller picks
+ * A = S, Q = 1 for a few rows (each row its own matrix-vector product: the cache read S times, never
+ * packed) and A = 1, Q = S for many (one matrix product: a prompt's rows); a single row is the same
+ * product either way. The same for probs_past V_past, and for the new rows' keys and values, which
+ * are kept [B, kv, 1, hd, S] and [B, kv, 1, S, hd] likewise. Nothing else changes: the masks,
+ * softmax and split of directAttention, on [B, kv, A, Q, C + S].
+ */
+function rowwiseAttention(
+  g: GraphBuilder,
+  ctx: AttentionContext,
+  queryShape: string,
+  qr: string,
+  kr: string,
+  v: string,
+  pastKeyT: string,
+  pastValue: string,
+  wantProbs: boolean,
+): AttentionResult {
+  const { heads, kvHeads, headDim: hd } = ctx.shape;
+  if (heads !== kvHeads) throw new Error("row-wise attention takes one query head per kv head");
+  if (!ctx.scoreMask || !ctx.probsSplit) throw new Error("direct attention needs its context");
+  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
+  const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
+  const qh = op1("Transpose", [op1("Reshape", [qr, queryShape])], { perm: [0, 3, 1, 2, 4] }); // [B, kv, A, Q, hd]
+  const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 4, 1] }); // [B, kv, 1, hd, S]
+  const vNew = op1("Transpose", [reshape(v, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 1, 4] }); // [B, kv, 1, S, hd]
+  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
+  const probs = op1("Softmax", [op1("Add", [scores, ctx.scoreMask])], { axis: -1 }); // [B, kv, A, Q, C+S]
+  const [pPast, pNew] = g.op("Split", [probs, ctx.probsSplit], { axis: -1 }, { outputs: 2 });
+  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [B, kv, A, Q, hd]
+  const back = op1("Transpose", [out], { perm: [0, 2, 3, 1, 4] }); // [B, A, Q, kv, hd]
+  const probsShape = wantProbs
+    ? op1("Concat", [g.ints("probs_lead", [0, heads, -1]), op1("Shape", [probs], { start: -1 })], { axis: 0 })
+    : undefined;
+  return {
+    out: reshape(back, [0, -1, heads * hd]),
+    newKey: kr,
+    newValue: v,
+    probs: probsShape ? op1("Reshape", [probs, probsShape]) : undefined, // [B, heads, S, C+S]
   };
 }
 

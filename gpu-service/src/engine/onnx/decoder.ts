@@ -27,7 +27,9 @@
  *          (one output, not two a layer: the Node binding copies each output into an ArrayBuffer of
  *          its own, about 5 us apiece). A sequence with fewer than S new tokens is padded at
  *          the end: the causal new_mask keeps its real rows from seeing the padding
- *          (runtime/batched-segment.ts).
+ *          (runtime/batched-segment.ts). With one query head per kv head (rowwiseAttention) the
+ *          past buffers, kv_mask and new_mask take one more axis, which lets the caller run a few
+ *          new rows as matrix-vector products over the caches (onnx/attention.ts).
  *
  * All layers of a segment hold the same tokens, so one past length serves them all;
  * layers that hold different tokens (TTP's three layouts) are different segments.
@@ -84,6 +86,16 @@ export function decoderSegmentGraph(spec: DecoderSegmentSpec): Uint8Array {
   return decoderSegmentBuilder(spec).toBytes();
 }
 
+/**
+ * Whether a batched segment of this model runs its attention row-wise (onnx/attention.ts's
+ * rowwiseAttention: past_key_i [B, kv, 1, hd, C], past_value_i [B, kv, 1, C, hd], kv_mask
+ * [B, 1, 1, 1, C], new_mask [A, Q, S] with A x Q = S, the caller's choice): one query head per kv
+ * head. With grouped heads a single new row is already G query rows, one matrix product per kv head.
+ */
+export function rowwiseAttention(config: TextConfig): boolean {
+  return config.numHeads === config.numKvHeads;
+}
+
 export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const { config, layers } = spec;
   const g = new GraphBuilder(spec.name ?? "decoder_segment");
@@ -105,13 +117,23 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   const caches = rotaryCaches(hd, config.maxPositionEmbeddings, config.ropeTheta);
   const cos = g.weight("rope_cos", [config.maxPositionEmbeddings, hd / 2], caches.cos);
   const sin = g.weight("rope_sin", [config.maxPositionEmbeddings, hd / 2], caches.sin);
+  // a batched segment with one query head per kv head runs its attention row-wise (onnx/attention.ts)
+  const rowwise = batched && rowwiseAttention(config);
   const past = layers.map((_, i) => ({
     key: g.input(
       `past_key_${i}`,
       "float32",
-      direct ? [b, config.numKvHeads, hd, "C"] : [1, config.numKvHeads, "P", hd],
+      rowwise
+        ? [b, config.numKvHeads, 1, hd, "C"]
+        : direct
+          ? [b, config.numKvHeads, hd, "C"]
+          : [1, config.numKvHeads, "P", hd],
     ),
-    value: g.input(`past_value_${i}`, "float32", [b, config.numKvHeads, direct ? "C" : "P", hd]),
+    value: g.input(
+      `past_value_${i}`,
+      "float32",
+      rowwise ? [b, config.numKvHeads, 1, "C", hd] : [b, config.numKvHeads, direct ? "C" : "P", hd],
+    ),
   }));
   let ctx: AttentionContext = {
     impl,
@@ -125,14 +147,24 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   if (impl === "plain" && layers.length > 0) ctx = plainContext(g, ctx, h, past[0].key);
   if (direct) {
     const scaled = scaledRotaryTables(caches.cos, caches.sin, hd);
+    const newMask = g.input("new_mask", "float32", rowwise ? ["A", "Q", "S"] : ["R", "S"]);
     ctx = {
       ...ctx,
-      kvMask: g.input("kv_mask", "float32", batched ? ["B", 1, 1, "C"] : ["C"]),
-      newMask: g.input("new_mask", "float32", ["R", "S"]),
+      kvMask: g.input("kv_mask", "float32", rowwise ? ["B", 1, 1, 1, "C"] : batched ? ["B", 1, 1, "C"] : ["C"]),
+      newMask,
       cosQ: g.weight("rope_cos_q", [config.maxPositionEmbeddings, hd / 2], scaled.cos),
       sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
-      pastSlots: layers.length > 0 ? g.op("Shape", [past[0].key], { start: 3, end: 4 })[0] : undefined,
+      pastSlots: layers.length > 0 ? g.op("Shape", [past[0].key], { start: -1 })[0] : undefined,
     };
+    if (rowwise && layers.length > 0) {
+      // q's shape [B, A, Q, kv, hd], from hidden's batch and new_mask's grid of query rows
+      const dims = [
+        g.op("Shape", [h], { start: 0, end: 1 })[0],
+        g.op("Shape", [newMask], { start: 0, end: 2 })[0],
+        g.ints("head_dims", [config.numKvHeads, hd]),
+      ];
+      ctx.queryShape = g.op("Concat", dims, { axis: 0 })[0];
+    }
     if (layers.length > 0) ctx = directScoreMask(g, ctx, batched);
   }
 

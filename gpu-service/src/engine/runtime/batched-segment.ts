@@ -15,7 +15,7 @@
  * FastV's scores); the empty past is then fed as buffers of no positions, so a prompt's run
  * spends nothing on the capacity its slot keeps for later.
  */
-import { decoderSegmentBuilder } from "../onnx/decoder.js";
+import { decoderSegmentBuilder, rowwiseAttention } from "../onnx/decoder.js";
 import type { DecoderLayerWeights, TextConfig } from "../weights.js";
 import { BatchKv } from "./batched-kv.js";
 import { graphOptions, layerTensors, type SegmentOptions } from "./decoder-segment.js";
@@ -37,6 +37,14 @@ export interface PrefillResult {
 }
 
 const WITHOUT_PROBS: ReadonlySet<string> = new Set(["attn_probs"]);
+/**
+ * Row-wise attention (onnx/attention.ts): a run of at most this many rows a slot runs each row as
+ * its own matrix-vector product over the caches (new_mask [S, 1, S]), a longer one all rows as one
+ * matrix product (new_mask [1, S, S]). On the demo model's mid segment (`npm run bench -- segment
+ * --against`, run by run), two rows each on its own took 0.93-0.94 of the time of one product at 8
+ * and 16 sequences; three took 1.01-1.04, four 1.05-1.07 (the caches read once per row).
+ */
+export const ROWWISE_MAX_ROWS = 2;
 const NO_SLOTS = new Float32Array(0);
 
 export class BatchedSegment {
@@ -46,7 +54,12 @@ export class BatchedSegment {
     readonly numLayers: number,
     /** The graph outputs attn_probs of one layer (BatchedSegment.create's attentionProbsLayer). */
     readonly hasAttentionProbs: boolean,
-  ) {}
+  ) {
+    this.rowwise = rowwiseAttention(config);
+  }
+
+  /** The graph's attention is row-wise (onnx/decoder.ts's rowwiseAttention): its inputs take one more axis. */
+  private readonly rowwise: boolean;
 
   /** `attentionProbsLayer`: index (within `layers`) whose attention probabilities `prefill` can give. */
   static async create(
@@ -143,16 +156,23 @@ export class BatchedSegment {
       for (let g = 0; g < groups; g++)
         for (let i = 0; i < s; i++)
           newMask.fill(Number.NEGATIVE_INFINITY, (g * s + i) * s + i + 1, (g * s + i + 1) * s);
+      // row-wise: a few rows each on its own ([S, 1, S]), many as one product ([1, S, S])
+      const rowwise = this.rowwise;
+      const grid = s <= ROWWISE_MAX_ROWS ? [s, 1, s] : [1, s, s];
       const f: Record<string, ort.Tensor> = {
         hidden: new ort.Tensor("float32", hidden, [B, s, H]),
         position_ids: new ort.Tensor("int64", positions, [B, s]),
-        kv_mask: new ort.Tensor("float32", empty ? NO_SLOTS : cache.mask(from, from + B), [B, 1, 1, cap]),
-        new_mask: new ort.Tensor("float32", newMask, [groups * s, s]),
+        kv_mask: new ort.Tensor(
+          "float32",
+          empty ? NO_SLOTS : cache.mask(from, from + B),
+          rowwise ? [B, 1, 1, 1, cap] : [B, 1, 1, cap],
+        ),
+        new_mask: new ort.Tensor("float32", newMask, rowwise ? grid : [groups * s, s]),
       };
       for (let l = 0; l < this.numLayers; l++) {
         const { keyT, value } = empty ? { keyT: NO_SLOTS, value: NO_SLOTS } : cache.inUse(l, from, from + B);
-        f[`past_key_${l}`] = new ort.Tensor("float32", keyT, [B, kv, hd, cap]);
-        f[`past_value_${l}`] = new ort.Tensor("float32", value, [B, kv, cap, hd]);
+        f[`past_key_${l}`] = new ort.Tensor("float32", keyT, rowwise ? [B, kv, 1, hd, cap] : [B, kv, hd, cap]);
+        f[`past_value_${l}`] = new ort.Tensor("float32", value, rowwise ? [B, kv, 1, cap, hd] : [B, kv, cap, hd]);
       }
       return f;
     });

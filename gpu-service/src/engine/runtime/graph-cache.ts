@@ -47,7 +47,7 @@ export interface GraphSource {
  * attention adds its two masks in one node and splits its probabilities in one. 5: a batched segment's new
  * keys and values in one output.
  */
-export const GRAPH_FORMAT = 5;
+export const GRAPH_FORMAT = 6;
 
 /** The cache key: SHA-256 over GRAPH_FORMAT, name, options and every weight's shape and bytes. */
 export function graphCacheKey(source: GraphSource): string {
