@@ -5,7 +5,8 @@
  * keep their own choice (the whole chain can pay for a lone sequence and one draft in a large
  * batch); a round that lost its core for a while does not flip the choice alone; caps that the
  * drafts' measured acceptance says cannot pay are not tried first and explored only seldom, nor,
- * in a new bucket, caps its neighbour found far behind, tried first.
+ * in a new bucket, caps its neighbour found far behind, tried first, unless they lie on the side the
+ * batch size moved to (smaller caps for a larger batch, larger for a smaller one).
  */
 import { describe, expect, it } from "vitest";
 import { CAPS, DraftPolicy } from "../../../gpu-service/src/engine/batch/draft-policy.js";
@@ -42,6 +43,19 @@ describe("draft policy", () => {
     expect(r.get(2)).toBeCloseTo(1.3, 6);
     expect(r.get(0)).toBeCloseTo(1.0, 6);
     expect(r.get(ALL)).toBeCloseTo(0.9, 6);
+  });
+
+  it("in a new bucket, also tries first the caps on the side the batch size moved to", () => {
+    // larger: after a lone sequence's bucket settled on the whole chain (one draft far behind it), a
+    // batch of 8 where one draft is best finds it (it used to try only the caps close to the lone best)
+    const up = new DraftPolicy();
+    run(up, 1, 300, lone);
+    const eight = (c: number) => [1.0, 1.3, 1.0, 0.8, 0.7][CAPS.indexOf(c)];
+    expect(run(up, 8, 300, eight).get(1)).toBeGreaterThan(0.8);
+    // smaller: after a large batch settled on two drafts, a lone sequence finds the whole chain
+    const down = new DraftPolicy();
+    run(down, 16, 300, large);
+    expect(run(down, 1, 300, lone).get(ALL)).toBeGreaterThan(0.8);
   });
 
   it("drafts nothing where no draft pays", () => {
