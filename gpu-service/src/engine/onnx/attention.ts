@@ -189,7 +189,7 @@ function directAttention(
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
   const qr = rotary(g, q, ctx.queryPositions ?? ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
   const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
-  if (ctx.queryShape) return rowwiseAttention(g, ctx, ctx.queryShape, qr, kr, v, pastKeyT, pastValue, wantProbs);
+  if (ctx.queryShape) return rowwiseAttention(g, ctx, qr, kr, v, pastKeyT, pastValue, wantProbs);
   // [1, kv, G*S, hd] (with one query head per kv head, the plain [1, heads, S, hd]: two nodes fewer)
   const qh =
     groups === 1
@@ -202,13 +202,8 @@ function directAttention(
         ]);
   const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
   const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
-  // both masks at once ([.., G*S, C+S], made once per segment: directScoreMask), once the two products
-  // are side by side, and the probabilities split back in one node (the same values as adding each mask
-  // to its product and slicing twice, in two nodes fewer a layer)
-  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
-  const probs = op1("Softmax", [op1("Add", [scores, ctx.scoreMask])], { axis: -1 }); // [1, kv, G*S, C+S]
-  const [pPast, pNew] = g.op("Split", [probs, ctx.probsSplit], { axis: -1 }, { outputs: 2 });
-  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [1, kv, G*S, hd]
+  // probs [1, kv, G*S, C+S], out [1, kv, G*S, hd]
+  const { probs, out } = attendPastAndNew(g, ctx.scoreMask, ctx.probsSplit, qh, pastKeyT, kNewT, pastValue, vNew);
   const back =
     groups === 1
       ? op1("Transpose", [out], { perm: [0, 2, 1, 3] })
@@ -221,6 +216,31 @@ function directAttention(
     newValueHeads: vNew, // [B, kv, S, hd]: the value buffers' order
     probs: wantProbs ? reshape(probs, [0, heads, -1, 0]) : undefined, // [B, heads, S, C+S]
   };
+}
+
+/**
+ * The two score products side by side, both masks added at once (scoreMask [.., C+S], made once per
+ * segment: directScoreMask), softmax, the probabilities split back in one node, and
+ * probs_past V_past + probs_new v_new: the same values as adding each mask to its product and slicing
+ * twice, in two nodes fewer a layer. Shared by directAttention and rowwiseAttention, whose operands
+ * differ only in shape.
+ */
+function attendPastAndNew(
+  g: GraphBuilder,
+  scoreMask: string,
+  probsSplit: string,
+  qh: string,
+  pastKeyT: string,
+  kNewT: string,
+  pastValue: string,
+  vNew: string,
+): { probs: string; out: string } {
+  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
+  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
+  const probs = op1("Softmax", [op1("Add", [scores, scoreMask])], { axis: -1 });
+  const [pPast, pNew] = g.op("Split", [probs, probsSplit], { axis: -1 }, { outputs: 2 });
+  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]);
+  return { probs, out };
 }
 
 /**
@@ -242,7 +262,6 @@ function directAttention(
 function rowwiseAttention(
   g: GraphBuilder,
   ctx: AttentionContext,
-  queryShape: string,
   qr: string,
   kr: string,
   v: string,
@@ -252,16 +271,14 @@ function rowwiseAttention(
 ): AttentionResult {
   const { heads, kvHeads, headDim: hd } = ctx.shape;
   if (heads !== kvHeads) throw new Error("row-wise attention takes one query head per kv head");
-  if (!ctx.scoreMask || !ctx.probsSplit) throw new Error("direct attention needs its context");
+  if (!ctx.queryShape || !ctx.scoreMask || !ctx.probsSplit) throw new Error("direct attention needs its context");
   const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
   const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
-  const qh = op1("Transpose", [op1("Reshape", [qr, queryShape])], { perm: [0, 3, 1, 2, 4] }); // [B, kv, A, Q, hd]
+  const qh = op1("Transpose", [op1("Reshape", [qr, ctx.queryShape])], { perm: [0, 3, 1, 2, 4] }); // [B, kv, A, Q, hd]
   const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 4, 1] }); // [B, kv, 1, hd, S]
   const vNew = op1("Transpose", [reshape(v, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 1, 4] }); // [B, kv, 1, S, hd]
-  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
-  const probs = op1("Softmax", [op1("Add", [scores, ctx.scoreMask])], { axis: -1 }); // [B, kv, A, Q, C+S]
-  const [pPast, pNew] = g.op("Split", [probs, ctx.probsSplit], { axis: -1 }, { outputs: 2 });
-  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]); // [B, kv, A, Q, hd]
+  // probs [B, kv, A, Q, C+S], out [B, kv, A, Q, hd]
+  const { probs, out } = attendPastAndNew(g, ctx.scoreMask, ctx.probsSplit, qh, pastKeyT, kNewT, pastValue, vNew);
   const back = op1("Transpose", [out], { perm: [0, 2, 3, 1, 4] }); // [B, A, Q, kv, hd]
   const probsShape = wantProbs
     ? op1("Concat", [g.ints("probs_lead", [0, heads, -1]), op1("Shape", [probs], { start: -1 })], { axis: 0 })

@@ -45,7 +45,8 @@ export interface GraphSource {
  * that graphs cached by older code are not reused. 2: graph outputs without Identity nodes, fewer
  * reshapes in direct attention. 3: direct attention's new keys and values in the buffers' orders. 4: direct
  * attention adds its two masks in one node and splits its probabilities in one. 5: a batched segment's new
- * keys and values in one output.
+ * keys and values in one output. 6: a batched segment with one query head per kv head takes its past,
+ * kv_mask and new_mask with one more axis (row-wise attention).
  */
 export const GRAPH_FORMAT = 6;
 
