@@ -31,10 +31,18 @@ function say(text) {
   message.hidden = text === "";
 }
 
-/** Lists the key's models and, for the chosen one, the budgets its visual tokens allow. */
+/** The key whose models are listed (or being listed): "" when none is, or the last check failed. */
+let listedKey = "";
+
+/**
+ * Lists the key's models and, for the chosen one, the budgets its visual tokens allow. Only for a
+ * new key: the browser's own change event when the key field loses focus (to Run, say) must not
+ * list them again and clear the message of the run that click started.
+ */
 async function loadModels() {
   const key = keyInput.value.trim();
-  if (!key) return;
+  if (!key || key === listedKey) return;
+  listedKey = key;
   document.body.dataset.key = "checking";
   try {
     const list = await getJson("/v1/models", key);
@@ -46,6 +54,7 @@ async function loadModels() {
     await loadBudgets();
     document.body.dataset.key = "ok";
   } catch (err) {
+    if (listedKey === key) listedKey = "";
     document.body.dataset.key = "refused";
     say(describeError(err));
   }

@@ -181,6 +181,10 @@ describe("the playground", () => {
       checked++;
 
       // back to the dev key: a picture over the edge's MAX_IMAGE_BYTES, then a file that is not a picture
+      const listings: string[] = [];
+      page.on("request", (r) => {
+        if (new URL(r.url()).pathname === "/v1/models") listings.push(r.headers().authorization ?? "");
+      });
       await useKey(stack.devKey, "ok");
       // random pixels do not compress: about 530 KB of PNG
       const noise = randomBytes(420 * 420 * 3);
@@ -194,6 +198,10 @@ describe("the playground", () => {
       expect(statSync(big).size).toBeGreaterThan(MAX_IMAGE_BYTES);
       await runRequest(page, { file: big });
       expect(await message()).toMatch(/^The picture is too large \(413 image_too_large\)/);
+      // the models were listed once for the new key: clicking Run took the focus from the key field,
+      // and the browser's own change event then did not list them again (which cleared the message
+      // whenever its answer came after the 413)
+      expect(listings).toEqual([`Bearer ${stack.devKey}`]);
       checked++;
       const text = join(OUT, "notes.png");
       writeFileSync(text, "these are notes, not a picture\n");
