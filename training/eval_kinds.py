@@ -33,6 +33,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 import scenes  # noqa: E402
 from answers import accuracy_by_kind  # noqa: E402
@@ -69,7 +70,7 @@ def main():
         ap.error(f"--pruned-fraction must be one of the three budgets ({budgets}), got {args.pruned_fraction}")
     if args.model and args.checkpoint:
         ap.error("--checkpoint replaces a run's base checkpoint; it does not go with --model")
-    torch.set_num_threads(args.threads)
+    use_cores(args.threads)
     if args.model:
         model = load_exported(args.model)
         print(f"{args.stage}, the exported model {args.model}")

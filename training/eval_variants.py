@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clips  # noqa: E402
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 import keep_sets  # noqa: E402
 import scenes  # noqa: E402
@@ -74,7 +75,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the numbers as JSON here")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    use_cores(args.threads)
     t0 = time.time()
     model = load_exported(args.model)
     world = variants.WORLDS[model.c.variant]

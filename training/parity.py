@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 import pruning  # noqa: E402
 from checkpoints import load_exported  # noqa: E402
@@ -96,7 +97,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--max-tokens", type=int, default=48)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    use_cores(2)
     model = load_exported(args.model)
     vocab = data.Vocab()
     cases = []

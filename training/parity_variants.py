@@ -25,6 +25,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 import keep_sets  # noqa: E402
 import scenes  # noqa: E402
@@ -90,7 +91,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    use_cores(args.threads)
     model = load_exported(args.model)
     if model.c.variant == "llava":
         sys.exit(f"{args.model} is not a variant: use parity.py")

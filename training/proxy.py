@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 from answers import accuracy_by_kind  # noqa: E402
 from loop import lr_at  # noqa: E402
@@ -26,7 +27,7 @@ LR = 2e-3
 
 
 def main():
-    torch.set_num_threads(2)
+    use_cores(2)
     torch.manual_seed(0)
     layers, steps, hidden, heads = (int(x) for x in sys.argv[1:5])
     mode = sys.argv[5]

@@ -24,6 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cores import use_cores  # noqa: E402
 import data  # noqa: E402
 from checkpoints import base_checkpoint, load_exported, save  # noqa: E402
 from loop import log  # noqa: E402
@@ -51,7 +52,7 @@ def main():
     ap.add_argument("--vision-from", help="an exported model directory whose vision tower this run takes as its "
                     "trained vision stage (everything else starts afresh)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    use_cores(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     p = dict(PRESETS[args.preset])
