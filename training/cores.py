@@ -7,11 +7,11 @@ process's CPU time went to the kernel, and every step took more than twice as lo
 on this 2-core machine, PyTorch's threads at 2 (what the scripts had set) against one pool:
 
                                       both pools at 2    OpenBLAS at 1 (use_cores)
-  video preset, a micro-batch of 4    5.45 s             1.75-2.25 s (sys 0.02-0.04 s)
+  video preset, a micro-batch of 4    5.45 s             1.75-2.32 s (sys 0.02-0.05 s)
   demo preset (`fast`), a step of 16  11.0-14.2 s        5.1-6.8 s
 
 (forward and backward, training paused; PyTorch at 1 thread with OpenBLAS at 2, or both at 2 with
-OMP_WAIT_POLICY=PASSIVE, took about as long, but keep the kernel busy 0.9-1.1 s a micro-batch:
+OMP_WAIT_POLICY=PASSIVE, took about as long, but keep the kernel busy 0.7-1.1 s a micro-batch:
 OpenBLAS's spinning, which would take cores from anything else the machine runs.)
 """
 import ctypes
