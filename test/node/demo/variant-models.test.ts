@@ -1,5 +1,6 @@
 /**
- * The shipped variant models (models/demo-next: LLaVA-NeXT with AnyRes), through the real engine:
+ * The shipped variant models (models/demo-next: LLaVA-NeXT with AnyRes; models/demo-video:
+ * LLaVA-NeXT-Video), through the real engine:
  * each agrees with its committed PyTorch fixture (training/parity_variants.py: prompt ids, every
  * pixel of every view, the visual features that replace the placeholder, logits of the full path
  * and of the twig, the greedy description, and the visual tokens TTP, FastV and VisionZip keep
@@ -18,7 +19,10 @@ import { repoRoot } from "../../support/gpu-service.js";
 vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 
 const dataDir = join(repoRoot, "training", "data");
-const VARIANTS = [{ name: "demo-next", variant: "next" as const }];
+const VARIANTS = [
+  { name: "demo-next", variant: "next" as const },
+  { name: "demo-video", variant: "video" as const },
+];
 
 for (const { name, variant } of VARIANTS) {
   const modelDir = join(repoRoot, "models", name);
