@@ -11,6 +11,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { budgetForPrunedFraction } from "../gpu-service/src/engine/decoding/budget.js";
+import { scanModels } from "../gpu-service/src/server/registry.js";
 import { writeTinyModel } from "../gpu-service/tools/make-tiny/tiny-model.js";
 import { ensureDevVars } from "./dev-vars.js";
 
@@ -49,6 +50,10 @@ console.log(
     `each decoding up to ${setting("TWIG_MAX_BATCH")} requests together (TWIG_ENGINE_WORKERS, TWIG_ENGINE_THREADS, TWIG_MAX_BATCH)`,
 );
 const model = gpuEnv.TWIG_DEFAULT_MODEL ?? process.env.TWIG_DEFAULT_MODEL ?? "demo";
+// The edge routes every model the GPU service will serve (the models directory's), so that the variants
+// beside the demo model (demo-next, demo-video) answer through it too.
+const modelsDir = gpuEnv.TWIG_MODELS_DIR ?? process.env.TWIG_MODELS_DIR ?? join(root, "models");
+const routed = [...new Set([model, ...scanModels(modelsDir).models.map((m) => m.name)])];
 // The local dev tenant's key and the admin token, in edge/.dev.vars (written now if it is not there).
 const devVarsPath = join(root, "edge", ".dev.vars");
 const { vars: devVars, created: devVarsCreated } = ensureDevVars(devVarsPath);
@@ -202,7 +207,7 @@ run(
     "--var",
     `GPU_SERVICE_URL:${gpuUrl}`,
     "--var",
-    `MODEL_ROUTES:${JSON.stringify({ [model]: [gpuUrl] })}`,
+    `MODEL_ROUTES:${JSON.stringify(Object.fromEntries(routed.map((name) => [name, [gpuUrl]])))}`,
   ],
   `${root}/edge`,
 );

@@ -1,10 +1,11 @@
 /**
  * The whole service as `npm start` runs it, for tests and scripts that use it
- * as a user would: the GPU service on the shipped demo model (`models/demo`,
- * served as "demo") and the edge under `wrangler dev`, both on free loopback
+ * as a user would: the GPU service on the shipped models (`models/`, the demo
+ * model the default) and the edge under `wrangler dev` routing each of them, both on free loopback
  * ports, with the local dev key and an admin token (fresh ones, edge-dev.ts).
  */
 import { join } from "node:path";
+import { scanModels } from "../../gpu-service/src/server/registry.js";
 import { type EdgeDevProcess, startEdgeDev } from "./edge-dev.js";
 import { type GpuServiceProcess, repoRoot, startGpuService } from "./gpu-service.js";
 
@@ -20,18 +21,23 @@ export interface DemoStack {
   stop(): Promise<void>;
 }
 
-/** Starts the GPU service on models/demo and wrangler dev in front of it; `vars` adds Worker variables. */
+/**
+ * Starts the GPU service on models/ (demo the default) and wrangler dev in front of it, routing every model
+ * there as `npm start` does; `vars` adds Worker variables.
+ */
 export async function startDemoStack(vars: Record<string, string> = {}): Promise<DemoStack> {
+  const modelsDir = join(repoRoot, "models");
   const gpu = await startGpuService(0, {
-    TWIG_MODELS_DIR: join(repoRoot, "models"),
+    TWIG_MODELS_DIR: modelsDir,
     TWIG_DEFAULT_MODEL: DEMO_MODEL,
     TWIG_ENGINE_THREADS: "1",
   });
   let edge: EdgeDevProcess;
   try {
+    const names = scanModels(modelsDir).models.map((m) => m.name);
     edge = await startEdgeDev({
       GPU_SERVICE_URL: gpu.url,
-      MODEL_ROUTES: JSON.stringify({ [DEMO_MODEL]: [gpu.url] }),
+      MODEL_ROUTES: JSON.stringify(Object.fromEntries(names.map((name) => [name, [gpu.url]]))),
       ...vars,
     });
   } catch (err) {
