@@ -16,6 +16,7 @@ interface Probe {
   clearRun(): void;
   overlay(pane: string): {
     kept: number[];
+    indices: number[];
     cells: number;
     grid: Record<"left" | "top" | "width" | "height", string>;
     picture: Record<"left" | "top" | "width" | "height", string>;
@@ -45,6 +46,8 @@ export interface Run {
       first_index: number;
       rows: number;
       cols: number;
+      row_stride?: number;
+      source?: string;
       left: number;
       top: number;
       width: number;
@@ -121,6 +124,8 @@ export async function openPlayground(context: BrowserContext, edgeUrl: string): 
 }
 
 export interface Choice {
+  /** The model to ask (one the key's listing offers); the page's first when not given. */
+  model?: string;
   /** A sample scene's id (edge/public/playground/samples/samples.json), or a file to upload. */
   sample?: string;
   file?: string;
@@ -132,6 +137,11 @@ export interface Choice {
 
 /** Sets up the request on the page, presses Run and waits until the page is done with it. */
 export async function runRequest(page: Page, choice: Choice): Promise<void> {
+  if (choice.model) {
+    await page.selectOption("#model", choice.model);
+    // its budgets come from GET /v1/models/{id}
+    await page.waitForSelector(`body[data-budgets="${choice.model}"]`);
+  }
   if (choice.sample) {
     await page.click(`.sample[data-sample="${choice.sample}"]`);
     await page.waitForSelector(`body[data-picture="${choice.sample}"]`);

@@ -37,7 +37,7 @@ const probe = {
     document.body.dataset.run = "";
   },
   /**
-   * What a pane drew over its picture: the kept cells' indices, the number of cells, where the (first)
+   * What a pane drew over its picture: the kept cells' indices, every cell's, the number of cells, where the (first)
    * grid and the picture sit in the frame.
    * @param {string} p
    */
@@ -45,6 +45,7 @@ const probe = {
     const root = pane(p);
     return {
       kept: [...root.querySelectorAll(".cell.kept")].map((c) => Number(/** @type {HTMLElement} */ (c).dataset.index)),
+      indices: [...root.querySelectorAll(".cell")].map((c) => Number(/** @type {HTMLElement} */ (c).dataset.index)),
       cells: root.querySelectorAll(".cell").length,
       grid: box(root.querySelector(".grid")),
       picture: box(root.querySelector(".frame img")),

@@ -46,7 +46,7 @@ export async function getJson(path, key) {
 }
 
 /**
- * @typedef {{first_index: number, rows: number, cols: number, left: number, top: number, width: number, height: number}} VisualGrid
+ * @typedef {{first_index: number, rows: number, cols: number, row_stride?: number, source?: string, index?: number, left: number, top: number, width: number, height: number}} VisualGrid
  * @typedef {{mode: string, visual_tokens: number, kept_visual_indices: number[], visual_grids: VisualGrid[]}} Started
  * @typedef {{text: string, tokens: number, draftTokens: number}} Piece
  * @typedef {{

@@ -61,18 +61,24 @@ async function loadModels() {
 }
 
 async function loadBudgets() {
+  const model = modelSelect.value;
   budgetSelect.replaceChildren(new Option("model default", ""));
-  if (!modelSelect.value) return;
-  const info = (await getJson(`/v1/models/${encodeURIComponent(modelSelect.value)}`, keyInput.value.trim())).twigvlm;
-  if (!info?.twig) return;
-  const n = info.visual_tokens;
-  const lo = (n * info.twig.k) / info.num_layers;
-  const hi = (n * info.twig.final_wipe_layer) / info.num_layers;
-  budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget})`;
-  for (const f of PRUNED) {
-    const r = Math.round(n * (1 - f));
-    if (r >= lo && r <= hi) budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (R-bar ${r})`, String(r)));
+  delete document.body.dataset.budgets;
+  if (!model) return;
+  const info = (await getJson(`/v1/models/${encodeURIComponent(model)}`, keyInput.value.trim())).twigvlm;
+  if (info?.twig) {
+    const n = info.visual_tokens;
+    const lo = (n * info.twig.k) / info.num_layers;
+    const hi = (n * info.twig.final_wipe_layer) / info.num_layers;
+    budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget})`;
+    for (const f of PRUNED) {
+      const r = Math.round(n * (1 - f));
+      if (r >= lo && r <= hi)
+        budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (R-bar ${r})`, String(r)));
+    }
   }
+  // the model whose budgets are listed (what a test waits for)
+  document.body.dataset.budgets = model;
 }
 
 /**

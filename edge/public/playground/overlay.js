@@ -17,35 +17,73 @@
  * @param {{width: number, height: number}} size the picture's pixels
  */
 export function showPicture(frame, src, size) {
+  frame.classList.remove("split");
   place(frame, src, size, { left: 0, top: 0, right: 1, bottom: 1 });
 }
 
 /**
- * Shows the picture with its visual token grids; returns the number of kept cells drawn.
+ * Shows the picture with its visual token grids; returns the number of kept cells drawn. Grids that lie
+ * over the same picture at once go to views of their own side by side: a LLaVA-NeXT model's base view
+ * (the whole picture at the tower's size) and its tiles (the picture at the grid resolution).
  * @param {HTMLElement} frame
  * @param {string} src
  * @param {{width: number, height: number}} size
  * @param {Started} started
  */
 export function showKept(frame, src, size, started) {
-  const box = { left: 0, top: 0, right: 1, bottom: 1 };
+  const kept = new Set(started.kept_visual_indices);
+  /** @type {Map<string, import("./api.js").VisualGrid[]>} */
+  const views = new Map();
   for (const g of started.visual_grids) {
+    const key =
+      g.source === "tile" ? "tiles" : g.source === "base" ? "base view" : `${g.source ?? "picture"} ${g.index ?? ""}`;
+    views.set(key, [...(views.get(key) ?? []), g]);
+  }
+  frame.classList.toggle("split", views.size > 1);
+  if (views.size <= 1) return drawGrids(frame, src, size, started.visual_grids, kept);
+  frame.replaceChildren();
+  frame.style.aspectRatio = "";
+  let drawn = 0;
+  for (const [label, grids] of views) {
+    const view = document.createElement("div");
+    view.className = "view";
+    view.title = label;
+    view.dataset.view = label;
+    frame.append(view);
+    drawn += drawGrids(view, src, size, grids, kept);
+  }
+  return drawn;
+}
+
+/**
+ * Draws `grids` over the picture in `frame`, each cell kept or pruned; returns the kept cells drawn.
+ * @param {HTMLElement} frame
+ * @param {string} src
+ * @param {{width: number, height: number}} size
+ * @param {import("./api.js").VisualGrid[]} grids
+ * @param {Set<number>} kept
+ */
+function drawGrids(frame, src, size, grids, kept) {
+  const box = { left: 0, top: 0, right: 1, bottom: 1 };
+  for (const g of grids) {
     box.left = Math.min(box.left, g.left);
     box.top = Math.min(box.top, g.top);
     box.right = Math.max(box.right, g.left + g.width);
     box.bottom = Math.max(box.bottom, g.top + g.height);
   }
   place(frame, src, size, box);
-  const kept = new Set(started.kept_visual_indices);
   let drawn = 0;
-  for (const g of started.visual_grids) {
+  for (const g of grids) {
     const layer = document.createElement("div");
     layer.className = "grid";
     Object.assign(layer.style, rect(g.left, g.top, g.width, g.height, box));
     layer.style.gridTemplateColumns = `repeat(${g.cols}, 1fr)`;
     layer.style.gridTemplateRows = `repeat(${g.rows}, 1fr)`;
+    // the token at row r, column c; a LLaVA-NeXT tile's rows are `row_stride` apart (a whole row of tiles and
+    // an image_newline token), other grids' rows follow one another
+    const stride = g.row_stride ?? g.cols;
     for (let i = 0; i < g.rows * g.cols; i++) {
-      const index = g.first_index + i;
+      const index = g.first_index + Math.floor(i / g.cols) * stride + (i % g.cols);
       const cell = document.createElement("div");
       const on = kept.has(index);
       cell.className = on ? "cell kept" : "cell pruned";

@@ -65,10 +65,17 @@ export class Pane {
   started(started) {
     this.setState("streaming");
     if (!this.picture) return;
-    const kept = showKept(this.frame, this.picture.src, this.picture, started);
+    const drawn = showKept(this.frame, this.picture.src, this.picture, started);
+    const kept = started.kept_visual_indices.length;
     this.root.dataset.kept = String(kept);
     const n = started.visual_tokens;
-    this.keptEl.textContent = `${kept} of ${n} visual tokens kept (${pct(1 - kept / n)} pruned)`;
+    // a LLaVA-NeXT model's image_newline tokens (one a row of its tiles) lie in no grid: counted, not drawn
+    const undrawn = kept - drawn;
+    const views = this.frame.classList.contains("split") ? "; left the base view, right the tiles" : "";
+    this.keptEl.textContent =
+      `${kept} of ${n} visual tokens kept (${pct(1 - kept / n)} pruned)` +
+      (undrawn > 0 ? `, ${undrawn} of them at row ends (not drawn)` : "") +
+      views;
   }
 
   /** @param {Piece} piece */

@@ -148,6 +148,54 @@ describe("the playground", () => {
   );
 
   it(
+    "draws a LLaVA-NeXT model's base view and tiles over the picture, each cell its own visual token (demo-next)",
+    async () => {
+      // a 192x192 test canvas of the NeXT variant: the base view and 2x2 tiles, whose rows interleave in the
+      // token order (a tile's rows are a row of tiles and an image_newline apart)
+      const file = join(repoRoot, "training", "data", "next-test", "0005.png");
+      const page = await openPlayground(browser.context, stack.edge.url);
+      const chats = recordChats(page);
+      await runRequest(page, { model: "demo-next", file, question: "how many objects are there ?", mode: "twig" });
+      await chats.settled();
+      expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
+      const [twig] = chats.seen.map((c) => parseStream(c.body));
+      const grids = twig.started.visual_grids;
+      expect(grids.map((g) => g.source)).toEqual(["base", "tile", "tile", "tile", "tile"]);
+      expect(grids.slice(1).every((g) => g.row_stride !== undefined && g.row_stride > g.cols)).toBe(true);
+
+      // the tokens each grid lays out, by the API's rule (first_index + r * row_stride + c)
+      const expected: number[] = [];
+      for (const g of grids)
+        for (let r = 0; r < g.rows; r++)
+          for (let c = 0; c < g.cols; c++) expected.push(g.first_index + r * (g.row_stride ?? g.cols) + c);
+      const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
+      expect(new Set(expected).size).toBe(expected.length);
+      const a = await overlay(page, "a");
+      // every cell drawn is a distinct token of its grid, and the kept ones are those the stream kept
+      // (image_newline tokens, in no grid, are not drawn)
+      expect(sorted(a.indices)).toEqual(sorted(expected));
+      const inGrids = new Set(expected);
+      const keptInGrids = twig.started.kept_visual_indices.filter((i) => inGrids.has(i));
+      expect(keptInGrids.length).toBeGreaterThan(0);
+      expect(sorted(a.kept)).toEqual(keptInGrids);
+      // the base view and the tiles side by side; the count names every kept token, row ends too
+      const views = await page
+        .locator("#pane-a .view")
+        .evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.view));
+      expect(views).toEqual(["base view", "tiles"]);
+      const kept = twig.started.kept_visual_indices.length;
+      expect(twig.stats.visual_tokens_kept).toBe(kept);
+      expect(Number(await page.getAttribute("#pane-a", "data-kept"))).toBe(kept);
+      expect(await page.textContent("#pane-a p.kept")).toContain(
+        `${kept} of ${twig.started.visual_tokens} visual tokens kept`,
+      );
+      await page.screenshot({ path: join(OUT, "next-tiles.png"), fullPage: true });
+      await page.close();
+    },
+    TIMEOUT,
+  );
+
+  it(
     "shows errors as messages: 429 when the key's limit is hit, 401, 413 and a file that is not a picture",
     async () => {
       const page = await openPlayground(browser.context, stack.edge.url);
