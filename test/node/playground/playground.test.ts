@@ -179,9 +179,9 @@ describe("the playground", () => {
       expect(keptInGrids.length).toBeGreaterThan(0);
       expect(sorted(a.kept)).toEqual(keptInGrids);
       // the base view and the tiles side by side; the count names every kept token, row ends too
-      const views = await page
-        .locator("#pane-a .view")
-        .evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.view));
+      const views = await Promise.all(
+        (await page.locator("#pane-a .view").all()).map((v) => v.getAttribute("data-view")),
+      );
       expect(views).toEqual(["base view", "tiles"]);
       const kept = twig.started.kept_visual_indices.length;
       expect(twig.stats.visual_tokens_kept).toBe(kept);
