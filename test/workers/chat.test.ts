@@ -172,6 +172,12 @@ describe("non-streaming", () => {
     const plain = (await scriptedState(scripted())).lastRequest as { acceleration: Record<string, unknown> };
     expect(plain.acceleration.mode).toBe("MODE_TTP_ONLY");
     expect(plain.acceleration.scoreSource).toBeUndefined();
+    expect(plain.acceleration.prunedFraction).toBeUndefined();
+    // a pruned fraction in place of a budget
+    await (await chat(t.key, chatBody("echo", { twigvlm: { mode: "ttp-only", pruned_fraction: 0.778 } }))).json();
+    const fraction = (await scriptedState(scripted())).lastRequest as { acceleration: Record<string, unknown> };
+    expect(fraction.acceleration).toMatchObject({ mode: "MODE_TTP_ONLY", prunedFraction: 0.778 });
+    expect(fraction.acceleration.retainBudget).toBeUndefined();
     expect(seen.lastImageBytes).toBe(64);
   });
 });
@@ -197,6 +203,9 @@ describe("request validation", () => {
     await bad(chatBody("hello", { stop: ["a", "b", "c", "d", "e"] }), "stop");
     await bad(chatBody("hello", { twigvlm: { mode: "warp" } }), "twigvlm.mode");
     await bad(chatBody("hello", { twigvlm: { retain_budget: 1.5 } }), "twigvlm.retain_budget");
+    for (const f of [0, 1, -0.2, 2, "0.5"])
+      await bad(chatBody("hello", { twigvlm: { pruned_fraction: f } }), "twigvlm.pruned_fraction");
+    await bad(chatBody("hello", { twigvlm: { retain_budget: 16, pruned_fraction: 0.5 } }), "twigvlm.pruned_fraction");
     await bad(chatBody("hello", { twigvlm: { mode: "constructor" } }), "twigvlm.mode");
     await bad(chatBody("hello", { twigvlm: { score_source: "first-token" } }), "twigvlm.score_source");
     await bad(chatBody("hello", { twigvlm: { score_source: "toString" } }), "twigvlm.score_source");

@@ -3,7 +3,7 @@
  * field), plus the TwigVLM extension:
  *
  *   "twigvlm": {"mode": "twig" | "base" | "fastv" | "random" | "ssd-only" | "ttp-only" | "visionzip",
- *               "retain_budget": 64, "draft_length": 5, "draft_threshold": 0.6,
+ *               "retain_budget": 64 | "pruned_fraction": 0.778, "draft_length": 5, "draft_threshold": 0.6,
  *               "score_source": "last-token" | "all-text"}
  *
  * Messages are text with exactly one picture or video overall, in a user message:
@@ -52,6 +52,7 @@ export interface ChatRequest {
   acceleration: {
     mode: Mode;
     retainBudget: number;
+    prunedFraction: number;
     draftLength: number;
     draftThreshold: number;
     scoreSource: ScoreSource;
@@ -190,6 +191,16 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
     }
   };
 
+  const retainBudget = ext("retain_budget", 1, 100_000, true);
+  const prunedFraction = ext("pruned_fraction", 0, 1, false);
+  if (tv.pruned_fraction !== undefined && tv.pruned_fraction !== null && !(prunedFraction > 0 && prunedFraction < 1))
+    throw invalidParam(
+      "twigvlm.pruned_fraction",
+      "twigvlm.pruned_fraction must be a number between 0 and 1 (both excluded)",
+    );
+  if (retainBudget && prunedFraction)
+    throw invalidParam("twigvlm.pruned_fraction", "give twigvlm.retain_budget or twigvlm.pruned_fraction, not both");
+
   return {
     model,
     messages,
@@ -203,7 +214,8 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
     stop,
     acceleration: {
       mode,
-      retainBudget: ext("retain_budget", 1, 100_000, true),
+      retainBudget,
+      prunedFraction,
       draftLength: ext("draft_length", 1, 16, true),
       draftThreshold: ext("draft_threshold", 0, 1, false),
       scoreSource,

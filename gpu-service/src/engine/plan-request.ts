@@ -9,7 +9,13 @@
  * `RequestInput` first); the command line, the evaluation and the tests plan theirs the same way. Below
  * this, the engine asserts what a plan guarantees (`invariant`) and checks nothing of it again.
  */
-import { defaultRetainBudget, keptTokensForBudget, maxRetainBudget, minRetainBudget } from "./decoding/budget.js";
+import {
+  budgetForPrunedFraction,
+  defaultRetainBudget,
+  keptTokensForBudget,
+  maxRetainBudget,
+  minRetainBudget,
+} from "./decoding/budget.js";
 import type { EngineInfo } from "./engine.js";
 import { InvalidRequestError } from "./errors.js";
 import { inspectImage } from "./image-format.js";
@@ -28,7 +34,7 @@ export const MAX_DRAFT_LENGTH = 16;
 /** The acceleration choices of a request, as asked. */
 export type AccelerationAsk = Pick<
   RequestInput,
-  "mode" | "retainBudget" | "draftLength" | "draftThreshold" | "scoreSource"
+  "mode" | "retainBudget" | "prunedFraction" | "draftLength" | "draftThreshold" | "scoreSource"
 >;
 
 const invalid = (message: string) => new InvalidRequestError(message);
@@ -49,8 +55,9 @@ export async function planRequest(
 ): Promise<GenerateParams> {
   checkRequest(input, info);
   const N = await inspectMedia(input, info, limits);
-  const { mode, retainBudget, draftLength, draftThreshold, scoreSource, ...body } = input;
-  return { ...body, plan: planAcceleration({ mode, retainBudget, draftLength, draftThreshold, scoreSource }, info, N) };
+  const { mode, retainBudget, prunedFraction, draftLength, draftThreshold, scoreSource, ...body } = input;
+  const ask = { mode, retainBudget, prunedFraction, draftLength, draftThreshold, scoreSource };
+  return { ...body, plan: planAcceleration(ask, info, N) };
 }
 
 /**
@@ -99,6 +106,12 @@ export function checkAcceleration(ask: AccelerationAsk, info: EngineInfo): void 
   if (ask.mode !== "base" && !info.twig) throw invalid(`mode ${ask.mode} needs a twig and model ${info.name} has none`);
   if (ask.retainBudget !== undefined && !info.twig)
     throw invalid(`model ${info.name} has no twig, so no retain budget applies`);
+  const f = ask.prunedFraction;
+  if (f !== undefined) {
+    if (ask.retainBudget !== undefined) throw invalid("give retain_budget or pruned_fraction, not both");
+    if (!info.twig) throw invalid(`model ${info.name} has no twig, so no pruned fraction applies`);
+    if (!(f > 0 && f < 1)) throw invalid(`pruned_fraction must be between 0 and 1 (both excluded), got ${f}`);
+  }
   const { draftLength, draftThreshold } = ask;
   if (draftLength !== undefined && draftLength > MAX_DRAFT_LENGTH)
     throw invalid(`draft_length must be at most ${MAX_DRAFT_LENGTH}, got ${draftLength}`);
@@ -144,13 +157,25 @@ export async function inspectMedia(
 
 /** The acceleration plan of a request `checkAcceleration` passed, whose media give N visual tokens. */
 export function planAcceleration(ask: AccelerationAsk, info: EngineInfo, visualTokens: number): AccelerationPlan {
-  const { mode, retainBudget: asked, draftLength, draftThreshold, scoreSource } = ask;
+  const { mode, prunedFraction, draftLength, draftThreshold, scoreSource } = ask;
   const N = visualTokens;
   const modePlan = MODE_PLANS[mode];
   const prunes = modePlan.pruning !== "none";
   const twig = info.twig;
   const shape = twig && { visualTokens: N, numLayers: info.numLayers, k: twig.k, finalWipeLayer: twig.finalWipeLayer };
-  if (asked !== undefined && shape) checkRetainBudget(asked, info, shape, prunes);
+  // a pruned fraction is this request's R-bar, for its own N (and nothing in the modes that keep every token)
+  const fromFraction = prunedFraction !== undefined && prunes ? budgetForPrunedFraction(prunedFraction, N) : undefined;
+  const asked = ask.retainBudget ?? fromFraction;
+  if (asked !== undefined && shape) {
+    try {
+      checkRetainBudget(asked, info, shape, prunes);
+    } catch (err) {
+      if (fromFraction === undefined) throw err;
+      throw invalid(
+        `pruned_fraction ${prunedFraction} gives R-bar ${asked} for this request: ${(err as Error).message}`,
+      );
+    }
+  }
   const retainBudget = prunes && shape ? (asked ?? defaultRetainBudget(shape)) : null;
   return {
     mode,

@@ -43,8 +43,10 @@ interface RequestBody {
 /** One request as a caller asks for it: every acceleration choice it leaves out is the model's default. */
 export interface RequestInput extends RequestBody {
   mode: Mode;
-  /** R-bar: average visual tokens per layer; absent = the model's default for the request's N. */
+  /** R-bar: average visual tokens per layer; absent = prunedFraction's, else the model's default for the request's N. */
   retainBudget?: number;
+  /** The share of the request's visual tokens to prune, 0 < f < 1, in place of retainBudget: R-bar = round(N (1 - f)). */
+  prunedFraction?: number;
   /** delta; absent = 5. */
   draftLength?: number;
   /** theta; absent = 0.6. */

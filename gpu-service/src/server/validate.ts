@@ -115,6 +115,7 @@ export function readRequest(
     stop,
     mode,
     retainBudget: a?.retainBudget || undefined,
+    prunedFraction: a?.prunedFraction || undefined,
     draftLength: a?.draftLength || undefined,
     draftThreshold: a?.draftThreshold || undefined,
     scoreSource: SCORE_SOURCES[sourceCode],

@@ -161,6 +161,40 @@ describe("planRequest refuses, with the service's messages", () => {
       "retain_budget 46 is outside [0, 45] for model next (at most 60 visual tokens)",
     );
   });
+
+  it("turns a pruned fraction into the R-bar of the request's own N, and refuses one out of range or beside a budget", () => {
+    const plan = (ask: AccelerationAsk, n: number) => () => {
+      checkAcceleration(ask, next);
+      return planAcceleration(ask, next, n);
+    };
+    // round(52 (1 - 0.667)) = 17 and round(36 (1 - 0.667)) = 12: each request its own R-bar
+    expect(plan({ mode: "ttp-only", prunedFraction: 0.667 }, 52)()).toMatchObject({
+      retainBudget: 17,
+      keptVisualTokens: 8,
+    });
+    expect(plan({ mode: "ttp-only", prunedFraction: 0.667 }, 36)()).toMatchObject({
+      retainBudget: 12,
+      keptVisualTokens: 6,
+    });
+    // the same R-bar asked as a budget gives the same plan
+    expect(plan({ mode: "ttp-only", prunedFraction: 0.667 }, 52)()).toEqual(
+      plan({ mode: "ttp-only", retainBudget: 17 }, 52)(),
+    );
+    // 95% of 52 is R-bar 3, below N*K/L = 13
+    expect(plan({ mode: "ttp-only", prunedFraction: 0.95 }, 52)).toThrow(
+      "pruned_fraction 0.95 gives R-bar 3 for this request: retain budget 3 is outside [13, 39] for N=52, K=2, K_f=6, L=8",
+    );
+    // a mode that keeps every token: the fraction applies to nothing
+    expect(plan({ mode: "ssd-only", prunedFraction: 0.95 }, 52)().retainBudget).toBeNull();
+    for (const f of [0, 1, -0.5, 1.5, Number.NaN])
+      expect(plan({ mode: "ttp-only", prunedFraction: f }, 52)).toThrow(/^pruned_fraction must be between 0 and 1/);
+    expect(plan({ mode: "ttp-only", prunedFraction: 0.5, retainBudget: 20 }, 52)).toThrow(
+      "give retain_budget or pruned_fraction, not both",
+    );
+    expect(() => checkAcceleration({ mode: "base", prunedFraction: 0.5 }, noTwig)).toThrow(
+      "model plain has no twig, so no pruned fraction applies",
+    );
+  });
 });
 
 describe("planRequest resolves", () => {

@@ -204,4 +204,32 @@ describe("LLaVA-NeXT and LLaVA-NeXT-Video through the GPU service", () => {
     expect(ok.code).toBe("OK");
     expect(started(ok.events).keptVisualIndices).toHaveLength(2); // R = ceil((8*14 - 52*2) / 4)
   });
+
+  it("turns a pruned fraction into each request's own budget", async () => {
+    // 52 visual tokens: 77.8% pruned is R-bar round(52 * 0.222) = 12, below N*K/L = 13, and refused as such
+    const low = await generate({
+      model: "next",
+      image: { source: { case: "data", value: picture } },
+      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.778 },
+    });
+    expect(low.code).toBe(Code.InvalidArgument);
+    expect(low.message).toMatch(
+      /pruned_fraction 0\.778 gives R-bar 12 for this request: retain budget 12 is outside \[13, 39\]/,
+    );
+    // 66.7%: R-bar round(52 * 0.333) = 17, R = ceil((8*17 - 52*2) / 4) = 8
+    const ok = await generate({
+      model: "next",
+      image: { source: { case: "data", value: picture } },
+      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.667 },
+    });
+    expect(ok.code).toBe("OK");
+    expect(started(ok.events).keptVisualIndices).toHaveLength(8);
+    const both = await generate({
+      model: "next",
+      image: { source: { case: "data", value: picture } },
+      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.667, retainBudget: 17 },
+    });
+    expect(both.code).toBe(Code.InvalidArgument);
+    expect(both.message).toMatch(/give retain_budget or pruned_fraction, not both/);
+  });
 });
