@@ -187,48 +187,35 @@ describe("LLaVA-NeXT and LLaVA-NeXT-Video through the GPU service", () => {
   }
   it("refused every bad request", () => expect(refused).toBe(bad.length));
 
-  it("checks a retain budget against the request's own N", async () => {
-    // 52 visual tokens, K=2, K_f=6, L=8: R-bar in [13, 39]
-    const over = await generate({
+  /** The next model's picture (52 visual tokens, K=2, K_f=6, L=8: R-bar in [13, 39]) in ttp-only mode. */
+  const ttpOnly = (acceleration: { retainBudget?: number; prunedFraction?: number }) =>
+    generate({
       model: "next",
       image: { source: { case: "data", value: picture } },
-      acceleration: { mode: Mode.TTP_ONLY, retainBudget: 40 },
+      acceleration: { mode: Mode.TTP_ONLY, ...acceleration },
     });
+
+  it("checks a retain budget against the request's own N", async () => {
+    const over = await ttpOnly({ retainBudget: 40 });
     expect(over.code).toBe(Code.InvalidArgument);
     expect(over.message).toMatch(/retain budget 40 is outside \[13, 39\] for N=52/);
-    const ok = await generate({
-      model: "next",
-      image: { source: { case: "data", value: picture } },
-      acceleration: { mode: Mode.TTP_ONLY, retainBudget: 14 },
-    });
+    const ok = await ttpOnly({ retainBudget: 14 });
     expect(ok.code).toBe("OK");
     expect(started(ok.events).keptVisualIndices).toHaveLength(2); // R = ceil((8*14 - 52*2) / 4)
   });
 
   it("turns a pruned fraction into each request's own budget", async () => {
-    // 52 visual tokens: 77.8% pruned is R-bar round(52 * 0.222) = 12, below N*K/L = 13, and refused as such
-    const low = await generate({
-      model: "next",
-      image: { source: { case: "data", value: picture } },
-      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.778 },
-    });
+    // 77.8% pruned is R-bar round(52 * 0.222) = 12, below N*K/L = 13, and refused as such
+    const low = await ttpOnly({ prunedFraction: 0.778 });
     expect(low.code).toBe(Code.InvalidArgument);
     expect(low.message).toMatch(
       /pruned_fraction 0\.778 gives R-bar 12 for this request: retain budget 12 is outside \[13, 39\]/,
     );
     // 66.7%: R-bar round(52 * 0.333) = 17, R = ceil((8*17 - 52*2) / 4) = 8
-    const ok = await generate({
-      model: "next",
-      image: { source: { case: "data", value: picture } },
-      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.667 },
-    });
+    const ok = await ttpOnly({ prunedFraction: 0.667 });
     expect(ok.code).toBe("OK");
     expect(started(ok.events).keptVisualIndices).toHaveLength(8);
-    const both = await generate({
-      model: "next",
-      image: { source: { case: "data", value: picture } },
-      acceleration: { mode: Mode.TTP_ONLY, prunedFraction: 0.667, retainBudget: 17 },
-    });
+    const both = await ttpOnly({ prunedFraction: 0.667, retainBudget: 17 });
     expect(both.code).toBe(Code.InvalidArgument);
     expect(both.message).toMatch(/give retain_budget or pruned_fraction, not both/);
   });
