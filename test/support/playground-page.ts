@@ -86,19 +86,19 @@ export function parseStream(body: string): Run {
 }
 
 export interface ChatRecord {
-  /** Each chat completion the page requested, in order: its status, and its body once complete. */
-  seen: { status: number; body: string }[];
+  /** Each chat completion the page requested, in order: what it sent, its status, and its body once complete. */
+  seen: { request: Record<string, unknown>; status: number; body: string }[];
   /** Resolves when every body seen so far has arrived. */
   settled(): Promise<void>;
 }
 
 /** Records the chat completions the page requests from now on. */
 export function recordChats(page: Page): ChatRecord {
-  const seen: { status: number; body: string }[] = [];
+  const seen: ChatRecord["seen"] = [];
   const pending: Promise<void>[] = [];
   page.on("response", (res) => {
     if (!res.url().endsWith("/v1/chat/completions")) return;
-    const slot = { status: res.status(), body: "" };
+    const slot = { request: res.request().postDataJSON() as Record<string, unknown>, status: res.status(), body: "" };
     seen.push(slot);
     pending.push(
       res.text().then(

@@ -70,11 +70,19 @@ async function loadBudgets() {
     const n = info.visual_tokens;
     const lo = (n * info.twig.k) / info.num_layers;
     const hi = (n * info.twig.final_wipe_layer) / info.num_layers;
-    budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget})`;
-    for (const f of PRUNED) {
-      const r = Math.round(n * (1 - f));
-      if (r >= lo && r <= hi)
-        budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (R-bar ${r})`, String(r)));
+    if (info.visual_tokens_vary) {
+      // N follows the picture (LLaVA-NeXT) or the clip: a share of each request's own tokens (pruned_fraction)
+      budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget} at most)`;
+      for (const f of PRUNED)
+        if (n * (1 - f) >= lo && n * (1 - f) <= hi)
+          budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (of the picture's own tokens)`, `f${f}`));
+    } else {
+      budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget})`;
+      for (const f of PRUNED) {
+        const r = Math.round(n * (1 - f));
+        if (r >= lo && r <= hi)
+          budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (R-bar ${r})`, String(r)));
+      }
     }
   }
   // the model whose budgets are listed (what a test waits for)
@@ -190,7 +198,12 @@ async function run() {
   panes[1].reset("base", picture);
   showRatio();
   try {
-    const twigvlm = budget ? { mode, retain_budget: Number(budget) } : { mode };
+    // a budget is an R-bar, or ("f" and a share) the share of the request's own visual tokens to prune
+    const twigvlm = !budget
+      ? { mode }
+      : budget.startsWith("f")
+        ? { mode, pruned_fraction: Number(budget.slice(1)) }
+        : { mode, retain_budget: Number(budget) };
     if (await runPane(panes[0], { ...common, twigvlm })) {
       await runPane(panes[1], { ...common, twigvlm: { mode: "base" } });
       showRatio();

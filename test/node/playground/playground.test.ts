@@ -155,10 +155,28 @@ describe("the playground", () => {
       const file = join(repoRoot, "training", "data", "next-test", "0005.png");
       const page = await openPlayground(browser.context, stack.edge.url);
       const chats = recordChats(page);
-      await runRequest(page, { model: "demo-next", file, question: "how many objects are there ?", mode: "twig" });
+      // 77.8% of the picture's own tokens pruned: sent as a share (its N depends on the picture), not an R-bar
+      await runRequest(page, {
+        model: "demo-next",
+        file,
+        question: "how many objects are there ?",
+        mode: "twig",
+        budget: `f${7 / 9}`,
+      });
       await chats.settled();
       expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
       const [twig] = chats.seen.map((c) => parseStream(c.body));
+      expect(await page.locator("#budget option").allTextContents()).toEqual([
+        "model default (R-bar 83 at most)",
+        "66.7% pruned (of the picture's own tokens)",
+        "77.8% pruned (of the picture's own tokens)",
+        "88.9% pruned (of the picture's own tokens)",
+      ]);
+      expect(chats.seen[0].request.twigvlm).toEqual({ mode: "twig", pruned_fraction: 7 / 9 });
+      // R-bar = round(N (1 - f)) for this picture's N, R = ceil((L R-bar - N K) / (K_f - K)) with L 32, K 2, K_f 24
+      const N = twig.started.visual_tokens;
+      const rbar = Math.round(N * (2 / 9));
+      expect(twig.stats.visual_tokens_kept).toBe(Math.ceil((32 * rbar - N * 2) / 22));
       const grids = twig.started.visual_grids;
       expect(grids.map((g) => g.source)).toEqual(["base", "tile", "tile", "tile", "tile"]);
       expect(grids.slice(1).every((g) => g.row_stride !== undefined && g.row_stride > g.cols)).toBe(true);
