@@ -167,14 +167,9 @@ export function planAcceleration(ask: AccelerationAsk, info: EngineInfo, visualT
   const fromFraction = prunedFraction !== undefined && prunes ? budgetForPrunedFraction(prunedFraction, N) : undefined;
   const asked = ask.retainBudget ?? fromFraction;
   if (asked !== undefined && shape) {
-    try {
-      checkRetainBudget(asked, info, shape, prunes);
-    } catch (err) {
-      if (fromFraction === undefined) throw err;
-      throw invalid(
-        `pruned_fraction ${prunedFraction} gives R-bar ${asked} for this request: ${(err as Error).message}`,
-      );
-    }
+    const origin =
+      fromFraction === undefined ? "" : `pruned_fraction ${prunedFraction} gives R-bar ${asked} for this request: `;
+    checkRetainBudget(asked, info, shape, prunes, origin);
   }
   const retainBudget = prunes && shape ? (asked ?? defaultRetainBudget(shape)) : null;
   return {
@@ -193,13 +188,15 @@ export function planAcceleration(ask: AccelerationAsk, info: EngineInfo, visualT
  * The one range check of a retain budget: R-bar must lie in [N*K/L, N*K_f/L] (R from 0 to N, see
  * decoding/budget.ts), for the N it applies to. That is the request's own N when the mode prunes. When it
  * does not, the budget applies to nothing and is held to what any request to the model could take: N itself
- * for LLaVA-1.5, and up to the most visual tokens a request can give where N varies.
+ * for LLaVA-1.5, and up to the most visual tokens a request can give where N varies. `origin` opens the
+ * refusal when the budget was derived (from a pruned fraction).
  */
 function checkRetainBudget(
   budget: number,
   info: EngineInfo,
   shape: { visualTokens: number; numLayers: number; k: number; finalWipeLayer: number },
   prunes: boolean,
+  origin = "",
 ): void {
   const vary = info.visualTokensVary === true;
   const N = prunes || !vary ? shape.visualTokens : mostVisualTokens(info);
@@ -209,9 +206,10 @@ function checkRetainBudget(
   if (budget >= lo && budget <= hi) return;
   const { k, finalWipeLayer, numLayers } = against;
   throw invalid(
-    vary && prunes
-      ? `retain budget ${budget} is outside [${lo}, ${hi}] for N=${N}, K=${k}, K_f=${finalWipeLayer}, L=${numLayers}`
-      : `retain_budget ${budget} is outside [${Math.ceil(lo)}, ${Math.floor(Math.min(hi, N))}] for model ${info.name} (${vary ? "at most " : ""}${N} visual tokens)`,
+    origin +
+      (vary && prunes
+        ? `retain budget ${budget} is outside [${lo}, ${hi}] for N=${N}, K=${k}, K_f=${finalWipeLayer}, L=${numLayers}`
+        : `retain_budget ${budget} is outside [${Math.ceil(lo)}, ${Math.floor(Math.min(hi, N))}] for model ${info.name} (${vary ? "at most " : ""}${N} visual tokens)`),
   );
 }
 
