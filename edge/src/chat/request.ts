@@ -192,12 +192,15 @@ export function parseChatRequest(body: unknown, defaultModel: string | undefined
   };
 
   const retainBudget = ext("retain_budget", 1, 100_000, true);
-  const prunedFraction = ext("pruned_fraction", 0, 1, false);
-  if (tv.pruned_fraction !== undefined && tv.pruned_fraction !== null && !(prunedFraction > 0 && prunedFraction < 1))
+  // a share strictly between 0 and 1 (ext's ranges are closed); absent is 0, proto3's "unset"
+  const f = tv.pruned_fraction;
+  const given = f !== undefined && f !== null;
+  if (given && !(typeof f === "number" && f > 0 && f < 1))
     throw invalidParam(
       "twigvlm.pruned_fraction",
       "twigvlm.pruned_fraction must be a number between 0 and 1 (both excluded)",
     );
+  const prunedFraction = typeof f === "number" ? f : 0;
   if (retainBudget && prunedFraction)
     throw invalidParam("twigvlm.pruned_fraction", "give twigvlm.retain_budget or twigvlm.pruned_fraction, not both");
 
