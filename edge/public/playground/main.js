@@ -70,19 +70,14 @@ async function loadBudgets() {
     const n = info.visual_tokens;
     const lo = (n * info.twig.k) / info.num_layers;
     const hi = (n * info.twig.final_wipe_layer) / info.num_layers;
-    if (info.visual_tokens_vary) {
-      // N follows the picture (LLaVA-NeXT) or the clip: a share of each request's own tokens (pruned_fraction)
-      budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget} at most)`;
-      for (const f of PRUNED)
-        if (n * (1 - f) >= lo && n * (1 - f) <= hi)
-          budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (of the picture's own tokens)`, `f${f}`));
-    } else {
-      budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget})`;
-      for (const f of PRUNED) {
-        const r = Math.round(n * (1 - f));
-        if (r >= lo && r <= hi)
-          budgetSelect.append(new Option(`${(100 * f).toFixed(1)}% pruned (R-bar ${r})`, String(r)));
-      }
+    // where N follows the picture (LLaVA-NeXT) or the clip, a budget is a share of each request's own
+    // tokens (pruned_fraction, "f" and the share); else an R-bar
+    const vary = info.visual_tokens_vary === true;
+    budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget}${vary ? " at most" : ""})`;
+    for (const f of PRUNED) {
+      const r = Math.round(n * (1 - f));
+      const label = `${(100 * f).toFixed(1)}% pruned (${vary ? "of the picture's own tokens" : `R-bar ${r}`})`;
+      if (r >= lo && r <= hi) budgetSelect.append(new Option(label, vary ? `f${f}` : String(r)));
     }
   }
   // the model whose budgets are listed (what a test waits for)
