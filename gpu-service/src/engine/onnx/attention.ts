@@ -107,18 +107,17 @@ export interface AttentionContext {
 export function directScoreMask(g: GraphBuilder, ctx: AttentionContext, batched: boolean): AttentionContext {
   const { kvMask, newMask, pastSlots } = ctx;
   if (!kvMask || !newMask || !pastSlots) throw new Error("direct attention needs its context");
-  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
-  const zeroColumn = op1("Slice", [newMask, g.ints("zero", [0]), g.ints("one", [1]), g.ints("last_axis", [-1])]);
-  const past = op1("Add", [kvMask, zeroColumn]); // [B, 1, G*S, C] (or [G*S, C])
-  const batchDims = batched ? op1("Shape", [kvMask], { start: 0, end: 2 }) : undefined; // [B, 1]
+  const zeroColumn = g.op1("Slice", [newMask, g.ints("zero", [0]), g.ints("one", [1]), g.ints("last_axis", [-1])]);
+  const past = g.op1("Add", [kvMask, zeroColumn]); // [B, 1, G*S, C] (or [G*S, C])
+  const batchDims = batched ? g.op1("Shape", [kvMask], { start: 0, end: 2 }) : undefined; // [B, 1]
   const fresh = batchDims
-    ? op1("Expand", [newMask, op1("Concat", [batchDims, op1("Shape", [newMask])], { axis: 0 })])
+    ? g.op1("Expand", [newMask, g.op1("Concat", [batchDims, g.op1("Shape", [newMask])], { axis: 0 })])
     : newMask; // [B, 1, G*S, S] (or [G*S, S]; row-wise, new_mask [A, Q, S]: [B, 1, A, Q, S])
-  const s = op1("Shape", [newMask], { start: -1 });
+  const s = g.op1("Shape", [newMask], { start: -1 });
   return {
     ...ctx,
-    scoreMask: op1("Concat", [past, fresh], { axis: -1 }),
-    probsSplit: op1("Concat", [pastSlots, s], { axis: 0 }),
+    scoreMask: g.op1("Concat", [past, fresh], { axis: -1 }),
+    probsSplit: g.op1("Concat", [pastSlots, s], { axis: 0 }),
   };
 }
 
@@ -130,13 +129,13 @@ export function plainContext(
   pastKey: string,
 ): AttentionContext {
   const gatherAt = (cache: string) =>
-    g.op("Unsqueeze", [g.op("Gather", [cache, ctx.positions], { axis: 0 })[0], g.ints("axis1", [1])])[0];
+    g.op1("Unsqueeze", [g.op1("Gather", [cache, ctx.positions], { axis: 0 }), g.ints("axis1", [1])]);
   const scalar = (v: number) => g.weight("scalar", [], BigInt64Array.of(BigInt(v)), "int64");
-  const dim = (t: string, i: number) => g.op("Gather", [g.op("Shape", [t])[0], scalar(i)], { axis: 0 })[0];
+  const dim = (t: string, i: number) => g.op1("Gather", [g.op1("Shape", [t]), scalar(i)], { axis: 0 });
   const s = dim(hidden, 1);
   const p = dim(pastKey, 2);
   const [t] = g.op("Add", [p, s]);
-  const [rows] = g.op("Unsqueeze", [g.op("Range", [p, t, scalar(1)])[0], g.ints("axis1", [1])]);
+  const [rows] = g.op("Unsqueeze", [g.op1("Range", [p, t, scalar(1)]), g.ints("axis1", [1])]);
   const [cols] = g.op("Range", [scalar(0), t, scalar(1)]);
   const [allowed] = g.op("LessOrEqual", [cols, rows]);
   const zero = g.weight("zero", [], new Float32Array([0]));
@@ -185,8 +184,7 @@ function directAttention(
   if (!ctx.scoreMask || !ctx.probsSplit || !ctx.cosQ || !ctx.sinQ)
     throw new Error("direct attention needs its context");
   const groups = heads / kvHeads;
-  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
-  const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
+  const reshape = (x: string, shape: number[]) => g.op1("Reshape", [x, g.ints("shape", shape)]);
   const qr = rotary(g, q, ctx.queryPositions ?? ctx.positions, ctx.cosQ, ctx.sinQ, heads); // scaled by 1/sqrt(hd)
   const kr = rotary(g, k, ctx.positions, ctx.cos, ctx.sin, kvHeads);
   if (ctx.queryShape) return rowwiseAttention(g, ctx, qr, kr, v, pastKeyT, pastValue, wantProbs);
@@ -194,20 +192,20 @@ function directAttention(
   const qh =
     groups === 1
       ? toHeads(g, qr, heads, hd)
-      : reshape(op1("Transpose", [reshape(qr, [0, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] }), [
+      : reshape(g.op1("Transpose", [reshape(qr, [0, -1, kvHeads, groups, hd])], { perm: [0, 2, 3, 1, 4] }), [
           0,
           kvHeads,
           -1,
           hd,
         ]);
-  const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
+  const kNewT = g.op1("Transpose", [reshape(kr, [0, -1, kvHeads, hd])], { perm: [0, 2, 3, 1] }); // [1, kv, hd, S]
   const vNew = toHeads(g, v, kvHeads, hd); // [1, kv, S, hd]
   // probs [1, kv, G*S, C+S], out [1, kv, G*S, hd]
   const { probs, out } = attendPastAndNew(g, ctx.scoreMask, ctx.probsSplit, qh, pastKeyT, kNewT, pastValue, vNew);
   const back =
     groups === 1
-      ? op1("Transpose", [out], { perm: [0, 2, 1, 3] })
-      : op1("Transpose", [reshape(out, [0, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
+      ? g.op1("Transpose", [out], { perm: [0, 2, 1, 3] })
+      : g.op1("Transpose", [reshape(out, [0, kvHeads, groups, -1, hd])], { perm: [0, 3, 1, 2, 4] });
   return {
     out: reshape(back, [0, -1, heads * hd]),
     newKey: kr,
@@ -235,11 +233,10 @@ function attendPastAndNew(
   pastValue: string,
   vNew: string,
 ): { probs: string; out: string } {
-  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
-  const scores = op1("Concat", [op1("MatMul", [qh, pastKeyT]), op1("MatMul", [qh, kNewT])], { axis: -1 });
-  const probs = op1("Softmax", [op1("Add", [scores, scoreMask])], { axis: -1 });
+  const scores = g.op1("Concat", [g.op1("MatMul", [qh, pastKeyT]), g.op1("MatMul", [qh, kNewT])], { axis: -1 });
+  const probs = g.op1("Softmax", [g.op1("Add", [scores, scoreMask])], { axis: -1 });
   const [pPast, pNew] = g.op("Split", [probs, probsSplit], { axis: -1 }, { outputs: 2 });
-  const out = op1("Add", [op1("MatMul", [pPast, pastValue]), op1("MatMul", [pNew, vNew])]);
+  const out = g.op1("Add", [g.op1("MatMul", [pPast, pastValue]), g.op1("MatMul", [pNew, vNew])]);
   return { probs, out };
 }
 
@@ -272,22 +269,21 @@ function rowwiseAttention(
   const { heads, kvHeads, headDim: hd } = ctx.shape;
   if (heads !== kvHeads) throw new Error("row-wise attention takes one query head per kv head");
   if (!ctx.queryShape || !ctx.scoreMask || !ctx.probsSplit) throw new Error("direct attention needs its context");
-  const op1 = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs)[0];
-  const reshape = (x: string, shape: number[]) => op1("Reshape", [x, g.ints("shape", shape)]);
-  const qh = op1("Transpose", [op1("Reshape", [qr, ctx.queryShape])], { perm: [0, 3, 1, 2, 4] }); // [B, kv, A, Q, hd]
-  const kNewT = op1("Transpose", [reshape(kr, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 4, 1] }); // [B, kv, 1, hd, S]
-  const vNew = op1("Transpose", [reshape(v, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 1, 4] }); // [B, kv, 1, S, hd]
+  const reshape = (x: string, shape: number[]) => g.op1("Reshape", [x, g.ints("shape", shape)]);
+  const qh = g.op1("Transpose", [g.op1("Reshape", [qr, ctx.queryShape])], { perm: [0, 3, 1, 2, 4] }); // [B, kv, A, Q, hd]
+  const kNewT = g.op1("Transpose", [reshape(kr, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 4, 1] }); // [B, kv, 1, hd, S]
+  const vNew = g.op1("Transpose", [reshape(v, [0, -1, kvHeads, 1, hd])], { perm: [0, 2, 3, 1, 4] }); // [B, kv, 1, S, hd]
   // probs [B, kv, A, Q, C+S], out [B, kv, A, Q, hd]
   const { probs, out } = attendPastAndNew(g, ctx.scoreMask, ctx.probsSplit, qh, pastKeyT, kNewT, pastValue, vNew);
-  const back = op1("Transpose", [out], { perm: [0, 2, 3, 1, 4] }); // [B, A, Q, kv, hd]
+  const back = g.op1("Transpose", [out], { perm: [0, 2, 3, 1, 4] }); // [B, A, Q, kv, hd]
   const probsShape = wantProbs
-    ? op1("Concat", [g.ints("probs_lead", [0, heads, -1]), op1("Shape", [probs], { start: -1 })], { axis: 0 })
+    ? g.op1("Concat", [g.ints("probs_lead", [0, heads, -1]), g.op1("Shape", [probs], { start: -1 })], { axis: 0 })
     : undefined;
   return {
     out: reshape(back, [0, -1, heads * hd]),
     newKey: kr,
     newValue: v,
-    probs: probsShape ? op1("Reshape", [probs, probsShape]) : undefined, // [B, heads, S, C+S]
+    probs: probsShape ? g.op1("Reshape", [probs, probsShape]) : undefined, // [B, heads, S, C+S]
   };
 }
 
@@ -332,16 +328,16 @@ function contribAttention(
 /** [1, S, n*hd] → [1, n, S, hd] */
 function toHeads(g: GraphBuilder, x: string, n: number, hd: number): string {
   const [r] = g.op("Reshape", [x, g.ints("heads_shape", [0, 0, n, hd])]);
-  return g.op("Transpose", [r], { perm: [0, 2, 1, 3] })[0];
+  return g.op1("Transpose", [r], { perm: [0, 2, 1, 3] });
 }
 
 /** HF rotate_half rotary on [1, n, S, hd] with cos/sin rows [1, 1, S, hd/2]. */
 function plainRotary(g: GraphBuilder, x: string, cos: string, sin: string, hd: number): string {
   const [x1, x2] = g.op("Split", [x, g.ints("halves", [hd / 2, hd / 2])], { axis: -1 }, { outputs: 2 });
-  const mul = (a: string, b: string) => g.op("Mul", [a, b])[0];
+  const mul = (a: string, b: string) => g.op1("Mul", [a, b]);
   const [r1] = g.op("Sub", [mul(x1, cos), mul(x2, sin)]);
   const [r2] = g.op("Add", [mul(x2, cos), mul(x1, sin)]);
-  return g.op("Concat", [r1, r2], { axis: -1 })[0];
+  return g.op1("Concat", [r1, r2], { axis: -1 });
 }
 
 /** [1, kv, T, hd] → [1, kv*groups, T, hd], kv head j serving query heads j*groups..(j+1)*groups-1. */
@@ -349,7 +345,7 @@ function repeatKv(g: GraphBuilder, x: string, kvHeads: number, groups: number, h
   if (groups === 1) return x;
   const [u] = g.op("Unsqueeze", [x, g.ints("axis2", [2])]);
   const [e] = g.op("Expand", [u, g.ints("groups", [1, kvHeads, groups, 1, 1])]);
-  return g.op("Reshape", [e, g.ints("merge_groups", [1, kvHeads * groups, -1, hd])])[0];
+  return g.op1("Reshape", [e, g.ints("merge_groups", [1, kvHeads * groups, -1, hd])]);
 }
 
 function plainAttention(
@@ -373,9 +369,9 @@ function plainAttention(
   const values = repeatKv(g, presentValue, kvHeads, groups, hd);
   const [kT] = g.op("Transpose", [keys], { perm: [0, 1, 3, 2] });
   const scale = g.weight("attn_scale", [], new Float32Array([1 / Math.sqrt(hd)]));
-  const [scores] = g.op("Add", [g.op("Mul", [g.op("MatMul", [qh, kT])[0], scale])[0], ctx.mask]);
+  const [scores] = g.op("Add", [g.op1("Mul", [g.op1("MatMul", [qh, kT]), scale]), ctx.mask]);
   const [probs] = g.op("Softmax", [scores], { axis: -1 });
-  const [ctxOut] = g.op("Transpose", [g.op("MatMul", [probs, values])[0]], { perm: [0, 2, 1, 3] });
+  const [ctxOut] = g.op("Transpose", [g.op1("MatMul", [probs, values])], { perm: [0, 2, 1, 3] });
   const [out] = g.op("Reshape", [ctxOut, g.ints("merge_heads", [0, 0, heads * hd])]);
   return { out, presentKey, presentValue, probs: wantProbs ? probs : undefined };
 }

@@ -154,16 +154,16 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
       newMask,
       cosQ: g.weight("rope_cos_q", [config.maxPositionEmbeddings, hd / 2], scaled.cos),
       sinQ: g.weight("rope_sin_q", [config.maxPositionEmbeddings, hd / 2], scaled.sin),
-      pastSlots: layers.length > 0 ? g.op("Shape", [past[0].key], { start: -1 })[0] : undefined,
+      pastSlots: layers.length > 0 ? g.op1("Shape", [past[0].key], { start: -1 }) : undefined,
     };
     if (rowwise && layers.length > 0) {
       // q's shape [B, A, Q, kv, hd], from hidden's batch and new_mask's grid of query rows
       const dims = [
-        g.op("Shape", [h], { start: 0, end: 1 })[0],
-        g.op("Shape", [newMask], { start: 0, end: 2 })[0],
+        g.op1("Shape", [h], { start: 0, end: 1 }),
+        g.op1("Shape", [newMask], { start: 0, end: 2 }),
         g.ints("head_dims", [config.numKvHeads, hd]),
       ];
-      ctx.queryShape = g.op("Concat", dims, { axis: 0 })[0];
+      ctx.queryShape = g.op1("Concat", dims, { axis: 0 });
     }
     if (layers.length > 0) ctx = directScoreMask(g, ctx, batched);
   }
@@ -216,7 +216,7 @@ export function decoderSegmentBuilder(spec: DecoderSegmentSpec): GraphBuilder {
   });
   g.output(h, "hidden_out", "float32", [b, trailing ? "N" : "S", config.hiddenSize]);
   if (newKv.length > 0)
-    g.output(g.op("Concat", newKv, { axis: -1 })[0], "new_kv", "float32", [
+    g.output(g.op1("Concat", newKv, { axis: -1 }), "new_kv", "float32", [
       b,
       "S",
       layers.length * 2 * config.numKvHeads * hd,
@@ -242,7 +242,7 @@ function trailingRows(
   const [from] = g.op("Neg", [n]);
   const toEnd = g.ints("rows_to_end", [2 ** 40]);
   const rowAxis = g.ints("row_axis", [1]);
-  const rows = (t: string) => g.op("Slice", [t, from, toEnd, rowAxis])[0];
+  const rows = (t: string) => g.op1("Slice", [t, from, toEnd, rowAxis]);
   // new_mask [groups*S, S] -> [groups, S, S] -> its last n rows per group -> [groups*n, S]
   const [s] = g.op("Shape", [positions], { start: 1, end: 2 });
   const groups = ctx.shape.heads / ctx.shape.kvHeads;

@@ -6,7 +6,7 @@
  * @example
  * const g = new GraphBuilder("double");
  * const x = g.input("x", "float32", [1, "n"]);
- * g.output(g.op("Add", [x, x])[0], "y", "float32", [1, "n"]);
+ * g.output(g.op1("Add", [x, x]), "y", "float32", [1, "n"]);
  * const session = await InferenceSession.create(g.toBytes());
  */
 import { closeSync, openSync, writeSync } from "node:fs";
@@ -182,6 +182,11 @@ export class GraphBuilder {
       }),
     );
     return outs;
+  }
+
+  /** Appends a node with one output and returns that output's name. */
+  op1(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string } = {}): string {
+    return this.op(opType, inputs, attrs, opts)[0];
   }
 
   /** Bytes of all initializers (the weights). */

@@ -51,7 +51,7 @@ export function linear(
     );
   } else if (format.precision === "fp16") {
     const half = g.weight(`${name}_w16`, [inp, out], toFloat16(transpose2d(w.weight)), "float16");
-    [y] = g.op("MatMul", [x, g.op("Cast", [half], { to: 1 })[0]]);
+    [y] = g.op("MatMul", [x, g.op1("Cast", [half], { to: 1 })]);
   } else {
     [y] = g.op("MatMul", [x, g.weight(`${name}_w`, [inp, out], transpose2d(w.weight))]);
   }
@@ -103,7 +103,7 @@ function concat(parts: Float32Array[]): Float32Array {
 /** x / sqrt(mean(x^2) + eps) * gamma */
 export function rmsNorm(g: GraphBuilder, x: string, norm: NormWeights, eps: number): string {
   const gamma = g.weight("rms_gamma", [norm.weight.shape[0]], norm.weight.data);
-  return g.op("SimplifiedLayerNormalization", [x, gamma], { axis: -1, epsilon: float(eps) })[0];
+  return g.op1("SimplifiedLayerNormalization", [x, gamma], { axis: -1, epsilon: float(eps) });
 }
 
 /** The residual add and the next RMSNorm in one com.microsoft node: sum = x + skip, normed = rmsNorm(sum). */
@@ -128,7 +128,7 @@ export function layerNorm(g: GraphBuilder, x: string, norm: NormWeights, eps: nu
   const n = norm.weight.shape[0];
   const gamma = g.weight("ln_gamma", [n], norm.weight.data);
   const beta = g.weight("ln_beta", [n], norm.bias ? norm.bias.data : new Float32Array(n));
-  return g.op("LayerNormalization", [x, gamma, beta], { axis: -1, epsilon: float(eps) })[0];
+  return g.op1("LayerNormalization", [x, gamma, beta], { axis: -1, epsilon: float(eps) });
 }
 
 /** down(silu(gate(x)) * up(x)): LLaMA's MLP (gate and up as one matrix product when `fused`). */
@@ -144,7 +144,7 @@ export function swiglu(
   const [a, b] = fused
     ? fusedLinear(g, x, [gate, up], "gate_up", format)
     : [linear(g, x, gate, "gate", format), linear(g, x, up, "up", format)];
-  const [silu] = g.op("Mul", [a, g.op("Sigmoid", [a])[0]]);
+  const [silu] = g.op("Mul", [a, g.op1("Sigmoid", [a])]);
   const [prod] = g.op("Mul", [silu, b]);
   return linear(g, prod, down, "down", format);
 }
@@ -152,23 +152,23 @@ export function swiglu(
 /** CLIP's activation: x * sigmoid(1.702 x). */
 export function quickGelu(g: GraphBuilder, x: string): string {
   const k = g.weight("qgelu_k", [], new Float32Array([1.702]));
-  const [sig] = g.op("Sigmoid", [g.op("Mul", [x, k])[0]]);
-  return g.op("Mul", [x, sig])[0];
+  const [sig] = g.op("Sigmoid", [g.op1("Mul", [x, k])]);
+  return g.op1("Mul", [x, sig]);
 }
 
 /** Exact (erf) GELU. */
 export function gelu(g: GraphBuilder, x: string): string {
-  return g.op("Gelu", [x])[0];
+  return g.op1("Gelu", [x]);
 }
 
 /** HF LLaMA rotary (rotate_half, not interleaved) at explicit position ids: x [B, S, heads*hd]. */
 export function rotary(g: GraphBuilder, x: string, positions: string, cos: string, sin: string, heads: number): string {
-  return g.op(
+  return g.op1(
     "RotaryEmbedding",
     [x, positions, cos, sin],
     { interleaved: 0, num_heads: heads },
     { domain: "com.microsoft" },
-  )[0];
+  );
 }
 
 /** cos/sin caches [maxPos, hd/2] for rotary with base theta. */

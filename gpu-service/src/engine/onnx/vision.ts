@@ -29,15 +29,15 @@ function selfAttention(
 ): { out: string; probs: string } {
   const hd = width / heads;
   const split = g.ints("split_shape", [1, tokens, heads, hd]);
-  const toHeads = (t: string) => g.op("Transpose", [g.op("Reshape", [t, split])[0]], { perm: [0, 2, 1, 3] })[0];
+  const toHeads = (t: string) => g.op1("Transpose", [g.op1("Reshape", [t, split])], { perm: [0, 2, 1, 3] });
   const q = toHeads(linear(g, x, w.q, "vq"));
   const k = toHeads(linear(g, x, w.k, "vk"));
   const v = toHeads(linear(g, x, w.v, "vv"));
   const [kT] = g.op("Transpose", [k], { perm: [0, 1, 3, 2] });
   const scale = g.weight("attn_scale", [], new Float32Array([1 / Math.sqrt(hd)]));
-  const [scores] = g.op("Mul", [g.op("MatMul", [q, kT])[0], scale]);
+  const [scores] = g.op("Mul", [g.op1("MatMul", [q, kT]), scale]);
   const [probs] = g.op("Softmax", [scores], { axis: -1 });
-  const [ctx] = g.op("Transpose", [g.op("MatMul", [probs, v])[0]], { perm: [0, 2, 1, 3] });
+  const [ctx] = g.op("Transpose", [g.op1("MatMul", [probs, v])], { perm: [0, 2, 1, 3] });
   const [merged] = g.op("Reshape", [ctx, g.ints("merge_shape", [1, tokens, width])]);
   return { out: linear(g, merged, w.out, "vo"), probs };
 }
@@ -98,7 +98,7 @@ export function visionGraph(weights: LlavaWeights, options: VisionGraphOptions =
   if (config.visionFeatureSelectStrategy === "default") {
     [h] = g.op("Slice", [h, g.ints("start", [1]), g.ints("end", [tokens]), g.ints("axis", [1])]);
   }
-  if (options.visionFeatures) g.output(g.op("Identity", [h])[0], "vision_features", "float32", [1, n, width]);
+  if (options.visionFeatures) g.output(g.op1("Identity", [h]), "vision_features", "float32", [1, n, width]);
   const projected = linear(g, gelu(g, linear(g, h, projector.linear1, "proj1")), projector.linear2, "proj2");
   g.output(projected, "image_features", "float32", [1, n, config.text.hiddenSize]);
   return g.toBytes();
@@ -124,10 +124,10 @@ export function videoPoolGraph(weights: LlavaWeights): Uint8Array {
   const feats = g.input("vision_features", "float32", ["frames", side * side, width]);
   const cls = g.input("patch_cls_attention", "float32", ["frames", side * side]);
   const op = config.video.poolMode === "average" ? "AveragePool" : "MaxPool";
-  const pool = (x: string) => g.op(op, [x], { kernel_shape: [stride, stride], strides: [stride, stride] })[0];
+  const pool = (x: string) => g.op1(op, [x], { kernel_shape: [stride, stride], strides: [stride, stride] });
   // [F, P*P, W] -> [F, W, P, P] -> pooled [F, W, P', P'] -> [F, P'*P', W]
   const [grid] = g.op("Reshape", [
-    g.op("Transpose", [feats], { perm: [0, 2, 1] })[0],
+    g.op1("Transpose", [feats], { perm: [0, 2, 1] }),
     g.ints("grid", [0, width, side, side]),
   ]);
   const [flat] = g.op("Reshape", [pool(grid), g.ints("pooled", [0, width, out * out])]);
