@@ -10,8 +10,11 @@ Exports a trained run to the engine's checkpoint layout (Hugging Face
 --ttp-score-source names how TTP scores visual tokens when a request names no scorer (the twig config's
 ttp_score_source): by the attention of the last prompt token (last-token, the released code's, the engine's default
 when the key is absent) or of all text tokens (all-text, the paper's formula).
+--default-pruned-fraction (a number or a fraction such as 2/3) names the share of a request's own visual tokens
+pruned when it names no budget (the twig config's default_pruned_fraction; absent: the paper's headline, 88.9%).
 """
 import argparse
+import fractions
 import json
 import os
 import sys
@@ -66,7 +69,7 @@ def variant_configs(c, config, preprocessor, vocab, out):
     return config, preprocessor
 
 
-def export(model, out, ttp_score_source=None):
+def export(model, out, ttp_score_source=None, default_pruned_fraction=None):
     """Writes a model with its twig to directory `out` (the layout in this module's doc)."""
     c = model.c
     vocab = vocab_for(world_of(None if c.variant == "llava" else c.variant))
@@ -103,7 +106,17 @@ def export(model, out, ttp_score_source=None):
     twig_config = {"twig_K": c.twig_k, "twig_T": c.twig_t, "final_wipe_layer": c.final_wipe_layer}
     if ttp_score_source:
         twig_config["ttp_score_source"] = ttp_score_source
+    if default_pruned_fraction is not None:
+        twig_config["default_pruned_fraction"] = default_pruned_fraction
     json.dump(twig_config, open(os.path.join(out, "twig", "config.json"), "w"), indent=2)
+
+
+def pruned_fraction(text):
+    """A share strictly between 0 and 1, written as a number or as a fraction such as 2/3."""
+    f = float(fractions.Fraction(text))
+    if not 0 < f < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return f
 
 
 def main():
@@ -112,9 +125,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--ttp-score-source", choices=["last-token", "all-text"],
                     help="the twig's default TTP scorer (absent: the engine's default, last-token)")
+    ap.add_argument("--default-pruned-fraction", type=pruned_fraction,
+                    help="the share pruned when a request names no budget, e.g. 2/3 (absent: the engine's 8/9)")
     args = ap.parse_args()
     model, _ = load_run(args.run)
-    export(model, args.out, args.ttp_score_source)
+    export(model, args.out, args.ttp_score_source, args.default_pruned_fraction)
     print(f"exported {args.run} to {args.out}")
 
 

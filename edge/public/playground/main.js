@@ -73,7 +73,10 @@ async function loadBudgets() {
     // where N follows the picture (LLaVA-NeXT) or the clip, a budget is a share of each request's own
     // tokens (pruned_fraction, "f" and the share); else an R-bar
     const vary = info.visual_tokens_vary === true;
-    budgetSelect.options[0].text = `model default (R-bar ${info.twig.default_retain_budget}${vary ? " at most" : ""})`;
+    const own = info.twig.default_pruned_fraction;
+    budgetSelect.options[0].text = own
+      ? `model default (${(100 * own).toFixed(1)}% pruned)`
+      : `model default (R-bar ${info.twig.default_retain_budget}${vary ? " at most" : ""})`;
     for (const f of PRUNED) {
       const r = Math.round(n * (1 - f));
       const label = `${(100 * f).toFixed(1)}% pruned (${vary ? "of the picture's own tokens" : `R-bar ${r}`})`;

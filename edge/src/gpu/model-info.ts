@@ -35,7 +35,14 @@ export function twigModel(m: ModelInfo) {
     num_layers: m.numLayers,
     context_length: m.contextLength,
     twig: m.hasTwig
-      ? { k: m.twigK, t: m.twigT, final_wipe_layer: m.finalWipeLayer, default_retain_budget: m.defaultRetainBudget }
+      ? {
+          k: m.twigK,
+          t: m.twigT,
+          final_wipe_layer: m.finalWipeLayer,
+          default_retain_budget: m.defaultRetainBudget,
+          // the model's own share to prune by default, R-bar from each request's N (default_retain_budget is then the largest N's)
+          ...(m.defaultPrunedFraction > 0 ? { default_pruned_fraction: m.defaultPrunedFraction } : {}),
+        }
       : null,
     // N varies per request (LLaVA-NeXT's pictures, videos): visual_tokens is then the most a picture gives
     ...(m.visualTokensVary ? { visual_tokens_vary: true } : {}),

@@ -26,7 +26,10 @@ export interface EngineInfo {
     k: number;
     t: number;
     finalWipeLayer: number;
+    /** R-bar when a request names no budget, for a request of `visualTokens`. */
     defaultRetainBudget: number;
+    /** The share pruned when a request names no budget, where the model names one (R-bar from each request's N). */
+    defaultPrunedFraction?: number;
     /** The scorer TTP (and `fastv`) use when a request names none. */
     defaultScoreSource: ScoreSource;
   };

@@ -92,16 +92,7 @@ export class LocalEngine implements Engine {
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
       maxBatch: batch?.options.maxBatch ?? 1,
-      twig:
-        twig && decoder
-          ? {
-              k: twig.k,
-              t: twig.t,
-              finalWipeLayer: twig.finalWipeLayer,
-              defaultRetainBudget: decoder.defaultRetainBudget,
-              defaultScoreSource: decoder.defaultScoreSource,
-            }
-          : undefined,
+      twig: twig && decoder ? decoder.info : undefined,
     };
   }
 

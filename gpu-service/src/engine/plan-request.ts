@@ -171,7 +171,7 @@ export function planAcceleration(ask: AccelerationAsk, info: EngineInfo, visualT
       fromFraction === undefined ? "" : `pruned_fraction ${prunedFraction} gives R-bar ${asked} for this request: `;
     checkRetainBudget(asked, info, shape, prunes, origin);
   }
-  const retainBudget = prunes && shape ? (asked ?? defaultRetainBudget(shape)) : null;
+  const retainBudget = prunes && shape ? (asked ?? defaultRetainBudget(shape, twig.defaultPrunedFraction)) : null;
   return {
     mode,
     visualTokens: N,

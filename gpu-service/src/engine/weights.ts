@@ -136,6 +136,11 @@ export interface TwigWeights {
    * config's `ttp_score_source`, else "last-token" (the released code's).
    */
   scoreSource?: ScoreSource;
+  /**
+   * The share of a request's own visual tokens pruned when it names no budget (the twig config's
+   * `default_pruned_fraction`); absent: the paper's headline, R-bar = N/9 (decoding/budget.ts).
+   */
+  defaultPrunedFraction?: number;
   layers: DecoderLayerWeights[];
   norm: NormWeights;
   lmHead: Tensor;

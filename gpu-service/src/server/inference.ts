@@ -114,6 +114,7 @@ export function inferenceService(deps: InferenceDeps): InferenceImpl {
           twigT: m.twig?.t ?? 0,
           finalWipeLayer: m.twig?.finalWipeLayer ?? 0,
           defaultRetainBudget: engine?.info.twig?.defaultRetainBudget ?? 0,
+          defaultPrunedFraction: engine?.info.twig?.defaultPrunedFraction ?? 0,
           isDefault: m.name === deps.defaultModel,
           videoTokensPerFrame: engine?.info.video?.tokensPerFrame ?? 0,
           maxVideoFrames: engine?.info.video?.maxFrames ?? 0,

@@ -24,6 +24,18 @@ describe("TTP budget", () => {
     expect(keptTokensForBudget(defaultRetainBudget(tiny), tiny)).toBe(2);
   });
 
+  it("takes a model's own pruned share for the default where it is in range and keeps a token above K", () => {
+    expect(defaultRetainBudget(llava, 2 / 3)).toBe(192);
+    expect(defaultRetainBudget(llava, 7 / 9)).toBe(128);
+    // 144 tokens, 16 layers: 2/3 gives R-bar 48, in [18, 108]; 0.9 gives 14, below N*K/L = 18: the headline rule's 25
+    const demo = { visualTokens: 144, numLayers: 16, k: 2, finalWipeLayer: 12 };
+    expect(defaultRetainBudget(demo, 2 / 3)).toBe(48);
+    expect(defaultRetainBudget(demo, 0.9)).toBe(defaultRetainBudget(demo));
+    expect(defaultRetainBudget(demo, 0.9)).toBe(25);
+    // 0.1 gives 130, above N*K_f/L = 108
+    expect(defaultRetainBudget(demo, 0.1)).toBe(25);
+  });
+
   it("maps the pruned fractions 88.9/77.8/66.7% to R-bar 64/128/192 of 576", () => {
     expect([8 / 9, 7 / 9, 6 / 9].map((f) => budgetForPrunedFraction(f, 576))).toEqual([64, 128, 192]);
   });

@@ -71,6 +71,10 @@ for (const { name, variant } of VARIANTS) {
             topP: 1,
             stop: [],
           });
+          // no budget named: the model's own share of this clip's or picture's N where its twig names one
+          const own = JSON.parse(readFileSync(join(modelDir, "twig", "config.json"), "utf8")).default_pruned_fraction;
+          if (own !== undefined)
+            expect(params.plan.retainBudget).toBe(Math.round(params.plan.visualTokens * (1 - own)));
           let text = "";
           await engine.generate(params, (e) => {
             if (e.type === "delta") text += e.text;

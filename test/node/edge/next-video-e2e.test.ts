@@ -7,7 +7,7 @@
  * chunk lays the kept visual tokens out per tile or per frame; bad videos (not a video, too many bytes, too
  * long, no frames, a frame that is no picture) get a 400 in OpenAI's shape, which the client raises.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -17,6 +17,7 @@ import { GenerateRequestSchema, InferenceService, Mode } from "@twigserve/proto/
 import OpenAI from "openai";
 import type { ChatCompletionContentPart } from "openai/resources/chat/completions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { defaultRetainBudget, keptTokensForBudget } from "../../../gpu-service/src/engine/decoding/budget.js";
 import { writeTinyNextModel } from "../../../gpu-service/tools/make-tiny/tiny-next.js";
 import { makeClip, photoPng } from "../../support/clips.js";
 import { type EdgeDevProcess, startEdgeDev } from "../../support/edge-dev.js";
@@ -93,6 +94,12 @@ async function direct(
   return text;
 }
 
+/** The part of GET /v1/models/{id}'s `twigvlm` this test reads. */
+interface ModelTwigInfo {
+  num_layers: number;
+  twig: { k: number; final_wipe_layer: number; default_pruned_fraction?: number };
+}
+
 interface TwigStarted {
   visual_tokens: number;
   kept_visual_indices: number[];
@@ -144,6 +151,30 @@ describe("LLaVA-NeXT and NeXT-Video through the edge, with the openai client", (
     expect(r.text).toBe(await direct({ model: "video", video: { data: clip.clip } }, question));
     expect(r.started.video_frames).toEqual([0, 1, 2, 3, 4, 5]);
     expect(r.started.visual_grids.map((g) => [g.source, g.index])).toEqual([0, 1, 2, 3, 4, 5].map((f) => ["frame", f]));
+  });
+
+  it("lists the video model's own default share to prune, and a request that names no budget prunes its clip by it", async () => {
+    const twigConfig = JSON.parse(readFileSync(join(models, "video", "twig", "config.json"), "utf8"));
+    const own = twigConfig.default_pruned_fraction as number | undefined;
+    if (trained.video) expect(own).toBe(2 / 3); // the model card's choice: 88.9% loses the per-frame counts
+    const res = await fetch(`${edge.url}/v1/models/video`, {
+      headers: { authorization: `Bearer ${edge.secrets.DEV_API_KEY}` },
+    });
+    const info = ((await res.json()) as { twigvlm: ModelTwigInfo }).twigvlm;
+    expect(info.twig.default_pruned_fraction).toBe(own);
+    const r = await ask(
+      "video",
+      { type: "video_url", video_url: { url: dataUrl("video/mp4", clip.clip) } },
+      "what is it ?",
+    );
+    const N = r.started.visual_tokens;
+    const shape = {
+      visualTokens: N,
+      numLayers: info.num_layers,
+      k: info.twig.k,
+      finalWipeLayer: info.twig.final_wipe_layer,
+    };
+    expect(r.started.kept_visual_indices).toHaveLength(keptTokensForBudget(defaultRetainBudget(shape, own), shape));
   });
 
   it("answers about a video given as its frames, as the GPU service does", async () => {

@@ -105,6 +105,25 @@ describe("checkpoint loading", () => {
     }
   });
 
+  it("reads the twig's default pruned share from its config, and names a bad one", () => {
+    const base = loadLlava(join(root, "hf"));
+    const config = join(root, "hf", "twig", "config.json");
+    const written = JSON.parse(readFileSync(config, "utf8"));
+    try {
+      expect(loadTwig(join(root, "hf", "twig"), base).defaultPrunedFraction).toBeUndefined();
+      writeFileSync(config, JSON.stringify({ ...written, default_pruned_fraction: 2 / 3 }));
+      expect(loadTwig(join(root, "hf", "twig"), base).defaultPrunedFraction).toBe(2 / 3);
+      for (const bad of [0, 1, 1.5, "0.5"]) {
+        writeFileSync(config, JSON.stringify({ ...written, default_pruned_fraction: bad }));
+        expect(() => loadTwig(join(root, "hf", "twig"), base)).toThrow(
+          `default_pruned_fraction must be a number between 0 and 1 (both excluded), got ${JSON.stringify(bad)}`,
+        );
+      }
+    } finally {
+      writeFileSync(config, JSON.stringify(written));
+    }
+  });
+
   it("rejects a twig that does not fit the base model", () => {
     const base = loadLlava(join(root, "hf"));
     expect(() => growTwig(base, 6, 3)).toThrow(/exceeds the base model's 8 layers/);

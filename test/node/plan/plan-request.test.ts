@@ -195,6 +195,34 @@ describe("planRequest refuses, with the service's messages", () => {
       "model plain has no twig, so no pruned fraction applies",
     );
   });
+
+  it("prunes a model's own default share of each request's N when the request names no budget", () => {
+    const own: EngineInfo = {
+      ...next,
+      twig: { ...(next.twig as NonNullable<EngineInfo["twig"]>), defaultPrunedFraction: 2 / 3 },
+    };
+    const plan = (ask: AccelerationAsk, n: number, info = own) => {
+      checkAcceleration(ask, info);
+      return planAcceleration(ask, info, n);
+    };
+    // round(52 / 3) = 17 and round(36 / 3) = 12; without the model's share, N = 52 gets the headline rule's 15
+    // (N/9 = 6 is below N*K/L = 13, so the least R-bar keeping the paper's share above K)
+    expect(plan({ mode: "twig" }, 52).retainBudget).toBe(17);
+    expect(plan({ mode: "ttp-only" }, 36).retainBudget).toBe(12);
+    expect(plan({ mode: "twig" }, 52, next).retainBudget).toBe(defaultRetainBudget({ ...shape, visualTokens: 52 }));
+    expect(plan({ mode: "twig" }, 52, next).retainBudget).toBe(15);
+    // what a request names wins
+    expect(plan({ mode: "twig", retainBudget: 14 }, 52).retainBudget).toBe(14);
+    expect(plan({ mode: "twig", prunedFraction: 0.75 }, 52).retainBudget).toBe(13);
+    // a mode that keeps every token has no budget
+    expect(plan({ mode: "ssd-only" }, 52).retainBudget).toBeNull();
+    // a share that would blind the layers above K on some N falls back to the headline rule there
+    const deep: EngineInfo = {
+      ...next,
+      twig: { ...(next.twig as NonNullable<EngineInfo["twig"]>), defaultPrunedFraction: 0.9 },
+    };
+    expect(plan({ mode: "twig" }, 52, deep).retainBudget).toBe(defaultRetainBudget({ ...shape, visualTokens: 52 }));
+  });
 });
 
 describe("planRequest resolves", () => {

@@ -314,7 +314,8 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaWeights {
 
 /**
  * Loads a twig directory (model.layers.{0..T-1}.*, model.norm.weight, lm_head.weight; K, T, K_f from config.json
- * or the name; config.json's optional `ttp_score_source`, "last-token" or "all-text", is the twig's default scorer).
+ * or the name; config.json's optional `ttp_score_source`, "last-token" or "all-text", is the twig's default scorer,
+ * and its optional `default_pruned_fraction`, strictly between 0 and 1, the share pruned when a request names no budget).
  */
 export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
   const cfg = existsSync(join(dir, "config.json")) ? readJson(join(dir, "config.json")) : {};
@@ -333,6 +334,11 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
     throw new CheckpointError(
       `${dir}: ttp_score_source must be ${SCORE_SOURCES.map((s) => `"${s}"`).join(" or ")}, got ${JSON.stringify(scoreSource)}`,
     );
+  const pruned = cfg.default_pruned_fraction;
+  if (pruned !== undefined && !(typeof pruned === "number" && pruned > 0 && pruned < 1))
+    throw new CheckpointError(
+      `${dir}: default_pruned_fraction must be a number between 0 and 1 (both excluded), got ${JSON.stringify(pruned)}`,
+    );
   const src = new TensorSource(dir);
   try {
     const c = base.config.text;
@@ -341,6 +347,7 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
       t,
       finalWipeLayer: kf,
       scoreSource,
+      ...(pruned === undefined ? {} : { defaultPrunedFraction: pruned }),
       layers: Array.from({ length: t }, (_, i) => loadDecoderLayer(src, `model.layers.${i}.`, c)),
       norm: { weight: src.read("model.norm.weight", [c.hiddenSize]) },
       lmHead: src.read("lm_head.weight", [c.vocabSize, c.hiddenSize]),

@@ -51,12 +51,18 @@ export function budgetForPrunedFraction(fraction: number, visualTokens: number):
 }
 
 /**
- * The budget used when a request names none: the paper's headline, R-bar = N/9 ("88.9% pruned":
- * R = 41 of 576 on LLaVA-1.5). On a shallower model, where layers 1..K alone average more than
- * that (N*K/L > N/9, so R would be 0 and the layers above K blind), the smallest whole R-bar that
- * keeps the same share of visual tokens above K: R >= N * 41/576.
+ * The budget used when a request names none. A model may name its own share to prune (`prunedFraction`,
+ * its twig config's `default_pruned_fraction`): R-bar = round(N (1 - f)) of the request's N, where that
+ * lies in the shape's range and keeps a token above K. Otherwise the paper's headline, R-bar = N/9
+ * ("88.9% pruned": R = 41 of 576 on LLaVA-1.5). On a shallower model, where layers 1..K alone average
+ * more than that (N*K/L > N/9, so R would be 0 and the layers above K blind), the smallest whole R-bar
+ * that keeps the same share of visual tokens above K: R >= N * 41/576.
  */
-export function defaultRetainBudget(s: BudgetShape): number {
+export function defaultRetainBudget(s: BudgetShape, prunedFraction?: number): number {
+  if (prunedFraction !== undefined) {
+    const own = budgetForPrunedFraction(prunedFraction, s.visualTokens);
+    if (own >= minRetainBudget(s) && own <= maxRetainBudget(s) && keptTokensForBudget(own, s) > 0) return own;
+  }
   const headline = Math.round(s.visualTokens / 9);
   if (headline >= minRetainBudget(s) && keptTokensForBudget(headline, s) > 0) return headline;
   const r = Math.ceil((s.visualTokens * 41) / 576);

@@ -178,7 +178,7 @@ export class TwigDecoder {
 
   /** The budget used when a request with N visual tokens names none. */
   defaultRetainBudgetFor(visualTokens: number): number {
-    return defaultRetainBudget(this.budgetShape(visualTokens));
+    return defaultRetainBudget(this.budgetShape(visualTokens), this.twig.defaultPrunedFraction);
   }
 
   /** The scorer used when a request names none: the twig's own (its config's ttp_score_source), else the released code's. */
@@ -195,6 +195,9 @@ export class TwigDecoder {
       finalWipeLayer,
       defaultRetainBudget: this.defaultRetainBudget,
       defaultScoreSource: this.defaultScoreSource,
+      ...(this.twig.defaultPrunedFraction === undefined
+        ? {}
+        : { defaultPrunedFraction: this.twig.defaultPrunedFraction }),
     };
   }
 
