@@ -208,6 +208,10 @@ describe("the playground", () => {
         `${kept} of ${twig.started.visual_tokens} visual tokens kept`,
       );
       await page.screenshot({ path: join(OUT, "next-tiles.png"), fullPage: true });
+      // a model that names its own default share (demo-video's twig config: 2/3) says so for its default
+      await page.selectOption("#model", "demo-video");
+      await page.waitForSelector('body[data-budgets="demo-video"]');
+      expect(await page.locator("#budget option").first().textContent()).toBe("model default (66.7% pruned)");
       await page.close();
     },
     TIMEOUT,
