@@ -60,19 +60,12 @@ export async function demoRequest(d: DemoDecoder, ask: DemoAsk): Promise<TwigGen
   const { runtime, decoder, codec } = d;
   const visual = await prepareVisual({ image: demoPicture(ask.picture) }, runtime.weights.config);
   const cfg = runtime.textConfig;
-  const twig = decoder.twig;
   const info: EngineInfo = {
     name: "demo",
     visualTokens: runtime.numVisualTokens,
     numLayers: cfg.numLayers,
     contextLength: cfg.maxPositionEmbeddings,
-    twig: {
-      k: twig.k,
-      t: twig.t,
-      finalWipeLayer: twig.finalWipeLayer,
-      defaultRetainBudget: decoder.defaultRetainBudget,
-      defaultScoreSource: decoder.defaultScoreSource,
-    },
+    twig: decoder.info,
   };
   return {
     inputIds: codec.encode(codec.formatChat([{ role: "user", content: ask.question }], visual.placeholder)),

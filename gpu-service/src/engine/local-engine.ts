@@ -92,7 +92,7 @@ export class LocalEngine implements Engine {
       numLayers: cfg.numLayers,
       contextLength: cfg.maxPositionEmbeddings,
       maxBatch: batch?.options.maxBatch ?? 1,
-      twig: twig && decoder ? decoder.info : undefined,
+      twig: decoder?.info,
     };
   }
 

@@ -12,6 +12,7 @@
 import {
   budgetForPrunedFraction,
   defaultRetainBudget,
+  isPrunedFraction,
   keptTokensForBudget,
   maxRetainBudget,
   minRetainBudget,
@@ -110,7 +111,7 @@ export function checkAcceleration(ask: AccelerationAsk, info: EngineInfo): void 
   if (f !== undefined) {
     if (ask.retainBudget !== undefined) throw invalid("give retain_budget or pruned_fraction, not both");
     if (!info.twig) throw invalid(`model ${info.name} has no twig, so no pruned fraction applies`);
-    if (!(f > 0 && f < 1)) throw invalid(`pruned_fraction must be between 0 and 1 (both excluded), got ${f}`);
+    if (!isPrunedFraction(f)) throw invalid(`pruned_fraction must be between 0 and 1 (both excluded), got ${f}`);
   }
   const { draftLength, draftThreshold } = ask;
   if (draftLength !== undefined && draftLength > MAX_DRAFT_LENGTH)

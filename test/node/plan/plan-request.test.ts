@@ -197,10 +197,11 @@ describe("planRequest refuses, with the service's messages", () => {
   });
 
   it("prunes a model's own default share of each request's N when the request names no budget", () => {
-    const own: EngineInfo = {
+    const withShare = (f: number): EngineInfo => ({
       ...next,
-      twig: { ...(next.twig as NonNullable<EngineInfo["twig"]>), defaultPrunedFraction: 2 / 3 },
-    };
+      twig: { ...(next.twig as NonNullable<EngineInfo["twig"]>), defaultPrunedFraction: f },
+    });
+    const own = withShare(2 / 3);
     const plan = (ask: AccelerationAsk, n: number, info = own) => {
       checkAcceleration(ask, info);
       return planAcceleration(ask, info, n);
@@ -217,11 +218,9 @@ describe("planRequest refuses, with the service's messages", () => {
     // a mode that keeps every token has no budget
     expect(plan({ mode: "ssd-only" }, 52).retainBudget).toBeNull();
     // a share that would blind the layers above K on some N falls back to the headline rule there
-    const deep: EngineInfo = {
-      ...next,
-      twig: { ...(next.twig as NonNullable<EngineInfo["twig"]>), defaultPrunedFraction: 0.9 },
-    };
-    expect(plan({ mode: "twig" }, 52, deep).retainBudget).toBe(defaultRetainBudget({ ...shape, visualTokens: 52 }));
+    expect(plan({ mode: "twig" }, 52, withShare(0.9)).retainBudget).toBe(
+      defaultRetainBudget({ ...shape, visualTokens: 52 }),
+    );
   });
 });
 

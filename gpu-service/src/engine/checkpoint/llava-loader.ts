@@ -10,6 +10,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { isPrunedFraction } from "../decoding/budget.js";
 import { isScoreSource, SCORE_SOURCES } from "../decoding/ttp.js";
 import type {
   DecoderLayerWeights,
@@ -335,7 +336,7 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
       `${dir}: ttp_score_source must be ${SCORE_SOURCES.map((s) => `"${s}"`).join(" or ")}, got ${JSON.stringify(scoreSource)}`,
     );
   const pruned = cfg.default_pruned_fraction;
-  if (pruned !== undefined && !(typeof pruned === "number" && pruned > 0 && pruned < 1))
+  if (pruned !== undefined && !isPrunedFraction(pruned))
     throw new CheckpointError(
       `${dir}: default_pruned_fraction must be a number between 0 and 1 (both excluded), got ${JSON.stringify(pruned)}`,
     );
@@ -347,7 +348,7 @@ export function loadTwig(dir: string, base: LlavaWeights): TwigWeights {
       t,
       finalWipeLayer: kf,
       scoreSource,
-      ...(pruned === undefined ? {} : { defaultPrunedFraction: pruned }),
+      defaultPrunedFraction: pruned,
       layers: Array.from({ length: t }, (_, i) => loadDecoderLayer(src, `model.layers.${i}.`, c)),
       norm: { weight: src.read("model.norm.weight", [c.hiddenSize]) },
       lmHead: src.read("lm_head.weight", [c.vocabSize, c.hiddenSize]),

@@ -45,6 +45,11 @@ export function keptTokensForBudget(retainBudget: number, s: BudgetShape): numbe
   return Math.min(s.visualTokens, Math.max(0, r));
 }
 
+/** A share of visual tokens to prune: a number strictly between 0 and 1. */
+export function isPrunedFraction(f: unknown): f is number {
+  return typeof f === "number" && f > 0 && f < 1;
+}
+
 /** The R-bar that prunes the given fraction of visual tokens (e.g. 8/9 for "88.9% pruned"). */
 export function budgetForPrunedFraction(fraction: number, visualTokens: number): number {
   return Math.round(visualTokens * (1 - fraction));

@@ -195,9 +195,7 @@ export class TwigDecoder {
       finalWipeLayer,
       defaultRetainBudget: this.defaultRetainBudget,
       defaultScoreSource: this.defaultScoreSource,
-      ...(this.twig.defaultPrunedFraction === undefined
-        ? {}
-        : { defaultPrunedFraction: this.twig.defaultPrunedFraction }),
+      defaultPrunedFraction: this.twig.defaultPrunedFraction,
     };
   }
 
