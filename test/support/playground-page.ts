@@ -48,6 +48,7 @@ export interface Run {
       cols: number;
       row_stride?: number;
       source?: string;
+      index?: number;
       left: number;
       top: number;
       width: number;

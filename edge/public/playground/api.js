@@ -119,13 +119,17 @@ function handle(chunk, on) {
  */
 export function describeError(err) {
   if (!(err instanceof ApiError)) return `Something went wrong: ${String(err)}`;
-  const what = {
-    401: "The API key was refused",
-    403: "This key may not use that model",
-    413: "The picture is too large",
-    415: "That file is not a picture the service reads",
-    429: "Rate limit reached",
-  }[err.status];
+  // a bad video is a 400 whose code says which
+  const video = { invalid_video: "That video cannot be read", video_too_large: "The video is too large" };
+  const what =
+    video[/** @type {keyof typeof video} */ (err.code ?? "")] ??
+    {
+      401: "The API key was refused",
+      403: "This key may not use that model",
+      413: "The picture is too large",
+      415: "That file is not a picture the service reads",
+      429: "Rate limit reached",
+    }[err.status];
   const head = what ?? (err.status ? `Error ${err.status}` : "Error");
   const wait = err.status === 429 && err.retryAfter ? ` Try again in ${err.retryAfter} s.` : "";
   const text = /[.!?]$/.test(err.message) ? err.message : `${err.message}.`;

@@ -1,11 +1,13 @@
 // @ts-check
 /**
  * The playground page: a key (prefilled with the dev key only by a local
- * edge), a picture (a sample scene, or one's own dropped, pasted or chosen),
- * a question, a mode and a budget; Run streams the chosen mode's answer and
- * then the base model's on the same request, side by side.
+ * edge), a picture or a clip (a sample, or one's own dropped, pasted or
+ * chosen: a picture, several pictures as a clip's frames, or a video file), a
+ * question, a mode and a budget; Run streams the chosen mode's answer and then
+ * the base model's on the same request, side by side.
  */
 import { describeError, getJson, streamChat } from "./api.js";
+import { readFrames, sizeOf, toDataUrl } from "./media.js";
 import { Pane } from "./pane.js";
 
 /** @param {string} id */
@@ -22,8 +24,17 @@ const panes = [new Pane($("pane-a"), template), new Pane($("pane-b"), template)]
 /** The pruned shares offered as budgets: the paper's three (R-bar = N/3, 2N/9, N/9). */
 const PRUNED = [6 / 9, 7 / 9, 8 / 9];
 
-/** @type {{src: string, width: number, height: number, name: string} | undefined} */
-let picture;
+/** @typedef {import("./media.js").Media} Media */
+
+/** What the next request asks about. @type {Media | undefined} */
+let media;
+
+/** The samples (samples/samples.json): pictures, and clips given as their frames. */
+/** @type {{id: string, image: string, frames?: string[], truth: string, questions: string[]}[]} */
+let samples = [];
+
+/** The kind of sample the chosen model reads best (a video model: clips). @type {"picture" | "clip"} */
+let sampleKind = "picture";
 
 /** @param {string} text */
 function say(text) {
@@ -66,6 +77,8 @@ async function loadBudgets() {
   delete document.body.dataset.budgets;
   if (!model) return;
   const info = (await getJson(`/v1/models/${encodeURIComponent(model)}`, keyInput.value.trim())).twigvlm;
+  sampleKind = info?.video ? "clip" : "picture";
+  showSamples();
   if (info?.twig) {
     const n = info.visual_tokens;
     const lo = (n * info.twig.k) / info.num_layers;
@@ -88,35 +101,53 @@ async function loadBudgets() {
 }
 
 /**
- * Makes `blob` the picture of the next request.
- * @param {Blob} blob
- * @param {string} name
+ * Makes `chosen` what the next request asks about.
+ * @param {Media} chosen
  */
-async function usePicture(blob, name) {
-  const src = await new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(/** @type {string} */ (reader.result));
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(blob);
-  });
-  // a file the browser cannot show still goes to the edge, which says what is wrong with it
-  const size = await new Promise((resolve) => {
-    const img = new Image();
-    img.onload = () => resolve({ width: img.naturalWidth, height: img.naturalHeight });
-    img.onerror = () => resolve({ width: 1, height: 1 });
-    img.src = src;
-  });
-  const chosen = { src, name, ...size };
-  picture = chosen;
-  document.body.dataset.picture = name;
+function use(chosen) {
+  media = chosen;
+  document.body.dataset.picture = chosen.name;
   for (const b of document.querySelectorAll(".sample"))
-    b.setAttribute("aria-pressed", String(/** @type {HTMLElement} */ (b).dataset.sample === name));
+    b.setAttribute("aria-pressed", String(/** @type {HTMLElement} */ (b).dataset.sample === chosen.name));
   for (const p of panes) p.reset(p.mode ?? "", chosen);
   say("");
 }
 
+/**
+ * A picture (sent as it is), several pictures (a clip's frames, in the order of their names), or a video file
+ * (sent as it is; the service samples its frames).
+ * @param {File[]} files
+ * @param {string} [name] the name shown for a pasted file
+ */
+async function useFiles(files, name) {
+  if (files.length === 0) return;
+  if (files.length > 1) {
+    const ordered = [...files].sort((x, y) => x.name.localeCompare(y.name, undefined, { numeric: true }));
+    const frames = await Promise.all(ordered.map(toDataUrl));
+    return use({
+      kind: "frames",
+      name: `${ordered.length} frames`,
+      frames,
+      src: frames[0],
+      ...(await sizeOf(frames[0])),
+    });
+  }
+  const [file] = files;
+  const url = await toDataUrl(file);
+  const label = name ?? file.name;
+  if (file.type.startsWith("video/")) {
+    const first = (await readFrames(url, 1).catch(() => []))[0] ?? "";
+    return use({ kind: "video", name: label, url, src: first, ...(await sizeOf(first)) });
+  }
+  // a file the browser cannot show still goes to the edge, which says what is wrong with it
+  use({ kind: "picture", name: label, src: url, ...(await sizeOf(url)) });
+}
+
+/** @param {string} path */
+const fetchDataUrl = async (path) => toDataUrl(await (await fetch(`samples/${path}`)).blob());
+
 async function loadSamples() {
-  const samples = await (await fetch("samples/samples.json")).json();
+  samples = await (await fetch("samples/samples.json")).json();
   const box = $("samples");
   const list = $("questions");
   for (const s of samples) {
@@ -124,18 +155,39 @@ async function loadSamples() {
     button.type = "button";
     button.className = "sample";
     button.dataset.sample = s.id;
-    button.title = `${s.id}: ${s.truth}`;
+    button.dataset.kind = s.frames ? "clip" : "picture";
+    button.title = `${s.id}${s.frames ? ` (a clip of ${s.frames.length} frames)` : ""}: ${s.truth}`;
     const img = document.createElement("img");
     img.src = `samples/${s.image}`;
     img.alt = s.truth;
     button.append(img);
     button.addEventListener("click", async () => {
-      await usePicture(await (await fetch(`samples/${s.image}`)).blob(), s.id);
+      if (s.frames) {
+        const frames = await Promise.all(s.frames.map(fetchDataUrl));
+        use({ kind: "frames", name: s.id, frames, src: frames[0], ...(await sizeOf(frames[0])) });
+      } else {
+        const src = await fetchDataUrl(s.image);
+        use({ kind: "picture", name: s.id, src, ...(await sizeOf(src)) });
+      }
       list.replaceChildren(...s.questions.map((/** @type {string} */ q) => new Option(q)));
     });
     box.append(button);
   }
-  if (samples[0]) /** @type {HTMLButtonElement} */ (box.firstElementChild).click();
+  showSamples();
+}
+
+/**
+ * Shows the samples the chosen model reads best (`sampleKind`); when the chosen sample is of the other kind, the
+ * first shown is chosen instead. One's own files stay chosen.
+ */
+function showSamples() {
+  const kind = sampleKind;
+  /** @type {HTMLButtonElement[]} */
+  const buttons = [...document.querySelectorAll(".sample")].map((b) => /** @type {HTMLButtonElement} */ (b));
+  for (const b of buttons) b.hidden = b.dataset.kind !== kind;
+  const chosenSample = buttons.find((b) => b.dataset.sample === media?.name);
+  if (media && !chosenSample) return;
+  if (!chosenSample || chosenSample.hidden) buttons.find((b) => !b.hidden)?.click();
 }
 
 /**
@@ -145,15 +197,20 @@ async function loadSamples() {
  */
 async function runPane(pane, body) {
   pane.sent();
+  /** @type {Promise<void>} what the pane draws of the kept tokens (a video file's frames are read first) */
+  let drawn = Promise.resolve();
   try {
     await streamChat(keyInput.value.trim(), body, {
-      onStarted: (s) => pane.started(s),
+      onStarted: (s) => {
+        drawn = pane.started(s);
+      },
       onPiece: (p) => {
         pane.piece(p);
         showRatio();
       },
       onFinished: (s) => pane.finished(s),
     });
+    await drawn;
     return true;
   } catch (err) {
     pane.failed();
@@ -170,8 +227,18 @@ function showRatio() {
   else out.textContent = "";
 }
 
+/**
+ * The request's picture or video, as a content part.
+ * @param {Media} m
+ */
+function mediaPart(m) {
+  if (m.kind === "frames") return { type: "video", video: m.frames };
+  if (m.kind === "video") return { type: "video_url", video_url: { url: m.url } };
+  return { type: "image_url", image_url: { url: m.src } };
+}
+
 async function run() {
-  if (!picture) return say("Choose a picture first.");
+  if (!media) return say("Choose a picture or a clip first.");
   if (!keyInput.value.trim()) return say("Type an API key first.");
   say("");
   runButton.disabled = true;
@@ -185,15 +252,12 @@ async function run() {
     messages: [
       {
         role: "user",
-        content: [
-          { type: "image_url", image_url: { url: picture.src } },
-          { type: "text", text: $("question").value },
-        ],
+        content: [mediaPart(media), { type: "text", text: $("question").value }],
       },
     ],
   };
-  panes[0].reset(mode, picture);
-  panes[1].reset("base", picture);
+  panes[0].reset(mode, media);
+  panes[1].reset("base", media);
   showRatio();
   try {
     // a budget is an R-bar, or ("f" and a share) the share of the request's own visual tokens to prune
@@ -228,19 +292,20 @@ async function main() {
     run();
   });
   $("file").addEventListener("change", (/** @type {Event} */ e) => {
-    const file = /** @type {HTMLInputElement} */ (e.target).files?.[0];
-    if (file) usePicture(file, file.name);
+    const input = /** @type {HTMLInputElement} */ (e.target);
+    useFiles([...(input.files ?? [])]).catch((err) => say(describeError(err)));
   });
   const drop = $("drop");
   drop.addEventListener("dragover", (/** @type {DragEvent} */ e) => e.preventDefault());
   drop.addEventListener("drop", (/** @type {DragEvent} */ e) => {
     e.preventDefault();
-    const file = e.dataTransfer?.files[0];
-    if (file) usePicture(file, file.name);
+    useFiles([...(e.dataTransfer?.files ?? [])]).catch((err) => say(describeError(err)));
   });
   document.addEventListener("paste", (e) => {
-    const file = [...(e.clipboardData?.files ?? [])][0];
-    if (file) usePicture(file, file.name || "pasted picture");
+    const files = [...(e.clipboardData?.files ?? [])];
+    useFiles(files, files.length === 1 && !files[0].name ? "pasted file" : undefined).catch((err) =>
+      say(describeError(err)),
+    );
   });
   await Promise.all([loadSamples(), loadModels()]);
   document.body.dataset.ready = "true";

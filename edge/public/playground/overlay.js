@@ -5,7 +5,8 @@
  * (fractions of the picture, possibly past its edges: a picture padded to a
  * square shows the padding), and each cell is marked kept or pruned from
  * `kept_visual_indices`. The frame is the smallest box holding the picture
- * and every grid, so tiles or frames of other models fit the same way.
+ * and every grid, so tiles of other models fit the same way; a clip's frames
+ * are views of their own, each over its own picture.
  */
 
 /** @typedef {import("./api.js").Started} Started */
@@ -17,20 +18,23 @@
  * @param {{width: number, height: number}} size the picture's pixels
  */
 export function showPicture(frame, src, size) {
-  frame.classList.remove("split");
+  frame.classList.remove("split", "frames");
   place(frame, src, size, { left: 0, top: 0, right: 1, bottom: 1 });
 }
 
 /**
  * Shows the picture with its visual token grids; returns the number of kept cells drawn. Grids that lie
  * over the same picture at once go to views of their own side by side: a LLaVA-NeXT model's base view
- * (the whole picture at the tower's size) and its tiles (the picture at the grid resolution).
+ * (the whole picture at the tower's size) and its tiles (the picture at the grid resolution); a clip's
+ * frames each over its own picture (`frames[index]`; the first frame's when missing).
  * @param {HTMLElement} frame
- * @param {string} src
- * @param {{width: number, height: number}} size
+ * @param {{src: string, width: number, height: number}} picture the picture, or the clip's first frame
+ * @param {string[]} frames
  * @param {Started} started
  */
-export function showKept(frame, src, size, started) {
+export function showKept(frame, picture, frames, started) {
+  const { src } = picture;
+  const size = picture;
   const kept = new Set(started.kept_visual_indices);
   /** @type {Map<string, import("./api.js").VisualGrid[]>} */
   const views = new Map();
@@ -40,6 +44,10 @@ export function showKept(frame, src, size, started) {
     views.set(key, [...(views.get(key) ?? []), g]);
   }
   frame.classList.toggle("split", views.size > 1);
+  frame.classList.toggle(
+    "frames",
+    started.visual_grids.some((g) => g.source === "frame"),
+  );
   if (views.size <= 1) return drawGrids(frame, src, size, started.visual_grids, kept);
   frame.replaceChildren();
   frame.style.aspectRatio = "";
@@ -50,7 +58,8 @@ export function showKept(frame, src, size, started) {
     view.title = label;
     view.dataset.view = label;
     frame.append(view);
-    drawn += drawGrids(view, src, size, grids, kept);
+    const own = grids[0].source === "frame" ? frames[grids[0].index ?? 0] : undefined;
+    drawn += drawGrids(view, own || src, size, grids, kept);
   }
   return drawn;
 }

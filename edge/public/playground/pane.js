@@ -2,12 +2,15 @@
 /**
  * One side of the comparison: a mode's answer to the request as it streams
  * (tokens from accepted drafts marked apart from the model's own), its live
- * tokens per second, what it kept of the picture, and the final statistics.
+ * tokens per second, what it kept of the picture or of each frame, and the
+ * final statistics.
  */
+import { readFrames } from "./media.js";
 import { showKept, showPicture } from "./overlay.js";
 
 /** @typedef {import("./api.js").Started} Started */
 /** @typedef {import("./api.js").Piece} Piece */
+/** @typedef {import("./media.js").Media} Media */
 
 export class Pane {
   /**
@@ -33,16 +36,16 @@ export class Pane {
   }
 
   /**
-   * Empties the pane for a new request of `mode` about the picture.
+   * Empties the pane for a new request of `mode` about the picture or clip.
    * @param {string} mode
-   * @param {{src: string, width: number, height: number}} picture
+   * @param {Media} media
    */
-  reset(mode, picture) {
+  reset(mode, media) {
     this.mode = mode;
-    this.picture = picture;
+    this.media = media;
     this.modeEl.textContent = mode;
     this.setState("waiting");
-    showPicture(this.frame, picture.src, picture);
+    showPicture(this.frame, media.src, media);
     this.keptEl.textContent = "";
     this.answer.replaceChildren();
     this.rateEl.textContent = "";
@@ -61,17 +64,31 @@ export class Pane {
     this.sentAt = performance.now();
   }
 
-  /** @param {Started} started */
-  started(started) {
+  /**
+   * Draws what the stream's first event says was kept, over the picture or over each frame the model read.
+   * @param {Started} started
+   */
+  async started(started) {
     this.setState("streaming");
-    if (!this.picture) return;
-    const drawn = showKept(this.frame, this.picture.src, this.picture, started);
+    const media = this.media;
+    if (!media) return;
+    const frameCount = started.visual_grids.filter((g) => g.source === "frame").length;
+    /** @type {string[]} each frame's picture: the frames sent, or a video's as this browser decodes it */
+    let frames = media.kind === "frames" ? media.frames : [];
+    if (media.kind === "video" && frameCount > 0) frames = await readFrames(media.url, frameCount).catch(() => []);
+    if (this.media !== media) return;
+    const drawn = showKept(this.frame, media, frames, started);
     const kept = started.kept_visual_indices.length;
     this.root.dataset.kept = String(kept);
     const n = started.visual_tokens;
     // a LLaVA-NeXT model's image_newline tokens (one a row of its tiles) lie in no grid: counted, not drawn
     const undrawn = kept - drawn;
-    const views = this.frame.classList.contains("split") ? "; left the base view, right the tiles" : "";
+    const views =
+      frameCount > 0
+        ? `; the ${frameCount} frames the model read, in order`
+        : this.frame.classList.contains("split")
+          ? "; left the base view, right the tiles"
+          : "";
     this.keptEl.textContent =
       `${kept} of ${n} visual tokens kept (${pct(1 - kept / n)} pruned)` +
       (undrawn > 0 ? `, ${undrawn} of them at row ends (not drawn)` : "") +

@@ -7,7 +7,7 @@
  * test-output/playground/ (not committed).
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -212,6 +212,125 @@ describe("the playground", () => {
       await page.selectOption("#model", "demo-video");
       await page.waitForSelector('body[data-budgets="demo-video"]');
       expect(await page.locator("#budget option").first().textContent()).toBe("model default (66.7% pruned)");
+      await page.close();
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "answers about a clip (demo-video): a sample sent as its frames, a WebM of one's own sent as a video, each frame's kept cells drawn over it",
+    async () => {
+      const page = await openPlayground(browser.context, stack.edge.url);
+      const chats = recordChats(page);
+      const samples = JSON.parse(
+        readFileSync(join(repoRoot, "edge", "public", "playground", "samples", "samples.json"), "utf8"),
+      ) as { id: string; frames?: string[] }[];
+      const clips = samples.filter((s) => s.frames);
+      const shown = () => page.$$eval(".sample:not([hidden])", (bs) => bs.map((b) => b.getAttribute("data-sample")));
+      expect(await shown()).toEqual(samples.filter((s) => !s.frames).map((s) => s.id));
+      // the video model: its clips are offered instead of the pictures, and the first is chosen
+      await page.selectOption("#model", "demo-video");
+      await page.waitForSelector(`body[data-picture="${clips[0].id}"]`);
+      expect(await shown()).toEqual(clips.map((s) => s.id));
+
+      /** Each frame view's label and picture, in order. */
+      const views = () =>
+        page.$$eval("#pane-a .view", (vs) =>
+          vs.map((v) => ({
+            view: v.getAttribute("data-view"),
+            src: v.querySelector("img")?.getAttribute("src") ?? "",
+          })),
+        );
+      /** Every kept cell drawn is a kept token of the stream, and every kept token of a frame grid is drawn. */
+      const checkKept = async (run: ReturnType<typeof parseStream>) => {
+        const a = await overlay(page, "a");
+        const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
+        expect(sorted(a.kept)).toEqual(sorted(run.started.kept_visual_indices));
+        const perFrame = run.started.visual_grids[0].rows * run.started.visual_grids[0].cols;
+        expect(a.cells).toBe(perFrame * run.started.visual_grids.length);
+        expect(await page.textContent("#pane-a p.kept")).toContain(
+          `the ${run.started.visual_grids.length} frames the model read, in order`,
+        );
+      };
+
+      // a sample clip goes as the API's video part, its frames in order, and each frame view shows its frame
+      const clip = clips[2];
+      await runRequest(page, { sample: clip.id, question: "how many objects are there in the first frame ?" });
+      await chats.settled();
+      expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
+      const frameUrls = (clip.frames ?? []).map(
+        (f) =>
+          `data:image/png;base64,${readFileSync(join(repoRoot, "edge", "public", "playground", "samples", f)).toString("base64")}`,
+      );
+      const sent = chats.seen[0].request as { messages: { content: unknown[] }[] };
+      expect(sent.messages[0].content[0]).toEqual({ type: "video", video: frameUrls });
+      const fromFrames = parseStream(chats.seen[0].body);
+      expect(fromFrames.started.visual_grids.map((g) => [g.source, g.index])).toEqual(
+        frameUrls.map((_, i) => ["frame", i]),
+      );
+      expect(await views()).toEqual(frameUrls.map((src, i) => ({ view: `frame ${i}`, src })));
+      await checkKept(fromFrames);
+      expect((await page.textContent("#pane-a .answer"))?.trim()).not.toBe("");
+      await page.screenshot({ path: join(OUT, "clip-frames.png"), fullPage: true });
+
+      // a WebM of one's own goes as it is; the page shows the frames the service sampled (n of the clip's T at
+      // indices floor(i T / n)), as the browser decodes them at those frames' times. Test clip 1: seven frames,
+      // the last three each unlike the one before, so a frame shown one early or late there is told apart
+      const webm = join(repoRoot, "training", "data", "video-test", "0001.webm");
+      const pngs = readdirSync(join(repoRoot, "training", "data", "video-test", "0001"))
+        .sort()
+        .map((f) => join(repoRoot, "training", "data", "video-test", "0001", f));
+      const before = chats.seen.length;
+      await runRequest(page, { file: webm, question: "describe the video ." });
+      await chats.settled();
+      expect(await page.isHidden("#message"), (await page.textContent("#message")) ?? "").toBe(true);
+      const own = chats.seen[before];
+      expect(own.request.messages).toEqual([
+        {
+          role: "user",
+          content: [
+            {
+              type: "video_url",
+              video_url: { url: `data:video/webm;base64,${readFileSync(webm).toString("base64")}` },
+            },
+            { type: "text", text: "describe the video ." },
+          ],
+        },
+      ]);
+      const fromVideo = parseStream(own.body);
+      const n = fromVideo.started.visual_grids.length;
+      expect(n).toBeGreaterThan(1);
+      await checkKept(fromVideo);
+      const shownFrames = await views();
+      expect(shownFrames.map((v) => v.view)).toEqual(Array.from({ length: n }, (_, i) => `frame ${i}`));
+      const pixels = async (input: string | Buffer) =>
+        new Uint8Array(await sharp(input).removeAlpha().resize(96, 96).raw().toBuffer());
+      const distance = (x: Uint8Array, y: Uint8Array) =>
+        x.reduce((sum, v, i) => sum + Math.abs(v - y[i]), 0) / x.length;
+      const truth = await Promise.all(pngs.map((f) => pixels(f)));
+      for (const [i, v] of shownFrames.entries()) {
+        expect(v.src.startsWith("data:image/png;base64,")).toBe(true);
+        const seen = await pixels(Buffer.from(v.src.slice("data:image/png;base64,".length), "base64"));
+        const d = truth.map((t) => distance(seen, t));
+        const want = Math.floor((i * pngs.length) / n);
+        const why = `frame ${i} (the clip's ${want}): mean absolute differences ${d.map((x) => x.toFixed(2))}`;
+        // nearer the frame due than any frame unlike it (the clip's frames repeat between changes; the browser's
+        // decoding of the lossy VP9 is about 1.5 levels off the frames it was made from)
+        const unlike = [...truth.keys()].filter((j) => distance(truth[j], truth[want]) > 0.5);
+        expect(unlike.length, why).toBeGreaterThan(0);
+        for (const j of unlike) expect(d[want], why).toBeLessThan(d[j]);
+      }
+      await page.screenshot({ path: join(OUT, "clip-video.png"), fullPage: true });
+
+      // a file named as a video that is none: the edge's 400, shown as a message
+      const notVideo = join(OUT, "notes.webm");
+      writeFileSync(notVideo, "these are notes, not a video\n");
+      await runRequest(page, { file: notVideo });
+      await page.waitForSelector("#message:not([hidden])");
+      expect(await page.textContent("#message")).toMatch(
+        /^That video cannot be read \(400 invalid_video\): the video is not an MP4 or WebM file\.$/,
+      );
+      expect(await page.getAttribute("#pane-a", "data-state")).toBe("failed");
       await page.close();
     },
     TIMEOUT,
