@@ -172,3 +172,21 @@ PRESETS["fast-fresh"] = dict(PRESETS["fast-select"], base_steps=300, base_lr=3e-
 for _name in ("fast", "fast-select", "fast-fresh"):
     PRESETS[_name].pop("then", None)
 PRESETS["fast"]["then"] = ("fast-select", "fast-fresh")
+# Tries at a first phase that learns colour and places (run from the fast run's vision and align checkpoints; the
+# model card's first phase learnt colour at step 400, the fast run's never did, and fast-select learnt it at 5e-4):
+# fast2: the first phase with the select phase's attention supervision of base layer 5 from its first step: at steps
+# 100-500 colour 52 / 65 / 58 / 61 / 67 of 111 and "where is" 15 / 20 / 26 / 27 / 27 of 63 held-out, as the fast
+# run's (55 / 61 / 61 / 64 / 63 and 14 / 18 / 31 / 24 / 26); stopped there
+PRESETS["fast2"] = dict(PRESETS["demo"], attention_supervision=PRESETS["select"]["attention_supervision"],
+                        then=("fast-select", "fast-fresh"))
+# fast-lr: the first phase at half the peak learning rate, then as fast: colour 59 / 60 / 64 / 61 / 67 / 64 and "where
+# is" 9 / 13 / 23 / 28 / 26 / 33 at steps 100-600 (one thread, beside fast-all); stopped there
+PRESETS["fast-lr"] = dict(PRESETS["demo"], base_lr=1e-3, then=("fast-select", "fast-fresh"))
+# fast-all: everything the later phases teach from the first step (contrast and place questions, a quarter of the
+# descriptions unordered, descriptions weighted 6, the select phase's supervision), at half the peak, with the
+# curriculum; then 600 steps at a lower peak on fresh scenes. Colour 59 / 59 / 63 / 84 of 111 and shape 51 / 60 / 63 /
+# 78 of 106 at steps 100-400 (the fast run's first phase: 55 / 61 / 61 / 64 and 55 / 59 / 61 / 57), "where is" 15 /
+# 16 / 18 / 20 of 63; the run (training/runs/fast-all) goes on
+PRESETS["fast-all"] = dict(PRESETS["fast-select"], base_steps=900, base_lr=1e-3, scenes_from=None,
+                           curriculum=PRESETS["demo"]["curriculum"], eval_every=100, then=("fast-all-fresh",))
+PRESETS["fast-all-fresh"] = dict(PRESETS["fast-select"], base_lr=3e-4, then=())
