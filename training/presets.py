@@ -184,9 +184,10 @@ PRESETS["fast2"] = dict(PRESETS["demo"], attention_supervision=PRESETS["select"]
 PRESETS["fast-lr"] = dict(PRESETS["demo"], base_lr=1e-3, then=("fast-select", "fast-fresh"))
 # fast-all: everything the later phases teach from the first step (contrast and place questions, a quarter of the
 # descriptions unordered, descriptions weighted 6, the select phase's supervision), at half the peak, with the
-# curriculum; then 600 steps at a lower peak on fresh scenes. Colour 59 / 59 / 63 / 84 of 111 and shape 51 / 60 / 63 /
-# 78 of 106 at steps 100-400 (the fast run's first phase: 55 / 61 / 61 / 64 and 55 / 59 / 61 / 57), "where is" 15 /
-# 16 / 18 / 20 of 63; the run (training/runs/fast-all) goes on
+# curriculum; then 600 steps at a lower peak on fresh scenes. Held-out at steps 100-700: colour 59 / 59 / 63 / 84 /
+# 81 / 84 / 84 of 111, shape 51 / 60 / 63 / 78 / 91 / 95 / 98 of 106, "where is" 15 / 16 / 18 / 20 / 34 / 47 / 53 of
+# 63 (the fast run's first phase: colour 55 / 61 / 61 / 64 / 63 / 66 / 66, shape 55 / 59 / 61 / 57 / 62 / 62 / 94,
+# "where is" 14 / 18 / 31 / 24 / 26 / 29 / 30; its three phases ended at 42); the run (training/runs/fast-all) goes on
 PRESETS["fast-all"] = dict(PRESETS["fast-select"], base_steps=900, base_lr=1e-3, scenes_from=None,
                            curriculum=PRESETS["demo"]["curriculum"], eval_every=100, then=("fast-all-fresh",))
 PRESETS["fast-all-fresh"] = dict(PRESETS["fast-select"], base_lr=3e-4, then=())
