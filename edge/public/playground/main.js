@@ -7,7 +7,7 @@
  * the base model's on the same request, side by side.
  */
 import { describeError, getJson, streamChat } from "./api.js";
-import { readFrames, sizeOf, toDataUrl } from "./media.js";
+import { framesOf, pictureOf, readFrames, sizeOf, toDataUrl } from "./media.js";
 import { Pane } from "./pane.js";
 
 /** @param {string} id */
@@ -123,14 +123,7 @@ async function useFiles(files, name) {
   if (files.length === 0) return;
   if (files.length > 1) {
     const ordered = [...files].sort((x, y) => x.name.localeCompare(y.name, undefined, { numeric: true }));
-    const frames = await Promise.all(ordered.map(toDataUrl));
-    return use({
-      kind: "frames",
-      name: `${ordered.length} frames`,
-      frames,
-      src: frames[0],
-      ...(await sizeOf(frames[0])),
-    });
+    return use(await framesOf(`${ordered.length} frames`, await Promise.all(ordered.map(toDataUrl))));
   }
   const [file] = files;
   const url = await toDataUrl(file);
@@ -140,7 +133,7 @@ async function useFiles(files, name) {
     return use({ kind: "video", name: label, url, src: first, ...(await sizeOf(first)) });
   }
   // a file the browser cannot show still goes to the edge, which says what is wrong with it
-  use({ kind: "picture", name: label, src: url, ...(await sizeOf(url)) });
+  use(await pictureOf(label, url));
 }
 
 /** @param {string} path */
@@ -163,11 +156,10 @@ async function loadSamples() {
     button.append(img);
     button.addEventListener("click", async () => {
       if (s.frames) {
-        const frames = await Promise.all(s.frames.map(fetchDataUrl));
-        use({ kind: "frames", name: s.id, frames, src: frames[0], ...(await sizeOf(frames[0])) });
+        use(await framesOf(s.id, await Promise.all(s.frames.map(fetchDataUrl))));
       } else {
         const src = await fetchDataUrl(s.image);
-        use({ kind: "picture", name: s.id, src, ...(await sizeOf(src)) });
+        use(await pictureOf(s.id, src));
       }
       list.replaceChildren(...s.questions.map((/** @type {string} */ q) => new Option(q)));
     });

@@ -42,6 +42,51 @@ export function sizeOf(src) {
 }
 
 /**
+ * A picture as the page holds it.
+ * @param {string} name
+ * @param {string} src
+ * @returns {Promise<Picture>}
+ */
+export const pictureOf = async (name, src) => ({ kind: "picture", name, src, ...(await sizeOf(src)) });
+
+/**
+ * A clip given as its frames (data: URLs, in order), shown by its first.
+ * @param {string} name
+ * @param {string[]} frames
+ * @returns {Promise<Frames>}
+ */
+export const framesOf = async (name, frames) => ({
+  kind: "frames",
+  name,
+  frames,
+  src: frames[0],
+  ...(await sizeOf(frames[0])),
+});
+
+/** A video file's frames as read for each count, once per video (both panes draw the same). */
+const decoded = new WeakMap();
+
+/**
+ * The pictures of a clip's `count` sampled frames: the frames sent, or a video file's as this browser decodes
+ * them (readFrames; none when it cannot); none for a picture.
+ * @param {Media} media
+ * @param {number} count
+ * @returns {Promise<string[]>}
+ */
+export function clipFrames(media, count) {
+  if (media.kind === "frames") return Promise.resolve(media.frames);
+  if (media.kind !== "video" || count === 0) return Promise.resolve([]);
+  const byCount = decoded.get(media) ?? new Map();
+  decoded.set(media, byCount);
+  if (!byCount.has(count))
+    byCount.set(
+      count,
+      readFrames(media.url, count).catch(() => []),
+    );
+  return byCount.get(count);
+}
+
+/**
  * @param {HTMLMediaElement} el
  * @param {string} event
  */

@@ -5,7 +5,7 @@
  * tokens per second, what it kept of the picture or of each frame, and the
  * final statistics.
  */
-import { readFrames } from "./media.js";
+import { clipFrames } from "./media.js";
 import { showKept, showPicture } from "./overlay.js";
 
 /** @typedef {import("./api.js").Started} Started */
@@ -73,9 +73,7 @@ export class Pane {
     const media = this.media;
     if (!media) return;
     const frameCount = started.visual_grids.filter((g) => g.source === "frame").length;
-    /** @type {string[]} each frame's picture: the frames sent, or a video's as this browser decodes it */
-    let frames = media.kind === "frames" ? media.frames : [];
-    if (media.kind === "video" && frameCount > 0) frames = await readFrames(media.url, frameCount).catch(() => []);
+    const frames = await clipFrames(media, frameCount);
     if (this.media !== media) return;
     const drawn = showKept(this.frame, media, frames, started);
     const kept = started.kept_visual_indices.length;
