@@ -11,6 +11,18 @@ import scenes
 from answers import answer_runs
 
 
+def unsupported(phase):
+    """Why a phase's schedule asks for supervision these targets cannot give, or None. Aiming every description
+    phrase (descriptions True) finds the phrases by the description's lead ("from the top :", description_objects),
+    which an unordered description does not have."""
+    sup = phase.get("attention_supervision") or {}
+    if sup.get("descriptions") is True and phase.get("unordered_descriptions"):
+        return ("attention_supervision descriptions=True aims each phrase of a description by its lead "
+                "(\"from the top :\"), which unordered descriptions (unordered_descriptions="
+                f"{phase['unordered_descriptions']}) do not have: use descriptions=\"opening\" or no unordered ones")
+    return None
+
+
 def attention_targets(metas, tgt, start, descriptions=False, world=None):
     """For each short answer about objects, (row, query row, columns, objects): the row that predicts the
     answer's first token, the visual columns of the patches of the objects the question is about (data gives

@@ -3,7 +3,8 @@ Checks that packed training samples (several answers about one picture in one
 sequence, data.packed_layout) give each answer exactly the logits of the
 single-question prompt the model serves, so no answer sees another; and that the
 base stage's FinalWipe and token-drop masks (pruning.drop_masks) take away exactly
-visual tokens, found here by where the embedding holds the projector's rows.
+visual tokens, found here by where the embedding holds the projector's rows; and
+that every preset's phases exist and ask for supervision their samples can give.
 Exits 1 if not.
 
   /usr/bin/python3 training/test_packing.py
@@ -22,6 +23,7 @@ import anyres  # noqa: E402
 import canvas  # noqa: E402
 import clips  # noqa: E402
 import data  # noqa: E402
+import presets  # noqa: E402
 import pruning  # noqa: E402
 import scenes  # noqa: E402
 import stage_align  # noqa: E402
@@ -60,6 +62,7 @@ def main():
     check_drop_masks(model, vocab, ids, px, layout, metas)
     check_label_codes(vocab)
     check_attention_targets(vocab)
+    check_presets()
     check_contrast_questions(vocab)
     check_unordered_descriptions(vocab)
     check_place_questions()
@@ -234,6 +237,19 @@ def check_attention_targets(vocab):
     print(f"attention targets: {checked} short answers, each aimed at the visual tokens of the objects it is read "
           f"from, which agree with the answer; with descriptions, every object of {described} descriptions has the "
           "rows that name it aimed at it")
+
+
+def check_presets():
+    """Every preset's phases name presets that exist and ask for supervision their samples can give
+    (supervision.unsupported); the describe phase's supervision with unordered descriptions is refused."""
+    for name, p in presets.PRESETS.items():
+        for phase in (name, *p.get("then", ())):
+            assert phase in presets.PRESETS, f"preset {name} continues with {phase}, which is no preset"
+            why = supervision.unsupported(presets.PRESETS[phase])
+            assert why is None, f"preset {phase}: {why}"
+    mixed = dict(presets.PRESETS["describe"], unordered_descriptions=0.25)
+    assert "unordered" in (supervision.unsupported(mixed) or ""), "describe's supervision with unordered descriptions"
+    print(f"{len(presets.PRESETS)} presets: every phase exists and its supervision fits its samples")
 
 
 def check_attention_loss():

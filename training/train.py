@@ -33,6 +33,7 @@ from presets import PRESETS  # noqa: E402
 from stage_align import train_align  # noqa: E402
 from stage_lm import train_lm  # noqa: E402
 from stage_vision import train_vision  # noqa: E402
+from supervision import unsupported  # noqa: E402
 from variants import adopt, config_for, vocab_for, world_of  # noqa: E402
 
 
@@ -56,6 +57,10 @@ def main():
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     p = dict(PRESETS[args.preset])
+    for name in (args.preset, *p.get("then", ())):
+        why = unsupported(PRESETS[name])
+        if why:
+            ap.error(f"--preset {args.preset}: phase {name}: {why}")
     if args.base_steps:
         p["base_steps"] = args.base_steps
     if args.twig_steps:
