@@ -203,6 +203,10 @@ PRESETS["fast-all-fresh"] = dict(PRESETS["fast-select"], base_lr=3e-4, then=())
 # no lead) in place of the select phase's. Held-out at steps 50-400 and 50-350: fast-all-hot colour 84 / 82 / 83 /
 # 84 / 85 / 84 / 81 / 82, "where is" 52 / 52 / 52 / 56 / 55 / 57 / 58 / 59; fast-all-read colour 84 / 82 / 83 / 84 / 83 / 81 / 82,
 # "where is" 55 / 54 / 50 / 54 / 56 / 56 / 56, its readout loss from 6.06 (chance) to 1.12: neither moves colour; stopped there.
+# At fast-all-hot's step 400, base layer 5's attention (the heads' mean, from the prompt's last token; the layer
+# the select phase's supervision teaches) puts 0.72 of its visual attention on the asked object when "what colour
+# is the _ ?" is answered right and 0.38 when wrong (164 questions on 100 test scenes): the lookup by shape fails
+# already there, where the supervision's weight is 0.1
 # fast-all-a and fast-all-b run each after fast-all's first phase (from its checkpoint, base.pt, in a run directory)
 PRESETS["fast-all-hot"] = dict(PRESETS["fast-all-fresh"], base_lr=5e-4)
 PRESETS["fast-all-read"] = dict(PRESETS["fast-all-hot"], attention_supervision=dict(
