@@ -213,3 +213,9 @@ PRESETS["fast-all-read"] = dict(PRESETS["fast-all-hot"], attention_supervision=d
     PRESETS["describe"]["attention_supervision"], descriptions="opening"))
 PRESETS["fast-all-a"] = dict(PRESETS["fast-all"], then=("fast-all-hot",))
 PRESETS["fast-all-b"] = dict(PRESETS["fast-all"], then=("fast-all-read",))
+# fast-all-heavy: fast-all-hot with the select phase's supervision weighted 1 instead of 0.1. Held-out at steps
+# 50-200 (one thread, the first half beside CI): colour 83 / 80 / 82 / 82 of 111, "where is" 57 / 53 / 53 / 54 of 63:
+# no better; stopped there
+PRESETS["fast-all-heavy"] = dict(PRESETS["fast-all-hot"], attention_supervision=dict(
+    PRESETS["select"]["attention_supervision"], weight=1.0))
+PRESETS["fast-all-c"] = dict(PRESETS["fast-all"], then=("fast-all-heavy",))
