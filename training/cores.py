@@ -26,3 +26,14 @@ def use_cores(threads: int) -> None:
         ctypes.CDLL("libblas.so.3").openblas_set_num_threads(1)
     except (OSError, AttributeError):
         pass  # not OpenBLAS (another BLAS keeps its own defaults)
+
+
+def bf16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16, as oneDNN uses under
+    PyTorch's CPU autocast); elsewhere bfloat16 is emulated. Read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

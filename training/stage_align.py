@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import data
 import scenes
 from checkpoints import save, stage_state
-from loop import finished, log, lr_at
+from loop import finished, log, lr_at, precision
 from model import pool_frames
 
 
@@ -99,8 +99,8 @@ def train_align(model, p, out, exclude):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, p["align_lr"], max(1, total // 10))
         px, labels = data.vision_batch("train", range(20_000_000 + step * bs, 20_000_000 + (step + 1) * bs), exclude)
-        with torch.no_grad():
-            feats = model.vision(px)
+        with torch.no_grad(), precision(p):
+            feats = model.vision(px).float()
         target = code_targets(codes, pooled_labels(labels, pool) if pool else labels)
         loss = F.mse_loss(project(feats), target) / target.var()
         opt.zero_grad()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import data
 from answers import accuracy_by_kind, answer_weights, held_out
 from checkpoints import save
-from loop import log, lr_at
+from loop import log, lr_at, precision
 from pruning import drop_masks
 from supervision import ObjectReadout, attention_loss, attention_targets
 
@@ -93,10 +93,13 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
         if readout:
             readout_opt.zero_grad()
         for i, (ids, tgt, px, metas, layout, start) in enumerate(chunks):
-            if supervise:
-                logits, probs, heads_out = forward(ids, px, layout=layout, probs_layer=sup["layer"])
-            else:
-                logits = forward(ids, px, layout=layout)
+            with precision(p):
+                if supervise:
+                    logits, probs, heads_out = forward(ids, px, layout=layout, probs_layer=sup["layer"])
+                    probs, heads_out = probs.float(), heads_out.float()
+                else:
+                    logits = forward(ids, px, layout=layout)
+            logits = logits.float()
             if weight is None and whole:
                 loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
             elif weight is None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import data
 import scenes
 from checkpoints import save, stage_state
-from loop import finished, log, lr_at
+from loop import finished, log, lr_at, precision
 
 
 class VisionHeads(nn.Module):
@@ -69,7 +69,9 @@ def train_vision(model, p, out, exclude):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, p["vision_lr"], 50)
         px, labels = data.vision_batch("train", range(step * bs, (step + 1) * bs), exclude)
-        loss, _ = vision_loss(heads, model.vision(px), labels)
+        with precision(p):
+            feats = model.vision(px)
+        loss, _ = vision_loss(heads, feats.float(), labels)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
