@@ -62,11 +62,15 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
     model.train()
     model.vision.eval()
     while step < total:
+        # early_schedule (until, length): before step `until`, the learning rate and the curriculum follow a
+        # schedule of `length` steps (the demo model's first phase ran so: 300 steps of a 600-step schedule)
+        until, length = (0, total) if is_twig else p.get("early_schedule", (0, total))
+        span = length if step < until else total
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, p[f"{stage}_lr"], warmup)
+            g["lr"] = lr_at(step, span, p[f"{stage}_lr"], warmup if span == total else max(1, min(150, span // 10)))
         rng = random.Random(f"{stage}:{step}" if fresh is None else f"{name}:{fresh}:{step}")
         drop_rng = random.Random(f"{stage}:{step}:drop")
-        max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * total), None)
+        max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * span), None)
         # a clip world's frames over the first fractions of a phase (clip_frames, like curriculum's objects)
         frames = None if is_twig else next((n for f, n in p.get("clip_frames", ()) if step < f * total), None)
         chunks = []
