@@ -223,10 +223,10 @@ PRESETS["fast-all-c"] = dict(PRESETS["fast-all"], then=("fast-all-heavy",))
 # first 300 steps on a 600-step schedule, curriculum included, the learning rate then jumping from 0.63 to 0.86 of
 # the peak; colour rose from 63 to 88 of 111 in the 100 steps after that jump), to see whether that restart is
 # what taught it colour. Run in bfloat16 (--precision bf16), one thread, beside a control (fast-all in bfloat16,
-# the same vision and align checkpoints): held-out at steps 100-800 colour 49 / 59 / 62 / 64 / 74 / 89 / 93 / 98 of
-# 111, shape 53 / 59 / 57 / 61 / 62 / 52 / 72 / 88 of 106, "where is" 11 / 12 / 16 / 15 / 21 / 30 / 32 / 41 of 63
-# ("how many objects" 61 / 63 at step 800): the first first phase here past the colour plateau of 83-84, "where is"
-# behind; the control, stopped at step 500: colour 62 / 58 / 58 / 63 / 66, shape 53 / 58 / 60 / 60 / 62, "where is"
+# the same vision and align checkpoints): held-out at steps 100-900 colour 49 / 59 / 62 / 64 / 74 / 89 / 93 / 98 /
+# 100 of 111, shape 53 / 59 / 57 / 61 / 62 / 52 / 72 / 88 / 96 of 106, "where is" 11 / 12 / 16 / 15 / 21 / 30 / 32 /
+# 41 / 43 of 63 (short answers 87.5% of 96 at step 900; stopped there, before fast-all-fresh): the first first
+# phase here past the colour plateau of 83-84, "where is" behind; the control, stopped at step 500: colour 62 / 58 / 58 / 63 / 66, shape 53 / 58 / 60 / 60 / 62, "where is"
 # 7 / 15 / 13 / 21 / 25 (the float32 fast-all run above, on another vision stage: colour 81 and "where is" 34 at
 # step 500; whether bfloat16 itself slows learning is not yet measured)
 PRESETS["fast-restart"] = dict(PRESETS["fast-all"], base_lr=2e-3, early_schedule=(300, 600))
