@@ -53,7 +53,13 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
     forward = model.twig_forward if is_twig else model.forward
     total, bs = p[f"{stage}_steps"], p[f"{stage}_batch"]
     micro = p.get("micro_batch") or bs
-    warmup = max(1, int(0.03 * total)) if is_twig else max(1, min(150, total // 10))
+
+    def warmup(steps):  # of a schedule of `steps`
+        return max(1, int(0.03 * steps)) if is_twig else max(1, min(150, steps // 10))
+
+    # early_schedule (until, length): before step `until`, the learning rate and the curriculum follow a
+    # schedule of `length` steps (the demo model's first phase ran so: 300 steps of a 600-step schedule)
+    until, length = (0, total) if is_twig else p.get("early_schedule", (0, total))
     t0, seen, attn_mass, read_loss = time.time(), 0, float("nan"), torch.tensor(float("nan"))
     fresh = None if is_twig else p.get("scenes_from")
     offset = 10_000_000 if is_twig else fresh or 0  # the twig sees scenes the base stage did not
@@ -62,12 +68,9 @@ def train_lm(model, vocab, p, out, exclude, stage, phase=None, world=None):
     model.train()
     model.vision.eval()
     while step < total:
-        # early_schedule (until, length): before step `until`, the learning rate and the curriculum follow a
-        # schedule of `length` steps (the demo model's first phase ran so: 300 steps of a 600-step schedule)
-        until, length = (0, total) if is_twig else p.get("early_schedule", (0, total))
         span = length if step < until else total
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, span, p[f"{stage}_lr"], warmup if span == total else max(1, min(150, span // 10)))
+            g["lr"] = lr_at(step, span, p[f"{stage}_lr"], warmup(span))
         rng = random.Random(f"{stage}:{step}" if fresh is None else f"{name}:{fresh}:{step}")
         drop_rng = random.Random(f"{stage}:{step}:drop")
         max_objects = None if is_twig else next((n for f, n in p["curriculum"] if step < f * span), None)
