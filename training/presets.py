@@ -239,3 +239,8 @@ PRESETS["fast-all-c"] = dict(PRESETS["fast-all"], then=("fast-all-heavy",))
 # stage over two sittings (vision and align in float32 at two threads, the rest in bfloat16 at one thread, beside
 # other runs): vision 13, align 9, first phase 105, fast-all-fresh 67, twig 5 minutes (3 h 20 min)
 PRESETS["fast-restart"] = dict(PRESETS["fast-all"], base_lr=2e-3, early_schedule=(300, 600))
+# demo-bf16: the shipped model's recipe as it ran (its first phase's restart included: the first 300 steps on a
+# 600-step schedule, as fast-restart), every stage and phase in bfloat16 autocast (its later phases take the
+# preset's precision). Made to train the demo model's quality from scratch within 4 hours where the CPU has AMX:
+# a base step of 16 samples took about 2.8 s at two threads here, about 5.4 s at one (bench_step.py)
+PRESETS["demo-bf16"] = dict(PRESETS["demo"], precision="bf16", early_schedule=(300, 600))

@@ -74,8 +74,11 @@ def main():
         p["twig_batch"] = args.twig_batch
     phases = {name: dict(PRESETS[name]) for name in p.get("then", ())}
     if args.precision:
-        for q in (p, *phases.values()):
-            q["precision"] = args.precision
+        p["precision"] = args.precision
+    for q in phases.values():
+        # a later phase runs in the preset's precision unless it names its own (--precision names it for all)
+        if args.precision or "precision" not in q:
+            q["precision"] = p.get("precision", "fp32")
     if any(q.get("precision") == "bf16" for q in (p, *phases.values())) and not bf16_units():
         log("warning: bf16 training on a CPU without AMX or AVX512-BF16 is emulated, and likely slower than fp32")
     os.makedirs(args.out, exist_ok=True)
