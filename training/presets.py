@@ -226,8 +226,9 @@ PRESETS["fast-all-c"] = dict(PRESETS["fast-all"], then=("fast-all-heavy",))
 # the same vision and align checkpoints): held-out at steps 100-900 colour 49 / 59 / 62 / 64 / 74 / 89 / 93 / 98 /
 # 100 of 111, shape 53 / 59 / 57 / 61 / 62 / 52 / 72 / 88 / 96 of 106, "where is" 11 / 12 / 16 / 15 / 21 / 30 / 32 /
 # 41 / 43 of 63 (short answers 87.5% of 96 at step 900; stopped there, before fast-all-fresh): the first first
-# phase here past the colour plateau of 83-84, "where is" behind; the control, stopped at step 500: colour 62 / 58 / 58 / 63 / 66, shape 53 / 58 / 60 / 60 / 62, "where is"
-# 7 / 15 / 13 / 21 / 25 (the float32 fast-all run above, on another vision stage: colour 81 and "where is" 34 at
+# phase here past the colour plateau of 83-84, "where is" behind; the control, stopped at step 500: colour 62 / 58 /
+# 58 / 63 / 66, shape 53 / 58 / 60 / 60 / 62, "where is" 7 / 15 / 13 / 21 / 25 (the float32 fast-all run above, on
+# another vision stage: colour 81 and "where is" 34 at
 # step 500; whether bfloat16 itself slows learning is not yet measured). Its run then went on from that checkpoint
 # (fast-all-fresh, 600 steps; the twig, 800): held-out at fast-all-fresh's steps 50-600 colour 98 / 102 / 101 / 103 /
 # 103 / 102 / 103 / 102 / 103 / 102 / 102 / 103 of 111, "where is" 46 / 43 / 48 / 44 / 52 / 52 / 53 / 52 / 53 / 54 /
@@ -235,9 +236,9 @@ PRESETS["fast-all-c"] = dict(PRESETS["fast-all"], then=("fast-all-heavy",))
 # scenes: base 93.0% of the short questions ("what colour" 87.0%, "where is" 69.7%), descriptions 63.1 / 62.8%
 # keyed by place, TTP RelAcc 100.0 / 100.0 / 93.9% at 66.7 / 77.8 / 88.9% pruned, twig 1.78 / 1.89 / 2.16x base on
 # long answers, lossless: places better than the fast run ("where is" 63.6%), short answers and descriptions below
-# it (94.3%, 69.6%), and below the demo model on all three. Time, stage by
-# stage over two sittings (vision and align in float32 at two threads, the rest in bfloat16 at one thread, beside
-# other runs): vision 13, align 9, first phase 105, fast-all-fresh 67, twig 5 minutes (3 h 20 min)
+# it (94.3%, 69.6%), and below the demo model on all three. Time, stage by stage over two sittings (vision and
+# align in float32 at two threads, the rest in bfloat16 at one thread, beside other runs): vision 13, align 9, first
+# phase 105, fast-all-fresh 67, twig 5 minutes (3 h 20 min)
 PRESETS["fast-restart"] = dict(PRESETS["fast-all"], base_lr=2e-3, early_schedule=(300, 600))
 # fast-restart-hot: fast-restart's first phase, then fast-all-fresh's 600 steps on fresh scenes at the peak the
 # model card's continue phase had (1e-3) in place of 3e-4. Run once from scratch (training/runs/R, bfloat16): vision
@@ -253,5 +254,6 @@ PRESETS["fast-restart-hot"] = dict(PRESETS["fast-restart"], then=("fast-hot",))
 # demo-bf16: the shipped model's recipe as it ran (its first phase's restart included: the first 300 steps on a
 # 600-step schedule, as fast-restart), every stage and phase in bfloat16 autocast (its later phases take the
 # preset's precision). Made to train the demo model's quality from scratch within 4 hours where the CPU has AMX:
-# a base step of 16 samples took about 2.8 s at two threads here, about 5.4 s at one (bench_step.py)
+# a base step of 16 samples took about 2.8 s at two threads here, about 5.4 s at one (fast-restart-hot's run, alone
+# on the machine). Not yet run to its end
 PRESETS["demo-bf16"] = dict(PRESETS["demo"], precision="bf16", early_schedule=(300, 600))
